@@ -1,0 +1,92 @@
+//! `infraveil`: the firewall daemon (`serve`) and the sandbox (`demo`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use infraveil::config::Config;
+use infraveil::demo::{self, DemoOptions};
+use infraveil::inspect::AllowAll;
+
+#[derive(Parser)]
+#[command(
+    name = "infraveil",
+    version,
+    about = "PostgreSQL wire-protocol firewall"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the firewall with a config file.
+    Serve {
+        #[arg(long, default_value = "infraveil.toml")]
+        config: PathBuf,
+    },
+    /// Start a throwaway PostgreSQL with sample data and the firewall in front.
+    Demo {
+        /// PostgreSQL listener port of the firewall (0 picks a free one).
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+        /// Admin API port (0 picks a free one).
+        #[arg(long, default_value_t = 6433)]
+        admin_port: u16,
+        /// Slack-compatible webhook for approval requests.
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INFRAVEIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            let running = infraveil::daemon::start(&config, Arc::new(AllowAll))
+                .await
+                .context("cannot start infraveil")?;
+            running.until_signal().await?;
+        }
+        Command::Demo {
+            port,
+            admin_port,
+            webhook_url,
+        } => {
+            let d = demo::start(&DemoOptions {
+                port,
+                admin_port,
+                webhook_url,
+            })
+            .await
+            .context("cannot start the demo")?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "DATABASE_URL={}", d.database_url)?;
+            writeln!(out, "VEIL_ADMIN_URL={}", d.admin_url)?;
+            writeln!(out, "VEIL_ADMIN_TOKEN={}", d.admin_token)?;
+            writeln!(out, "VEIL_DATA_DIR={}", d.data_dir.display())?;
+            out.flush()?;
+            drop(out);
+            tracing::info!(
+                "demo running; try: psql \"$DATABASE_URL\"  (Ctrl-C stops and cleans up)"
+            );
+            d.run_until_signal().await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! `infraveil.toml`: where to listen, which PostgreSQL to protect, where secrets
+//! come from, and the limits that keep one bad client from hurting others.
+//!
+//! Secrets (upstream passwords, the admin token, development credentials) are
+//! never written in this file or in policies: each is a [`SecretSource`] naming
+//! an environment variable or a file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("secret {what}: {message}")]
+    Secret { what: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the PostgreSQL listener, e.g. `127.0.0.1:6432`.
+    pub listen: SocketAddr,
+    /// TLS for clients; without it only plaintext connections are accepted.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Directory of `*.toml` policy files.
+    #[serde(default = "default_policies_dir")]
+    pub policies_dir: PathBuf,
+    /// Where state lives (grants, approvals, audit log).
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Development credential source, used until grants are issued: each
+    /// entry lets one identity log in with a secret read from env or file.
+    #[serde(default)]
+    pub dev_credentials: Vec<DevCredential>,
+}
+
+fn default_policies_dir() -> PathBuf {
+    PathBuf::from("policies")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    /// Plain TCP to PostgreSQL (fine on loopback or a private link).
+    #[default]
+    Disable,
+    /// TLS without certificate verification.
+    Require,
+    /// TLS, certificate checked against `ca_file` and `server_name`.
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub tls: UpstreamTlsMode,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify in the certificate; defaults to `host`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Password of each upstream user the roles log in as.
+    #[serde(default)]
+    pub passwords: BTreeMap<String, SecretSource>,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP API; off when absent.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub token: Option<SecretSource>,
+}
+
+/// Where a secret is read from: exactly one of `env` or `file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl SecretSource {
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        SecretSource {
+            env: None,
+            file: Some(path.into()),
+        }
+    }
+
+    /// Read the secret; surrounding whitespace (a trailing newline) is dropped.
+    pub fn read(&self, what: &str) -> Result<String, ConfigError> {
+        let err = |message: String| ConfigError::Secret {
+            what: what.to_owned(),
+            message,
+        };
+        let value = match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| err(format!("environment variable {var} is not set")))?,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?,
+            _ => return Err(err("set exactly one of `env` or `file`".into())),
+        };
+        let value = value.trim().to_owned();
+        if value.is_empty() {
+            return Err(err("is empty".into()));
+        }
+        Ok(value)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevCredential {
+    pub identity: String,
+    pub role: String,
+    pub secret: SecretSource,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest frontend message accepted; larger ones end the connection.
+    pub max_message_bytes: usize,
+    /// Time a client has from connecting to being authenticated.
+    #[serde(deserialize_with = "duration")]
+    pub auth_timeout: Duration,
+    /// On SIGTERM, how long sessions may finish before they are closed.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    /// A client that accepts no bytes for this long is disconnected.
+    #[serde(deserialize_with = "duration")]
+    pub client_write_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024 * 1024,
+            auth_timeout: Duration::from_secs(15),
+            shutdown_grace: Duration::from_secs(30),
+            client_write_timeout: Duration::from_secs(300),
+            max_connections: 1000,
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// Parse a duration such as `90s`, `15m`, `1h` or `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 90s, 15m, 1h"))
+}
+
+impl Config {
+    /// Load and validate a config file. Relative paths are taken relative to
+    /// the file's directory, so a config works from any working directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.policies_dir);
+        fix(&mut self.data_dir);
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+        }
+        if let Some(ca) = &mut self.upstream.ca_file {
+            fix(ca);
+        }
+        let secrets = self
+            .upstream
+            .passwords
+            .values_mut()
+            .chain(self.admin.token.iter_mut())
+            .chain(self.dev_credentials.iter_mut().map(|d| &mut d.secret));
+        for s in secrets {
+            if let Some(f) = &mut s.file {
+                fix(f);
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.limits.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.upstream.tls == UpstreamTlsMode::VerifyFull && self.upstream.ca_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "upstream.tls = \"verify-full\" needs upstream.ca_file".into(),
+            ));
+        }
+        if self.admin.listen.is_some() && self.admin.token.is_none() {
+            return Err(ConfigError::Invalid(
+                "admin.listen is set but admin.token is not: the admin API never runs without a token"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let c: Config = toml::from_str(
+            r#"
+            listen = "127.0.0.1:6432"
+            data_dir = "/tmp/x"
+            [upstream]
+            host = "127.0.0.1"
+            port = 5432
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_message_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.upstream.tls, UpstreamTlsMode::Disable);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = toml::from_str::<Config>(
+            r#"
+            listen = "127.0.0.1:6432"
+            data_dir = "/tmp/x"
+            lsiten = "oops"
+            [upstream]
+            host = "h"
+            port = 1
+            "#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("lsiten"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn secret_sources() {
+        let s = SecretSource {
+            env: None,
+            file: None,
+        };
+        assert!(s.read("x").is_err());
+        let dir = std::env::temp_dir().join(format!("veil-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("s");
+        std::fs::write(&f, "hunter2\n").unwrap();
+        assert_eq!(SecretSource::file(&f).read("x").unwrap(), "hunter2");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,131 @@
+//! Wiring for `infraveil serve` (and the demo, which runs the same path):
+//! builds the listener and the admin API from a [`Config`], handles SIGHUP
+//! (policy reload) and SIGTERM/SIGINT (graceful shutdown).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::inspect::Inspector;
+use crate::policy::PolicySet;
+use crate::proxy::auth::CredentialSource;
+use crate::proxy::server::{Server, ServerError};
+use crate::proxy::{Shared, auth::DevCredentials};
+use crate::shutdown::{Phase, ShutdownController};
+
+/// A started firewall: addresses and the handle to stop it.
+pub struct Running {
+    pub pg_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub shared: Arc<Shared>,
+    controller: Arc<ShutdownController>,
+    server: JoinHandle<()>,
+    admin: Option<JoinHandle<()>>,
+    policies_dir: std::path::PathBuf,
+}
+
+/// Start the firewall with the development credential source from config.
+pub async fn start(config: &Config, inspector: Arc<dyn Inspector>) -> Result<Running, ServerError> {
+    let creds = DevCredentials::from_config(&config.dev_credentials)?;
+    start_with(config, inspector, Arc::new(creds)).await
+}
+
+/// Start the firewall with an explicit credential source.
+pub async fn start_with(
+    config: &Config,
+    inspector: Arc<dyn Inspector>,
+    credentials: Arc<dyn CredentialSource>,
+) -> Result<Running, ServerError> {
+    let policies = PolicySet::load_dir(&config.policies_dir)?;
+    info!(
+        roles = policies.roles.len(),
+        identities = policies.identities.len(),
+        dir = %config.policies_dir.display(),
+        "policies loaded"
+    );
+    let server = Server::bind(config, policies, credentials, inspector).await?;
+    let pg_addr = server.local_addr();
+    let shared = server.shared();
+    let (controller, shutdown) = ShutdownController::new();
+    let controller = Arc::new(controller);
+
+    let mut admin = None;
+    let mut admin_addr = None;
+    if let (Some(addr), Some(token)) = (config.admin.listen, &config.admin.token) {
+        let token = token.read("admin.token")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        admin_addr = listener.local_addr().ok();
+        let app = crate::admin::router(crate::admin::AdminState::new(shared.clone(), token));
+        let mut sd = controller.subscribe();
+        info!(addr = ?admin_addr, "admin API listening");
+        admin = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { sd.reached(Phase::Draining).await })
+                .await;
+        }));
+    }
+
+    let c = controller.clone();
+    let server = tokio::spawn(server.run(shutdown, c));
+    Ok(Running {
+        pg_addr,
+        admin_addr,
+        shared,
+        controller,
+        server,
+        admin,
+        policies_dir: config.policies_dir.clone(),
+    })
+}
+
+impl Running {
+    /// Reload policies; a bad set keeps the old one and says why.
+    pub fn reload_policies(&self) -> Result<(), crate::policy::PolicyError> {
+        let set = PolicySet::load_dir(&self.policies_dir)?;
+        let mut guard = self
+            .shared
+            .policies
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(set);
+        info!("policies reloaded");
+        Ok(())
+    }
+
+    /// Stop accepting, let sessions finish within the grace period, close.
+    pub async fn shutdown(self) {
+        self.controller.set(Phase::Draining);
+        let _ = self.server.await;
+        if let Some(a) = self.admin {
+            let _ = a.await;
+        }
+    }
+
+    /// Run until SIGTERM or SIGINT (reloading policies on SIGHUP), then shut
+    /// down gracefully.
+    pub async fn until_signal(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    if let Err(e) = self.reload_policies() {
+                        warn!(error = %e, "policy reload failed; keeping the previous policies");
+                    }
+                }
+            }
+        }
+        info!("shutdown requested");
+        self.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,80 @@
+//! The inspection seam: every statement a client sends (simple `Query`,
+//! extended `Parse`, `FunctionCall`) passes through one [`Inspector`] call that
+//! returns a [`Decision`] before anything is forwarded upstream.
+
+use crate::protocol::{PgError, sqlstate};
+
+/// Who is asking, for the inspector and for logs.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub identity: String,
+    pub role: String,
+    pub credential_id: String,
+    pub client_addr: std::net::SocketAddr,
+    pub tls: bool,
+}
+
+/// Which protocol message carried the statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin<'a> {
+    SimpleQuery,
+    Parse { statement: &'a str },
+}
+
+/// What happens to a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Refused; the client gets this error (SQLSTATE 42501 for policy denials).
+    Deny(PgError),
+    /// Needs a human's approval; until approvals exist it is refused with
+    /// this error.
+    Hold(PgError),
+}
+
+impl Decision {
+    /// A policy denial naming the rule that denied it.
+    pub fn deny(rule: &str, reason: impl Into<String>) -> Decision {
+        Decision::Deny(
+            PgError::error(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!("statement denied by infraveil rule {rule}"),
+            )
+            .with_detail(reason),
+        )
+    }
+}
+
+/// Decides about statements. Implementations must be cheap: this runs on the
+/// hot path of every statement.
+pub trait Inspector: Send + Sync + 'static {
+    fn inspect(&self, session: &SessionInfo, sql: &str, origin: Origin<'_>) -> Decision;
+}
+
+/// Allows everything (the seam before the policy engine is attached).
+#[derive(Debug, Default)]
+pub struct AllowAll;
+
+impl Inspector for AllowAll {
+    fn inspect(&self, _: &SessionInfo, _: &str, _: Origin<'_>) -> Decision {
+        Decision::Allow
+    }
+}
+
+/// Denies statements containing a marker string; for tests of the seam.
+#[derive(Debug)]
+pub struct DenyContaining(pub String);
+
+impl Inspector for DenyContaining {
+    fn inspect(&self, _: &SessionInfo, sql: &str, _: Origin<'_>) -> Decision {
+        if sql.contains(&self.0) {
+            Decision::deny(
+                "test.deny_containing",
+                format!("statement contains {:?}", self.0),
+            )
+        } else {
+            Decision::Allow
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Infraveil: a PostgreSQL wire-protocol firewall.
+//!
+//! Clients point `DATABASE_URL` at Infraveil instead of PostgreSQL. Every
+//! statement is inspected before it is forwarded; identities log in with
+//! expiring credentials and reach PostgreSQL as a least-privilege upstream user.
+//!
+//! The map of the crate:
+//! - [`proxy`] — the PostgreSQL listener and per-client session: startup and
+//!   TLS, SCRAM authentication, the upstream login, the message relay, cancel
+//!   requests and the registry of live sessions.
+//! - [`protocol`] — helpers over pgwire's message codec: frame reading with
+//!   limits, startup packets, and the one place client-facing errors are built.
+//! - [`inspect`] — the seam every `Query` and `Parse` passes through to get a
+//!   decision (allow / deny / hold) before anything reaches PostgreSQL.
+//! - [`classify`] — statement classes (read, write, ddl, destructive, …).
+//! - [`policy`] — policy files: roles, identities, kinds, and validation.
+//! - [`config`] — `infraveil.toml` and where secrets come from.
+//! - [`admin`] — the admin HTTP API (`/healthz`, `/metrics`, …).
+//! - [`sandbox`] — a throwaway PostgreSQL cluster, for the demo and tests.
+//! - [`demo`] — `infraveil demo`: the sandbox with the firewall in front.
+//! - [`shutdown`] — the graceful-shutdown signal passed to every task.
+//! - [`metrics`] — counters rendered for Prometheus.
+
+pub mod admin;
+pub mod classify;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod inspect;
+pub mod metrics;
+pub mod policy;
+pub mod protocol;
+pub mod proxy;
+pub mod sandbox;
+pub mod shutdown;

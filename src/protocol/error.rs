@@ -1,0 +1,167 @@
+//! Client-facing PostgreSQL errors. Every error Infraveil itself sends to a
+//! client is a [`PgError`], so wording, severity and SQLSTATE stay consistent.
+
+use bytes::BytesMut;
+use pgwire::messages::Message;
+use pgwire::messages::response::ErrorResponse;
+
+use super::sqlstate;
+
+/// Severity of an error sent to the client. `Fatal` ends the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// An error as the client will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl PgError {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        PgError {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+        PgError {
+            severity: Severity::Fatal,
+            ..Self::error(code, message)
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The error a client gets for bytes that are not valid protocol.
+    pub fn protocol_violation(message: impl Into<String>) -> Self {
+        Self::fatal(sqlstate::PROTOCOL_VIOLATION, message)
+    }
+
+    /// The one answer to every failed login: it never says whether the
+    /// identity exists, so the firewall cannot be used to enumerate them.
+    pub fn auth_failed(user: &str) -> Self {
+        Self::fatal(
+            sqlstate::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{user}\""),
+        )
+    }
+
+    pub fn is_fatal(&self) -> bool {
+        self.severity == Severity::Fatal
+    }
+
+    /// Append the `ErrorResponse` for this error to `buf`.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        let sev = self.severity.as_str().to_owned();
+        let mut fields = vec![
+            (b'S', sev.clone()),
+            (b'V', sev),
+            (b'C', self.code.to_owned()),
+            (b'M', self.message.clone()),
+        ];
+        if let Some(d) = &self.detail {
+            fields.push((b'D', d.clone()));
+        }
+        if let Some(h) = &self.hint {
+            fields.push((b'H', h.clone()));
+        }
+        // Encoding an ErrorResponse can only fail on an absurd length, which our
+        // own messages never reach; fall back to a minimal error rather than panic.
+        if ErrorResponse::new(fields).encode(buf).is_err() {
+            let _ = ErrorResponse::new(vec![
+                (b'S', "ERROR".into()),
+                (b'C', sqlstate::INTERNAL_ERROR.into()),
+                (b'M', "error message too long".into()),
+            ])
+            .encode(buf);
+        }
+    }
+
+    pub fn to_bytes(&self) -> BytesMut {
+        let mut buf = BytesMut::new();
+        self.encode(&mut buf);
+        buf
+    }
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.severity.as_str(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+/// Fields of an `ErrorResponse` received from upstream, decoded with pgwire.
+pub fn decode_error_fields(frame: &[u8]) -> Option<Vec<(u8, String)>> {
+    let mut buf = BytesMut::from(frame);
+    // ErrorResponse decoding in pgwire reads field codes without bounds checks
+    // on malformed input; the upstream is trusted but a panic must never take
+    // the session's task down, so guard it.
+    std::panic::catch_unwind(move || {
+        ErrorResponse::decode(&mut buf, &Default::default())
+            .ok()
+            .flatten()
+            .map(|e| e.fields)
+    })
+    .ok()
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_error_fields() {
+        let e = PgError::error(sqlstate::INSUFFICIENT_PRIVILEGE, "denied by rule x")
+            .with_detail("because")
+            .with_hint("ask for a grant");
+        let bytes = e.to_bytes();
+        assert_eq!(bytes[0], b'E');
+        let fields = decode_error_fields(&bytes).unwrap();
+        assert!(fields.contains(&(b'C', "42501".into())));
+        assert!(fields.contains(&(b'M', "denied by rule x".into())));
+        assert!(fields.contains(&(b'D', "because".into())));
+        assert!(fields.contains(&(b'H', "ask for a grant".into())));
+    }
+
+    #[test]
+    fn malformed_error_response_does_not_panic() {
+        assert!(decode_error_fields(&[b'E', 0, 0, 0, 6, b'C']).is_none());
+        assert!(decode_error_fields(&[b'E', 0, 0, 0, 4]).is_none());
+    }
+}

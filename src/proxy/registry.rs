@@ -1,0 +1,128 @@
+//! Live sessions: the firewall-issued cancel keys (mapped to the real upstream
+//! backend) and a control channel per session, so a cancel request, a grant
+//! revocation or shutdown can reach the right connection.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+
+use crate::protocol::PgError;
+
+/// A message to a running session.
+#[derive(Debug)]
+pub enum Control {
+    /// Send this FATAL error to the client and close the session.
+    Terminate(PgError),
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: i32,
+    upstream_pid: i32,
+    upstream_key: i32,
+    credential_id: String,
+    control: mpsc::Sender<Control>,
+}
+
+/// Sessions by the process id we reported to their client.
+#[derive(Debug, Default)]
+pub struct Registry {
+    next_id: AtomicU64,
+    sessions: Mutex<HashMap<i32, Entry>>,
+}
+
+/// Removes the session from the registry when dropped.
+pub struct Registration<'a> {
+    registry: &'a Registry,
+    pub pid: i32,
+    pub key: i32,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.pid);
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Entry>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new session id (also used in logs).
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Register a session; returns the (pid, key) to give its client.
+    pub fn register(
+        &self,
+        upstream_pid: i32,
+        upstream_key: i32,
+        credential_id: &str,
+        control: mpsc::Sender<Control>,
+    ) -> Registration<'_> {
+        let mut map = self.lock();
+        let (pid, key) = loop {
+            // Positive, like real pids; random so they reveal nothing.
+            let pid = (rand::random::<u32>() >> 1) as i32;
+            if pid != 0 && !map.contains_key(&pid) {
+                break (pid, rand::random::<i32>());
+            }
+        };
+        map.insert(
+            pid,
+            Entry {
+                key,
+                upstream_pid,
+                upstream_key,
+                credential_id: credential_id.to_owned(),
+                control,
+            },
+        );
+        Registration {
+            registry: self,
+            pid,
+            key,
+        }
+    }
+
+    /// The upstream (pid, key) for a client's cancel request, if its key is
+    /// right. The key is compared in constant time.
+    pub fn cancel_target(&self, pid: i32, key: i32) -> Option<(i32, i32)> {
+        let map = self.lock();
+        let e = map.get(&pid)?;
+        if bool::from(e.key.to_be_bytes().ct_eq(&key.to_be_bytes())) {
+            Some((e.upstream_pid, e.upstream_key))
+        } else {
+            None
+        }
+    }
+
+    /// Tell every session using `credential_id` to end with `error`.
+    /// Returns how many sessions were told.
+    pub fn terminate_credential(&self, credential_id: &str, error: &PgError) -> usize {
+        let map = self.lock();
+        let mut n = 0;
+        for e in map.values().filter(|e| e.credential_id == credential_id) {
+            if e.control
+                .try_send(Control::Terminate(error.clone()))
+                .is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,441 @@
+//! One client connection, as an explicit state machine:
+//! startup (TLS / GSS negotiation, cancel requests) → authenticating →
+//! connecting upstream → relaying (see [`super::relay`]) → closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use pgwire::messages::Message;
+use pgwire::messages::startup::{Authentication, NegotiateProtocolVersion};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::Shared;
+use super::auth;
+use super::relay::{self, RelayEnd};
+use super::stream::Stream;
+use super::upstream;
+use crate::inspect::SessionInfo;
+use crate::metrics::Metrics;
+use crate::protocol::startup::{
+    MAX_STARTUP_PACKET, StartupPacket, StartupParams, parse_startup_packet,
+};
+use crate::protocol::{FrameReader, PgError, sqlstate};
+use crate::shutdown::Shutdown;
+
+/// Startup parameters forwarded to PostgreSQL. Anything else is refused:
+/// `options` could carry `-c role=...`, `replication` opens another protocol,
+/// and a non-UTF8 `client_encoding` would let PostgreSQL read a statement
+/// differently from the firewall.
+const FORWARDED_PARAMS: &[&str] = &[
+    "database",
+    "application_name",
+    "fallback_application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "extra_float_digits",
+    "intervalstyle",
+    "search_path",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "standard_conforming_strings",
+];
+
+/// What the startup phase produced.
+enum Started {
+    Session(FrameReader<Stream>, StartupParams),
+    /// A cancel request was handled; the connection is done.
+    Cancelled,
+    /// The client went away before saying anything useful.
+    Gone,
+}
+
+/// Serve one client connection until it ends.
+pub async fn run(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: Shutdown) {
+    let id = shared.registry.next_session_id();
+    let span = info_span!("session", id, client = %peer, identity = tracing::field::Empty);
+    Metrics::inc(&shared.metrics.connections_total);
+    shared
+        .metrics
+        .connections_active
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    serve(tcp, peer, id, &shared, shutdown)
+        .instrument(span)
+        .await;
+    shared
+        .metrics
+        .connections_active
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: &Arc<Shared>,
+    shutdown: Shutdown,
+) {
+    let _ = tcp.set_nodelay(true);
+    let reader = FrameReader::new(Stream::Plain(tcp), shared.limits.max_message_bytes);
+
+    // Everything up to a logged-in upstream runs under the auth timeout, so a
+    // client that connects and says nothing cannot hold a slot forever.
+    let setup = tokio::time::timeout(shared.limits.auth_timeout, async {
+        let (mut reader, params) = match startup(reader, shared).await {
+            Ok(Started::Session(r, p)) => (r, p),
+            Ok(Started::Cancelled) | Ok(Started::Gone) => return None,
+            Err((mut reader, err)) => {
+                Metrics::inc(&shared.metrics.protocol_errors_total);
+                warn!(error = %err, "startup rejected");
+                if let Some(r) = reader.as_mut() {
+                    send_error(r.get_mut(), &err).await;
+                }
+                return None;
+            }
+        };
+        match login(&mut reader, &params, id, peer, shared).await {
+            Ok((info, up)) => Some((reader, info, up)),
+            Err(err) => {
+                send_error(reader.get_mut(), &err).await;
+                None
+            }
+        }
+    })
+    .await;
+
+    let (mut client, info, up) = match setup {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(_) => {
+            info!("authentication timed out");
+            // We may be mid-TLS-handshake, where no error can be sent; the
+            // reader was moved into the timed-out future and is dropped, which
+            // closes the socket.
+            return;
+        }
+    };
+
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(4);
+    let reg = shared
+        .registry
+        .register(up.pid, up.secret_key, &info.credential_id, control_tx);
+
+    // Tell the client it is in: AuthenticationOk, the upstream's parameters,
+    // our own cancel key, and the upstream's ReadyForQuery status.
+    let mut hello = BytesMut::new();
+    if Authentication::Ok.encode(&mut hello).is_err() {
+        return;
+    }
+    for f in &up.startup_frames {
+        hello.extend_from_slice(&f.bytes);
+    }
+    hello.put_u8(b'K');
+    hello.put_i32(12);
+    hello.put_i32(reg.pid);
+    hello.put_i32(reg.key);
+    hello.put_u8(b'Z');
+    hello.put_i32(5);
+    hello.put_u8(up.status);
+    if client.get_mut().write_all(&hello).await.is_err() {
+        return;
+    }
+    info!(role = %info.role, credential = %info.credential_id, tls = info.tls, "session started");
+
+    let end = relay::run(client, up, &info, shared, control_rx, shutdown, reg.pid).await;
+    match end {
+        RelayEnd::ClientTerminated | RelayEnd::ClientClosed => debug!("client closed"),
+        RelayEnd::UpstreamClosed => info!("upstream closed the connection"),
+        RelayEnd::Fatal(e) => info!(error = %e, "session ended"),
+        RelayEnd::Io(e) => debug!(error = %e, "connection error"),
+    }
+}
+
+type StartupError = (Option<FrameReader<Stream>>, PgError);
+
+/// Negotiate TLS / GSS and read the startup packet, or serve a cancel request.
+async fn startup(
+    mut reader: FrameReader<Stream>,
+    shared: &Arc<Shared>,
+) -> Result<Started, StartupError> {
+    loop {
+        let packet = match reader.next_startup_packet(MAX_STARTUP_PACKET).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(Started::Gone),
+            Err(e) => {
+                let err = PgError::protocol_violation(format!("invalid startup packet: {e}"));
+                return Err((Some(reader), err));
+            }
+        };
+        let packet = match parse_startup_packet(packet) {
+            Ok(p) => p,
+            Err(e) => return Err((Some(reader), e)),
+        };
+        match packet {
+            StartupPacket::SslRequest => {
+                // Bytes after SSLRequest but before the handshake would be
+                // read as if they came over TLS (CVE-2021-23214): refuse.
+                if reader.buffered() > 0 {
+                    let err =
+                        PgError::protocol_violation("received unencrypted data after SSL request");
+                    return Err((Some(reader), err));
+                }
+                let (stream, _) = reader.into_parts();
+                let tcp = match stream {
+                    Stream::Plain(tcp) => tcp,
+                    // A second SSLRequest inside TLS is a protocol violation.
+                    other => {
+                        let r = FrameReader::new(other, shared.limits.max_message_bytes);
+                        return Err((
+                            Some(r),
+                            PgError::protocol_violation("duplicate SSL request"),
+                        ));
+                    }
+                };
+                let Some(acceptor) = &shared.tls else {
+                    let mut tcp = tcp;
+                    if tcp.write_all(b"N").await.is_err() {
+                        return Ok(Started::Gone);
+                    }
+                    reader = FrameReader::new(Stream::Plain(tcp), shared.limits.max_message_bytes);
+                    continue;
+                };
+                let mut tcp = tcp;
+                if tcp.write_all(b"S").await.is_err() {
+                    return Ok(Started::Gone);
+                }
+                match acceptor.accept(tcp).await {
+                    Ok(tls) => {
+                        reader = FrameReader::new(
+                            Stream::ServerTls(Box::new(tls)),
+                            shared.limits.max_message_bytes,
+                        );
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "TLS handshake failed");
+                        return Ok(Started::Gone);
+                    }
+                }
+            }
+            StartupPacket::GssEncRequest => {
+                if reader.get_mut().write_all(b"N").await.is_err() {
+                    return Ok(Started::Gone);
+                }
+            }
+            StartupPacket::Cancel { pid, key } => {
+                cancel(shared, pid, key).await;
+                return Ok(Started::Cancelled);
+            }
+            StartupPacket::Startup(params) => return Ok(Started::Session(reader, params)),
+        }
+    }
+}
+
+/// Forward a cancel request if it names a live session with the right key.
+/// Like PostgreSQL, the client gets no answer either way.
+async fn cancel(shared: &Arc<Shared>, pid: i32, key: i32) {
+    match shared.registry.cancel_target(pid, key) {
+        Some((upid, ukey)) => {
+            info!(pid, "forwarding cancel request");
+            if let Err(e) = upstream::send_cancel(&shared.upstream, upid, ukey).await {
+                warn!(error = %e, "cancel request could not be forwarded");
+            }
+        }
+        None => info!(pid, "cancel request with unknown pid or wrong key ignored"),
+    }
+}
+
+/// Check the startup parameters, authenticate, and log in upstream.
+async fn login(
+    reader: &mut FrameReader<Stream>,
+    params: &StartupParams,
+    id: u64,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Result<(SessionInfo, upstream::Upstream), PgError> {
+    let Some(user) = params.user().map(str::to_owned) else {
+        return Err(PgError::fatal(
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            "no PostgreSQL user name specified in startup packet",
+        ));
+    };
+    tracing::Span::current().record("identity", user.as_str());
+    let forwarded = vet_params(params, &user)?;
+
+    // Protocol 3.2 and `_pq_.` extensions: we speak 3.0 and say so.
+    let extensions: Vec<String> = params
+        .params
+        .keys()
+        .filter(|k| k.starts_with("_pq_."))
+        .cloned()
+        .collect();
+    if params.minor_version > 0 || !extensions.is_empty() {
+        let mut buf = BytesMut::new();
+        let msg = NegotiateProtocolVersion::new(0, extensions);
+        if msg.encode(&mut buf).is_ok() {
+            reader
+                .get_mut()
+                .write_all(&buf)
+                .await
+                .map_err(|_| PgError::protocol_violation("connection lost"))?;
+        }
+    }
+
+    let credential = match auth::authenticate(reader, &shared.credentials, &user).await {
+        Ok(c) => c,
+        Err(e) => {
+            Metrics::inc(&shared.metrics.auth_failures_total);
+            info!(reason = %e, "authentication failed");
+            return Err(e.to_client_error(&user));
+        }
+    };
+
+    let policies = shared.policies();
+    let Some(role) = policies.role(&credential.role) else {
+        warn!(role = %credential.role, "credential names a role no policy defines");
+        return Err(PgError::fatal(
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            format!(
+                "role \"{}\" of this credential is not defined by any policy",
+                credential.role
+            ),
+        ));
+    };
+    let upstream_user = role.upstream_user.clone();
+    drop(policies);
+
+    let up = shared
+        .upstream
+        .connect(&upstream_user, &forwarded)
+        .await
+        .map_err(|e| {
+            Metrics::inc(&shared.metrics.upstream_errors_total);
+            warn!(error = %e, "upstream connection failed");
+            PgError::fatal(
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                "infraveil could not connect to the upstream database",
+            )
+            .with_detail(e.to_string())
+        })?;
+
+    let info = SessionInfo {
+        id,
+        identity: credential.identity,
+        role: credential.role,
+        credential_id: credential.id,
+        client_addr: peer,
+        tls: reader.get_mut().is_tls(),
+    };
+    Ok((info, up))
+}
+
+/// The startup parameters to pass upstream, or why the set is refused.
+fn vet_params(params: &StartupParams, user: &str) -> Result<Vec<(String, String)>, PgError> {
+    let refuse = |msg: String| Err(PgError::fatal(sqlstate::FEATURE_NOT_SUPPORTED, msg));
+    let mut out = Vec::new();
+    let mut has_db = false;
+    for (k, v) in &params.params {
+        let key = k.to_ascii_lowercase();
+        match key.as_str() {
+            "user" => continue,
+            _ if key.starts_with("_pq_.") => continue,
+            "replication"
+                if matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "false" | "0" | "off" | "no"
+                ) =>
+            {
+                continue;
+            }
+            "options" if v.trim().is_empty() => continue,
+            "options" => {
+                return refuse(
+                    "startup option \"options\" is not allowed through infraveil; use SET after connecting"
+                        .into(),
+                );
+            }
+            "client_encoding" if !is_utf8(v) => {
+                return refuse(format!(
+                    "client_encoding \"{v}\" is not supported: infraveil inspects statements as UTF8"
+                ));
+            }
+            "standard_conforming_strings" if !v.eq_ignore_ascii_case("on") => {
+                return refuse("standard_conforming_strings must be on through infraveil".into());
+            }
+            _ if FORWARDED_PARAMS.contains(&key.as_str()) => {
+                has_db |= key == "database";
+                out.push((k.clone(), v.clone()));
+            }
+            _ => {
+                return refuse(format!(
+                    "startup parameter \"{k}\" is not allowed through infraveil; use SET after connecting"
+                ));
+            }
+        }
+    }
+    if !has_db {
+        // PostgreSQL's default: the database named like the user.
+        out.push(("database".into(), user.to_owned()));
+    }
+    Ok(out)
+}
+
+fn is_utf8(v: &str) -> bool {
+    let v = v.to_ascii_lowercase().replace(['-', '_'], "");
+    v == "utf8" || v == "unicode"
+}
+
+async fn send_error(stream: &mut Stream, err: &PgError) {
+    let _ = stream.write_all(&err.to_bytes()).await;
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(p: &[(&str, &str)]) -> StartupParams {
+        StartupParams {
+            minor_version: 0,
+            params: p
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn forwards_known_params_and_defaults_database() {
+        let out = vet_params(
+            &params(&[
+                ("user", "a"),
+                ("application_name", "psql"),
+                ("client_encoding", "UTF8"),
+            ]),
+            "a",
+        )
+        .unwrap();
+        assert!(out.contains(&("database".into(), "a".into())));
+        assert!(out.contains(&("application_name".into(), "psql".into())));
+        assert!(!out.iter().any(|(k, _)| k == "user"));
+    }
+
+    #[test]
+    fn refuses_params_that_could_escape_inspection() {
+        for bad in [
+            ("options", "-c role=postgres"),
+            ("client_encoding", "SJIS"),
+            ("role", "postgres"),
+            ("session_authorization", "postgres"),
+            ("standard_conforming_strings", "off"),
+            ("replication", "database"),
+        ] {
+            let e = vet_params(&params(&[("user", "a"), bad]), "a").unwrap_err();
+            assert_eq!(e.code, sqlstate::FEATURE_NOT_SUPPORTED, "{bad:?}");
+        }
+    }
+}
