@@ -1,0 +1,264 @@
+//! Connection lifecycle and bad input: authentication failures, malformed
+//! and oversized messages, silent and non-reading clients, upstream down and
+//! back, graceful shutdown. Each case ends only its own connection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use infraveil::config::Limits;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Error codes in whatever the server sends before closing.
+async fn codes_until_close(s: &mut TcpStream) -> Vec<String> {
+    let mut reader = infraveil::protocol::FrameReader::new(s, 1 << 20);
+    let mut codes = vec![];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+            Ok(Ok(Some(f))) if f.tag() == b'E' => {
+                let fields = infraveil::protocol::error::decode_error_fields(&f.bytes).unwrap();
+                codes.push(fields.iter().find(|x| x.0 == b'C').unwrap().1.clone());
+            }
+            Ok(Ok(Some(_))) => {}
+            Ok(_) => return codes,
+            Err(_) => panic!("connection not closed"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_unknown_identity_look_the_same() {
+    let db = fresh_db("auth");
+    let p = Proxy::start(ProxyOptions::default()).await;
+    let e = p.try_connect("alice", &db, "wrong").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "28P01");
+    let e2 = p.try_connect("mallory", &db, "wrong").await.unwrap_err();
+    assert_eq!(sqlstate(&e2), "28P01");
+    let m1 = e.as_db_error().unwrap().message().replace("alice", "X");
+    let m2 = e2.as_db_error().unwrap().message().replace("mallory", "X");
+    assert_eq!(m1, m2);
+    // psql shows the same.
+    let (ok, _, err) = psql(&format!("postgres://alice:nope@127.0.0.1:{}/{db}", p.port), &["-c", "select 1"]).await;
+    assert!(!ok && err.contains("password authentication failed"), "{err}");
+    // The right password works, as the readonly identity too (app_read).
+    let c = p.connect("rita", "app").await;
+    let n: i64 = c.query_one("SELECT count(*) FROM customers", &[]).await.unwrap().get(0);
+    assert_eq!(n, 50);
+    // Defense in depth: app_read cannot write even though nothing denies it yet.
+    let e = c.execute("DELETE FROM customers", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_refuses_options_and_foreign_encodings() {
+    let p = Proxy::start(ProxyOptions::default()).await;
+    let cfg = format!(
+        "host=127.0.0.1 port={} user=alice password={PASSWORD} dbname=app options='-c role=postgres'",
+        p.port
+    );
+    let e = tokio_postgres::connect(&cfg, tokio_postgres::NoTls).await.err().unwrap();
+    assert_eq!(sqlstate(&e), "0A000");
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    let body = b"user\0alice\0client_encoding\0SJIS\0\0";
+    let mut pkt = ((8 + body.len()) as i32).to_be_bytes().to_vec();
+    pkt.extend_from_slice(&196608i32.to_be_bytes());
+    pkt.extend_from_slice(body);
+    s.write_all(&pkt).await.unwrap();
+    assert_eq!(codes_until_close(&mut s).await, vec!["0A000"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_startup_packets() {
+    let p = Proxy::start(ProxyOptions::default()).await;
+    let cases: Vec<(Vec<u8>, Option<&str>)> = vec![
+        // Garbage that is not a length.
+        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), Some("08P01")),
+        // Protocol 2.0.
+        ([&[0, 0, 0, 9][..], &[0, 2, 0, 0], b"\0"].concat(), Some("0A000")),
+        // Length of 4 (< 8).
+        (vec![0, 0, 0, 4], Some("08P01")),
+        // Huge length.
+        (vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0], Some("08P01")),
+        // Parameters without the final terminator.
+        ([&[0, 0, 0, 14][..], &[0, 3, 0, 0], b"user\0x"].concat(), Some("08P01")),
+        // No user.
+        ([&[0, 0, 0, 9][..], &[0, 3, 0, 0], b"\0"].concat(), Some("28000")),
+    ];
+    for (bytes, want) in cases {
+        let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let codes = codes_until_close(&mut s).await;
+        assert_eq!(codes.first().map(String::as_str), want, "{bytes:?}");
+    }
+    // Bytes smuggled after SSLRequest (CVE-2021-23214 shape).
+    let tls = Proxy::start(ProxyOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(("127.0.0.1", tls.port)).await.unwrap();
+    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47, b'Q', 0, 0, 0, 5, 0]).await.unwrap();
+    assert_eq!(codes_until_close(&mut s).await, vec!["08P01"]);
+    // And the firewall still serves real clients.
+    let c = p.connect("alice", "app").await;
+    c.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_messages_end_only_that_session() {
+    let db = fresh_db("garbage");
+    let p = Proxy::start(ProxyOptions {
+        limits: Limits {
+            max_message_bytes: 64 * 1024,
+            ..Limits::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let bystander = p.connect("alice", &db).await;
+    let mut tx_holder = p.connect("alice", &db).await;
+    let tx = tx_holder.transaction().await.unwrap();
+    tx.batch_execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)").await.unwrap();
+    tx.commit().await.unwrap();
+
+    // An unknown message type mid-session.
+    let mut raw = Raw::login(p.port, "alice", &db).await;
+    raw.send(b'@', b"garbage").await;
+    assert_eq!(raw.until_closed().await, vec!["08P01"]);
+    // A message over the configured limit.
+    let mut raw = Raw::login(p.port, "alice", &db).await;
+    raw.send(b'Q', &query_body(&format!("SELECT '{}'", "x".repeat(100_000)))).await;
+    assert_eq!(raw.until_closed().await, vec!["08P01"]);
+    // A negative length.
+    let mut raw = Raw::login(p.port, "alice", &db).await;
+    raw.send_raw(&[b'Q', 0x80, 0, 0, 0]).await;
+    assert_eq!(raw.until_closed().await, vec!["08P01"]);
+    // A malformed Parse (no terminator).
+    let mut raw = Raw::login(p.port, "alice", &db).await;
+    raw.send(b'P', b"\0SELECT 1").await;
+    assert_eq!(raw.until_closed().await, vec!["08P01"]);
+    // tokio-postgres sending an oversized statement gets a clear error.
+    let victim = p.connect("alice", &db).await;
+    let e = victim
+        .simple_query(&format!("SELECT '{}'", "y".repeat(100_000)))
+        .await
+        .unwrap_err();
+    assert!(e.as_db_error().map(|d| d.code().code() == "08P01").unwrap_or(true), "{e}");
+
+    let n: i64 = bystander.query_one("SELECT count(*) FROM kept", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_hits_auth_timeout() {
+    let p = Proxy::start(ProxyOptions {
+        limits: Limits {
+            auth_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed by auth timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let c = p.connect("alice", "app").await;
+    c.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_stops_reading_is_disconnected() {
+    let p = Proxy::start(ProxyOptions {
+        limits: Limits {
+            client_write_timeout: Duration::from_secs(1),
+            ..Limits::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut raw = Raw::login(p.port, "alice", "app").await;
+    // ~200 MB of output that the client never reads.
+    raw.send(b'Q', &query_body("SELECT repeat('x', 1000) FROM generate_series(1, 200000)")).await;
+    let registry = &p.running().shared.registry;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while registry.len() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(registry.len(), 0, "stalled session was not closed");
+    let c = p.connect("alice", "app").await;
+    c.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_then_back() {
+    use infraveil::sandbox::{Cluster, ClusterOptions};
+    let mut own = tokio::task::block_in_place(|| {
+        Cluster::start(&ClusterOptions {
+            sample_schema: true,
+            unsafe_fast: true,
+            reap_on_exit: true,
+            ..Default::default()
+        })
+    })
+    .unwrap();
+    // The proxy reads upstream passwords of the shared cluster; give the
+    // private cluster's roles the same passwords.
+    let mut sql = String::new();
+    for (role, pw) in &cluster().passwords {
+        sql.push_str(&format!("ALTER ROLE {role} PASSWORD '{pw}';"));
+    }
+    own.psql("postgres", &sql).unwrap();
+    let p = Proxy::start(ProxyOptions {
+        upstream_port: Some(own.port),
+        ..Default::default()
+    })
+    .await;
+    let c = p.connect("alice", "app").await;
+    c.simple_query("SELECT 1").await.unwrap();
+
+    tokio::task::block_in_place(|| own.stop());
+    // The live session ends with an error, not a hang.
+    assert!(c.simple_query("SELECT 1").await.is_err());
+    let e = p.try_connect("alice", "app", PASSWORD).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "08001");
+    assert!(e.as_db_error().unwrap().message().contains("upstream"));
+
+    tokio::task::block_in_place(|| own.restart()).unwrap();
+    let c = p.connect("alice", "app").await;
+    let n: i64 = c.query_one("SELECT count(*) FROM orders", &[]).await.unwrap().get(0);
+    assert_eq!(n, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drains_then_closes() {
+    let p = Proxy::start(ProxyOptions {
+        limits: Limits {
+            shutdown_grace: Duration::from_millis(800),
+            ..Limits::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let port = p.port;
+    let c = p.connect("alice", "app").await;
+    let started = std::time::Instant::now();
+    let running = {
+        let mut p = p;
+        p.running.take().unwrap()
+    };
+    let stop = tokio::spawn(running.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // During the grace period the live session still works ...
+    c.simple_query("SELECT 1").await.unwrap();
+    // ... but new connections are refused.
+    assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
+    stop.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert!(c.simple_query("SELECT 1").await.is_err());
+}
