@@ -187,7 +187,7 @@ async fn client_that_stops_reading_is_disconnected() {
     raw.send(b'Q', &query_body("SELECT repeat('x', 1000) FROM generate_series(1, 200000)")).await;
     let registry = &p.running().shared.registry;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while registry.len() > 0 && tokio::time::Instant::now() < deadline {
+    while !registry.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(registry.len(), 0, "stalled session was not closed");
