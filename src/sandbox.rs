@@ -374,6 +374,15 @@ impl Cluster {
             .map(|(_, p)| p.as_str())
     }
 
+    /// Give a file to the server's user (for files the server must read,
+    /// such as a TLS key).
+    pub fn chown_to_server_user(&self, path: &Path) -> Result<(), SandboxError> {
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw()))?;
+        }
+        Ok(())
+    }
+
     /// Keep the files after stop (for debugging).
     pub fn keep_files(&mut self) {
         self.keep_files = true;

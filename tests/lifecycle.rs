@@ -40,11 +40,22 @@ async fn wrong_password_and_unknown_identity_look_the_same() {
     let m2 = e2.as_db_error().unwrap().message().replace("mallory", "X");
     assert_eq!(m1, m2);
     // psql shows the same.
-    let (ok, _, err) = psql(&format!("postgres://alice:nope@127.0.0.1:{}/{db}", p.port), &["-c", "select 1"]).await;
-    assert!(!ok && err.contains("password authentication failed"), "{err}");
+    let (ok, _, err) = psql(
+        &format!("postgres://alice:nope@127.0.0.1:{}/{db}", p.port),
+        &["-c", "select 1"],
+    )
+    .await;
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "{err}"
+    );
     // The right password works, as the readonly identity too (app_read).
     let c = p.connect("rita", "app").await;
-    let n: i64 = c.query_one("SELECT count(*) FROM customers", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 50);
     // Defense in depth: app_read cannot write even though nothing denies it yet.
     let e = c.execute("DELETE FROM customers", &[]).await.unwrap_err();
@@ -58,7 +69,10 @@ async fn startup_refuses_options_and_foreign_encodings() {
         "host=127.0.0.1 port={} user=alice password={PASSWORD} dbname=app options='-c role=postgres'",
         p.port
     );
-    let e = tokio_postgres::connect(&cfg, tokio_postgres::NoTls).await.err().unwrap();
+    let e = tokio_postgres::connect(&cfg, tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(sqlstate(&e), "0A000");
     let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
     let body = b"user\0alice\0client_encoding\0SJIS\0\0";
@@ -76,15 +90,24 @@ async fn malformed_startup_packets() {
         // Garbage that is not a length.
         (b"GET / HTTP/1.1\r\n\r\n".to_vec(), Some("08P01")),
         // Protocol 2.0.
-        ([&[0, 0, 0, 9][..], &[0, 2, 0, 0], b"\0"].concat(), Some("0A000")),
+        (
+            [&[0, 0, 0, 9][..], &[0, 2, 0, 0], b"\0"].concat(),
+            Some("0A000"),
+        ),
         // Length of 4 (< 8).
         (vec![0, 0, 0, 4], Some("08P01")),
         // Huge length.
         (vec![0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0], Some("08P01")),
         // Parameters without the final terminator.
-        ([&[0, 0, 0, 14][..], &[0, 3, 0, 0], b"user\0x"].concat(), Some("08P01")),
+        (
+            [&[0, 0, 0, 14][..], &[0, 3, 0, 0], b"user\0x"].concat(),
+            Some("08P01"),
+        ),
         // No user.
-        ([&[0, 0, 0, 9][..], &[0, 3, 0, 0], b"\0"].concat(), Some("28000")),
+        (
+            [&[0, 0, 0, 9][..], &[0, 3, 0, 0], b"\0"].concat(),
+            Some("28000"),
+        ),
     ];
     for (bytes, want) in cases {
         let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
@@ -99,7 +122,9 @@ async fn malformed_startup_packets() {
     })
     .await;
     let mut s = TcpStream::connect(("127.0.0.1", tls.port)).await.unwrap();
-    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47, b'Q', 0, 0, 0, 5, 0]).await.unwrap();
+    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47, b'Q', 0, 0, 0, 5, 0])
+        .await
+        .unwrap();
     assert_eq!(codes_until_close(&mut s).await, vec!["08P01"]);
     // And the firewall still serves real clients.
     let c = p.connect("alice", "app").await;
@@ -120,7 +145,9 @@ async fn garbage_and_oversized_messages_end_only_that_session() {
     let bystander = p.connect("alice", &db).await;
     let mut tx_holder = p.connect("alice", &db).await;
     let tx = tx_holder.transaction().await.unwrap();
-    tx.batch_execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)").await.unwrap();
+    tx.batch_execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     // An unknown message type mid-session.
@@ -129,7 +156,11 @@ async fn garbage_and_oversized_messages_end_only_that_session() {
     assert_eq!(raw.until_closed().await, vec!["08P01"]);
     // A message over the configured limit.
     let mut raw = Raw::login(p.port, "alice", &db).await;
-    raw.send(b'Q', &query_body(&format!("SELECT '{}'", "x".repeat(100_000)))).await;
+    raw.send(
+        b'Q',
+        &query_body(&format!("SELECT '{}'", "x".repeat(100_000))),
+    )
+    .await;
     assert_eq!(raw.until_closed().await, vec!["08P01"]);
     // A negative length.
     let mut raw = Raw::login(p.port, "alice", &db).await;
@@ -145,9 +176,18 @@ async fn garbage_and_oversized_messages_end_only_that_session() {
         .simple_query(&format!("SELECT '{}'", "y".repeat(100_000)))
         .await
         .unwrap_err();
-    assert!(e.as_db_error().map(|d| d.code().code() == "08P01").unwrap_or(true), "{e}");
+    assert!(
+        e.as_db_error()
+            .map(|d| d.code().code() == "08P01")
+            .unwrap_or(true),
+        "{e}"
+    );
 
-    let n: i64 = bystander.query_one("SELECT count(*) FROM kept", &[]).await.unwrap().get(0);
+    let n: i64 = bystander
+        .query_one("SELECT count(*) FROM kept", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
 }
 
@@ -184,7 +224,11 @@ async fn client_that_stops_reading_is_disconnected() {
     .await;
     let mut raw = Raw::login(p.port, "alice", "app").await;
     // ~200 MB of output that the client never reads.
-    raw.send(b'Q', &query_body("SELECT repeat('x', 1000) FROM generate_series(1, 200000)")).await;
+    raw.send(
+        b'Q',
+        &query_body("SELECT repeat('x', 1000) FROM generate_series(1, 200000)"),
+    )
+    .await;
     let registry = &p.running().shared.registry;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !registry.is_empty() && tokio::time::Instant::now() < deadline {
@@ -231,7 +275,11 @@ async fn upstream_down_then_back() {
 
     tokio::task::block_in_place(|| own.restart()).unwrap();
     let c = p.connect("alice", "app").await;
-    let n: i64 = c.query_one("SELECT count(*) FROM orders", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 200);
 }
 

@@ -20,25 +20,38 @@ async fn simple_and_extended_query() {
         .await
         .unwrap();
     // Simple protocol, multiple statements.
-    let rows = c.simple_query("SELECT v FROM t; SELECT 2 AS two").await.unwrap();
+    let rows = c
+        .simple_query("SELECT v FROM t; SELECT 2 AS two")
+        .await
+        .unwrap();
     let data_rows = rows
         .iter()
         .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
         .count();
     assert_eq!(data_rows, 2);
     // Extended protocol with parameters and binary results.
-    let stmt = c.prepare("SELECT id, v, b FROM t WHERE id = $1").await.unwrap();
+    let stmt = c
+        .prepare("SELECT id, v, b FROM t WHERE id = $1")
+        .await
+        .unwrap();
     let row = c.query_one(&stmt, &[&1i32]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 1);
     assert_eq!(row.get::<_, &str>(1), "one");
     assert_eq!(row.get::<_, Vec<u8>>(2), vec![0u8, 255]);
     // Statements reused many times.
     for i in 2..50i32 {
-        c.execute("INSERT INTO t (id, v) VALUES ($1, $2)", &[&i, &format!("v{i}")])
-            .await
-            .unwrap();
+        c.execute(
+            "INSERT INTO t (id, v) VALUES ($1, $2)",
+            &[&i, &format!("v{i}")],
+        )
+        .await
+        .unwrap();
     }
-    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 49);
 }
 
@@ -48,7 +61,10 @@ async fn portals_with_row_limits_and_transactions() {
     let proxy = Proxy::start(ProxyOptions::default()).await;
     let mut c = proxy.connect("alice", &db).await;
     let tx = c.transaction().await.unwrap();
-    let stmt = tx.prepare("SELECT g FROM generate_series(1, 10) g").await.unwrap();
+    let stmt = tx
+        .prepare("SELECT g FROM generate_series(1, 10) g")
+        .await
+        .unwrap();
     let portal = tx.bind(&stmt, &[]).await.unwrap();
     let mut seen = vec![];
     loop {
@@ -88,7 +104,11 @@ async fn raw_pipeline_error_recovery_is_exact() {
     raw.send(b'Q', &query_body("CREATE TABLE t (id int)")).await;
     raw.until_ready().await;
     // Parse/Bind/Execute ×3 in one batch; the second fails; one Sync.
-    for sql in ["INSERT INTO t VALUES (1)", "SELECT 1/0", "INSERT INTO t VALUES (2)"] {
+    for sql in [
+        "INSERT INTO t VALUES (1)",
+        "SELECT 1/0",
+        "INSERT INTO t VALUES (2)",
+    ] {
         raw.send(b'P', &parse_body("", sql)).await;
         raw.send(b'B', &bind_body("")).await;
         raw.send(b'E', &execute_body()).await;
@@ -96,7 +116,12 @@ async fn raw_pipeline_error_recovery_is_exact() {
     raw.send(b'S', &[]).await;
     let (tags, codes, status) = raw.until_ready().await;
     // 1/0 is folded at Bind (planning), so the error replaces BindComplete.
-    assert_eq!(tags, b"12C1EZ".to_vec(), "{:?}", String::from_utf8_lossy(&tags));
+    assert_eq!(
+        tags,
+        b"12C1EZ".to_vec(),
+        "{:?}",
+        String::from_utf8_lossy(&tags)
+    );
     assert_eq!(codes, vec!["22012"]);
     assert_eq!(status, b'I');
     // The implicit transaction was rolled back as a whole.
@@ -110,7 +135,9 @@ async fn copy_in_and_out() {
     let db = fresh_db("copy");
     let proxy = Proxy::start(ProxyOptions::default()).await;
     let c = proxy.connect("alice", &db).await;
-    c.batch_execute("CREATE TABLE t (id int, v text)").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int, v text)")
+        .await
+        .unwrap();
     let sink = c.copy_in("COPY t FROM STDIN").await.unwrap();
     let mut sink = Box::pin(sink);
     let mut data = String::new();
@@ -177,7 +204,9 @@ async fn listen_notify_and_notices() {
     let db = fresh_db("notify");
     let proxy = Proxy::start(ProxyOptions::default()).await;
     let cfg = proxy.conn_str("alice", &db);
-    let (listener, mut conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls).await.unwrap();
+    let (listener, mut conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
@@ -210,7 +239,10 @@ async fn listen_notify_and_notices() {
             _ => break,
         }
     }
-    assert!(got_notify && got_notice, "notify {got_notify} notice {got_notice}");
+    assert!(
+        got_notify && got_notice,
+        "notify {got_notify} notice {got_notice}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +260,13 @@ async fn cancel_with_tokio_postgres() {
     assert_eq!(sqlstate(&e), "57014");
     assert!(started.elapsed() < Duration::from_secs(20));
     canceller.await.unwrap();
-    assert_eq!(c.query_one("SELECT 1::int", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        c.query_one("SELECT 1::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +288,10 @@ async fn psql_ctrl_c_cancels() {
         .expect("psql ended after Ctrl-C")
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("canceling statement due to user request"), "{stderr}");
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,12 +300,19 @@ async fn cancel_with_wrong_key_is_ignored() {
     let proxy = Proxy::start(ProxyOptions::default()).await;
     let c = proxy.connect("alice", &db).await;
     // A cancel request for a made-up pid/key: no answer, nothing cancelled.
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(&[0, 0, 0, 16, 4, 210, 22, 46, 0, 0, 0, 1, 0, 0, 0, 2]).await.unwrap();
+    s.write_all(&[0, 0, 0, 16, 4, 210, 22, 46, 0, 0, 0, 1, 0, 0, 0, 2])
+        .await
+        .unwrap();
     let mut buf = [0u8; 1];
     assert_eq!(s.read(&mut buf).await.unwrap(), 0);
-    let r = c.query_one("SELECT pg_sleep(0.5)::text", &[]).await.unwrap();
+    let r = c
+        .query_one("SELECT pg_sleep(0.5)::text", &[])
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, &str>(0), "");
 }
 
@@ -298,7 +346,9 @@ async fn tls_with_tokio_postgres_and_psql() {
         "host=localhost port={} user=alice password={PASSWORD} dbname={db} sslmode=require",
         proxy.port
     );
-    let (c, conn) = tokio_postgres::connect(&cfg, tls_connector(&cert)).await.unwrap();
+    let (c, conn) = tokio_postgres::connect(&cfg, tls_connector(&cert))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let r = c.query_one("SELECT 40 + 2", &[]).await.unwrap();
     assert_eq!(r.get::<_, i32>(0), 42);
@@ -313,7 +363,10 @@ async fn tls_with_tokio_postgres_and_psql() {
     assert_eq!(out.trim(), "secure");
     // sslmode=require with a plain-only firewall fails clearly.
     let plain = Proxy::start(ProxyOptions::default()).await;
-    let url = format!("postgres://alice:{PASSWORD}@127.0.0.1:{}/{db}?sslmode=require", plain.port);
+    let url = format!(
+        "postgres://alice:{PASSWORD}@127.0.0.1:{}/{db}?sslmode=require",
+        plain.port
+    );
     let (ok, _, err) = psql(&url, &["-c", "SELECT 1"]).await;
     assert!(!ok);
     assert!(err.contains("SSL"), "{err}");

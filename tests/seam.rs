@@ -26,7 +26,9 @@ fn setup(db: &str) {
 }
 
 fn count(db: &str, table: &str) -> String {
-    cluster().psql(db, &format!("SELECT count(*) FROM {table}")).unwrap()
+    cluster()
+        .psql(db, &format!("SELECT count(*) FROM {table}"))
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,10 +37,17 @@ async fn simple_query_denied_and_session_usable() {
     setup(&db);
     let p = proxy().await;
     let c = p.connect("alice", &db).await;
-    let e = c.batch_execute("DROP TABLE forbidden_zone").await.unwrap_err();
+    let e = c
+        .batch_execute("DROP TABLE forbidden_zone")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
     let dbe = e.as_db_error().unwrap();
-    assert!(dbe.message().contains("test.deny_containing"), "{}", dbe.message());
+    assert!(
+        dbe.message().contains("test.deny_containing"),
+        "{}",
+        dbe.message()
+    );
     assert!(dbe.detail().unwrap().contains(MARK));
     assert_eq!(count(&db, "forbidden_zone"), "1", "table must still exist");
     // A multi-statement string is judged whole: nothing of it runs.
@@ -48,7 +57,13 @@ async fn simple_query_denied_and_session_usable() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
     assert_eq!(count(&db, "t"), "0");
-    assert_eq!(c.query_one("SELECT 7::int", &[]).await.unwrap().get::<_, i32>(0), 7);
+    assert_eq!(
+        c.query_one("SELECT 7::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,9 +72,15 @@ async fn extended_query_denied() {
     setup(&db);
     let p = proxy().await;
     let c = p.connect("alice", &db).await;
-    let e = c.prepare("DELETE FROM forbidden_zone WHERE id = $1").await.unwrap_err();
+    let e = c
+        .prepare("DELETE FROM forbidden_zone WHERE id = $1")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
-    let e = c.execute("DELETE FROM forbidden_zone", &[]).await.unwrap_err();
+    let e = c
+        .execute("DELETE FROM forbidden_zone", &[])
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
     assert_eq!(count(&db, "forbidden_zone"), "1");
     let s = c.prepare("SELECT $1::int + 1").await.unwrap();
@@ -74,10 +95,16 @@ async fn denial_inside_a_transaction_fails_it_like_postgres() {
     let mut c = p.connect("alice", &db).await;
     let tx = c.transaction().await.unwrap();
     tx.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
-    let e = tx.execute("TRUNCATE forbidden_zone", &[]).await.unwrap_err();
+    let e = tx
+        .execute("TRUNCATE forbidden_zone", &[])
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
     // The transaction is aborted upstream too: no way to commit the insert.
-    let e = tx.execute("INSERT INTO t VALUES (2)", &[]).await.unwrap_err();
+    let e = tx
+        .execute("INSERT INTO t VALUES (2)", &[])
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "25P02");
     let _ = tx.commit().await;
     assert_eq!(count(&db, "t"), "0");
@@ -111,7 +138,8 @@ async fn denial_mid_pipeline_discards_to_sync_and_rolls_back_the_batch() {
     assert_eq!(count(&db, "forbidden_zone"), "1");
 
     // Named statements: a denied Parse leaves no statement behind.
-    raw.send(b'P', &parse_body("s1", "SELECT * FROM forbidden_zone")).await;
+    raw.send(b'P', &parse_body("s1", "SELECT * FROM forbidden_zone"))
+        .await;
     raw.send(b'S', &[]).await;
     let (_, codes, _) = raw.until_ready().await;
     assert_eq!(codes, vec!["42501"]);
@@ -122,15 +150,21 @@ async fn denial_mid_pipeline_discards_to_sync_and_rolls_back_the_batch() {
     assert_eq!(codes, vec!["26000"]); // prepared statement does not exist
 
     // Two denials in one batch: one error, as PostgreSQL would send.
-    raw.send(b'P', &parse_body("", "SELECT 1 FROM forbidden_zone")).await;
-    raw.send(b'P', &parse_body("", "SELECT 2 FROM forbidden_zone")).await;
+    raw.send(b'P', &parse_body("", "SELECT 1 FROM forbidden_zone"))
+        .await;
+    raw.send(b'P', &parse_body("", "SELECT 2 FROM forbidden_zone"))
+        .await;
     raw.send(b'S', &[]).await;
     let (tags, codes, _) = raw.until_ready().await;
-    assert_eq!((String::from_utf8_lossy(&tags).into_owned(), codes), ("EZ".into(), vec!["42501".to_owned()]));
+    assert_eq!(
+        (String::from_utf8_lossy(&tags).into_owned(), codes),
+        ("EZ".into(), vec!["42501".to_owned()])
+    );
 
     // Simple queries pipelined without waiting: each gets its own answer.
     raw.send(b'Q', &query_body("SELECT 1")).await;
-    raw.send(b'Q', &query_body("SELECT * FROM forbidden_zone")).await;
+    raw.send(b'Q', &query_body("SELECT * FROM forbidden_zone"))
+        .await;
     raw.send(b'Q', &query_body("SELECT 3")).await;
     let (t1, c1, _) = raw.until_ready().await;
     let (t2, c2, _) = raw.until_ready().await;
@@ -176,6 +210,9 @@ async fn forged_marker_is_not_special() {
     let c = p.connect("alice", &db).await;
     // A client that types a marker-looking identifier just gets PostgreSQL's
     // syntax error: the per-session random marker cannot be guessed.
-    let e = c.batch_execute("infraveil_denied_0000000000000000_1").await.unwrap_err();
+    let e = c
+        .batch_execute("infraveil_denied_0000000000000000_1")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "42601");
 }

@@ -38,7 +38,10 @@ pub fn fresh_db(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let db = format!("t_{}_{}", name, N.fetch_add(1, Ordering::Relaxed));
     cluster()
-        .psql("postgres", &format!("CREATE DATABASE {db} OWNER app_owner;"))
+        .psql(
+            "postgres",
+            &format!("CREATE DATABASE {db} OWNER app_owner;"),
+        )
         .expect("create database");
     db
 }
@@ -59,6 +62,8 @@ pub struct ProxyOptions {
     pub tls: bool,
     pub limits: Limits,
     pub upstream_port: Option<u16>,
+    /// Upstream TLS mode and CA file.
+    pub upstream_tls: Option<(infraveil::config::UpstreamTlsMode, Option<PathBuf>)>,
 }
 
 impl Default for ProxyOptions {
@@ -71,6 +76,7 @@ impl Default for ProxyOptions {
                 ..Limits::default()
             },
             upstream_port: None,
+            upstream_tls: None,
         }
     }
 }
@@ -120,9 +126,9 @@ impl Proxy {
             upstream: UpstreamConfig {
                 host: "127.0.0.1".into(),
                 port: opts.upstream_port.unwrap_or(c.port),
-                tls: Default::default(),
-                ca_file: None,
-                server_name: None,
+                tls: opts.upstream_tls.as_ref().map(|t| t.0).unwrap_or_default(),
+                ca_file: opts.upstream_tls.as_ref().and_then(|t| t.1.clone()),
+                server_name: Some("localhost".into()),
                 connect_timeout: Duration::from_secs(3),
                 passwords,
             },
@@ -148,7 +154,10 @@ impl Proxy {
     }
 
     pub fn conn_str(&self, user: &str, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user={user} password={PASSWORD} dbname={db} sslmode=disable", self.port)
+        format!(
+            "host=127.0.0.1 port={} user={user} password={PASSWORD} dbname={db} sslmode=disable",
+            self.port
+        )
     }
 
     pub fn url(&self, user: &str, db: &str) -> String {
@@ -157,7 +166,9 @@ impl Proxy {
 
     /// A tokio-postgres client over plain TCP.
     pub async fn connect(&self, user: &str, db: &str) -> tokio_postgres::Client {
-        self.try_connect(user, db, PASSWORD).await.expect("connect through infraveil")
+        self.try_connect(user, db, PASSWORD)
+            .await
+            .expect("connect through infraveil")
     }
 
     pub async fn try_connect(
@@ -300,7 +311,8 @@ impl Raw {
             match tokio::time::timeout(Duration::from_secs(10), self.reader.next()).await {
                 Ok(Ok(Some(f))) => {
                     if f.tag() == b'E' {
-                        let fields = infraveil::protocol::error::decode_error_fields(&f.bytes).unwrap();
+                        let fields =
+                            infraveil::protocol::error::decode_error_fields(&f.bytes).unwrap();
                         codes.push(fields.iter().find(|x| x.0 == b'C').unwrap().1.clone());
                     }
                 }
