@@ -310,3 +310,29 @@ async fn graceful_shutdown_drains_then_closes() {
     assert!(started.elapsed() >= Duration::from_millis(700));
     assert!(c.simple_query("SELECT 1").await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gssenc_and_ssl_requests_are_declined_without_tls() {
+    let p = Proxy::start(ProxyOptions::default()).await;
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    // GSSENCRequest, then SSLRequest (no TLS configured): both answered 'N',
+    // and the connection goes on to a normal startup.
+    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 48]).await.unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"N");
+    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap();
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"N");
+    let body = b"user\0alice\0database\0app\0\0";
+    let mut pkt = ((8 + body.len()) as i32).to_be_bytes().to_vec();
+    pkt.extend_from_slice(&196608i32.to_be_bytes());
+    pkt.extend_from_slice(body);
+    s.write_all(&pkt).await.unwrap();
+    // AuthenticationSASL offering SCRAM-SHA-256 only.
+    let mut reader = infraveil::protocol::FrameReader::new(s, 1 << 20);
+    let f = reader.next().await.unwrap().unwrap();
+    assert_eq!(f.tag(), b'R');
+    assert_eq!(&f.body()[..4], &10i32.to_be_bytes());
+    assert!(f.body().windows(13).any(|w| w == b"SCRAM-SHA-256"));
+}
