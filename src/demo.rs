@@ -70,6 +70,13 @@ fn secret() -> String {
 
 /// Start PostgreSQL and the firewall.
 pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
+    if let Some(url) = &opts.webhook_url {
+        // Say so rather than accept the flag and silently do nothing.
+        tracing::warn!(
+            %url,
+            "approval requests are not implemented yet: nothing will be posted to --webhook-url"
+        );
+    }
     let cluster = tokio::task::block_in_place(|| {
         Cluster::start(&ClusterOptions {
             sample_schema: true,

@@ -49,7 +49,6 @@ pub struct Cluster {
     run_as: Option<(Uid, Gid)>,
     /// Password of each role in [`UPSTREAM_ROLES`].
     pub passwords: Vec<(String, String)>,
-    keep_files: bool,
     opts: ClusterOptions,
 }
 
@@ -165,34 +164,32 @@ impl Cluster {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         let socket_dir = dir.join("sock");
         std::fs::create_dir_all(&socket_dir)?;
-        if let Some((uid, gid)) = run_as {
-            for p in [&dir, &socket_dir] {
-                std::os::unix::fs::chown(p, Some(uid.as_raw()), Some(gid.as_raw()))?;
-            }
-            // The client side (possibly root) must reach the socket.
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
-            std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o755))?;
-        }
         if opts.reap_on_exit {
             spawn_reaper(&dir)?;
         }
         let mut cluster = Cluster {
-            dir: dir.clone(),
+            dir,
             port: 0,
             socket_dir,
             bin,
             pid: 0,
             run_as,
             passwords: Vec::new(),
-            keep_files: false,
             opts: opts.clone(),
         };
-        cluster.initdb(opts)?;
+        if run_as.is_some() {
+            cluster.chown_to_server_user(&cluster.dir)?;
+            cluster.chown_to_server_user(&cluster.socket_dir)?;
+            // The client side (possibly root) must reach the socket.
+            std::fs::set_permissions(&cluster.dir, std::fs::Permissions::from_mode(0o711))?;
+            std::fs::set_permissions(&cluster.socket_dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+        cluster.initdb()?;
         // A port can be taken between our probe and the server's bind; retry.
         let mut last = None;
         for _ in 0..5 {
             cluster.port = free_port()?;
-            match cluster.launch(opts) {
+            match cluster.launch() {
                 Ok(()) => {
                     last = None;
                     break;
@@ -218,7 +215,7 @@ impl Cluster {
         c
     }
 
-    fn initdb(&self, opts: &ClusterOptions) -> Result<(), SandboxError> {
+    fn initdb(&self) -> Result<(), SandboxError> {
         let out = self
             .command("initdb")
             .args(["-D", "data", "-U", "postgres", "-E", "UTF8", "--locale=C"])
@@ -231,14 +228,15 @@ impl Cluster {
         check("initdb", &out)?;
         let hba = self.dir.join("data/pg_hba.conf");
         let original = std::fs::read_to_string(&hba)?;
-        let mut text = opts.hba_prefix.join("\n");
+        let mut text = self.opts.hba_prefix.join("\n");
         text.push('\n');
         text.push_str(&original);
         std::fs::write(&hba, text)?;
         Ok(())
     }
 
-    fn launch(&mut self, opts: &ClusterOptions) -> Result<(), SandboxError> {
+    fn launch(&mut self) -> Result<(), SandboxError> {
+        let opts = &self.opts;
         let mut cmd = self.command("postgres");
         cmd.args(["-D", "data", "-p", &self.port.to_string()])
             .arg("-k")
@@ -269,13 +267,7 @@ impl Cluster {
             cmd.arg("-c").arg(format!("{k}={v}"));
         }
         let log = std::fs::File::create(self.dir.join("postgres.log"))?;
-        if let Some((uid, gid)) = self.run_as {
-            std::os::unix::fs::chown(
-                self.dir.join("postgres.log"),
-                Some(uid.as_raw()),
-                Some(gid.as_raw()),
-            )?;
-        }
+        self.chown_to_server_user(&self.dir.join("postgres.log"))?;
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -383,11 +375,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// Keep the files after stop (for debugging).
-    pub fn keep_files(&mut self) {
-        self.keep_files = true;
-    }
-
     /// Stop the server (fast shutdown) and wait for it to exit.
     pub fn stop(&mut self) {
         if self.pid == 0 {
@@ -405,24 +392,17 @@ impl Cluster {
         self.pid = 0;
     }
 
-    pub fn is_running(&self) -> bool {
-        self.pid != 0 && kill(Pid::from_raw(self.pid), None).is_ok()
-    }
-
     /// Restart a stopped server on the same port.
     pub fn restart(&mut self) -> Result<(), SandboxError> {
         self.stop();
-        let opts = self.opts.clone();
-        self.launch(&opts)
+        self.launch()
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
-        if !self.keep_files {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -49,10 +49,6 @@ impl ShutdownController {
 }
 
 impl Shutdown {
-    pub fn phase(&self) -> Phase {
-        *self.rx.borrow()
-    }
-
     /// Resolves once the phase is at least `phase` (or the controller is gone).
     pub async fn reached(&mut self, phase: Phase) {
         let _ = self.rx.wait_for(|p| *p >= phase).await;

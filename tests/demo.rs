@@ -52,28 +52,41 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
     assert!(text.starts_with("200\n"), "{text}");
 
     // /healthz is open; /metrics needs the token.
-    let admin = vars["VEIL_ADMIN_URL"]
-        .trim_start_matches("http://")
-        .to_owned();
-    let get = |path: &str, token: Option<&str>| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&admin).unwrap();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-        )
+    let admin = &vars["VEIL_ADMIN_URL"];
+    let token = &vars["VEIL_ADMIN_TOKEN"];
+    let http = reqwest::blocking::Client::new();
+    let get = |path: &str| http.get(format!("{admin}{path}"));
+    assert_eq!(get("/healthz").send().unwrap().status(), 200);
+    assert_eq!(get("/metrics").send().unwrap().status(), 401);
+    let m = get("/metrics")
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .text()
         .unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    };
-    assert!(get("/healthz", None).starts_with("HTTP/1.1 200"));
-    assert!(get("/metrics", None).starts_with("HTTP/1.1 401"));
-    let m = get("/metrics", Some(&vars["VEIL_ADMIN_TOKEN"]));
     assert!(m.contains("infraveil_connections_total"), "{m}");
+    // veilctl finds the daemon and checks the token from the environment.
+    let veilctl = |token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_veilctl"))
+            .arg("health")
+            .env("VEIL_ADMIN_URL", admin)
+            .env("VEIL_ADMIN_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let ok = veilctl(token);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "ok (token accepted)"
+    );
+    let bad = veilctl("wrong-token");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("token was rejected"));
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

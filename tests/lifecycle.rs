@@ -7,26 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use infraveil::config::Limits;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use pgwire::messages::Message;
+use pgwire::messages::startup::{GssEncRequest, SslRequest};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-
-/// Error codes in whatever the server sends before closing.
-async fn codes_until_close(s: &mut TcpStream) -> Vec<String> {
-    let mut reader = infraveil::protocol::FrameReader::new(s, 1 << 20);
-    let mut codes = vec![];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
-            Ok(Ok(Some(f))) if f.tag() == b'E' => {
-                let fields = infraveil::protocol::error::decode_error_fields(&f.bytes).unwrap();
-                codes.push(fields.iter().find(|x| x.0 == b'C').unwrap().1.clone());
-            }
-            Ok(Ok(Some(_))) => {}
-            Ok(_) => return codes,
-            Err(_) => panic!("connection not closed"),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_and_unknown_identity_look_the_same() {
@@ -51,11 +35,7 @@ async fn wrong_password_and_unknown_identity_look_the_same() {
     );
     // The right password works, as the readonly identity too (app_read).
     let c = p.connect("rita", "app").await;
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM customers", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&c, "SELECT count(*) FROM customers").await;
     assert_eq!(n, 50);
     // Defense in depth: app_read cannot write even though nothing denies it yet.
     let e = c.execute("DELETE FROM customers", &[]).await.unwrap_err();
@@ -74,13 +54,10 @@ async fn startup_refuses_options_and_foreign_encodings() {
         .err()
         .unwrap();
     assert_eq!(sqlstate(&e), "0A000");
-    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
-    let body = b"user\0alice\0client_encoding\0SJIS\0\0";
-    let mut pkt = ((8 + body.len()) as i32).to_be_bytes().to_vec();
-    pkt.extend_from_slice(&196608i32.to_be_bytes());
-    pkt.extend_from_slice(body);
-    s.write_all(&pkt).await.unwrap();
-    assert_eq!(codes_until_close(&mut s).await, vec!["0A000"]);
+    let mut raw = Raw::connect(p.port).await;
+    raw.startup(&[("user", "alice"), ("client_encoding", "SJIS")])
+        .await;
+    assert_eq!(raw.until_closed().await, vec!["0A000"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,9 +87,9 @@ async fn malformed_startup_packets() {
         ),
     ];
     for (bytes, want) in cases {
-        let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
-        s.write_all(&bytes).await.unwrap();
-        let codes = codes_until_close(&mut s).await;
+        let mut raw = Raw::connect(p.port).await;
+        raw.send_raw(&bytes).await;
+        let codes = raw.until_closed().await;
         assert_eq!(codes.first().map(String::as_str), want, "{bytes:?}");
     }
     // Bytes smuggled after SSLRequest (CVE-2021-23214 shape).
@@ -121,11 +98,13 @@ async fn malformed_startup_packets() {
         ..Default::default()
     })
     .await;
-    let mut s = TcpStream::connect(("127.0.0.1", tls.port)).await.unwrap();
-    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47, b'Q', 0, 0, 0, 5, 0])
-        .await
-        .unwrap();
-    assert_eq!(codes_until_close(&mut s).await, vec!["08P01"]);
+    let mut raw = Raw::connect(tls.port).await;
+    // One write, so both arrive before the handshake would start.
+    let mut both = bytes::BytesMut::new();
+    SslRequest::new().encode(&mut both).unwrap();
+    query("").encode(&mut both).unwrap();
+    raw.send_raw(&both).await;
+    assert_eq!(raw.until_closed().await, vec!["08P01"]);
     // And the firewall still serves real clients.
     let c = p.connect("alice", "app").await;
     c.simple_query("SELECT 1").await.unwrap();
@@ -134,13 +113,9 @@ async fn malformed_startup_packets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_messages_end_only_that_session() {
     let db = fresh_db("garbage");
-    let p = Proxy::start(ProxyOptions {
-        limits: Limits {
-            max_message_bytes: 64 * 1024,
-            ..Limits::default()
-        },
-        ..Default::default()
-    })
+    let p = Proxy::start(ProxyOptions::with_limits(|l| {
+        l.max_message_bytes = 64 * 1024
+    }))
     .await;
     let bystander = p.connect("alice", &db).await;
     let mut tx_holder = p.connect("alice", &db).await;
@@ -152,15 +127,12 @@ async fn garbage_and_oversized_messages_end_only_that_session() {
 
     // An unknown message type mid-session.
     let mut raw = Raw::login(p.port, "alice", &db).await;
-    raw.send(b'@', b"garbage").await;
+    raw.send_frame(b'@', b"garbage").await;
     assert_eq!(raw.until_closed().await, vec!["08P01"]);
     // A message over the configured limit.
     let mut raw = Raw::login(p.port, "alice", &db).await;
-    raw.send(
-        b'Q',
-        &query_body(&format!("SELECT '{}'", "x".repeat(100_000))),
-    )
-    .await;
+    raw.send(&query(&format!("SELECT '{}'", "x".repeat(100_000))))
+        .await;
     assert_eq!(raw.until_closed().await, vec!["08P01"]);
     // A negative length.
     let mut raw = Raw::login(p.port, "alice", &db).await;
@@ -168,7 +140,7 @@ async fn garbage_and_oversized_messages_end_only_that_session() {
     assert_eq!(raw.until_closed().await, vec!["08P01"]);
     // A malformed Parse (no terminator).
     let mut raw = Raw::login(p.port, "alice", &db).await;
-    raw.send(b'P', b"\0SELECT 1").await;
+    raw.send_frame(b'P', b"\0SELECT 1").await;
     assert_eq!(raw.until_closed().await, vec!["08P01"]);
     // tokio-postgres sending an oversized statement gets a clear error.
     let victim = p.connect("alice", &db).await;
@@ -183,23 +155,15 @@ async fn garbage_and_oversized_messages_end_only_that_session() {
         "{e}"
     );
 
-    let n: i64 = bystander
-        .query_one("SELECT count(*) FROM kept", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&bystander, "SELECT count(*) FROM kept").await;
     assert_eq!(n, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_client_hits_auth_timeout() {
-    let p = Proxy::start(ProxyOptions {
-        limits: Limits {
-            auth_timeout: Duration::from_millis(500),
-            ..Limits::default()
-        },
-        ..Default::default()
-    })
+    let p = Proxy::start(ProxyOptions::with_limits(|l| {
+        l.auth_timeout = Duration::from_millis(500)
+    }))
     .await;
     let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
     let mut buf = [0u8; 16];
@@ -214,20 +178,15 @@ async fn silent_client_hits_auth_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_that_stops_reading_is_disconnected() {
-    let p = Proxy::start(ProxyOptions {
-        limits: Limits {
-            client_write_timeout: Duration::from_secs(1),
-            ..Limits::default()
-        },
-        ..Default::default()
-    })
+    let p = Proxy::start(ProxyOptions::with_limits(|l| {
+        l.client_write_timeout = Duration::from_secs(1)
+    }))
     .await;
     let mut raw = Raw::login(p.port, "alice", "app").await;
     // ~200 MB of output that the client never reads.
-    raw.send(
-        b'Q',
-        &query_body("SELECT repeat('x', 1000) FROM generate_series(1, 200000)"),
-    )
+    raw.send(&query(
+        "SELECT repeat('x', 1000) FROM generate_series(1, 200000)",
+    ))
     .await;
     let registry = &p.running().shared.registry;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -241,23 +200,8 @@ async fn client_that_stops_reading_is_disconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_then_back() {
-    use infraveil::sandbox::{Cluster, ClusterOptions};
-    let mut own = tokio::task::block_in_place(|| {
-        Cluster::start(&ClusterOptions {
-            sample_schema: true,
-            unsafe_fast: true,
-            reap_on_exit: true,
-            ..Default::default()
-        })
-    })
-    .unwrap();
-    // The proxy reads upstream passwords of the shared cluster; give the
-    // private cluster's roles the same passwords.
-    let mut sql = String::new();
-    for (role, pw) in &cluster().passwords {
-        sql.push_str(&format!("ALTER ROLE {role} PASSWORD '{pw}';"));
-    }
-    own.psql("postgres", &sql).unwrap();
+    use infraveil::sandbox::ClusterOptions;
+    let mut own = tokio::task::block_in_place(|| private_cluster(ClusterOptions::default()));
     let p = Proxy::start(ProxyOptions {
         upstream_port: Some(own.port),
         ..Default::default()
@@ -275,23 +219,15 @@ async fn upstream_down_then_back() {
 
     tokio::task::block_in_place(|| own.restart()).unwrap();
     let c = p.connect("alice", "app").await;
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM orders", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&c, "SELECT count(*) FROM orders").await;
     assert_eq!(n, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_drains_then_closes() {
-    let p = Proxy::start(ProxyOptions {
-        limits: Limits {
-            shutdown_grace: Duration::from_millis(800),
-            ..Limits::default()
-        },
-        ..Default::default()
-    })
+    let p = Proxy::start(ProxyOptions::with_limits(|l| {
+        l.shutdown_grace = Duration::from_millis(800)
+    }))
     .await;
     let port = p.port;
     let c = p.connect("alice", "app").await;
@@ -314,25 +250,74 @@ async fn graceful_shutdown_drains_then_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gssenc_and_ssl_requests_are_declined_without_tls() {
     let p = Proxy::start(ProxyOptions::default()).await;
-    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    let mut raw = Raw::connect(p.port).await;
     // GSSENCRequest, then SSLRequest (no TLS configured): both answered 'N',
     // and the connection goes on to a normal startup.
-    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 48]).await.unwrap();
     let mut b = [0u8; 1];
-    s.read_exact(&mut b).await.unwrap();
+    raw.send(&GssEncRequest::new()).await;
+    raw.reader.get_mut().read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"N");
-    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap();
-    s.read_exact(&mut b).await.unwrap();
+    raw.send(&SslRequest::new()).await;
+    raw.reader.get_mut().read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"N");
-    let body = b"user\0alice\0database\0app\0\0";
-    let mut pkt = ((8 + body.len()) as i32).to_be_bytes().to_vec();
-    pkt.extend_from_slice(&196608i32.to_be_bytes());
-    pkt.extend_from_slice(body);
-    s.write_all(&pkt).await.unwrap();
+    raw.startup(&[("user", "alice"), ("database", "app")]).await;
     // AuthenticationSASL offering SCRAM-SHA-256 only.
-    let mut reader = infraveil::protocol::FrameReader::new(s, 1 << 20);
-    let f = reader.next().await.unwrap().unwrap();
+    let f = raw.next().await;
     assert_eq!(f.tag(), b'R');
     assert_eq!(&f.body()[..4], &10i32.to_be_bytes());
     assert!(f.body().windows(13).any(|w| w == b"SCRAM-SHA-256"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_credentials_sessions_spares_the_others() {
+    use infraveil::protocol::{PgError, sqlstate};
+    let p = Proxy::start(ProxyOptions::default()).await;
+    let mut alice = Raw::login(p.port, "alice", "app").await;
+    let rita = p.connect("rita", "app").await;
+    // What grant expiry and revocation use to end live sessions.
+    let err = PgError::fatal(
+        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+        "grant revoked",
+    );
+    let told = p
+        .running()
+        .shared
+        .registry
+        .terminate_credential("dev:alice", &err);
+    assert_eq!(told, 1);
+    assert_eq!(alice.until_closed().await, vec!["28000"]);
+    assert_eq!(
+        scalar::<i64>(&rita, "SELECT count(*) FROM customers").await,
+        50
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_do_not_reveal_upstream_details() {
+    let p = Proxy::start(ProxyOptions::default()).await;
+    // A missing database is the client's mistake: said as PostgreSQL says it.
+    let e = p
+        .try_connect("alice", "no_such_db", PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "3D000");
+    assert!(e.as_db_error().unwrap().message().contains("no_such_db"));
+    // An upstream that is not there: the kind of failure, not its address.
+    let down = Proxy::start(ProxyOptions {
+        upstream_port: Some(infraveil::sandbox::free_port().unwrap()),
+        ..Default::default()
+    })
+    .await;
+    let e = down
+        .try_connect("alice", "app", PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "08001");
+    let db = e.as_db_error().unwrap();
+    let detail = db.detail().unwrap_or_default();
+    assert!(detail.contains("unreachable"), "{detail}");
+    assert!(
+        !detail.contains("127.0.0.1") && !detail.contains("app_owner"),
+        "{detail}"
+    );
 }

@@ -47,11 +47,7 @@ async fn simple_and_extended_query() {
         .await
         .unwrap();
     }
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&c, "SELECT count(*) FROM t").await;
     assert_eq!(n, 49);
 }
 
@@ -101,20 +97,16 @@ async fn raw_pipeline_error_recovery_is_exact() {
     let db = fresh_db("rawpipe");
     let proxy = Proxy::start(ProxyOptions::default()).await;
     let mut raw = Raw::login(proxy.port, "alice", &db).await;
-    raw.send(b'Q', &query_body("CREATE TABLE t (id int)")).await;
+    raw.send(&query("CREATE TABLE t (id int)")).await;
     raw.until_ready().await;
     // Parse/Bind/Execute ×3 in one batch; the second fails; one Sync.
-    for sql in [
-        "INSERT INTO t VALUES (1)",
-        "SELECT 1/0",
-        "INSERT INTO t VALUES (2)",
-    ] {
-        raw.send(b'P', &parse_body("", sql)).await;
-        raw.send(b'B', &bind_body("")).await;
-        raw.send(b'E', &execute_body()).await;
-    }
-    raw.send(b'S', &[]).await;
-    let (tags, codes, status) = raw.until_ready().await;
+    let (tags, codes, status) = raw
+        .pipeline(&[
+            "INSERT INTO t VALUES (1)",
+            "SELECT 1/0",
+            "INSERT INTO t VALUES (2)",
+        ])
+        .await;
     // 1/0 is folded at Bind (planning), so the error replaces BindComplete.
     assert_eq!(
         tags,
@@ -125,7 +117,7 @@ async fn raw_pipeline_error_recovery_is_exact() {
     assert_eq!(codes, vec!["22012"]);
     assert_eq!(status, b'I');
     // The implicit transaction was rolled back as a whole.
-    raw.send(b'Q', &query_body("SELECT count(*) FROM t")).await;
+    raw.send(&query("SELECT count(*) FROM t")).await;
     let (tags, _, _) = raw.until_ready().await;
     assert_eq!(tags, b"TDCZ".to_vec());
 }
@@ -158,23 +150,23 @@ async fn copy_fail_and_copy_errors_leave_the_session_usable() {
     let db = fresh_db("copyfail");
     let proxy = Proxy::start(ProxyOptions::default()).await;
     let mut raw = Raw::login(proxy.port, "alice", &db).await;
-    raw.send(b'Q', &query_body("CREATE TABLE t (id int)")).await;
+    raw.send(&query("CREATE TABLE t (id int)")).await;
     raw.until_ready().await;
-    raw.send(b'Q', &query_body("COPY t FROM STDIN")).await;
+    raw.send(&query("COPY t FROM STDIN")).await;
     assert_eq!(raw.next().await.tag(), b'G');
-    raw.send(b'd', b"1\n2\n").await;
-    raw.send(b'f', b"client gave up\0").await;
+    raw.send(&copy_data("1\n2\n")).await;
+    raw.send(&copy_fail("client gave up")).await;
     let (_, codes, status) = raw.until_ready().await;
     assert_eq!(codes, vec!["57014"]);
     assert_eq!(status, b'I');
     // Bad data mid-COPY: PostgreSQL's error comes through, session goes on.
-    raw.send(b'Q', &query_body("COPY t FROM STDIN")).await;
+    raw.send(&query("COPY t FROM STDIN")).await;
     assert_eq!(raw.next().await.tag(), b'G');
-    raw.send(b'd', b"not a number\n").await;
-    raw.send(b'c', &[]).await;
+    raw.send(&copy_data("not a number\n")).await;
+    raw.send(&copy_done()).await;
     let (_, codes, _) = raw.until_ready().await;
     assert_eq!(codes, vec!["22P02"]);
-    raw.send(b'Q', &query_body("SELECT count(*) FROM t")).await;
+    raw.send(&query("SELECT count(*) FROM t")).await;
     let (tags, codes, _) = raw.until_ready().await;
     assert_eq!((tags, codes), (b"TDCZ".to_vec(), vec![]));
 }
@@ -260,13 +252,7 @@ async fn cancel_with_tokio_postgres() {
     assert_eq!(sqlstate(&e), "57014");
     assert!(started.elapsed() < Duration::from_secs(20));
     canceller.await.unwrap();
-    assert_eq!(
-        c.query_one("SELECT 1::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1
-    );
+    assert_eq!(scalar::<i32>(&c, "SELECT 1::int").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

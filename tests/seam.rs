@@ -57,13 +57,7 @@ async fn simple_query_denied_and_session_usable() {
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
     assert_eq!(count(&db, "t"), "0");
-    assert_eq!(
-        c.query_one("SELECT 7::int", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        7
-    );
+    assert_eq!(scalar::<i32>(&c, "SELECT 7::int").await, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,17 +112,13 @@ async fn denial_mid_pipeline_discards_to_sync_and_rolls_back_the_batch() {
     let p = proxy().await;
     let mut raw = Raw::login(p.port, "alice", &db).await;
     // INSERT (allowed), DELETE (denied), INSERT (after the error) — one Sync.
-    for sql in [
-        "INSERT INTO t VALUES (1)",
-        "DELETE FROM forbidden_zone",
-        "INSERT INTO t VALUES (2)",
-    ] {
-        raw.send(b'P', &parse_body("", sql)).await;
-        raw.send(b'B', &bind_body("")).await;
-        raw.send(b'E', &execute_body()).await;
-    }
-    raw.send(b'S', &[]).await;
-    let (tags, codes, status) = raw.until_ready().await;
+    let (tags, codes, status) = raw
+        .pipeline(&[
+            "INSERT INTO t VALUES (1)",
+            "DELETE FROM forbidden_zone",
+            "INSERT INTO t VALUES (2)",
+        ])
+        .await;
     assert_eq!(String::from_utf8_lossy(&tags), "12CEZ");
     assert_eq!(codes, vec!["42501"]);
     assert_eq!(status, b'I');
@@ -138,23 +128,20 @@ async fn denial_mid_pipeline_discards_to_sync_and_rolls_back_the_batch() {
     assert_eq!(count(&db, "forbidden_zone"), "1");
 
     // Named statements: a denied Parse leaves no statement behind.
-    raw.send(b'P', &parse_body("s1", "SELECT * FROM forbidden_zone"))
-        .await;
-    raw.send(b'S', &[]).await;
+    raw.send(&parse("s1", "SELECT * FROM forbidden_zone")).await;
+    raw.send(&sync()).await;
     let (_, codes, _) = raw.until_ready().await;
     assert_eq!(codes, vec!["42501"]);
-    raw.send(b'B', &bind_body("s1")).await;
-    raw.send(b'E', &execute_body()).await;
-    raw.send(b'S', &[]).await;
+    raw.send(&bind("s1")).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
     let (_, codes, _) = raw.until_ready().await;
     assert_eq!(codes, vec!["26000"]); // prepared statement does not exist
 
     // Two denials in one batch: one error, as PostgreSQL would send.
-    raw.send(b'P', &parse_body("", "SELECT 1 FROM forbidden_zone"))
-        .await;
-    raw.send(b'P', &parse_body("", "SELECT 2 FROM forbidden_zone"))
-        .await;
-    raw.send(b'S', &[]).await;
+    raw.send(&parse("", "SELECT 1 FROM forbidden_zone")).await;
+    raw.send(&parse("", "SELECT 2 FROM forbidden_zone")).await;
+    raw.send(&sync()).await;
     let (tags, codes, _) = raw.until_ready().await;
     assert_eq!(
         (String::from_utf8_lossy(&tags).into_owned(), codes),
@@ -162,10 +149,9 @@ async fn denial_mid_pipeline_discards_to_sync_and_rolls_back_the_batch() {
     );
 
     // Simple queries pipelined without waiting: each gets its own answer.
-    raw.send(b'Q', &query_body("SELECT 1")).await;
-    raw.send(b'Q', &query_body("SELECT * FROM forbidden_zone"))
-        .await;
-    raw.send(b'Q', &query_body("SELECT 3")).await;
+    raw.send(&query("SELECT 1")).await;
+    raw.send(&query("SELECT * FROM forbidden_zone")).await;
+    raw.send(&query("SELECT 3")).await;
     let (t1, c1, _) = raw.until_ready().await;
     let (t2, c2, _) = raw.until_ready().await;
     let (t3, c3, _) = raw.until_ready().await;
@@ -185,10 +171,10 @@ async fn function_call_message_is_refused() {
     body.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 4]);
     body.extend_from_slice(&1i32.to_be_bytes());
     body.extend_from_slice(&[0, 0]);
-    raw.send(b'F', &body).await;
+    raw.send_frame(b'F', &body).await;
     let (tags, codes, _) = raw.until_ready().await;
     assert_eq!((tags, codes), (b"EZ".to_vec(), vec!["0A000".to_owned()]));
-    raw.send(b'Q', &query_body("SELECT 1")).await;
+    raw.send(&query("SELECT 1")).await;
     let (tags, _, _) = raw.until_ready().await;
     assert_eq!(tags, b"TDCZ".to_vec());
 }
@@ -198,7 +184,7 @@ async fn invalid_utf8_statement_is_refused() {
     let db = fresh_db("utf8");
     let p = proxy().await;
     let mut raw = Raw::login(p.port, "alice", &db).await;
-    raw.send(b'Q', b"SELECT '\xff\xfe'\0").await;
+    raw.send_frame(b'Q', b"SELECT '\xff\xfe'\0").await;
     let (tags, codes, _) = raw.until_ready().await;
     assert_eq!((tags, codes), (b"EZ".to_vec(), vec!["22021".to_owned()]));
 }

@@ -7,21 +7,17 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 use infraveil::config::UpstreamTlsMode;
-use infraveil::sandbox::{Cluster, ClusterOptions};
+use infraveil::sandbox::ClusterOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_to_upstream() {
     let own = tokio::task::block_in_place(|| {
-        Cluster::start(&ClusterOptions {
-            sample_schema: true,
-            unsafe_fast: true,
-            reap_on_exit: true,
+        private_cluster(ClusterOptions {
             // Only TLS connections are accepted over TCP.
             hba_prefix: vec!["hostnossl all all 0.0.0.0/0 reject".into()],
             ..Default::default()
         })
-    })
-    .unwrap();
+    });
     let (cert, key) = infraveil::proxy::tls::self_signed(&["localhost"]).unwrap();
     let data = own.dir.join("data");
     std::fs::write(data.join("server.crt"), &cert).unwrap();
@@ -33,11 +29,11 @@ async fn verify_full_to_upstream() {
     .unwrap();
     own.chown_to_server_user(&data.join("server.crt")).unwrap();
     own.chown_to_server_user(&data.join("server.key")).unwrap();
-    let mut sql = String::from("ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf();");
-    for (role, pw) in &cluster().passwords {
-        sql.push_str(&format!("ALTER ROLE {role} PASSWORD '{pw}';"));
-    }
-    own.psql("postgres", &sql).unwrap();
+    own.psql(
+        "postgres",
+        "ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf();",
+    )
+    .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let scratch = std::env::temp_dir().join(format!("veil-ca-{}", std::process::id()));
@@ -50,14 +46,11 @@ async fn verify_full_to_upstream() {
     })
     .await;
     let c = p.connect("alice", "app").await;
-    let ssl: bool = c
-        .query_one(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ssl: bool = scalar(
+        &c,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await;
     assert!(ssl, "upstream connection must be encrypted");
 
     // A CA that did not sign the server's certificate: refused, clearly.

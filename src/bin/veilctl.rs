@@ -1,8 +1,12 @@
-//! `veilctl`: the admin CLI. Commands arrive with the grants, approvals and
-//! audit issues; today it checks that the admin API is reachable.
+//! `veilctl`: the admin CLI over the admin API. Grants, approvals and audit
+//! commands arrive with those features; today it checks that the daemon is
+//! reachable and that the token is accepted.
 
-use anyhow::Context;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use reqwest::StatusCode;
 
 #[derive(Parser)]
 #[command(name = "veilctl", version, about = "Infraveil admin CLI")]
@@ -17,33 +21,44 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check that the daemon's admin API answers.
+    /// Check that the daemon's admin API answers (and, with a token, that the
+    /// token is accepted).
     Health,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let base = cli
+        .admin_url
+        .context("set --admin-url or VEIL_ADMIN_URL")?
+        .trim_end_matches('/')
+        .to_owned();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
     match cli.command {
         Command::Health => {
-            let url = cli.admin_url.context("set --admin-url or VEIL_ADMIN_URL")?;
-            let addr = url
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_owned();
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(&addr)
-                .with_context(|| format!("cannot reach the admin API at {url}"))?;
-            write!(s, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-            let mut resp = String::new();
-            s.read_to_string(&mut resp)?;
-            let ok = resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200");
-            anyhow::ensure!(
-                ok,
-                "admin API answered: {}",
-                resp.lines().next().unwrap_or("")
-            );
-            let _ = cli.token;
-            println!("ok");
+            let resp = http
+                .get(format!("{base}/healthz"))
+                .send()
+                .with_context(|| format!("cannot reach the admin API at {base}"))?;
+            if resp.status() != StatusCode::OK {
+                bail!("admin API at {base} answered {}", resp.status());
+            }
+            let Some(token) = cli.token else {
+                println!("ok");
+                return Ok(());
+            };
+            let resp = http
+                .get(format!("{base}/metrics"))
+                .bearer_auth(token)
+                .send()
+                .with_context(|| format!("cannot reach the admin API at {base}"))?;
+            match resp.status() {
+                StatusCode::OK => println!("ok (token accepted)"),
+                StatusCode::UNAUTHORIZED => bail!("the admin token was rejected"),
+                other => bail!("admin API answered {other}"),
+            }
         }
     }
     Ok(())

@@ -17,15 +17,6 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 6] = [
-        Class::Read,
-        Class::Write,
-        Class::Ddl,
-        Class::Destructive,
-        Class::Privileged,
-        Class::Unknown,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Class::Read => "read",

@@ -135,28 +135,16 @@ impl PolicySet {
             message,
         };
         let file: PolicyFile = toml::from_str(text).map_err(|e| file_err(e.to_string()))?;
-        for (name, role) in file.roles {
-            let key = format!("roles.{name}");
-            if let Some(prev) = self.origin.get(&key) {
-                return Err(file_err(format!(
-                    "[{key}] is already defined in {}; define each role once",
-                    prev.display()
-                )));
-            }
-            self.origin.insert(key, path.to_owned());
-            self.roles.insert(name, role);
-        }
-        for (name, ident) in file.identities {
-            let key = format!("identities.{name}");
-            if let Some(prev) = self.origin.get(&key) {
-                return Err(file_err(format!(
-                    "[{key}] is already defined in {}; define each identity once",
-                    prev.display()
-                )));
-            }
-            self.origin.insert(key, path.to_owned());
-            self.identities.insert(name, ident);
-        }
+        add_unique(&mut self.origin, &mut self.roles, "roles", file.roles, path)
+            .map_err(file_err)?;
+        add_unique(
+            &mut self.origin,
+            &mut self.identities,
+            "identities",
+            file.identities,
+            path,
+        )
+        .map_err(file_err)?;
         Ok(())
     }
 
@@ -231,6 +219,28 @@ impl PolicySet {
     }
 }
 
+/// Move `entries` into `into`, refusing a name another file already defined.
+fn add_unique<T>(
+    origin: &mut BTreeMap<String, PathBuf>,
+    into: &mut BTreeMap<String, T>,
+    section: &str,
+    entries: BTreeMap<String, T>,
+    path: &Path,
+) -> Result<(), String> {
+    for (name, value) in entries {
+        let key = format!("{section}.{name}");
+        if let Some(prev) = origin.get(&key) {
+            return Err(format!(
+                "[{key}] is already defined in {}; define each one once",
+                prev.display()
+            ));
+        }
+        origin.insert(key, path.to_owned());
+        into.insert(name, value);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +275,12 @@ mod tests {
         assert!(e.to_string().contains("only for kind"), "{e}");
         let e = load("[roles.r]\nupstream_user='u'\nallow=['reed']").unwrap_err();
         assert!(e.to_string().contains("reed"), "{e}");
+        let mut set = PolicySet::default();
+        set.add_file(Path::new("a.toml"), "[roles.r]\nupstream_user='u'")
+            .unwrap();
+        let e = set
+            .add_file(Path::new("b.toml"), "[roles.r]\nupstream_user='v'")
+            .unwrap_err();
+        assert!(e.to_string().contains("already defined in a.toml"), "{e}");
     }
 }

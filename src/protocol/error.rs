@@ -75,10 +75,6 @@ impl PgError {
         )
     }
 
-    pub fn is_fatal(&self) -> bool {
-        self.severity == Severity::Fatal
-    }
-
     /// Append the `ErrorResponse` for this error to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
         let sev = self.severity.as_str().to_owned();
@@ -125,20 +121,40 @@ impl std::fmt::Display for PgError {
     }
 }
 
-/// Fields of an `ErrorResponse` received from upstream, decoded with pgwire.
-pub fn decode_error_fields(frame: &[u8]) -> Option<Vec<(u8, String)>> {
-    let mut buf = BytesMut::from(frame);
-    // ErrorResponse decoding in pgwire reads field codes without bounds checks
-    // on malformed input; the upstream is trusted but a panic must never take
-    // the session's task down, so guard it.
-    std::panic::catch_unwind(move || {
-        ErrorResponse::decode(&mut buf, &Default::default())
-            .ok()
-            .flatten()
-            .map(|e| e.fields)
-    })
-    .ok()
-    .flatten()
+/// The fields of an `ErrorResponse` frame, decoded with pgwire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorFields(pub Vec<(u8, String)>);
+
+impl ErrorFields {
+    /// Decode a whole `ErrorResponse` frame; `None` if it is malformed.
+    pub fn decode(frame: &[u8]) -> Option<ErrorFields> {
+        let mut buf = BytesMut::from(frame);
+        // pgwire's ErrorResponse decoder reads field codes without bounds
+        // checks; the upstream is trusted, but a panic must never take the
+        // session's task down, so guard it.
+        std::panic::catch_unwind(move || {
+            ErrorResponse::decode(&mut buf, &Default::default())
+                .ok()
+                .flatten()
+                .map(|e| ErrorFields(e.fields))
+        })
+        .ok()
+        .flatten()
+    }
+
+    pub fn get(&self, field: u8) -> Option<&str> {
+        self.0.iter().find(|f| f.0 == field).map(|f| f.1.as_str())
+    }
+
+    /// The SQLSTATE (`C` field).
+    pub fn code(&self) -> Option<&str> {
+        self.get(b'C')
+    }
+
+    /// The primary message (`M` field).
+    pub fn message(&self) -> Option<&str> {
+        self.get(b'M')
+    }
 }
 
 #[cfg(test)]
@@ -152,16 +168,16 @@ mod tests {
             .with_hint("ask for a grant");
         let bytes = e.to_bytes();
         assert_eq!(bytes[0], b'E');
-        let fields = decode_error_fields(&bytes).unwrap();
-        assert!(fields.contains(&(b'C', "42501".into())));
-        assert!(fields.contains(&(b'M', "denied by rule x".into())));
-        assert!(fields.contains(&(b'D', "because".into())));
-        assert!(fields.contains(&(b'H', "ask for a grant".into())));
+        let fields = ErrorFields::decode(&bytes).unwrap();
+        assert_eq!(fields.code(), Some("42501"));
+        assert_eq!(fields.message(), Some("denied by rule x"));
+        assert_eq!(fields.get(b'D'), Some("because"));
+        assert_eq!(fields.get(b'H'), Some("ask for a grant"));
     }
 
     #[test]
     fn malformed_error_response_does_not_panic() {
-        assert!(decode_error_fields(&[b'E', 0, 0, 0, 6, b'C']).is_none());
-        assert!(decode_error_fields(&[b'E', 0, 0, 0, 4]).is_none());
+        assert!(ErrorFields::decode(&[b'E', 0, 0, 0, 6, b'C']).is_none());
+        assert!(ErrorFields::decode(&[b'E', 0, 0, 0, 4]).is_none());
     }
 }

@@ -81,10 +81,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    pub fn set_max_len(&mut self, max_len: usize) {
-        self.max_len = max_len;
-    }
-
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }

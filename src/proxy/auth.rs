@@ -117,18 +117,6 @@ impl DevCredentials {
         }
         Ok(DevCredentials { by_identity })
     }
-
-    pub fn insert(&mut self, identity: &str, role: &str, password: &str) {
-        self.by_identity.insert(
-            identity.to_owned(),
-            Credential {
-                id: format!("dev:{identity}"),
-                identity: identity.to_owned(),
-                role: role.to_owned(),
-                verifier: Verifier::from_password(password),
-            },
-        );
-    }
 }
 
 impl CredentialSource for DevCredentials {

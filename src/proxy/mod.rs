@@ -35,6 +35,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A frame reader over a client stream, with the configured size limit.
+    pub fn client_reader(
+        &self,
+        stream: stream::Stream,
+    ) -> crate::protocol::FrameReader<stream::Stream> {
+        crate::protocol::FrameReader::new(stream, self.limits.max_message_bytes)
+    }
+
     pub fn policies(&self) -> Arc<PolicySet> {
         match self.policies.read() {
             Ok(p) => p.clone(),

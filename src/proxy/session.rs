@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
-use pgwire::messages::Message;
-use pgwire::messages::startup::{Authentication, NegotiateProtocolVersion};
+use bytes::BytesMut;
+use pgwire::messages::response::ReadyForQuery;
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -22,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::protocol::startup::{
     MAX_STARTUP_PACKET, StartupPacket, StartupParams, parse_startup_packet,
 };
-use crate::protocol::{FrameReader, PgError, sqlstate};
+use crate::protocol::{self, FrameReader, PgError, sqlstate};
 use crate::shutdown::Shutdown;
 
 /// Startup parameters forwarded to PostgreSQL. Anything else is refused:
@@ -80,7 +82,7 @@ async fn serve(
     shutdown: Shutdown,
 ) {
     let _ = tcp.set_nodelay(true);
-    let reader = FrameReader::new(Stream::Plain(tcp), shared.limits.max_message_bytes);
+    let reader = shared.client_reader(Stream::Plain(tcp));
 
     // Everything up to a logged-in upstream runs under the auth timeout, so a
     // client that connects and says nothing cannot hold a slot forever.
@@ -127,19 +129,18 @@ async fn serve(
     // Tell the client it is in: AuthenticationOk, the upstream's parameters,
     // our own cancel key, and the upstream's ReadyForQuery status.
     let mut hello = BytesMut::new();
-    if Authentication::Ok.encode(&mut hello).is_err() {
+    let encoded = protocol::put(&mut hello, &Authentication::Ok).and_then(|()| {
+        for f in &up.startup_frames {
+            hello.extend_from_slice(&f.bytes);
+        }
+        let key = BackendKeyData::new(reg.pid, SecretKey::I32(reg.key));
+        protocol::put(&mut hello, &key)?;
+        protocol::put(&mut hello, &ReadyForQuery::new(up.status))
+    });
+    if let Err(e) = encoded {
+        send_error(client.get_mut(), &e).await;
         return;
     }
-    for f in &up.startup_frames {
-        hello.extend_from_slice(&f.bytes);
-    }
-    hello.put_u8(b'K');
-    hello.put_i32(12);
-    hello.put_i32(reg.pid);
-    hello.put_i32(reg.key);
-    hello.put_u8(b'Z');
-    hello.put_i32(5);
-    hello.put_u8(up.status);
     if client.get_mut().write_all(&hello).await.is_err() {
         return;
     }
@@ -188,7 +189,7 @@ async fn startup(
                     Stream::Plain(tcp) => tcp,
                     // A second SSLRequest inside TLS is a protocol violation.
                     other => {
-                        let r = FrameReader::new(other, shared.limits.max_message_bytes);
+                        let r = shared.client_reader(other);
                         return Err((
                             Some(r),
                             PgError::protocol_violation("duplicate SSL request"),
@@ -200,7 +201,7 @@ async fn startup(
                     if tcp.write_all(b"N").await.is_err() {
                         return Ok(Started::Gone);
                     }
-                    reader = FrameReader::new(Stream::Plain(tcp), shared.limits.max_message_bytes);
+                    reader = shared.client_reader(Stream::Plain(tcp));
                     continue;
                 };
                 let mut tcp = tcp;
@@ -209,10 +210,7 @@ async fn startup(
                 }
                 match acceptor.accept(tcp).await {
                     Ok(tls) => {
-                        reader = FrameReader::new(
-                            Stream::ServerTls(Box::new(tls)),
-                            shared.limits.max_message_bytes,
-                        );
+                        reader = shared.client_reader(Stream::ServerTls(Box::new(tls)));
                     }
                     Err(e) => {
                         debug!(error = %e, "TLS handshake failed");
@@ -274,14 +272,12 @@ async fn login(
         .collect();
     if params.minor_version > 0 || !extensions.is_empty() {
         let mut buf = BytesMut::new();
-        let msg = NegotiateProtocolVersion::new(0, extensions);
-        if msg.encode(&mut buf).is_ok() {
-            reader
-                .get_mut()
-                .write_all(&buf)
-                .await
-                .map_err(|_| PgError::protocol_violation("connection lost"))?;
-        }
+        protocol::put(&mut buf, &NegotiateProtocolVersion::new(0, extensions))?;
+        reader
+            .get_mut()
+            .write_all(&buf)
+            .await
+            .map_err(|_| PgError::protocol_violation("connection lost"))?;
     }
 
     let credential = match auth::authenticate(reader, &shared.credentials, &user).await {
@@ -312,13 +308,16 @@ async fn login(
         .connect(&upstream_user, &forwarded)
         .await
         .map_err(|e| {
+            if let upstream::UpstreamError::NoSuchDatabase(m) = &e {
+                return PgError::fatal(sqlstate::INVALID_CATALOG_NAME, m.clone());
+            }
             Metrics::inc(&shared.metrics.upstream_errors_total);
             warn!(error = %e, "upstream connection failed");
             PgError::fatal(
                 sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
                 "infraveil could not connect to the upstream database",
             )
-            .with_detail(e.to_string())
+            .with_detail(e.client_detail())
         })?;
 
     let info = SessionInfo {

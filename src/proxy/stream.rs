@@ -20,14 +20,6 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
     }
-
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::ServerTls(s) => s.get_ref().0,
-            Stream::ClientTls(s) => s.get_ref().0,
-        }
-    }
 }
 
 impl AsyncRead for Stream {

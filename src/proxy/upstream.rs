@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use pgwire::api::auth::sasl::scram::ScramClientAuth;
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{
     Authentication, BackendKeyData, Password, PasswordMessageFamily, SASLInitialResponse,
-    SASLResponse, Startup,
+    SASLResponse, SecretKey, SslRequest, Startup,
 };
 use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,8 +17,7 @@ use tokio::net::TcpStream;
 
 use super::stream::Stream;
 use crate::config::UpstreamConfig;
-use crate::protocol::error::decode_error_fields;
-use crate::protocol::{Frame, FrameReader};
+use crate::protocol::{ErrorFields, Frame, FrameReader, sqlstate};
 
 /// Backend messages from PostgreSQL are trusted but still bounded.
 pub const MAX_BACKEND_MESSAGE: usize = 1 << 30;
@@ -31,6 +32,10 @@ pub enum UpstreamError {
     Tls(String),
     #[error("upstream login as {user:?} failed: {message}")]
     Login { user: String, message: String },
+    /// The database the client asked for does not exist upstream: the
+    /// client's own mistake, reported as PostgreSQL reports it.
+    #[error("{0}")]
+    NoSuchDatabase(String),
     #[error("upstream asked for unsupported authentication ({0})")]
     UnsupportedAuth(String),
     #[error("no password configured for upstream user {0:?} (upstream.passwords)")]
@@ -39,6 +44,40 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("upstream I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl UpstreamError {
+    /// What the client is told: the kind of failure, without the upstream's
+    /// address, user names or messages (those go to the log).
+    pub fn client_detail(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { .. } => "the upstream database is unreachable",
+            UpstreamError::TlsRefused | UpstreamError::Tls(_) => {
+                "TLS to the upstream database failed"
+            }
+            UpstreamError::NoSuchDatabase(_) => "the database does not exist",
+            UpstreamError::Login { .. }
+            | UpstreamError::UnsupportedAuth(_)
+            | UpstreamError::NoPassword(_) => {
+                "the firewall could not log in to the upstream database"
+            }
+            UpstreamError::Protocol(_) | UpstreamError::Io(_) => {
+                "the upstream connection failed during startup"
+            }
+        }
+    }
+}
+
+impl From<pgwire::error::PgWireError> for UpstreamError {
+    fn from(e: pgwire::error::PgWireError) -> Self {
+        UpstreamError::Protocol(e.to_string())
+    }
+}
+
+impl From<pgwire::error::PgWireClientError> for UpstreamError {
+    fn from(e: pgwire::error::PgWireClientError) -> Self {
+        UpstreamError::Protocol(e.to_string())
+    }
 }
 
 /// How to reach and log in to PostgreSQL; shared by all sessions.
@@ -56,8 +95,8 @@ pub struct Upstream {
     pub startup_frames: Vec<Frame>,
     pub pid: i32,
     pub secret_key: i32,
-    /// Transaction status byte of the first `ReadyForQuery`.
-    pub status: u8,
+    /// Transaction status of the first `ReadyForQuery`.
+    pub status: TransactionStatus,
 }
 
 impl UpstreamConnector {
@@ -89,7 +128,9 @@ impl UpstreamConnector {
             return Ok(Stream::Plain(tcp));
         };
         let mut tcp = tcp;
-        tcp.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await?; // SSLRequest
+        let mut req = BytesMut::new();
+        SslRequest::new().encode(&mut req)?;
+        tcp.write_all(&req).await?;
         let mut answer = [0u8; 1];
         tcp.read_exact(&mut answer).await?;
         if answer[0] != b'S' {
@@ -122,14 +163,13 @@ impl UpstreamConnector {
             startup.parameters.insert(k.clone(), v.clone());
         }
         let mut buf = BytesMut::new();
-        startup
-            .encode(&mut buf)
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        startup.encode(&mut buf)?;
         stream.write_all(&buf).await?;
 
         let mut reader = FrameReader::new(stream, MAX_BACKEND_MESSAGE);
         self.login(&mut reader, user).await?;
 
+        let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
         let mut startup_frames = Vec::new();
         let mut key = None;
         loop {
@@ -138,7 +178,6 @@ impl UpstreamConnector {
                 b'S' | b'N' => startup_frames.push(frame),
                 b'K' => {
                     let mut b = frame.bytes;
-                    let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
                     let k = BackendKeyData::decode(&mut b, &ctx)
                         .ok()
                         .flatten()
@@ -147,7 +186,10 @@ impl UpstreamConnector {
                     key = Some(k);
                 }
                 b'Z' => {
-                    let status = *frame.body().first().unwrap_or(&b'I');
+                    let mut b = frame.bytes;
+                    let status = ReadyForQuery::decode(&mut b, &ctx)?
+                        .ok_or_else(|| UpstreamError::Protocol("truncated ReadyForQuery".into()))?
+                        .status;
                     let (pid, secret_key) = key.unwrap_or((0, 0));
                     return Ok(Upstream {
                         reader,
@@ -195,8 +237,7 @@ impl UpstreamConnector {
                 }
             }
             let mut b = frame.bytes;
-            let auth = Authentication::decode(&mut b, &ctx)
-                .map_err(|e| UpstreamError::Protocol(e.to_string()))?
+            let auth = Authentication::decode(&mut b, &ctx)?
                 .ok_or_else(|| UpstreamError::Protocol("truncated authentication".into()))?;
             let reply = match auth {
                 Authentication::Ok => return Ok(()),
@@ -216,9 +257,7 @@ impl UpstreamConnector {
                         return Err(UpstreamError::UnsupportedAuth(mechs.join(", ")));
                     }
                     let client = ScramClientAuth::new(user.to_owned(), password()?);
-                    let (first, waiting) = client
-                        .build_client_first()
-                        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                    let (first, waiting) = client.build_client_first()?;
                     scram = Some(waiting);
                     PasswordMessageFamily::SASLInitialResponse(SASLInitialResponse::new(
                         "SCRAM-SHA-256".into(),
@@ -229,9 +268,7 @@ impl UpstreamConnector {
                     let waiting = scram.take().ok_or_else(|| {
                         UpstreamError::Protocol("SASLContinue out of order".into())
                     })?;
-                    let (fin, waiting_final) = waiting
-                        .build_client_final(&data)
-                        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                    let (fin, waiting_final) = waiting.build_client_final(&data)?;
                     scram_final = Some(waiting_final);
                     PasswordMessageFamily::SASLResponse(SASLResponse::new(fin.into_bytes().into()))
                 }
@@ -252,9 +289,7 @@ impl UpstreamConnector {
                 other => return Err(UpstreamError::UnsupportedAuth(format!("{other:?}"))),
             };
             let mut out = BytesMut::new();
-            reply
-                .encode(&mut out)
-                .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            reply.encode(&mut out)?;
             reader.get_mut().write_all(&out).await?;
             reader.get_mut().flush().await?;
         }
@@ -276,11 +311,16 @@ async fn next(reader: &mut FrameReader<Stream>) -> Result<Frame, UpstreamError> 
 }
 
 fn login_error(user: &str, frame: &Frame) -> UpstreamError {
-    let fields = decode_error_fields(&frame.bytes).unwrap_or_default();
-    let get = |c: u8| fields.iter().find(|f| f.0 == c).map(|f| f.1.clone());
-    let message = match (get(b'C'), get(b'M')) {
+    let fields = ErrorFields::decode(&frame.bytes);
+    let fields = fields.as_ref();
+    let code = fields.and_then(|f| f.code());
+    let message = fields.and_then(|f| f.message());
+    let message = match (code, message) {
+        (Some(sqlstate::INVALID_CATALOG_NAME), Some(m)) => {
+            return UpstreamError::NoSuchDatabase(m.to_owned());
+        }
         (Some(code), Some(m)) => format!("{m} (SQLSTATE {code})"),
-        (_, Some(m)) => m,
+        (_, Some(m)) => m.to_owned(),
         _ => "unknown error".into(),
     };
     UpstreamError::Login {
@@ -296,11 +336,8 @@ pub async fn send_cancel(
     key: i32,
 ) -> Result<(), UpstreamError> {
     let mut stream = connector.open().await?;
-    let mut buf = BytesMut::with_capacity(16);
-    buf.put_i32(16);
-    buf.put_i32(80877102);
-    buf.put_i32(pid);
-    buf.put_i32(key);
+    let mut buf = BytesMut::new();
+    CancelRequest::new(pid, SecretKey::I32(key)).encode(&mut buf)?;
     stream.write_all(&buf).await?;
     stream.flush().await?;
     // PostgreSQL closes the connection after a cancel; wait for that so the

@@ -12,8 +12,15 @@ use bytes::{BufMut, BytesMut};
 use infraveil::config::{Config, DevCredential, Limits, SecretSource, TlsConfig, UpstreamConfig};
 use infraveil::daemon::Running;
 use infraveil::inspect::{AllowAll, Inspector};
-use infraveil::protocol::{Frame, FrameReader};
+use infraveil::protocol::{ErrorFields, Frame, FrameReader};
 use infraveil::sandbox::{Cluster, ClusterOptions};
+use pgwire::messages::Message;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::extendedquery::{Bind, Execute, Parse, Sync};
+use pgwire::messages::simplequery::Query;
+use pgwire::messages::startup::{
+    PasswordMessageFamily, SASLInitialResponse, SASLResponse, Startup,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -64,6 +71,15 @@ pub struct ProxyOptions {
     pub upstream_port: Option<u16>,
     /// Upstream TLS mode and CA file.
     pub upstream_tls: Option<(infraveil::config::UpstreamTlsMode, Option<PathBuf>)>,
+}
+
+impl ProxyOptions {
+    /// Default options with some limits changed.
+    pub fn with_limits(change: impl FnOnce(&mut Limits)) -> ProxyOptions {
+        let mut opts = ProxyOptions::default();
+        change(&mut opts.limits);
+        opts
+    }
 }
 
 impl Default for ProxyOptions {
@@ -154,8 +170,12 @@ impl Proxy {
     }
 
     pub fn conn_str(&self, user: &str, db: &str) -> String {
+        self.conn_str_with(user, db, PASSWORD)
+    }
+
+    fn conn_str_with(&self, user: &str, db: &str, password: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user={user} password={PASSWORD} dbname={db} sslmode=disable",
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db} sslmode=disable",
             self.port
         )
     }
@@ -177,10 +197,7 @@ impl Proxy {
         db: &str,
         password: &str,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let cfg = format!(
-            "host=127.0.0.1 port={} user={user} password={password} dbname={db} sslmode=disable",
-            self.port
-        );
+        let cfg = self.conn_str_with(user, db, password);
         let (client, conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -199,6 +216,33 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A cluster of this test's own (to stop, restart or reconfigure), whose
+/// upstream roles have the shared cluster's passwords, so a [`Proxy`] can
+/// point at it with `upstream_port`.
+pub fn private_cluster(opts: ClusterOptions) -> Cluster {
+    let own = Cluster::start(&ClusterOptions {
+        sample_schema: true,
+        unsafe_fast: true,
+        reap_on_exit: true,
+        ..opts
+    })
+    .expect("start a private PostgreSQL cluster");
+    let mut sql = String::new();
+    for (role, pw) in &cluster().passwords {
+        sql.push_str(&format!("ALTER ROLE {role} PASSWORD '{pw}';"));
+    }
+    own.psql("postgres", &sql).expect("set role passwords");
+    own
+}
+
+/// The single value of a one-row, one-column query.
+pub async fn scalar<T>(c: &tokio_postgres::Client, sql: &str) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    c.query_one(sql, &[]).await.expect(sql).get(0)
 }
 
 /// The SQLSTATE of a tokio-postgres error.
@@ -225,37 +269,48 @@ pub async fn psql(url: &str, args: &[&str]) -> (bool, String, String) {
 }
 
 /// A byte-level protocol client for cases real drivers never produce.
+/// Well-formed messages are encoded with pgwire; malformed ones go through
+/// [`Raw::send_frame`] and [`Raw::send_raw`].
 pub struct Raw {
     pub reader: FrameReader<TcpStream>,
 }
 
 impl Raw {
+    /// A connection that has sent nothing yet.
+    pub async fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        Raw {
+            reader: FrameReader::new(s, 1 << 30),
+        }
+    }
+
+    /// Send a startup message with these parameters.
+    pub async fn startup(&mut self, params: &[(&str, &str)]) {
+        let mut m = Startup::new();
+        for (k, v) in params {
+            m.parameters.insert(k.to_string(), v.to_string());
+        }
+        self.send(&m).await;
+    }
+
     /// Connect and log in with SCRAM (plain TCP), up to `ReadyForQuery`.
     pub async fn login(port: u16, user: &str, db: &str) -> Raw {
         use pgwire::api::auth::sasl::scram::ScramClientAuth;
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let mut b = BytesMut::new();
-        let body = format!("user\0{user}\0database\0{db}\0\0");
-        b.put_i32(8 + body.len() as i32);
-        b.put_i32(196608);
-        b.put_slice(body.as_bytes());
-        s.write_all(&b).await.unwrap();
-        let mut raw = Raw {
-            reader: FrameReader::new(s, 1 << 30),
-        };
+        let mut raw = Raw::connect(port).await;
+        raw.startup(&[("user", user), ("database", db)]).await;
         let client = ScramClientAuth::new(user.into(), PASSWORD.into());
         let (first, waiting) = client.build_client_first().unwrap();
-        let f = raw.next().await;
-        assert_eq!(f.tag(), b'R');
-        let mut m = BytesMut::new();
-        m.put_slice(b"SCRAM-SHA-256\0");
-        m.put_i32(first.len() as i32);
-        m.put_slice(first.as_bytes());
-        raw.send(b'p', &m).await;
+        assert_eq!(raw.next().await.tag(), b'R');
+        let initial =
+            SASLInitialResponse::new("SCRAM-SHA-256".into(), Some(first.into_bytes().into()));
+        raw.send(&PasswordMessageFamily::SASLInitialResponse(initial))
+            .await;
         let f = raw.next().await;
         assert_eq!(f.tag(), b'R', "{:?}", f.bytes);
         let (fin, _) = waiting.build_client_final(&f.body()[4..]).unwrap();
-        raw.send(b'p', fin.as_bytes()).await;
+        let response = SASLResponse::new(fin.into_bytes().into());
+        raw.send(&PasswordMessageFamily::SASLResponse(response))
+            .await;
         loop {
             let f = raw.next().await;
             match f.tag() {
@@ -266,91 +321,123 @@ impl Raw {
         }
     }
 
-    pub async fn send(&mut self, tag: u8, body: &[u8]) {
+    /// Send one message, encoded by pgwire.
+    pub async fn send<M: Message>(&mut self, msg: &M) {
+        let mut b = BytesMut::new();
+        msg.encode(&mut b).unwrap();
+        self.send_raw(&b).await;
+    }
+
+    /// Send a frame with any tag and body, for messages pgwire will not
+    /// encode (malformed ones, FunctionCall, bytes that are not UTF-8).
+    pub async fn send_frame(&mut self, tag: u8, body: &[u8]) {
         let mut b = BytesMut::new();
         b.put_u8(tag);
         b.put_i32(4 + body.len() as i32);
         b.put_slice(body);
-        self.reader.get_mut().write_all(&b).await.unwrap();
+        self.send_raw(&b).await;
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.reader.get_mut().write_all(bytes).await.unwrap();
     }
 
-    pub async fn next(&mut self) -> Frame {
+    /// The next frame, or `None` once the server has closed.
+    async fn try_next(&mut self) -> Option<Frame> {
         tokio::time::timeout(Duration::from_secs(10), self.reader.next())
             .await
-            .expect("timed out waiting for a message")
-            .expect("read frame")
-            .expect("connection closed")
+            .expect("timed out waiting for the server")
+            .ok()
+            .flatten()
     }
 
-    /// Read messages up to and including `ReadyForQuery`; returns their tags
-    /// and the error codes seen.
+    pub async fn next(&mut self) -> Frame {
+        self.try_next().await.expect("connection closed")
+    }
+
+    /// Read messages up to and including `ReadyForQuery`; returns their tags,
+    /// the error codes seen, and the transaction status.
     pub async fn until_ready(&mut self) -> (Vec<u8>, Vec<String>, u8) {
         let mut tags = vec![];
         let mut codes = vec![];
         loop {
             let f = self.next().await;
             tags.push(f.tag());
-            if f.tag() == b'E' {
-                let fields = infraveil::protocol::error::decode_error_fields(&f.bytes).unwrap();
-                codes.push(fields.iter().find(|x| x.0 == b'C').unwrap().1.clone());
-            }
+            codes.extend(error_code(&f));
             if f.tag() == b'Z' {
                 return (tags, codes, f.body()[0]);
             }
         }
     }
 
+    /// Parse/Bind/Execute each statement (unnamed) in one batch with a
+    /// single Sync; returns what [`Raw::until_ready`] returns.
+    pub async fn pipeline(&mut self, statements: &[&str]) -> (Vec<u8>, Vec<String>, u8) {
+        for sql in statements {
+            self.send(&parse("", sql)).await;
+            self.send(&bind("")).await;
+            self.send(&execute()).await;
+        }
+        self.send(&sync()).await;
+        self.until_ready().await
+    }
+
     /// Read until the server closes; returns the error codes seen.
     pub async fn until_closed(&mut self) -> Vec<String> {
         let mut codes = vec![];
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), self.reader.next()).await {
-                Ok(Ok(Some(f))) => {
-                    if f.tag() == b'E' {
-                        let fields =
-                            infraveil::protocol::error::decode_error_fields(&f.bytes).unwrap();
-                        codes.push(fields.iter().find(|x| x.0 == b'C').unwrap().1.clone());
-                    }
-                }
-                Ok(_) => return codes,
-                Err(_) => panic!("server did not close the connection"),
-            }
+        while let Some(f) = self.try_next().await {
+            codes.extend(error_code(&f));
         }
+        codes
     }
 }
 
-pub fn query_body(sql: &str) -> Vec<u8> {
-    let mut v = sql.as_bytes().to_vec();
-    v.push(0);
-    v
+/// The SQLSTATE of an `ErrorResponse` frame.
+pub fn error_code(f: &Frame) -> Option<String> {
+    if f.tag() != b'E' {
+        return None;
+    }
+    let fields = ErrorFields::decode(&f.bytes).expect("well-formed ErrorResponse");
+    fields.code().map(str::to_owned)
 }
 
-pub fn parse_body(name: &str, sql: &str) -> Vec<u8> {
-    let mut v = BytesMut::new();
-    v.put_slice(name.as_bytes());
-    v.put_u8(0);
-    v.put_slice(sql.as_bytes());
-    v.put_u8(0);
-    v.put_i16(0);
-    v.to_vec()
+pub fn query(sql: &str) -> Query {
+    Query::new(sql.into())
+}
+
+/// Parse of a statement without parameter types.
+pub fn parse(name: &str, sql: &str) -> Parse {
+    Parse::new((!name.is_empty()).then(|| name.into()), sql.into(), vec![])
 }
 
 /// Bind of the unnamed portal to `stmt`, no parameters, text results.
-pub fn bind_body(stmt: &str) -> Vec<u8> {
-    let mut v = BytesMut::new();
-    v.put_u8(0);
-    v.put_slice(stmt.as_bytes());
-    v.put_u8(0);
-    v.put_i16(0);
-    v.put_i16(0);
-    v.put_i16(0);
-    v.to_vec()
+pub fn bind(stmt: &str) -> Bind {
+    Bind::new(
+        None,
+        (!stmt.is_empty()).then(|| stmt.into()),
+        vec![],
+        vec![],
+        vec![],
+    )
 }
 
-pub fn execute_body() -> Vec<u8> {
-    vec![0, 0, 0, 0, 0]
+/// Execute the unnamed portal, all rows.
+pub fn execute() -> Execute {
+    Execute::new(None, 0)
+}
+
+pub fn sync() -> Sync {
+    Sync::new()
+}
+
+pub fn copy_data(data: &str) -> CopyData {
+    CopyData::new(data.to_owned().into())
+}
+
+pub fn copy_done() -> CopyDone {
+    CopyDone::new()
+}
+
+pub fn copy_fail(message: &str) -> CopyFail {
+    CopyFail::new(message.into())
 }
