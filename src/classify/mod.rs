@@ -1,8 +1,24 @@
-//! Statement classes. Every statement is put in exactly one [`Class`]; the
-//! policy engine decides per class. (The SQL walk that assigns classes lives
-//! here too; it has no I/O so `veilctl check` can use it offline.)
+//! The classifier: SQL text in, per statement a [`Class`], the tables it
+//! touches and a reason out. No I/O, so the proxy and `veilctl check` share it.
+//!
+//! Parsing is sqlparser's (PostgreSQL dialect); `lexer` handles what must
+//! happen at token level, `walk` the tree, `bounds` unbounded DELETE/UPDATE,
+//! `functions` and `settings` the reviewed lists. It fails closed: text the
+//! parser rejects and nodes the walk does not know are `unknown`, never
+//! `read`.
+
+mod bounds;
+pub(crate) mod functions;
+mod lexer;
+mod settings;
+mod walk;
 
 use serde::{Deserialize, Serialize};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+/// sqlparser's nesting limit; deeper input is `unknown`.
+const RECURSION_LIMIT: usize = 64;
 
 /// The risk class of a statement, least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -33,4 +49,140 @@ impl std::fmt::Display for Class {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A table, schema-qualified (`public` when the statement does not say).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableName {
+    pub fn new(schema: &str, name: &str) -> TableName {
+        TableName {
+            schema: schema.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+impl Serialize for TableName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What one statement is.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementClass {
+    pub class: Class,
+    pub tables: Vec<TableName>,
+    pub reason: String,
+    /// Functions called that are not in the reviewed table; they make the
+    /// class `unknown` unless the role lists them in `safe_functions`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+    /// Class and reason if every function in `functions` is declared safe.
+    #[serde(skip)]
+    pub base_class: Class,
+    #[serde(skip)]
+    pub base_reason: String,
+    /// `PREPARE name AS …`: the session remembers `name` with this class.
+    #[serde(skip)]
+    pub prepares: Option<String>,
+    /// `EXECUTE name`: the class is the one remembered for `name`.
+    #[serde(skip)]
+    pub executes: Option<String>,
+}
+
+/// Every statement of one query string, in order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub statements: Vec<StatementClass>,
+}
+
+impl Analysis {
+    /// The most severe class of the string (`read` when it is empty).
+    pub fn class(&self) -> Class {
+        self.statements
+            .iter()
+            .map(|s| s.class)
+            .max()
+            .unwrap_or(Class::Read)
+    }
+}
+
+/// Classify a query string: one entry per statement.
+pub fn classify(sql: &str) -> Analysis {
+    classify_at(sql, 0)
+}
+
+fn unknown(reason: String) -> StatementClass {
+    StatementClass {
+        class: Class::Unknown,
+        tables: Vec::new(),
+        reason: reason.clone(),
+        functions: Vec::new(),
+        base_class: Class::Unknown,
+        base_reason: reason,
+        prepares: None,
+        executes: None,
+    }
+}
+
+fn parse(
+    tokens: Vec<sqlparser::tokenizer::TokenWithSpan>,
+) -> Result<Vec<sqlparser::ast::Statement>, String> {
+    Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(RECURSION_LIMIT)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(|e| e.to_string())
+}
+
+/// `depth` counts enclosing SQL function bodies.
+pub(crate) fn classify_at(sql: &str, depth: usize) -> Analysis {
+    let tokens = match lexer::tokenize(sql) {
+        Ok(t) => t,
+        Err(e) => {
+            return Analysis {
+                statements: vec![unknown(format!(
+                    "infraveil could not tokenize this statement: {e}"
+                ))],
+            };
+        }
+    };
+    // Parse the whole string first; only if that fails, statement by
+    // statement, so one unparseable statement does not hide the others'
+    // classes (and DO / ALTER SYSTEM are named rather than just unknown).
+    let statements = match parse(tokens.clone()) {
+        Ok(stmts) => stmts
+            .iter()
+            .map(|s| walk::Walker::classify(s, depth))
+            .collect(),
+        Err(_) => lexer::split(tokens)
+            .into_iter()
+            .flat_map(|chunk| match parse(chunk.clone()) {
+                Ok(stmts) => stmts
+                    .iter()
+                    .map(|s| walk::Walker::classify(s, depth))
+                    .collect(),
+                Err(e) => {
+                    let (class, reason) = lexer::unparsed(&chunk, &e);
+                    let mut s = unknown(reason);
+                    s.class = class;
+                    s.base_class = class;
+                    vec![s]
+                }
+            })
+            .collect(),
+    };
+    Analysis { statements }
 }

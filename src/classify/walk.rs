@@ -1,0 +1,887 @@
+//! The tree walk. sqlparser's visitor takes us to every statement, query,
+//! table, and expression, however deeply nested (data-modifying CTEs,
+//! subqueries, `EXPLAIN ANALYZE`, `PREPARE … AS`, `COPY (query)`, SQL
+//! function bodies); each node raises the statement's class to at least its
+//! own. A statement kind this file does not name is `unknown`.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    AlterTableOperation, CopySource, CopyTarget, CreateFunctionBody, DiscardObject, Expr,
+    FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, MergeAction, ObjectName,
+    ObjectNamePart, ObjectType, Query, Reset, Select, Set, Statement, TableFactor, TableObject,
+    TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
+};
+
+use super::bounds::{Target, bounded};
+use super::functions::{self, Call};
+use super::{Class, StatementClass, TableName, settings};
+
+/// How deep SQL function bodies are classified (a body defining a function
+/// whose body defines a function …); deeper is `unknown`.
+const MAX_BODY_DEPTH: usize = 3;
+
+/// Lowercase an unquoted identifier, as PostgreSQL folds it.
+pub(crate) fn normalize_ident(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+fn name_parts(n: &ObjectName) -> Option<Vec<String>> {
+    n.0.iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Some(normalize_ident(i)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn dotted(n: &ObjectName) -> String {
+    name_parts(n)
+        .map(|p| p.join("."))
+        .unwrap_or_else(|| n.to_string())
+}
+
+/// `t` → `public.t`; `s.t` → `s.t`; `db.s.t` → `s.t`.
+fn table_name(n: &ObjectName) -> Option<TableName> {
+    let p = name_parts(n)?;
+    match p.as_slice() {
+        [t] => Some(TableName::new("public", t)),
+        [.., s, t] => Some(TableName::new(s, t)),
+        [] => None,
+    }
+}
+
+struct CteScope {
+    query: *const Query,
+    names: Vec<String>,
+    bodies: Vec<*const Query>,
+    visible: usize,
+}
+
+pub(crate) struct Walker {
+    depth: usize,
+    class: Class,
+    reason: String,
+    /// Class and reason if every unlisted function were declared safe.
+    base_class: Class,
+    base_reason: String,
+    functions: BTreeSet<String>,
+    tables: BTreeSet<TableName>,
+    /// Non-ANALYZE `EXPLAIN`s being walked: nothing inside them runs.
+    explain_only: Vec<*const Statement>,
+    ctes: Vec<CteScope>,
+    /// Table-function names, which the visitor also reports as relations.
+    not_relations: Vec<*const ObjectName>,
+    prepares: Option<String>,
+    executes: Option<String>,
+}
+
+impl Walker {
+    pub(crate) fn classify(stmt: &Statement, depth: usize) -> StatementClass {
+        let mut w = Walker {
+            depth,
+            class: Class::Read,
+            reason: String::new(),
+            base_class: Class::Read,
+            base_reason: String::new(),
+            functions: BTreeSet::new(),
+            tables: BTreeSet::new(),
+            explain_only: Vec::new(),
+            ctes: Vec::new(),
+            not_relations: Vec::new(),
+            prepares: None,
+            executes: None,
+        };
+        let _ = stmt.visit(&mut w);
+        if w.reason.is_empty() {
+            w.reason = "reads only".into();
+        }
+        if w.base_reason.is_empty() {
+            w.base_reason = "reads only".into();
+        }
+        StatementClass {
+            class: w.class,
+            tables: w.tables.into_iter().collect(),
+            reason: w.reason,
+            functions: w.functions.into_iter().collect(),
+            base_class: w.base_class,
+            base_reason: w.base_reason,
+            prepares: w.prepares,
+            executes: w.executes,
+        }
+    }
+
+    /// Raise the class to at least `class`. The first reason at the highest
+    /// class is kept.
+    fn raise(&mut self, class: Class, reason: impl Into<String>) {
+        if !self.explain_only.is_empty() {
+            return;
+        }
+        let reason = reason.into();
+        if class > self.base_class || self.base_reason.is_empty() {
+            self.base_class = self.base_class.max(class);
+            self.base_reason = reason.clone();
+        }
+        if class > self.class || self.reason.is_empty() {
+            self.class = self.class.max(class);
+            self.reason = reason;
+        }
+    }
+
+    fn unlisted_function(&mut self, name: String) {
+        if !self.explain_only.is_empty() {
+            return;
+        }
+        if self.class < Class::Unknown {
+            self.class = Class::Unknown;
+            self.reason = format!(
+                "calls {name}(), which infraveil does not know to be free of side effects \
+                 (a role may list it in safe_functions)"
+            );
+        }
+        self.functions.insert(name);
+    }
+
+    fn table(&mut self, n: &ObjectName) {
+        match table_name(n) {
+            Some(t) => {
+                self.tables.insert(t);
+            }
+            None => self.raise(Class::Unknown, format!("cannot resolve the name {n}")),
+        }
+    }
+
+    fn table_with_joins(&mut self, t: &TableWithJoins) {
+        if let TableFactor::Table { name, .. } = &t.relation {
+            self.table(name);
+        }
+    }
+
+    fn call(&mut self, name: &ObjectName, args: &FunctionArguments) {
+        let n = dotted(name);
+        match functions::lookup(&n) {
+            Call::ReadOnly => {}
+            Call::Effect(class, why) => {
+                let bare = n.strip_prefix("pg_catalog.").unwrap_or(&n);
+                if bare == "set_config" {
+                    return self.set_config(args);
+                }
+                self.raise(class, format!("calls {bare}(), which {why}"));
+            }
+            Call::Unlisted if n == "set_config" || n == "pg_catalog.set_config" => {
+                self.set_config(args)
+            }
+            Call::Unlisted => self.unlisted_function(n),
+        }
+    }
+
+    /// `set_config(name, value, local)`: as dangerous as `SET name`.
+    fn set_config(&mut self, args: &FunctionArguments) {
+        let first = match args {
+            FunctionArguments::List(l) => l.args.first(),
+            _ => None,
+        };
+        let literal = match first {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+                Value::SingleQuotedString(s)
+                | Value::EscapedStringLiteral(s)
+                | Value::UnicodeStringLiteral(s) => Some(s.clone()),
+                Value::DollarQuotedString(d) => Some(d.value.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        match literal {
+            Some(name) => {
+                let (class, why) = settings::classify(&name);
+                self.raise(class, format!("set_config: {why}"));
+            }
+            None => self.raise(
+                Class::Privileged,
+                "set_config() with a setting name that is not a literal could change the role",
+            ),
+        }
+    }
+
+    fn dml_bound(
+        &mut self,
+        verb: &str,
+        target: Option<(&ObjectName, Option<&Ident>)>,
+        others: bool,
+        cond: Option<&Expr>,
+    ) {
+        let Some((name, alias)) = target else {
+            return self.raise(
+                Class::Unknown,
+                format!("{verb} target is not a plain table"),
+            );
+        };
+        let t = table_name(name)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| name.to_string());
+        let mut qualifiers = vec![dotted(name)];
+        if let Some(last) = name_parts(name).and_then(|p| p.last().cloned()) {
+            qualifiers.push(last);
+        }
+        if let Some(a) = alias {
+            qualifiers.push(normalize_ident(a));
+        }
+        let target = Target {
+            qualifiers,
+            unqualified_is_target: !others,
+        };
+        match cond {
+            None => self.raise(
+                Class::Destructive,
+                format!("{verb} on {t} has no WHERE: every row"),
+            ),
+            Some(c) if !bounded(c, &target) => self.raise(
+                Class::Destructive,
+                format!(
+                    "{verb} on {t} has a WHERE that does not restrict {t}'s rows on every branch"
+                ),
+            ),
+            Some(_) => self.raise(Class::Write, format!("{verb} on {t}")),
+        }
+    }
+
+    fn create_function(
+        &mut self,
+        what: &str,
+        language: Option<&Ident>,
+        body: Option<&CreateFunctionBody>,
+    ) {
+        let lang = language
+            .map(normalize_ident)
+            .unwrap_or_else(|| "sql".into());
+        self.raise(Class::Ddl, format!("CREATE {what}"));
+        match lang.as_str() {
+            "sql" => {
+                // A quoted body is parsed here; a BEGIN ATOMIC body is part
+                // of the tree and the visitor walks it.
+                if let Some(
+                    CreateFunctionBody::AsBeforeOptions { body, .. }
+                    | CreateFunctionBody::AsAfterOptions(body),
+                ) = body
+                    && let Some(text) = string_literal(body)
+                {
+                    self.body(what, &text);
+                }
+            }
+            "plpgsql" | "pltcl" | "plperl" | "plv8" => self.raise(
+                Class::Destructive,
+                format!("CREATE {what} in {lang}: the body can run any SQL, including dynamic SQL, when called; infraveil cannot see inside it"),
+            ),
+            _ => self.raise(
+                Class::Privileged,
+                format!("CREATE {what} in language {lang} (untrusted or native code)"),
+            ),
+        }
+    }
+
+    /// Classify the text of a SQL-language function body; the function is
+    /// at least as dangerous as what it runs.
+    fn body(&mut self, what: &str, text: &str) {
+        if self.depth >= MAX_BODY_DEPTH {
+            return self.raise(Class::Unknown, "function bodies nested too deeply");
+        }
+        let inner = super::classify_at(text, self.depth + 1);
+        for s in inner.statements {
+            for t in s.tables {
+                self.tables.insert(t);
+            }
+            for f in s.functions {
+                self.unlisted_function(f);
+            }
+            self.raise(s.base_class, format!("{what} body: {}", s.base_reason));
+        }
+    }
+
+    /// Class of a statement node itself (its children are visited after).
+    fn statement(&mut self, s: &Statement) {
+        use Class::*;
+        match s {
+            Statement::Query(_) => self.raise(Read, "query"),
+            Statement::Insert(i) => {
+                if let TableObject::TableName(n) = &i.table {
+                    self.table(n);
+                    self.raise(Write, format!("INSERT into {}", dotted(n)));
+                } else {
+                    self.raise(Unknown, "INSERT into a table function");
+                }
+            }
+            Statement::Update(u) => {
+                self.table_with_joins(&u.table);
+                let (target, others) = match &u.table.relation {
+                    TableFactor::Table { name, alias, .. } => (
+                        Some((name, alias.as_ref().map(|a| &a.name))),
+                        !u.table.joins.is_empty(),
+                    ),
+                    _ => (None, true),
+                };
+                let others = others
+                    || match &u.from {
+                        Some(
+                            UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f),
+                        ) => !f.is_empty(),
+                        None => false,
+                    };
+                self.dml_bound("UPDATE", target, others, u.selection.as_ref());
+            }
+            Statement::Delete(d) => {
+                let from = match &d.from {
+                    FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f) => f,
+                };
+                for t in from {
+                    self.table_with_joins(t);
+                }
+                let target = match from.first().map(|t| &t.relation) {
+                    Some(TableFactor::Table { name, alias, .. }) if d.tables.is_empty() => {
+                        Some((name, alias.as_ref().map(|a| &a.name)))
+                    }
+                    _ => None,
+                };
+                let others = from.len() > 1
+                    || from.iter().any(|t| !t.joins.is_empty())
+                    || d.using.as_ref().is_some_and(|u| !u.is_empty());
+                self.dml_bound("DELETE", target, others, d.selection.as_ref());
+            }
+            Statement::Merge(m) => {
+                let target = match &m.table {
+                    TableFactor::Table { name, alias, .. } => {
+                        self.table(name);
+                        Some((name, alias.as_ref().map(|a| &a.name)))
+                    }
+                    _ => None,
+                };
+                let deletes = m
+                    .clauses
+                    .iter()
+                    .any(|c| matches!(c.action, MergeAction::Delete { .. }));
+                let updates = m
+                    .clauses
+                    .iter()
+                    .any(|c| matches!(c.action, MergeAction::Update(_)));
+                if deletes {
+                    self.raise(Destructive, "MERGE … THEN DELETE removes rows");
+                } else if updates {
+                    self.dml_bound("MERGE … UPDATE", target, true, Some(&m.on));
+                } else {
+                    self.raise(Write, "MERGE");
+                }
+            }
+            Statement::Copy {
+                source,
+                to,
+                target,
+                payload,
+                ..
+            } => {
+                if let CopySource::Table { table_name, .. } = source {
+                    self.table(table_name);
+                }
+                if payload.is_some() {
+                    return self.raise(
+                        Unknown,
+                        "text after COPY … FROM STDIN in one query string: PostgreSQL reads it as SQL",
+                    );
+                }
+                match (target, to) {
+                    (CopyTarget::Program { .. }, _) => self.raise(
+                        Destructive,
+                        "COPY … PROGRAM runs a shell command on the database server",
+                    ),
+                    (CopyTarget::File { .. }, _) => {
+                        self.raise(Privileged, "COPY to or from a file on the database server")
+                    }
+                    (CopyTarget::Stdin, false) => self.raise(Write, "COPY FROM STDIN loads rows"),
+                    (CopyTarget::Stdout, true) => self.raise(Read, "COPY TO STDOUT"),
+                    _ => self.raise(Unknown, "COPY in an unexpected direction"),
+                }
+            }
+            Statement::Explain {
+                analyze, options, ..
+            } => {
+                let analyze = *analyze
+                    || options.iter().flatten().any(|o| {
+                        o.name.value.eq_ignore_ascii_case("analyze") && !is_false(o.arg.as_ref())
+                    });
+                if analyze {
+                    self.raise(Read, "EXPLAIN ANALYZE runs the statement");
+                } else {
+                    self.raise(Read, "EXPLAIN without ANALYZE does not run the statement");
+                    self.explain_only.push(s);
+                }
+            }
+            Statement::ExplainTable { .. } => self.raise(Read, "describes a table"),
+            Statement::Prepare { name, .. } => {
+                self.raise(Read, "PREPARE");
+                self.prepares = Some(normalize_ident(name));
+            }
+            Statement::Execute {
+                name: Some(name),
+                immediate: false,
+                ..
+            } => {
+                self.raise(Read, "EXECUTE");
+                self.executes = Some(dotted(name));
+            }
+            Statement::Deallocate { .. } => self.raise(Read, "DEALLOCATE"),
+            Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. } => self.raise(Read, "transaction control"),
+            Statement::ShowVariable { .. }
+            | Statement::ShowVariables { .. }
+            | Statement::ShowStatus { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowFunctions { .. }
+            | Statement::ShowSchemas { .. }
+            | Statement::ShowDatabases { .. }
+            | Statement::ShowViews { .. } => self.raise(Read, "SHOW"),
+            Statement::Declare { .. } => self.raise(Read, "DECLARE cursor"),
+            Statement::Fetch { .. } => self.raise(Read, "FETCH from a cursor"),
+            Statement::Close { .. } => self.raise(Read, "CLOSE cursor"),
+            Statement::LISTEN { .. } | Statement::UNLISTEN { .. } => {
+                self.raise(Read, "LISTEN/UNLISTEN")
+            }
+            Statement::NOTIFY { .. } => self.raise(Write, "NOTIFY signals other sessions"),
+            Statement::Discard { object_type } => match object_type {
+                DiscardObject::ALL => {
+                    self.raise(Privileged, "DISCARD ALL resets the session's role")
+                }
+                _ => self.raise(Read, "DISCARD"),
+            },
+            Statement::Set(set) => self.set(set),
+            Statement::Reset(r) => match &r.reset {
+                Reset::ALL => self.raise(Privileged, "RESET ALL resets the session's role"),
+                Reset::SessionAuthorization => self.raise(
+                    Privileged,
+                    "RESET SESSION AUTHORIZATION changes the session's role",
+                ),
+                Reset::ConfigurationParameter(n) => {
+                    let (class, why) = settings::classify(&dotted(n));
+                    self.raise(class, format!("RESET: {why}"));
+                }
+            },
+            Statement::Lock(l) => {
+                for t in &l.tables {
+                    self.table(&t.name);
+                }
+                self.raise(Write, "LOCK TABLE blocks other sessions");
+            }
+            Statement::Call(f) => {
+                self.raise(Write, format!("CALL {} runs a procedure", dotted(&f.name)));
+            }
+            Statement::Truncate(t) => {
+                for n in &t.table_names {
+                    self.table(&n.name);
+                }
+                self.raise(Destructive, "TRUNCATE removes every row");
+            }
+            Statement::Drop {
+                object_type, names, ..
+            } => {
+                if matches!(
+                    object_type,
+                    ObjectType::Table | ObjectType::View | ObjectType::MaterializedView
+                ) {
+                    for n in names {
+                        self.table(n);
+                    }
+                }
+                self.raise(Destructive, format!("DROP {object_type}"));
+            }
+            Statement::DropFunction(_)
+            | Statement::DropProcedure { .. }
+            | Statement::DropTrigger(_)
+            | Statement::DropPolicy(_)
+            | Statement::DropRule(_)
+            | Statement::DropDomain(_)
+            | Statement::DropExtension(_)
+            | Statement::DropOperator(_)
+            | Statement::DropOperatorFamily(_)
+            | Statement::DropOperatorClass(_) => self.raise(Destructive, "DROP"),
+            Statement::AlterTable(a) => {
+                self.table(&a.name);
+                for op in &a.operations {
+                    self.alter_table(op);
+                }
+            }
+            Statement::CreateTable(c) => {
+                self.table(&c.name);
+                self.raise(Ddl, "CREATE TABLE");
+            }
+            Statement::CreateView(v) => {
+                self.table(&v.name);
+                self.raise(Ddl, "CREATE VIEW");
+            }
+            Statement::CreateIndex(i) => {
+                self.table(&i.table_name);
+                self.raise(Ddl, "CREATE INDEX");
+            }
+            Statement::CreateSchema { .. }
+            | Statement::CreateDatabase { .. }
+            | Statement::CreateSequence { .. }
+            | Statement::CreateDomain(_)
+            | Statement::CreateType { .. }
+            | Statement::CreateTrigger(_)
+            | Statement::CreatePolicy(_)
+            | Statement::CreateOperator(_)
+            | Statement::CreateOperatorFamily(_)
+            | Statement::CreateOperatorClass(_)
+            | Statement::CreateTextSearch(_)
+            | Statement::CreateAggregate(_)
+            | Statement::CreateCollation(_)
+            | Statement::Comment { .. }
+            | Statement::Grant(_)
+            | Statement::Revoke(_)
+            | Statement::AlterDefaultPrivileges(_)
+            | Statement::AlterSchema(_)
+            | Statement::AlterIndex { .. }
+            | Statement::AlterView(_)
+            | Statement::AlterType(_)
+            | Statement::AlterCollation(_)
+            | Statement::AlterOperator(_)
+            | Statement::AlterOperatorFamily(_)
+            | Statement::AlterOperatorClass(_)
+            | Statement::AlterTextSearch(_)
+            | Statement::AlterPolicy(_)
+            | Statement::AlterTrigger(_)
+            | Statement::AlterFunction(_) => self.raise(Ddl, "schema change"),
+            Statement::CreateRule(_) => self.raise(
+                Destructive,
+                "CREATE RULE rewrites later statements into ones infraveil never sees",
+            ),
+            Statement::CreateFunction(f) => {
+                self.create_function("FUNCTION", f.language.as_ref(), f.function_body.as_ref())
+            }
+            Statement::CreateProcedure { language, .. } => {
+                // Procedure bodies are quoted text in PostgreSQL; sqlparser
+                // parses them as its own dialect's blocks, so judge by
+                // language alone (a SQL procedure can do anything CALL can).
+                self.create_function("PROCEDURE", language.as_ref(), None);
+                self.raise(
+                    Destructive,
+                    "CREATE PROCEDURE: the body runs whatever it contains when called",
+                );
+            }
+            Statement::Vacuum(v) => {
+                if let Some(n) = &v.table_name {
+                    self.table(n);
+                }
+                self.raise(Ddl, "VACUUM (maintenance)");
+            }
+            Statement::Analyze(_) => self.raise(Ddl, "ANALYZE (maintenance)"),
+            Statement::RefreshMaterializedView(_) => self.raise(Write, "REFRESH MATERIALIZED VIEW"),
+            Statement::CreateExtension(_) => self.raise(
+                Privileged,
+                "CREATE EXTENSION installs code into the database",
+            ),
+            Statement::CreateRole(_)
+            | Statement::AlterRole { .. }
+            | Statement::CreateUser(_)
+            | Statement::AlterUser(_)
+            | Statement::GrantRole(_)
+            | Statement::RevokeRole(_) => self.raise(Privileged, "role or membership change"),
+            Statement::CreateServer(_)
+            | Statement::CreateForeignTable(_)
+            | Statement::CreateForeignDataWrapper(_)
+            | Statement::CreateUserMapping(_) => self.raise(
+                Privileged,
+                "foreign server objects reach outside the database",
+            ),
+            Statement::Load { .. } => self.raise(Privileged, "LOAD loads a shared library"),
+            other => {
+                let dbg = format!("{other:?}");
+                let kind: String = dbg.chars().take_while(|c| c.is_alphanumeric()).collect();
+                self.raise(
+                    Unknown,
+                    format!("infraveil does not classify {kind} statements"),
+                );
+            }
+        }
+    }
+
+    fn set(&mut self, set: &Set) {
+        use Class::*;
+        match set {
+            Set::SingleAssignment { variable, .. } => {
+                let (class, why) = settings::classify(&dotted(variable));
+                self.raise(class, format!("SET: {why}"));
+            }
+            Set::ParenthesizedAssignments { variables, .. } => {
+                for v in variables {
+                    let (class, why) = settings::classify(&dotted(v));
+                    self.raise(class, format!("SET: {why}"));
+                }
+            }
+            Set::MultipleAssignments { assignments } => {
+                for a in assignments {
+                    let (class, why) = settings::classify(&dotted(&a.name));
+                    self.raise(class, format!("SET: {why}"));
+                }
+            }
+            Set::SetRole { .. } => self.raise(Privileged, "SET ROLE changes the session's role"),
+            Set::SetSessionAuthorization(_) => self.raise(
+                Privileged,
+                "SET SESSION AUTHORIZATION changes the session's role",
+            ),
+            Set::SetTimeZone { .. } => self.raise(Read, "SET TIME ZONE"),
+            Set::SetTransaction { .. } => self.raise(Read, "SET TRANSACTION"),
+            Set::SetNames { .. } | Set::SetNamesDefault {} => {
+                let (class, why) = settings::classify("client_encoding");
+                self.raise(class, format!("SET NAMES: {why}"));
+            }
+            Set::SetSessionParam(_) => self.raise(Unknown, "SET of a session parameter"),
+        }
+    }
+
+    fn alter_table(&mut self, op: &AlterTableOperation) {
+        use AlterTableOperation as A;
+        use Class::*;
+        match op {
+            A::DropColumn { .. } => self.raise(Destructive, "ALTER TABLE … DROP COLUMN loses data"),
+            A::DropConstraint { .. } | A::DropPrimaryKey { .. } | A::DropForeignKey { .. } => {
+                self.raise(Destructive, "ALTER TABLE … DROP CONSTRAINT")
+            }
+            A::DropIndex { .. }
+            | A::DropPartitions { .. }
+            | A::DetachPartition { .. }
+            | A::DetachPartitionOf { .. } => self.raise(Destructive, "ALTER TABLE … DROP/DETACH"),
+            A::OwnerTo { .. } => self.raise(Privileged, "ALTER TABLE … OWNER TO"),
+            A::DisableRowLevelSecurity | A::NoForceRowLevelSecurity => {
+                self.raise(Privileged, "ALTER TABLE … weakens row-level security")
+            }
+            A::AddConstraint { .. }
+            | A::AddColumn { .. }
+            | A::DisableRule { .. }
+            | A::DisableTrigger { .. }
+            | A::AttachPartition { .. }
+            | A::AttachPartitionOf { .. }
+            | A::EnableAlwaysRule { .. }
+            | A::EnableAlwaysTrigger { .. }
+            | A::EnableReplicaRule { .. }
+            | A::EnableReplicaTrigger { .. }
+            | A::EnableRowLevelSecurity
+            | A::ForceRowLevelSecurity
+            | A::EnableRule { .. }
+            | A::EnableTrigger { .. }
+            | A::ReplicaIdentity { .. }
+            | A::RenameColumn { .. }
+            | A::RenameTable { .. }
+            | A::RenameConstraint { .. }
+            | A::AlterColumn { .. }
+            | A::SetLogged
+            | A::SetUnlogged
+            | A::ValidateConstraint { .. }
+            | A::Inherit { .. }
+            | A::NoInherit { .. }
+            | A::SetOptionsParens { .. }
+            | A::ResetOptions { .. } => self.raise(Ddl, "ALTER TABLE"),
+            _ => self.raise(
+                Unknown,
+                "ALTER TABLE with an operation infraveil does not classify",
+            ),
+        }
+    }
+
+    fn relation(&mut self, n: &ObjectName) {
+        if let Some(p) = name_parts(n)
+            && let [single] = p.as_slice()
+            && self.is_cte(single)
+        {
+            return;
+        }
+        self.table(n);
+    }
+
+    fn is_cte(&self, name: &str) -> bool {
+        self.ctes.iter().any(|s| {
+            s.names[..s.visible.min(s.names.len())]
+                .iter()
+                .any(|n| n == name)
+        })
+    }
+}
+
+fn is_false(arg: Option<&Expr>) -> bool {
+    match arg {
+        None => false,
+        Some(Expr::Value(v)) => match &v.value {
+            Value::Boolean(b) => !b,
+            Value::Number(n, _) => n == "0",
+            Value::SingleQuotedString(s) => {
+                matches!(
+                    s.to_ascii_lowercase().as_str(),
+                    "false" | "off" | "0" | "no"
+                )
+            }
+            _ => false,
+        },
+        Some(Expr::Identifier(i)) => {
+            matches!(
+                i.value.to_ascii_lowercase().as_str(),
+                "false" | "off" | "no"
+            )
+        }
+        _ => false,
+    }
+}
+
+fn string_literal(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => Some(s.clone()),
+            Value::DollarQuotedString(d) => Some(d.value.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl Visitor for Walker {
+    type Break = ();
+
+    fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+        self.statement(s);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+        if self
+            .explain_only
+            .last()
+            .is_some_and(|p| std::ptr::eq(*p, s))
+        {
+            self.explain_only.pop();
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        // Entering the i-th CTE body: only the CTEs before it are in scope
+        // (all of them for WITH RECURSIVE).
+        if let Some(top) = self.ctes.last_mut()
+            && let Some(i) = top.bodies.iter().position(|b| std::ptr::eq(*b, q))
+        {
+            top.visible = top.visible.max(i);
+        }
+        if let Some(with) = &q.with {
+            let names: Vec<String> = with
+                .cte_tables
+                .iter()
+                .map(|c| normalize_ident(&c.alias.name))
+                .collect();
+            let visible = if with.recursive { names.len() } else { 0 };
+            self.ctes.push(CteScope {
+                query: q,
+                bodies: with
+                    .cte_tables
+                    .iter()
+                    .map(|c| &*c.query as *const Query)
+                    .collect(),
+                names,
+                visible,
+            });
+        }
+        if !q.locks.is_empty() {
+            self.raise(Class::Write, "SELECT … FOR UPDATE/SHARE locks rows");
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        if self.ctes.last().is_some_and(|s| std::ptr::eq(s.query, q)) {
+            self.ctes.pop();
+        }
+        if let Some(top) = self.ctes.last_mut()
+            && let Some(i) = top.bodies.iter().position(|b| std::ptr::eq(*b, q))
+        {
+            top.visible = top.visible.max(i + 1);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
+        if let Some(into) = &s.into {
+            let mut created = Vec::new();
+            for t in &into.targets {
+                match t {
+                    Expr::Identifier(i) => created.push(ObjectName::from(vec![i.clone()])),
+                    Expr::CompoundIdentifier(p) => created.push(ObjectName::from(p.clone())),
+                    _ => {}
+                }
+            }
+            for n in &created {
+                self.table(n);
+            }
+            let names: Vec<String> = created.iter().map(dotted).collect();
+            self.raise(
+                Class::Ddl,
+                format!("SELECT … INTO creates table {}", names.join(", ")),
+            );
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+        match t {
+            TableFactor::Table {
+                name,
+                args: Some(args),
+                ..
+            } => {
+                self.not_relations.push(name);
+                let args = FunctionArguments::List(sqlparser::ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: args.args.clone(),
+                    clauses: vec![],
+                });
+                self.call(name, &args);
+            }
+            TableFactor::Function { name, args, .. } => {
+                self.not_relations.push(name);
+                let args = FunctionArguments::List(sqlparser::ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: args.clone(),
+                    clauses: vec![],
+                });
+                self.call(name, &args);
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, n: &ObjectName) -> ControlFlow<()> {
+        if let Some(i) = self.not_relations.iter().position(|p| std::ptr::eq(*p, n)) {
+            self.not_relations.swap_remove(i);
+            return ControlFlow::Continue(());
+        }
+        self.relation(n);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        match e {
+            Expr::Function(f) => self.call(&f.name, &f.args),
+            Expr::BinaryOp {
+                op: sqlparser::ast::BinaryOperator::PGCustomBinaryOperator(op),
+                ..
+            } => self.raise(
+                Class::Unknown,
+                format!("OPERATOR({}) may call any function", op.join(".")),
+            ),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
