@@ -46,6 +46,7 @@ pub async fn start_with(
         dir = %config.policies_dir.display(),
         "policies loaded"
     );
+    inspector.reload(Arc::new(policies.clone()))?;
     let server = Server::bind(config, policies, credentials, inspector).await?;
     let pg_addr = server.local_addr();
     let shared = server.shared();
@@ -87,6 +88,8 @@ impl Running {
     /// Reload policies; a bad set keeps the old one and says why.
     pub fn reload_policies(&self) -> Result<(), crate::policy::PolicyError> {
         let set = PolicySet::load_dir(&self.policies_dir)?;
+        // The inspector compiles first: if it refuses, nothing changes.
+        self.shared.inspector.reload(Arc::new(set.clone()))?;
         let mut guard = self
             .shared
             .policies

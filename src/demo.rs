@@ -13,7 +13,7 @@ use crate::config::{
     AdminConfig, Config, DevCredential, Limits, SecretSource, TlsConfig, UpstreamConfig,
 };
 use crate::daemon::{self, Running};
-use crate::inspect::AllowAll;
+use crate::policy::PolicyInspector;
 use crate::sandbox::{Cluster, ClusterOptions, SandboxError};
 
 /// The example policies, embedded so the demo runs from any directory.
@@ -146,7 +146,7 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
     };
     // Keep a copy of the config for people who want to run `serve` on it.
     std::fs::write(data_dir.join("README"), demo_readme(&config))?;
-    let running = daemon::start(&config, Arc::new(AllowAll)).await?;
+    let running = daemon::start(&config, Arc::new(PolicyInspector::empty())).await?;
     let database_url = format!(
         "postgres://{DEMO_IDENTITY}:{demo_password}@127.0.0.1:{}/app?sslmode=require",
         running.pg_addr.port()

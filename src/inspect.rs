@@ -2,6 +2,7 @@
 //! extended `Parse`, `FunctionCall`) passes through one [`Inspector`] call that
 //! returns a [`Decision`] before anything is forwarded upstream.
 
+use crate::policy::{PolicyError, PolicySet, Prepared};
 use crate::protocol::{PgError, sqlstate};
 
 /// Who is asking, for the inspector and for logs.
@@ -46,10 +47,29 @@ impl Decision {
     }
 }
 
+/// What a session remembers between statements for the inspector: the
+/// classes of its prepared statements, for `EXECUTE`.
+#[derive(Debug, Default)]
+pub struct SessionMemory {
+    pub prepared: Prepared,
+}
+
 /// Decides about statements. Implementations must be cheap: this runs on the
 /// hot path of every statement.
 pub trait Inspector: Send + Sync + 'static {
-    fn inspect(&self, session: &SessionInfo, sql: &str, origin: Origin<'_>) -> Decision;
+    fn inspect(
+        &self,
+        session: &SessionInfo,
+        memory: &mut SessionMemory,
+        sql: &str,
+        origin: Origin<'_>,
+    ) -> Decision;
+
+    /// New policies were loaded (at start and on SIGHUP). An error keeps
+    /// the previous ones.
+    fn reload(&self, _policies: std::sync::Arc<PolicySet>) -> Result<(), PolicyError> {
+        Ok(())
+    }
 }
 
 /// Allows everything (the seam before the policy engine is attached).
@@ -57,7 +77,7 @@ pub trait Inspector: Send + Sync + 'static {
 pub struct AllowAll;
 
 impl Inspector for AllowAll {
-    fn inspect(&self, _: &SessionInfo, _: &str, _: Origin<'_>) -> Decision {
+    fn inspect(&self, _: &SessionInfo, _: &mut SessionMemory, _: &str, _: Origin<'_>) -> Decision {
         Decision::Allow
     }
 }
@@ -67,7 +87,13 @@ impl Inspector for AllowAll {
 pub struct DenyContaining(pub String);
 
 impl Inspector for DenyContaining {
-    fn inspect(&self, _: &SessionInfo, sql: &str, _: Origin<'_>) -> Decision {
+    fn inspect(
+        &self,
+        _: &SessionInfo,
+        _: &mut SessionMemory,
+        sql: &str,
+        _: Origin<'_>,
+    ) -> Decision {
         if sql.contains(&self.0) {
             Decision::deny(
                 "test.deny_containing",

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use infraveil::config::Config;
 use infraveil::demo::{self, DemoOptions};
-use infraveil::inspect::AllowAll;
+use infraveil::policy::PolicyInspector;
 
 #[derive(Parser)]
 #[command(
@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
-            let running = infraveil::daemon::start(&config, Arc::new(AllowAll))
+            let running = infraveil::daemon::start(&config, Arc::new(PolicyInspector::empty()))
                 .await
                 .context("cannot start infraveil")?;
             running.until_signal().await?;

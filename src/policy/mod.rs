@@ -10,6 +10,12 @@ use serde::Deserialize;
 
 use crate::classify::Class;
 
+mod enforce;
+pub mod engine;
+
+pub use enforce::PolicyInspector;
+pub use engine::{Action, Engine, Judgement, Prepared, Verdict};
+
 /// Why policies could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -148,6 +154,14 @@ impl PolicySet {
         Ok(())
     }
 
+    /// An error naming the file that defined `key` (`roles.NAME`, …).
+    pub fn error_for(&self, key: &str, message: String) -> PolicyError {
+        PolicyError::File {
+            path: self.origin.get(key).cloned().unwrap_or_default(),
+            message,
+        }
+    }
+
     fn err_at(&self, key: &str, message: String) -> PolicyError {
         PolicyError::File {
             path: self.origin.get(key).cloned().unwrap_or_default(),
@@ -169,6 +183,19 @@ impl PolicySet {
                         &key,
                         format!("approver {a:?} is not a defined identity; add [identities.{a}]"),
                     ));
+                }
+            }
+            for t in &role.tables {
+                let parts = t.split_once('.');
+                let bad = match parts {
+                    None => Some("must be schema.table, e.g. \"public.*\"".to_string()),
+                    Some((a, b)) => globset::Glob::new(a)
+                        .and_then(|_| globset::Glob::new(b))
+                        .err()
+                        .map(|e| e.to_string()),
+                };
+                if let Some(why) = bad {
+                    return Err(self.err_at(&key, format!("tables: {t:?} {why}")));
                 }
             }
             if let Some(ttl) = &role.max_ttl {

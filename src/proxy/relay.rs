@@ -33,7 +33,7 @@ use super::Shared;
 use super::registry::Control;
 use super::stream::Stream;
 use super::upstream::{MAX_BACKEND_MESSAGE, Upstream};
-use crate::inspect::{Decision, Origin, SessionInfo};
+use crate::inspect::{Decision, Origin, SessionInfo, SessionMemory};
 use crate::metrics::Metrics;
 use crate::protocol::frame::FrameError;
 use crate::protocol::{self, ErrorFields, Frame, FrameReader, PgError, sqlstate};
@@ -247,6 +247,7 @@ async fn client_to_upstream(
     denials: &Denials,
 ) -> RelayEnd {
     let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut memory = SessionMemory::default();
     let protocol_error = |e: &FrameError| {
         Metrics::inc(&shared.metrics.protocol_errors_total);
         RelayEnd::Fatal(e.to_client_error())
@@ -262,7 +263,7 @@ async fn client_to_upstream(
         // Take every frame already buffered, so a pipeline goes upstream in
         // one write.
         while let Some(frame) = next.take() {
-            match handle_client_frame(frame, &mut out, info, shared, denials) {
+            match handle_client_frame(frame, &mut out, info, shared, denials, &mut memory) {
                 Ok(true) => {}
                 Ok(false) => {
                     let _ = up.write_all(&out).await;
@@ -292,6 +293,7 @@ fn handle_client_frame(
     info: &SessionInfo,
     shared: &Arc<Shared>,
     denials: &Denials,
+    memory: &mut SessionMemory,
 ) -> Result<bool, RelayEnd> {
     let (carrier, sql) = match frame.tag() {
         b'Q' => match frame.body().split_last() {
@@ -344,7 +346,7 @@ fn handle_client_frame(
         }
     );
     let decision = match statement_text(sql) {
-        Ok(sql) if name_ok => decide(shared, info, sql, &carrier),
+        Ok(sql) if name_ok => decide(shared, info, memory, sql, &carrier),
         Ok(_) => Decision::Deny(invalid_utf8()),
         Err(e) => Decision::Deny(e),
     };
@@ -356,7 +358,13 @@ fn handle_client_frame(
 }
 
 /// Ask the inspector, inside a per-statement span, and count the decision.
-fn decide(shared: &Shared, info: &SessionInfo, sql: &str, carrier: &Carrier<'_>) -> Decision {
+fn decide(
+    shared: &Shared,
+    info: &SessionInfo,
+    memory: &mut SessionMemory,
+    sql: &str,
+    carrier: &Carrier<'_>,
+) -> Decision {
     let origin = match carrier {
         Carrier::Query => Origin::SimpleQuery,
         Carrier::Parse { name } => Origin::Parse {
@@ -365,7 +373,7 @@ fn decide(shared: &Shared, info: &SessionInfo, sql: &str, carrier: &Carrier<'_>)
     };
     let span = info_span!("statement", origin = ?origin);
     let _g = span.enter();
-    let d = shared.inspector.inspect(info, sql, origin);
+    let d = shared.inspector.inspect(info, memory, sql, origin);
     match &d {
         Decision::Allow => Metrics::inc(&shared.metrics.statements_allowed),
         Decision::Deny(e) => {

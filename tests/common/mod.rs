@@ -71,9 +71,19 @@ pub struct ProxyOptions {
     pub upstream_port: Option<u16>,
     /// Upstream TLS mode and CA file.
     pub upstream_tls: Option<(infraveil::config::UpstreamTlsMode, Option<PathBuf>)>,
+    /// Defaults to the repository's `policies/`.
+    pub policies_dir: Option<PathBuf>,
 }
 
 impl ProxyOptions {
+    /// Default options, enforcing the example `policies/`.
+    pub fn enforcing() -> ProxyOptions {
+        ProxyOptions {
+            inspector: Arc::new(infraveil::policy::PolicyInspector::empty()),
+            ..ProxyOptions::default()
+        }
+    }
+
     /// Default options with some limits changed.
     pub fn with_limits(change: impl FnOnce(&mut Limits)) -> ProxyOptions {
         let mut opts = ProxyOptions::default();
@@ -93,13 +103,17 @@ impl Default for ProxyOptions {
             },
             upstream_port: None,
             upstream_tls: None,
+            policies_dir: None,
         }
     }
 }
 
-/// A firewall in front of the test cluster. Identities: `alice` (role
-/// deployer → app_owner) and `rita` (role readonly → app_read), both with
-/// [`PASSWORD`].
+/// A firewall in front of the test cluster. Identities: `alice` (human,
+/// role deployer → app_owner), `rita` (role readonly → app_read; not in the
+/// policies, so an enforcing proxy denies her everything), `oncall` (human,
+/// role readonly), `ops-agent`
+/// (agent, role agent), `deploy-bot` (ci, role deployer), `billing-svc`
+/// (service, role billing), all with [`PASSWORD`].
 pub struct Proxy {
     pub running: Option<Running>,
     pub port: u16,
@@ -149,10 +163,20 @@ impl Proxy {
                 passwords,
             },
             admin: Default::default(),
-            policies_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            policies_dir: opts
+                .policies_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")),
             data_dir: dir.join("data"),
             limits: opts.limits,
-            dev_credentials: vec![dev("alice", "deployer"), dev("rita", "readonly")],
+            dev_credentials: vec![
+                dev("alice", "deployer"),
+                dev("rita", "readonly"),
+                dev("oncall", "readonly"),
+                dev("ops-agent", "agent"),
+                dev("deploy-bot", "deployer"),
+                dev("billing-svc", "billing"),
+            ],
         };
         let running = infraveil::daemon::start(&config, opts.inspector)
             .await

@@ -1,0 +1,113 @@
+//! The policy engine behind the proxy's inspection seam: classify (cached),
+//! judge, and turn the verdict into what the client sees.
+
+use std::sync::{Arc, RwLock};
+
+use tracing::debug;
+
+use super::engine::{Action, Engine, Verdict};
+use super::{PolicyError, PolicySet};
+use crate::inspect::{Decision, Inspector, Origin, SessionInfo, SessionMemory};
+use crate::protocol::{PgError, sqlstate};
+
+/// Enforces the loaded policies. Until the first [`Inspector::reload`] it
+/// has none, and denies everything.
+pub struct PolicyInspector {
+    engine: RwLock<Arc<Engine>>,
+}
+
+impl PolicyInspector {
+    pub fn new(set: Arc<PolicySet>) -> Result<PolicyInspector, PolicyError> {
+        Ok(PolicyInspector {
+            engine: RwLock::new(Arc::new(Engine::new(set)?)),
+        })
+    }
+
+    /// No policies yet: every identity is unknown, so everything is denied.
+    pub fn empty() -> PolicyInspector {
+        match Self::new(Arc::new(PolicySet::default())) {
+            Ok(p) => p,
+            Err(_) => unreachable!("an empty policy set always compiles"),
+        }
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        match self.engine.read() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl Inspector for PolicyInspector {
+    fn inspect(
+        &self,
+        session: &SessionInfo,
+        memory: &mut SessionMemory,
+        sql: &str,
+        origin: Origin<'_>,
+    ) -> Decision {
+        let engine = self.engine();
+        let analysis = engine.analyze(sql);
+        let j = engine.judge(
+            &session.identity,
+            &session.role,
+            &analysis,
+            &memory.prepared,
+        );
+        let v = &j.overall;
+        debug!(class = %v.class, decision = v.action.as_str(), rule = %v.rule, "judged");
+        match v.action {
+            Action::Allow => {
+                memory.prepared.merge(&j.prepared);
+                if let Origin::Parse { statement } = origin
+                    && !statement.is_empty()
+                {
+                    let class = j.verdicts.iter().map(|v| v.class).max();
+                    memory
+                        .prepared
+                        .remember(statement, class.unwrap_or(crate::classify::Class::Read));
+                }
+                Decision::Allow
+            }
+            Action::Deny => Decision::Deny(denied(v)),
+            Action::Hold => Decision::Hold(held(v)),
+        }
+    }
+
+    fn reload(&self, policies: Arc<PolicySet>) -> Result<(), PolicyError> {
+        let engine = Arc::new(Engine::new(policies)?);
+        let mut guard = self.engine.write().unwrap_or_else(|p| p.into_inner());
+        *guard = engine;
+        Ok(())
+    }
+}
+
+/// The client's error for a denial: rule and class in the message, the
+/// classifier's reason in DETAIL.
+pub fn denied(v: &Verdict) -> PgError {
+    PgError::error(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!(
+            "infraveil denied this {} statement (rule {})",
+            v.class, v.rule
+        ),
+    )
+    .with_detail(v.reason.clone())
+}
+
+/// The client's error for a held statement.
+pub fn held(v: &Verdict) -> PgError {
+    PgError::error(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!(
+            "approval required: infraveil holds this {} statement for a human (rule {})",
+            v.class, v.rule
+        ),
+    )
+    .with_detail(v.reason.clone())
+    .with_hint(format!(
+        "approvers: {}; approval requests are not available in this version, so the statement did not run",
+        v.approvers.join(", ")
+    ))
+}

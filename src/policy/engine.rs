@@ -1,0 +1,554 @@
+//! Decisions: a classified statement, an identity and the role it holds in,
+//! one of allow / deny / hold out, with the rule that decided. Pure logic;
+//! the proxy (through [`PolicyInspector`](super::PolicyInspector)) and
+//! `veilctl check` both call it.
+//!
+//! Order of rules for one statement:
+//! 1. the role's `deny`, `allow`, `approve` lists, in that order;
+//! 2. for a class the role does not list, the identity kind's default;
+//! 3. a statement allowed or held by the above is still denied if it touches
+//!    a table outside the role's `tables` scope.
+//!
+//! A query string is judged as a whole: one denial denies all of it, else
+//! one hold holds all of it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use globset::{Glob, GlobMatcher};
+use serde::Serialize;
+
+use super::{Kind, PolicyError, PolicySet, Role};
+use crate::classify::{Analysis, Class, StatementClass, TableName};
+
+/// Cache size in entries and the longest statement worth caching.
+const CACHE_ENTRIES: usize = 16_384;
+const CACHE_MAX_STATEMENT: usize = 16 * 1024;
+/// Prepared-statement names one session may have remembered.
+const MAX_PREPARED: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Deny,
+    Hold,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+            Action::Hold => "hold",
+        }
+    }
+}
+
+/// The decision about one statement (or a whole string) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub action: Action,
+    /// Dotted path of the rule that decided, e.g. `roles.readonly.tables`.
+    pub rule: String,
+    pub class: Class,
+    pub reason: String,
+    /// For holds: who may approve.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+}
+
+/// Classes remembered for the session's prepared statements (`PREPARE`
+/// and named `Parse`), for `EXECUTE`. A name only ever gets more severe:
+/// a re-`PREPARE` that PostgreSQL refuses must not lower it.
+#[derive(Debug, Default, Clone)]
+pub struct Prepared {
+    classes: HashMap<String, Class>,
+}
+
+impl Prepared {
+    pub fn get(&self, name: &str) -> Option<Class> {
+        self.classes.get(name).copied()
+    }
+
+    /// Take over everything `other` remembers.
+    pub fn merge(&mut self, other: &Prepared) {
+        for (name, class) in &other.classes {
+            self.remember(name, *class);
+        }
+    }
+
+    /// Remember `name`. Past the cap nothing new is remembered, so
+    /// `EXECUTE` of it is `unknown` (fail closed).
+    pub fn remember(&mut self, name: &str, class: Class) {
+        if let Some(c) = self.classes.get_mut(name) {
+            *c = (*c).max(class);
+        } else if self.classes.len() < MAX_PREPARED {
+            self.classes.insert(name.to_owned(), class);
+        }
+    }
+}
+
+/// A role's table scope, compiled.
+struct Scope {
+    globs: Vec<(GlobMatcher, GlobMatcher)>,
+}
+
+impl Scope {
+    fn compile(role: &str, patterns: &[String]) -> Result<Scope, String> {
+        let mut globs = Vec::new();
+        for p in patterns {
+            let Some((s, t)) = p.split_once('.') else {
+                return Err(format!(
+                    "[roles.{role}] tables: {p:?} must be schema.table (globs allowed, e.g. \"public.*\")"
+                ));
+            };
+            let compile = |x: &str| {
+                Glob::new(x)
+                    .map(|g| g.compile_matcher())
+                    .map_err(|e| format!("[roles.{role}] tables: {p:?}: {e}"))
+            };
+            globs.push((compile(s)?, compile(t)?));
+        }
+        Ok(Scope { globs })
+    }
+
+    fn allows(&self, t: &TableName) -> bool {
+        // Schema and table are matched separately, so a quoted name with a
+        // dot in it cannot straddle the two.
+        self.globs
+            .iter()
+            .any(|(s, n)| s.is_match(&t.schema) && n.is_match(&t.name))
+    }
+}
+
+/// Compiled policies plus the classification cache. Built whole and swapped
+/// on reload, which also empties the cache.
+pub struct Engine {
+    set: Arc<PolicySet>,
+    scopes: HashMap<String, Scope>,
+    cache: Option<quick_cache::sync::Cache<String, Arc<Analysis>>>,
+}
+
+impl Engine {
+    pub fn new(set: Arc<PolicySet>) -> Result<Engine, PolicyError> {
+        Self::build(set, true)
+    }
+
+    /// Without the cache (benchmarks, `veilctl check`).
+    pub fn uncached(set: Arc<PolicySet>) -> Result<Engine, PolicyError> {
+        Self::build(set, false)
+    }
+
+    fn build(set: Arc<PolicySet>, cache: bool) -> Result<Engine, PolicyError> {
+        let mut scopes = HashMap::new();
+        for (name, role) in &set.roles {
+            if !role.tables.is_empty() {
+                let scope = Scope::compile(name, &role.tables)
+                    .map_err(|message| set.error_for(&format!("roles.{name}"), message))?;
+                scopes.insert(name.clone(), scope);
+            }
+        }
+        Ok(Engine {
+            set,
+            scopes,
+            cache: cache.then(|| quick_cache::sync::Cache::new(CACHE_ENTRIES)),
+        })
+    }
+
+    pub fn policies(&self) -> &Arc<PolicySet> {
+        &self.set
+    }
+
+    /// Classify `sql`, from the cache when it has been seen.
+    pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
+        let Some(cache) = &self.cache else {
+            return Arc::new(crate::classify::classify(sql));
+        };
+        if let Some(a) = cache.get(sql) {
+            return a;
+        }
+        let a = Arc::new(crate::classify::classify(sql));
+        if sql.len() <= CACHE_MAX_STATEMENT {
+            cache.insert(sql.to_owned(), a.clone());
+        }
+        a
+    }
+
+    /// Judge every statement of `analysis` for `identity` acting in `role`.
+    /// `prepared` resolves `EXECUTE`; prepares earlier in the same string
+    /// count for executes later in it.
+    pub fn judge(
+        &self,
+        identity: &str,
+        role: &str,
+        analysis: &Analysis,
+        prepared: &Prepared,
+    ) -> Judgement {
+        let mut pending = Prepared::default();
+        let mut verdicts = Vec::with_capacity(analysis.statements.len());
+        for s in &analysis.statements {
+            let (class, reason) = self.effective_class(role, s, prepared, &pending);
+            if let Some(name) = &s.prepares {
+                pending.remember(name, class);
+            }
+            verdicts.push(self.decide(identity, role, class, reason, &s.tables));
+        }
+        let overall = verdicts
+            .iter()
+            .find(|v| v.action == Action::Deny)
+            .or_else(|| verdicts.iter().find(|v| v.action == Action::Hold))
+            .cloned()
+            .unwrap_or_else(|| Verdict {
+                action: Action::Allow,
+                rule: verdicts
+                    .iter()
+                    .max_by_key(|v| v.class)
+                    .map(|v| v.rule.clone())
+                    .unwrap_or_else(|| "empty".into()),
+                class: analysis.class(),
+                reason: "every statement is allowed".into(),
+                approvers: Vec::new(),
+            });
+        Judgement {
+            verdicts,
+            overall,
+            prepared: pending,
+        }
+    }
+
+    /// The class that counts for this role: functions the role declares
+    /// safe are forgiven, and `EXECUTE` takes the prepared statement's class.
+    fn effective_class(
+        &self,
+        role: &str,
+        s: &StatementClass,
+        prepared: &Prepared,
+        pending: &Prepared,
+    ) -> (Class, String) {
+        let (mut class, mut reason) = (s.class, s.reason.clone());
+        if !s.functions.is_empty()
+            && let Some(r) = self.set.role(role)
+            && s.functions.iter().all(|f| is_safe(r, f))
+        {
+            (class, reason) = (s.base_class, s.base_reason.clone());
+        }
+        if let Some(name) = &s.executes {
+            match pending.get(name).or_else(|| prepared.get(name)) {
+                Some(c) if c >= class => {
+                    class = c;
+                    reason = format!("EXECUTE {name}: prepared as a {c} statement");
+                }
+                Some(_) => {}
+                None => {
+                    class = Class::Unknown;
+                    reason = format!(
+                        "EXECUTE {name}: no statement of that name was prepared through infraveil in this session"
+                    );
+                }
+            }
+        }
+        (class, reason)
+    }
+
+    fn decide(
+        &self,
+        identity: &str,
+        role_name: &str,
+        class: Class,
+        reason: String,
+        tables: &[TableName],
+    ) -> Verdict {
+        let verdict = |action, rule: String, reason: String| Verdict {
+            action,
+            rule,
+            class,
+            reason,
+            approvers: Vec::new(),
+        };
+        let Some(ident) = self.set.identity(identity) else {
+            return verdict(
+                Action::Deny,
+                "identities".into(),
+                format!("identity {identity} is not defined in the policies"),
+            );
+        };
+        let Some(role) = self.set.role(role_name) else {
+            return verdict(
+                Action::Deny,
+                "roles".into(),
+                format!("role {role_name} is not defined in the policies"),
+            );
+        };
+        let base = format!("roles.{role_name}");
+        let (action, rule) = if role.deny.contains(&class) {
+            (Action::Deny, format!("{base}.deny"))
+        } else if role.allow.contains(&class) {
+            (Action::Allow, format!("{base}.allow"))
+        } else if role.approve.contains(&class) {
+            (Action::Hold, format!("{base}.approve"))
+        } else {
+            (
+                kind_default(ident.kind, class),
+                format!("kinds.{}", kind_name(ident.kind)),
+            )
+        };
+        if action != Action::Deny
+            && let Some(scope) = self.scopes.get(role_name)
+        {
+            let outside: Vec<String> = tables
+                .iter()
+                .filter(|t| !scope.allows(t))
+                .map(|t| t.to_string())
+                .collect();
+            if !outside.is_empty() {
+                return verdict(
+                    Action::Deny,
+                    format!("{base}.tables"),
+                    format!(
+                        "touches {} outside role {role_name}'s tables ({})",
+                        outside.join(", "),
+                        role.tables.join(", ")
+                    ),
+                );
+            }
+        }
+        if action == Action::Hold && role.approvers.is_empty() {
+            return verdict(
+                Action::Deny,
+                format!("{base}.approvers"),
+                format!("{reason}; it needs approval but role {role_name} names no approvers"),
+            );
+        }
+        let mut v = verdict(action, rule, reason);
+        if action == Action::Hold {
+            v.approvers = role.approvers.clone();
+        }
+        v
+    }
+}
+
+fn is_safe(role: &Role, function: &str) -> bool {
+    let bare = function.strip_prefix("public.").unwrap_or(function);
+    role.safe_functions
+        .iter()
+        .any(|f| f == function || f == bare)
+}
+
+/// What a kind may do with a class no role lists. Privileged and unknown
+/// are denied for every kind: only an explicit role entry admits them.
+pub fn kind_default(kind: Kind, class: Class) -> Action {
+    use Action::*;
+    use Class as C;
+    match (kind, class) {
+        (_, C::Read) => Allow,
+        (_, C::Privileged | C::Unknown) => Deny,
+        (Kind::Agent, C::Write | C::Ddl | C::Destructive) => Hold,
+        (Kind::Human, _) => Deny,
+        (Kind::Ci, C::Write | C::Ddl) => Allow,
+        (Kind::Ci, C::Destructive) => Hold,
+        (Kind::Service, C::Write) => Allow,
+        (Kind::Service, _) => Deny,
+    }
+}
+
+pub fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Human => "human",
+        Kind::Ci => "ci",
+        Kind::Service => "service",
+        Kind::Agent => "agent",
+    }
+}
+
+/// Verdicts for each statement of a string and for the string as a whole.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub verdicts: Vec<Verdict>,
+    pub overall: Verdict,
+    /// Prepared statements this string defines, to remember if it runs.
+    pub prepared: Prepared,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn engine(text: &str) -> Engine {
+        let mut set = PolicySet::default();
+        set.add_file(Path::new("p.toml"), text).unwrap();
+        set.validate().unwrap();
+        Engine::new(Arc::new(set)).unwrap()
+    }
+
+    fn judge(e: &Engine, who: &str, role: &str, sql: &str) -> Verdict {
+        e.judge(who, role, &e.analyze(sql), &Prepared::default())
+            .overall
+    }
+
+    const POLICY: &str = r#"
+[roles.ro]
+upstream_user = "u"
+allow = ["read"]
+tables = ["public.*"]
+[roles.dep]
+upstream_user = "u"
+allow = ["read", "write", "ddl"]
+approve = ["destructive"]
+approvers = ["boss"]
+[roles.bare]
+upstream_user = "u"
+[roles.fns]
+upstream_user = "u"
+allow = ["read"]
+safe_functions = ["my_func", "util.score"]
+[identities.h]
+kind = "human"
+[identities.boss]
+kind = "human"
+[identities.bot]
+kind = "ci"
+[identities.ag]
+kind = "agent"
+[identities.svc]
+kind = "service"
+"#;
+
+    #[test]
+    fn role_lists_then_kind_defaults() {
+        let e = engine(POLICY);
+        assert_eq!(judge(&e, "h", "ro", "SELECT 1").action, Action::Allow);
+        let v = judge(&e, "h", "ro", "UPDATE t SET a = 1 WHERE id = 1");
+        assert_eq!((v.action, v.rule.as_str()), (Action::Deny, "kinds.human"));
+        let v = judge(&e, "h", "dep", "DROP TABLE t");
+        assert_eq!(
+            (v.action, v.rule.as_str()),
+            (Action::Hold, "roles.dep.approve")
+        );
+        assert_eq!(v.approvers, vec!["boss".to_string()]);
+        // Kind defaults through a role that lists nothing.
+        for (who, sql, want) in [
+            ("ag", "SELECT 1", Action::Allow),
+            ("ag", "INSERT INTO t VALUES (1)", Action::Deny), // hold, but no approvers
+            ("ag", "SET ROLE postgres", Action::Deny),
+            ("bot", "CREATE TABLE x (a int)", Action::Allow),
+            ("svc", "INSERT INTO t VALUES (1)", Action::Allow),
+            ("svc", "CREATE TABLE x (a int)", Action::Deny),
+            ("h", "garbage here", Action::Deny),
+        ] {
+            assert_eq!(judge(&e, who, "bare", sql).action, want, "{who}: {sql}");
+        }
+        assert_eq!(kind_default(Kind::Agent, Class::Destructive), Action::Hold);
+        assert_eq!(kind_default(Kind::Ci, Class::Destructive), Action::Hold);
+        assert_eq!(kind_default(Kind::Human, Class::Write), Action::Deny);
+    }
+
+    #[test]
+    fn one_denial_denies_the_whole_string() {
+        let e = engine(POLICY);
+        let v = judge(&e, "h", "ro", "SELECT 1; DROP TABLE t; SELECT 2");
+        assert_eq!(v.action, Action::Deny);
+        assert_eq!(v.class, Class::Destructive);
+        let v = judge(&e, "h", "dep", "SELECT 1; DROP TABLE t; SET ROLE x");
+        assert_eq!(v.action, Action::Deny, "privileged beats the hold");
+    }
+
+    #[test]
+    fn table_scope_is_enforced_per_table() {
+        let e = engine(POLICY);
+        assert_eq!(
+            judge(&e, "h", "ro", "SELECT * FROM orders").action,
+            Action::Allow
+        );
+        let v = judge(
+            &e,
+            "h",
+            "ro",
+            "SELECT * FROM orders JOIN billing.invoices i ON true",
+        );
+        assert_eq!(
+            (v.action, v.rule.as_str()),
+            (Action::Deny, "roles.ro.tables")
+        );
+        assert!(v.reason.contains("billing.invoices"), "{}", v.reason);
+        // A quoted schema with a dot in it is not public.
+        let v = judge(&e, "h", "ro", r#"SELECT * FROM "public.x".y"#);
+        assert_eq!(v.action, Action::Deny);
+        let v = judge(&e, "h", "ro", r#"SELECT * FROM "PUBLIC".t"#);
+        assert_eq!(
+            v.action,
+            Action::Deny,
+            "quoted upper-case schema is another schema"
+        );
+    }
+
+    #[test]
+    fn safe_functions_forgive_only_listed_functions() {
+        let e = engine(POLICY);
+        assert_eq!(
+            judge(&e, "h", "fns", "SELECT my_func(1)").action,
+            Action::Allow
+        );
+        assert_eq!(
+            judge(&e, "h", "fns", "SELECT util.score(1)").action,
+            Action::Allow
+        );
+        assert_eq!(
+            judge(&e, "h", "fns", "SELECT my_func(1), other(2)").action,
+            Action::Deny
+        );
+        assert_eq!(
+            judge(&e, "h", "ro", "SELECT my_func(1)").action,
+            Action::Deny
+        );
+        // Forgiving a function does not forgive what else the statement does.
+        let v = judge(&e, "h", "fns", "DELETE FROM t WHERE my_func(id)");
+        assert_eq!((v.action, v.class), (Action::Deny, Class::Destructive));
+    }
+
+    #[test]
+    fn execute_takes_the_class_remembered_from_prepare() {
+        let e = engine(POLICY);
+        let mut mem = Prepared::default();
+        let j = e.judge("h", "dep", &e.analyze("PREPARE p AS DELETE FROM t"), &mem);
+        assert_eq!(j.overall.action, Action::Hold);
+        let j = e.judge("h", "dep", &e.analyze("PREPARE q AS SELECT 1"), &mem);
+        assert_eq!(j.overall.action, Action::Allow);
+        mem = j.prepared.clone();
+        assert_eq!(judge_with(&e, &mem, "EXECUTE q").action, Action::Allow);
+        // Never prepared through us: unknown, denied.
+        let v = judge_with(&e, &mem, "EXECUTE p");
+        assert_eq!((v.action, v.class), (Action::Deny, Class::Unknown));
+        // Same string: the prepare counts for the execute after it.
+        let v = judge_with(
+            &e,
+            &Prepared::default(),
+            "PREPARE z AS DROP TABLE t; EXECUTE z",
+        );
+        assert_eq!((v.action, v.class), (Action::Hold, Class::Destructive));
+        // A name only gets more severe.
+        mem.remember("q", Class::Destructive);
+        mem.remember("q", Class::Read);
+        assert_eq!(mem.get("q"), Some(Class::Destructive));
+    }
+
+    fn judge_with(e: &Engine, mem: &Prepared, sql: &str) -> Verdict {
+        e.judge("h", "dep", &e.analyze(sql), mem).overall
+    }
+
+    #[test]
+    fn bad_globs_and_unknown_principals_fail_closed() {
+        let mut set = PolicySet::default();
+        set.add_file(
+            Path::new("p.toml"),
+            "[roles.r]\nupstream_user='u'\ntables=['nodot']",
+        )
+        .unwrap();
+        let err = Engine::new(Arc::new(set)).err().expect("bad scope");
+        assert!(err.to_string().contains("schema.table"), "{err}");
+        let e = engine(POLICY);
+        assert_eq!(judge(&e, "nobody", "ro", "SELECT 1").action, Action::Deny);
+        assert_eq!(judge(&e, "h", "nope", "SELECT 1").action, Action::Deny);
+    }
+}
