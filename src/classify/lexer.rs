@@ -116,6 +116,56 @@ fn decode_unicode_escapes(s: &str, esc: char) -> Result<String, String> {
     Ok(out)
 }
 
+/// The most operators in any one statement. Binary operators, casts and
+/// other postfix forms are parsed in a loop into left-deep trees, so this
+/// bounds the depth of the tree that walking and dropping must recurse
+/// through (the parser's own recursion limit does not see it).
+pub(crate) fn max_operators(tokens: &[TokenWithSpan]) -> usize {
+    let mut max = 0;
+    let mut cur = 0;
+    for t in tokens {
+        match &t.token {
+            Token::SemiColon => {
+                max = max.max(cur);
+                cur = 0;
+            }
+            Token::Word(w) if w.quote_style.is_none() => {
+                use sqlparser::keywords::Keyword as K;
+                if matches!(
+                    w.keyword,
+                    K::OR
+                        | K::AND
+                        | K::NOT
+                        | K::IS
+                        | K::COLLATE
+                        | K::AT
+                        | K::LIKE
+                        | K::ILIKE
+                        | K::SIMILAR
+                        | K::BETWEEN
+                        | K::IN
+                        | K::NOTNULL
+                        | K::ESCAPE
+                ) {
+                    cur += 1;
+                }
+            }
+            Token::Word(_)
+            | Token::Number(..)
+            | Token::Whitespace(_)
+            | Token::Comma
+            | Token::LParen
+            | Token::RParen
+            | Token::SingleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::Placeholder(_) => {}
+            _ => cur += 1,
+        }
+    }
+    max.max(cur)
+}
+
 /// Split tokens into statements at top-level semicolons. Empty statements
 /// (only whitespace and comments) are dropped.
 pub(crate) fn split(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {

@@ -19,6 +19,14 @@ use sqlparser::parser::Parser;
 
 /// sqlparser's nesting limit; deeper input is `unknown`.
 const RECURSION_LIMIT: usize = 64;
+/// Operators one statement may have; more is `unknown` (see
+/// `lexer::max_operators`: this bounds how deep the tree can be).
+const MAX_OPERATORS: usize = 20_000;
+/// Up to this many, the tree is shallow enough for any thread's stack; past
+/// it the work runs on a stack of [`DEEP_STACK`] bytes (reserved, touched
+/// only as deep as the tree needs).
+const SHALLOW_OPERATORS: usize = 256;
+const DEEP_STACK: usize = 256 << 20;
 
 /// The risk class of a statement, least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -159,6 +167,22 @@ pub(crate) fn classify_at(sql: &str, depth: usize) -> Analysis {
             };
         }
     };
+    let ops = lexer::max_operators(&tokens);
+    if ops > MAX_OPERATORS {
+        return Analysis {
+            statements: vec![unknown(format!(
+                "a statement has {ops} operators; infraveil inspects at most {MAX_OPERATORS}"
+            ))],
+        };
+    }
+    if ops > SHALLOW_OPERATORS {
+        // Parse, walk and drop the tree on the big stack.
+        return stacker::grow(DEEP_STACK, || analyze(tokens, depth));
+    }
+    analyze(tokens, depth)
+}
+
+fn analyze(tokens: Vec<sqlparser::tokenizer::TokenWithSpan>, depth: usize) -> Analysis {
     // Parse the whole string first; only if that fails, statement by
     // statement, so one unparseable statement does not hide the others'
     // classes (and DO / ALTER SYSTEM are named rather than just unknown).
@@ -185,4 +209,39 @@ pub(crate) fn classify_at(sql: &str, depth: usize) -> Analysis {
             .collect(),
     };
     Analysis { statements }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Left-deep trees (operator chains, casts, subscripts) are built in
+    /// loops the parser's recursion limit does not see; walking and dropping
+    /// them must not overflow a session's stack, however long the chain.
+    #[test]
+    fn deep_trees_do_not_overflow_a_small_stack() {
+        let cases = [
+            format!("SELECT 1{}", "+1".repeat(15_000)),
+            format!("SELECT 1{}", "+1".repeat(200_000)),
+            format!("DELETE FROM t WHERE id=1{}", " OR id=1".repeat(9_000)),
+            format!("SELECT 1{}", "::int".repeat(15_000)),
+            format!("SELECT a{}", "->'x'".repeat(15_000)),
+            format!("SELECT {}1{}", "(".repeat(50_000), ")".repeat(50_000)),
+            format!("SELECT {}1", "NOT ".repeat(50_000)),
+        ];
+        let t = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || {
+                cases
+                    .iter()
+                    .map(|c| classify(c).class())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        let classes = t.join().expect("no stack overflow");
+        assert_eq!(classes[0], Class::Read);
+        assert_eq!(classes[1], Class::Unknown, "over the operator cap");
+        assert_eq!(classes[2], Class::Write);
+        assert_eq!(classes[5], Class::Unknown, "over the nesting limit");
+    }
 }

@@ -600,8 +600,7 @@ impl Walker {
             ),
             Statement::Load { .. } => self.raise(Privileged, "LOAD loads a shared library"),
             other => {
-                let dbg = format!("{other:?}");
-                let kind: String = dbg.chars().take_while(|c| c.is_alphanumeric()).collect();
+                let kind = variant_name(other);
                 self.raise(
                     Unknown,
                     format!("infraveil does not classify {kind} statements"),
@@ -710,6 +709,26 @@ impl Walker {
                 .any(|n| n == name)
         })
     }
+}
+
+/// The enum variant name of a statement, from its `Debug` output but
+/// without formatting the whole tree.
+fn variant_name(s: &Statement) -> String {
+    struct Head(String);
+    impl std::fmt::Write for Head {
+        fn write_str(&mut self, x: &str) -> std::fmt::Result {
+            for c in x.chars() {
+                if !c.is_alphanumeric() {
+                    return Err(std::fmt::Error);
+                }
+                self.0.push(c);
+            }
+            Ok(())
+        }
+    }
+    let mut h = Head(String::new());
+    let _ = std::fmt::write(&mut h, format_args!("{s:?}"));
+    h.0
 }
 
 fn is_false(arg: Option<&Expr>) -> bool {
