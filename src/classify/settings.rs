@@ -101,9 +101,42 @@ fn danger(name: &str) -> &'static str {
     }
 }
 
-/// Class of changing `name` (case-insensitive, as PostgreSQL treats it).
-pub(crate) fn classify(name: &str) -> (Class, String) {
+/// Settings that are safe at the values infraveil itself relies on (and on
+/// `RESET`, which returns to the vetted start-up value).
+fn safe_value(name: &str, values: Option<&[String]>) -> bool {
+    let Some(values) = values else {
+        return matches!(
+            name,
+            "standard_conforming_strings" | "client_encoding" | "names" | "search_path"
+        );
+    };
+    let all = |ok: &dyn Fn(&str) -> bool| {
+        !values.is_empty() && values.iter().all(|v| ok(&v.to_ascii_lowercase()))
+    };
+    match name {
+        "standard_conforming_strings" => {
+            all(&|v| matches!(v, "on" | "true" | "1" | "yes" | "default"))
+        }
+        "client_encoding" | "names" => {
+            all(&|v| matches!(v, "utf8" | "utf-8" | "unicode" | "default"))
+        }
+        // Only the default path: anything else can make `orders` mean
+        // another schema's table.
+        "search_path" => all(&|v| matches!(v, "public" | "$user" | "pg_catalog" | "default")),
+        _ => false,
+    }
+}
+
+/// Class of changing `name` (case-insensitive, as PostgreSQL treats it) to
+/// `values` (`None` for `RESET`).
+pub(crate) fn classify(name: &str, values: Option<&[String]>) -> (Class, String) {
     let lower = name.to_ascii_lowercase();
+    if safe_value(&lower, values) {
+        return (
+            Class::Read,
+            format!("sets {lower} to a value infraveil expects"),
+        );
+    }
     if HARMLESS.contains(&lower.as_str()) {
         (
             Class::Read,
@@ -123,6 +156,7 @@ mod tests {
 
     #[test]
     fn role_path_and_encoding_are_privileged_and_tuning_is_read() {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         for n in [
             "role",
             "Session_Authorization",
@@ -132,7 +166,7 @@ mod tests {
             "standard_conforming_strings",
             "log_statement",
         ] {
-            assert_eq!(classify(n).0, Class::Privileged, "{n}");
+            assert_eq!(classify(n, Some(&v(&["x"]))).0, Class::Privileged, "{n}");
         }
         for n in [
             "statement_timeout",
@@ -140,7 +174,19 @@ mod tests {
             "application_name",
             "work_mem",
         ] {
-            assert_eq!(classify(n).0, Class::Read, "{n}");
+            assert_eq!(classify(n, Some(&v(&["1"]))).0, Class::Read, "{n}");
         }
+        let on = |n: &str, x: &[&str]| classify(n, Some(&v(x))).0;
+        assert_eq!(on("standard_conforming_strings", &["on"]), Class::Read);
+        assert_eq!(
+            on("standard_conforming_strings", &["off"]),
+            Class::Privileged
+        );
+        assert_eq!(on("client_encoding", &["UTF8"]), Class::Read);
+        assert_eq!(on("client_encoding", &["SJIS"]), Class::Privileged);
+        assert_eq!(on("search_path", &["$user", "public"]), Class::Read);
+        assert_eq!(on("search_path", &["billing", "public"]), Class::Privileged);
+        assert_eq!(classify("search_path", None).0, Class::Read);
+        assert_eq!(classify("role", None).0, Class::Privileged);
     }
 }

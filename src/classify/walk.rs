@@ -46,10 +46,66 @@ fn dotted(n: &ObjectName) -> String {
         .unwrap_or_else(|| n.to_string())
 }
 
+/// System catalogs and views people query without a schema; `pg_catalog`
+/// comes first on every search path, so these names always mean it.
+const CATALOG_RELATIONS: &[&str] = &[
+    "pg_am",
+    "pg_attrdef",
+    "pg_attribute",
+    "pg_available_extensions",
+    "pg_cast",
+    "pg_class",
+    "pg_collation",
+    "pg_constraint",
+    "pg_cursors",
+    "pg_database",
+    "pg_depend",
+    "pg_description",
+    "pg_enum",
+    "pg_event_trigger",
+    "pg_extension",
+    "pg_index",
+    "pg_indexes",
+    "pg_inherits",
+    "pg_language",
+    "pg_locks",
+    "pg_matviews",
+    "pg_namespace",
+    "pg_opclass",
+    "pg_operator",
+    "pg_policies",
+    "pg_policy",
+    "pg_prepared_statements",
+    "pg_prepared_xacts",
+    "pg_proc",
+    "pg_publication",
+    "pg_range",
+    "pg_rewrite",
+    "pg_roles",
+    "pg_sequence",
+    "pg_sequences",
+    "pg_settings",
+    "pg_stat_activity",
+    "pg_stat_all_tables",
+    "pg_stat_database",
+    "pg_stat_user_indexes",
+    "pg_stat_user_tables",
+    "pg_statio_user_tables",
+    "pg_stats",
+    "pg_tables",
+    "pg_tablespace",
+    "pg_timezone_names",
+    "pg_trigger",
+    "pg_type",
+    "pg_user",
+    "pg_views",
+];
+
 /// `t` → `public.t`; `s.t` → `s.t`; `db.s.t` → `s.t`.
 fn table_name(n: &ObjectName) -> Option<TableName> {
     let p = name_parts(n)?;
     match p.as_slice() {
+        [t] if CATALOG_RELATIONS.contains(&t.as_str()) => Some(TableName::new("pg_catalog", t)),
         [t] => Some(TableName::new("public", t)),
         [.., s, t] => Some(TableName::new(s, t)),
         [] => None,
@@ -182,23 +238,18 @@ impl Walker {
 
     /// `set_config(name, value, local)`: as dangerous as `SET name`.
     fn set_config(&mut self, args: &FunctionArguments) {
-        let first = match args {
-            FunctionArguments::List(l) => l.args.first(),
-            _ => None,
-        };
-        let literal = match first {
-            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
-                Value::SingleQuotedString(s)
-                | Value::EscapedStringLiteral(s)
-                | Value::UnicodeStringLiteral(s) => Some(s.clone()),
-                Value::DollarQuotedString(d) => Some(d.value.clone()),
+        let arg = |i: usize| match args {
+            FunctionArguments::List(l) => match l.args.get(i) {
+                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => string_literal(e),
                 _ => None,
             },
             _ => None,
         };
-        match literal {
+        match arg(0) {
             Some(name) => {
-                let (class, why) = settings::classify(&name);
+                // A value that is not a literal is judged as an unknown value.
+                let value = arg(1).map(|v| vec![v]).unwrap_or_default();
+                let (class, why) = settings::classify(&name, Some(&value));
                 self.raise(class, format!("set_config: {why}"));
             }
             None => self.raise(
@@ -306,7 +357,7 @@ impl Walker {
     fn statement(&mut self, s: &Statement) {
         use Class::*;
         match s {
-            Statement::Query(_) => self.raise(Read, "query"),
+            Statement::Query(_) => self.raise(Read, "query (reads only)"),
             Statement::Insert(i) => {
                 if let TableObject::TableName(n) = &i.table {
                     self.table(n);
@@ -467,7 +518,7 @@ impl Walker {
                     "RESET SESSION AUTHORIZATION changes the session's role",
                 ),
                 Reset::ConfigurationParameter(n) => {
-                    let (class, why) = settings::classify(&dotted(n));
+                    let (class, why) = settings::classify(&dotted(n), None);
                     self.raise(class, format!("RESET: {why}"));
                 }
             },
@@ -612,19 +663,23 @@ impl Walker {
     fn set(&mut self, set: &Set) {
         use Class::*;
         match set {
-            Set::SingleAssignment { variable, .. } => {
-                let (class, why) = settings::classify(&dotted(variable));
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let values: Vec<String> = values.iter().map(setting_value).collect();
+                let (class, why) = settings::classify(&dotted(variable), Some(&values));
                 self.raise(class, format!("SET: {why}"));
             }
             Set::ParenthesizedAssignments { variables, .. } => {
                 for v in variables {
-                    let (class, why) = settings::classify(&dotted(v));
+                    let (class, why) = settings::classify(&dotted(v), Some(&[]));
                     self.raise(class, format!("SET: {why}"));
                 }
             }
             Set::MultipleAssignments { assignments } => {
                 for a in assignments {
-                    let (class, why) = settings::classify(&dotted(&a.name));
+                    let values = [setting_value(&a.value)];
+                    let (class, why) = settings::classify(&dotted(&a.name), Some(&values));
                     self.raise(class, format!("SET: {why}"));
                 }
             }
@@ -635,8 +690,13 @@ impl Walker {
             ),
             Set::SetTimeZone { .. } => self.raise(Read, "SET TIME ZONE"),
             Set::SetTransaction { .. } => self.raise(Read, "SET TRANSACTION"),
-            Set::SetNames { .. } | Set::SetNamesDefault {} => {
-                let (class, why) = settings::classify("client_encoding");
+            Set::SetNames { charset_name, .. } => {
+                let (class, why) =
+                    settings::classify("client_encoding", Some(&[charset_name.value.clone()]));
+                self.raise(class, format!("SET NAMES: {why}"));
+            }
+            Set::SetNamesDefault {} => {
+                let (class, why) = settings::classify("client_encoding", None);
                 self.raise(class, format!("SET NAMES: {why}"));
             }
             Set::SetSessionParam(_) => self.raise(Unknown, "SET of a session parameter"),
@@ -755,10 +815,20 @@ fn is_false(arg: Option<&Expr>) -> bool {
     }
 }
 
+/// A `SET` value as text: `'UTF8'` → `UTF8`, `"$user"` → `$user`.
+fn setting_value(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(i) => normalize_ident(i),
+        other => string_literal(other).unwrap_or_else(|| other.to_string()),
+    }
+}
+
 fn string_literal(e: &Expr) -> Option<String> {
     match e {
         Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => Some(s.clone()),
+            Value::SingleQuotedString(s)
+            | Value::EscapedStringLiteral(s)
+            | Value::UnicodeStringLiteral(s) => Some(s.clone()),
             Value::DollarQuotedString(d) => Some(d.value.clone()),
             _ => None,
         },
@@ -895,7 +965,7 @@ impl Visitor for Walker {
             Expr::BinaryOp {
                 op: sqlparser::ast::BinaryOperator::PGCustomBinaryOperator(op),
                 ..
-            } => self.raise(
+            } if !(op.len() == 2 && op[0].eq_ignore_ascii_case("pg_catalog")) => self.raise(
                 Class::Unknown,
                 format!("OPERATOR({}) may call any function", op.join(".")),
             ),
