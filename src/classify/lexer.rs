@@ -212,9 +212,43 @@ fn leading_words(tokens: &[TokenWithSpan], n: usize) -> Vec<String> {
 /// words fix what PostgreSQL will do. Everything else is `unknown` with the
 /// parser's message.
 pub(crate) fn unparsed(tokens: &[TokenWithSpan], parser_error: &str) -> (Class, String) {
-    let w = leading_words(tokens, 3);
+    let w = leading_words(tokens, 4);
     let w: Vec<&str> = w.iter().map(String::as_str).collect();
     match w.as_slice() {
+        ["DROP", "OWNED", ..] => (
+            Class::Destructive,
+            "DROP OWNED drops every object a role owns".into(),
+        ),
+        // Whatever follows, PostgreSQL either drops something or errors.
+        ["DROP", ..] => (
+            Class::Destructive,
+            format!("DROP {}", w.get(1).unwrap_or(&"")),
+        ),
+        ["TRUNCATE", ..] => (Class::Destructive, "TRUNCATE removes every row".into()),
+        ["VACUUM" | "ANALYZE" | "CLUSTER" | "REINDEX", ..] => {
+            (Class::Ddl, format!("{} (maintenance)", w[0]))
+        }
+        ["CREATE" | "ALTER", "ROLE" | "USER" | "GROUP", ..] => {
+            (Class::Privileged, "role or membership change".into())
+        }
+        ["CREATE", "PROCEDURE" | "FUNCTION", ..]
+        | ["CREATE", "OR", "REPLACE", "PROCEDURE" | "FUNCTION"] => match language(tokens) {
+            Some(l) if matches!(l.as_str(), "sql" | "plpgsql" | "pltcl" | "plperl" | "plv8") => (
+                Class::Destructive,
+                format!(
+                    "CREATE {}: a {l} body runs whatever it contains when called",
+                    w[w.len() - 1]
+                ),
+            ),
+            Some(l) => (
+                Class::Privileged,
+                format!("CREATE routine in language {l} (untrusted or native code)"),
+            ),
+            None => (
+                Class::Unknown,
+                format!("infraveil could not parse this statement: {parser_error}"),
+            ),
+        },
         ["DO", ..] => (
             Class::Destructive,
             "DO block: runs procedural code and dynamic SQL infraveil cannot inspect".into(),
@@ -232,15 +266,26 @@ pub(crate) fn unparsed(tokens: &[TokenWithSpan], parser_error: &str) -> (Class, 
             Class::Privileged,
             "REASSIGN OWNED changes the owner of objects".into(),
         ),
-        ["DROP", "OWNED", ..] => (
-            Class::Destructive,
-            "DROP OWNED drops every object a role owns".into(),
-        ),
         _ => (
             Class::Unknown,
             format!("infraveil could not parse this statement: {parser_error}"),
         ),
     }
+}
+
+/// The word after `LANGUAGE`, lowercased.
+fn language(tokens: &[TokenWithSpan]) -> Option<String> {
+    let mut words = tokens.iter().filter_map(|t| match &t.token {
+        Token::Word(w) => Some(w),
+        Token::SingleQuotedString(_) => None,
+        _ => None,
+    });
+    while let Some(w) = words.next() {
+        if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("language") {
+            return words.next().map(|l| l.value.to_lowercase());
+        }
+    }
+    None
 }
 
 #[cfg(test)]

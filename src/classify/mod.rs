@@ -108,6 +108,9 @@ pub struct StatementClass {
     /// `EXECUTE name`: the class is the one remembered for `name`.
     #[serde(skip)]
     pub executes: Option<String>,
+    /// For `EXECUTE`: the class of its arguments alone.
+    #[serde(skip)]
+    pub execute_args: Class,
 }
 
 /// Every statement of one query string, in order.
@@ -142,6 +145,7 @@ fn unknown(reason: String) -> StatementClass {
         base_reason: reason,
         prepares: None,
         executes: None,
+        execute_args: Class::Unknown,
     }
 }
 

@@ -160,7 +160,17 @@ impl Walker {
         if w.base_reason.is_empty() {
             w.base_reason = "reads only".into();
         }
+        // On its own, EXECUTE is as unknown as the statement it names; the
+        // policy engine replaces this with the class remembered from PREPARE.
+        let execute_args = w.class;
+        if let Some(name) = &w.executes {
+            w.class = Class::Unknown;
+            w.reason = format!(
+                "EXECUTE {name}: runs a prepared statement; its class is the one its PREPARE had"
+            );
+        }
         StatementClass {
+            execute_args,
             class: w.class,
             tables: w.tables.into_iter().collect(),
             reason: w.reason,
@@ -691,8 +701,10 @@ impl Walker {
             Set::SetTimeZone { .. } => self.raise(Read, "SET TIME ZONE"),
             Set::SetTransaction { .. } => self.raise(Read, "SET TRANSACTION"),
             Set::SetNames { charset_name, .. } => {
-                let (class, why) =
-                    settings::classify("client_encoding", Some(&[charset_name.value.clone()]));
+                let (class, why) = settings::classify(
+                    "client_encoding",
+                    Some(std::slice::from_ref(&charset_name.value)),
+                );
                 self.raise(class, format!("SET NAMES: {why}"));
             }
             Set::SetNamesDefault {} => {

@@ -240,11 +240,10 @@ impl Engine {
         }
         if let Some(name) = &s.executes {
             match pending.get(name).or_else(|| prepared.get(name)) {
-                Some(c) if c >= class => {
-                    class = c;
+                Some(c) => {
+                    class = c.max(s.execute_args);
                     reason = format!("EXECUTE {name}: prepared as a {c} statement");
                 }
-                Some(_) => {}
                 None => {
                     class = Class::Unknown;
                     reason = format!(

@@ -1,0 +1,114 @@
+//! Runs every case in `testdata/classify/*.sql` through the classifier (the
+//! format is described in that directory's README) and reports every
+//! mismatch at once.
+
+use std::path::Path;
+
+use infraveil::classify::{Class, classify};
+
+fn parse_class(s: &str) -> Class {
+    serde_json::from_value(serde_json::Value::String(s.trim().to_owned()))
+        .unwrap_or_else(|_| panic!("unknown class {s:?} in corpus header"))
+}
+
+/// (file, line, expected class, SQL) for every case.
+fn cases() -> Vec<(String, usize, Class, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/classify");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&f).unwrap();
+        enum Mode {
+            None,
+            Each(Class),
+            One(Class, usize, Vec<String>),
+        }
+        let mut mode = Mode::None;
+        let flush = |mode: &mut Mode, out: &mut Vec<_>| {
+            if let Mode::One(c, line, lines) = std::mem::replace(mode, Mode::None)
+                && !lines.is_empty()
+            {
+                out.push((name.clone(), line, c, lines.join("\n")));
+            }
+        };
+        for (i, line) in text.lines().enumerate() {
+            if let Some(c) = line.strip_prefix("-- expect-each ") {
+                flush(&mut mode, &mut out);
+                mode = Mode::Each(parse_class(c));
+            } else if let Some(c) = line.strip_prefix("-- expect ") {
+                flush(&mut mode, &mut out);
+                mode = Mode::One(parse_class(c), i + 2, Vec::new());
+            } else {
+                match &mut mode {
+                    Mode::Each(c) => {
+                        if !line.trim().is_empty() && !line.starts_with("-- ") {
+                            out.push((name.clone(), i + 1, *c, line.to_owned()));
+                        }
+                    }
+                    Mode::One(..) if line.trim().is_empty() => flush(&mut mode, &mut out),
+                    Mode::One(_, _, lines) => lines.push(line.to_owned()),
+                    Mode::None => {}
+                }
+            }
+        }
+        flush(&mut mode, &mut out);
+    }
+    out
+}
+
+#[test]
+fn corpus_classes_match() {
+    let cases = cases();
+    assert!(cases.len() >= 400, "corpus has only {} cases", cases.len());
+    let mut failures = Vec::new();
+    for (file, line, want, sql) in &cases {
+        let got = classify(sql);
+        if got.class() != *want {
+            let reasons: Vec<String> = got
+                .statements
+                .iter()
+                .map(|s| format!("{}: {}", s.class, s.reason))
+                .collect();
+            failures.push(format!(
+                "{file}:{line}: want {want}, got {} for {sql:?}\n    {}",
+                got.class(),
+                reasons.join("\n    ")
+            ));
+        }
+    }
+    let per_class = |c: Class| cases.iter().filter(|x| x.2 == c).count();
+    eprintln!(
+        "corpus: {} cases (read {}, write {}, ddl {}, destructive {}, privileged {}, unknown {})",
+        cases.len(),
+        per_class(Class::Read),
+        per_class(Class::Write),
+        per_class(Class::Ddl),
+        per_class(Class::Destructive),
+        per_class(Class::Privileged),
+        per_class(Class::Unknown)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// Nothing the corpus expects to be harmful may ever come out `read`: the
+/// one mistake that lets a statement through every policy.
+#[test]
+fn nothing_harmful_is_read() {
+    for (file, line, want, sql) in cases() {
+        if want != Class::Read {
+            assert_ne!(classify(&sql).class(), Class::Read, "{file}:{line}: {sql}");
+        }
+    }
+}
