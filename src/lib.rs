@@ -12,8 +12,11 @@
 //!   limits, startup packets, and the one place client-facing errors are built.
 //! - [`inspect`] — the seam every `Query` and `Parse` passes through to get a
 //!   decision (allow / deny / hold) before anything reaches PostgreSQL.
-//! - [`classify`] — statement classes (read, write, ddl, destructive, …).
-//! - [`policy`] — policy files: roles, identities, kinds, and validation.
+//! - [`classify`] — SQL text to statements, each with a class (read, write,
+//!   ddl, destructive, privileged, unknown), the tables it touches and why;
+//!   no I/O, shared by the proxy and `veilctl check`.
+//! - [`policy`] — policy files (roles, identities, kinds, validation), the
+//!   decision engine, and the inspector that enforces it in the proxy.
 //! - [`config`] — `infraveil.toml` and where secrets come from.
 //! - [`admin`] — the admin HTTP API (`/healthz`, `/metrics`, …).
 //! - [`sandbox`] — a throwaway PostgreSQL cluster, for the demo and tests.

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Seed fuzz/corpus/classify with every line of the classifier corpus.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p corpus/classify
+i=0
+grep -hv '^-- ' ../testdata/classify/*.sql | grep -v '^\s*$' | while IFS= read -r line; do
+  printf '%s' "$line" > "corpus/classify/seed-$i"; i=$((i+1))
+done
