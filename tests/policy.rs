@@ -294,3 +294,19 @@ async fn reload_swaps_policies_and_a_bad_reload_keeps_the_old() {
     p.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// PostgreSQL reads a Query only up to its first zero byte; the firewall
+/// refuses such messages rather than judge text PostgreSQL reads otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_byte_inside_a_query_is_refused() {
+    let db = setup("zero_byte");
+    let p = Proxy::start(ProxyOptions::enforcing()).await;
+    let mut raw = Raw::login(p.port, "alice", &db).await;
+    raw.send_frame(b'Q', b"SELECT 1\0DROP TABLE t\0").await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["08P01".to_string()]);
+    let (_, codes, _) = raw.pipeline(&["SELECT 1"]).await;
+    assert!(codes.is_empty());
+    assert!(exists(&db, "t"));
+    p.shutdown().await;
+}

@@ -212,6 +212,15 @@ pub async fn run(
 /// frame, not via pgwire's decoder, which replaces invalid bytes: the
 /// inspector must see exactly what PostgreSQL would.
 fn statement_text(bytes: &[u8]) -> Result<&str, PgError> {
+    // PostgreSQL stops reading a statement at its first zero byte and then
+    // rejects the message; refuse it here so the inspector never judges
+    // text PostgreSQL would read differently.
+    if bytes.contains(&0) {
+        return Err(PgError::error(
+            sqlstate::PROTOCOL_VIOLATION,
+            "invalid message format: statement contains a zero byte",
+        ));
+    }
     std::str::from_utf8(bytes).map_err(|_| invalid_utf8())
 }
 
