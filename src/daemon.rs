@@ -39,14 +39,14 @@ pub async fn start_with(
     inspector: Arc<dyn Inspector>,
     credentials: Arc<dyn CredentialSource>,
 ) -> Result<Running, ServerError> {
-    let policies = PolicySet::load_dir(&config.policies_dir)?;
+    let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     info!(
         roles = policies.roles.len(),
         identities = policies.identities.len(),
         dir = %config.policies_dir.display(),
         "policies loaded"
     );
-    inspector.reload(Arc::new(policies.clone()))?;
+    inspector.reload(policies.clone())?;
     let server = Server::bind(config, policies, credentials, inspector).await?;
     let pg_addr = server.local_addr();
     let shared = server.shared();
@@ -87,15 +87,15 @@ pub async fn start_with(
 impl Running {
     /// Reload policies; a bad set keeps the old one and says why.
     pub fn reload_policies(&self) -> Result<(), crate::policy::PolicyError> {
-        let set = PolicySet::load_dir(&self.policies_dir)?;
+        let set = Arc::new(PolicySet::load_dir(&self.policies_dir)?);
         // The inspector compiles first: if it refuses, nothing changes.
-        self.shared.inspector.reload(Arc::new(set.clone()))?;
+        self.shared.inspector.reload(set.clone())?;
         let mut guard = self
             .shared
             .policies
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        *guard = Arc::new(set);
+        *guard = set;
         info!("policies reloaded");
         Ok(())
     }

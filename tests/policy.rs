@@ -29,6 +29,14 @@ fn setup(name: &str) -> String {
     db
 }
 
+/// Run `sql` (simple protocol) and require a 42501 refusal; returns the
+/// server's error for further checks.
+async fn refused(c: &tokio_postgres::Client, sql: &str) -> tokio_postgres::error::DbError {
+    let e = c.batch_execute(sql).await.expect_err(sql);
+    assert_eq!(sqlstate(&e), "42501", "{sql}: {e}");
+    e.as_db_error().expect("a server error").clone()
+}
+
 fn rows(db: &str) -> String {
     cluster().psql(db, "SELECT count(*) FROM t").unwrap()
 }
@@ -61,9 +69,7 @@ async fn destructive_is_held_and_never_runs_in_simple_extended_and_pipelined_for
         "WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d",
         "ALTER TABLE t DROP COLUMN note",
     ] {
-        let e = c.batch_execute(sql).await.expect_err(sql);
-        assert_eq!(sqlstate(&e), "42501", "{sql}: {e}");
-        let db_err = e.as_db_error().unwrap();
+        let db_err = refused(&c, sql).await;
         assert!(
             db_err.message().contains("destructive")
                 && db_err.message().contains("roles.deployer.approve"),
@@ -139,8 +145,7 @@ async fn evasions_are_stopped_at_the_wire() {
         "COPY t TO PROGRAM 'cat > /dev/null'",
     ];
     for sql in attacks {
-        let e = c.batch_execute(sql).await.expect_err(sql);
-        assert_eq!(sqlstate(&e), "42501", "{sql}: {e}");
+        refused(&c, sql).await;
     }
     assert!(exists(&db, "t"));
     assert_eq!(rows(&db), "3");
@@ -184,8 +189,7 @@ async fn privileged_and_unknown_are_denied_and_execute_follows_prepare() {
         "this is not sql",
         "EXECUTE never_prepared",
     ] {
-        let e = c.batch_execute(sql).await.expect_err(sql);
-        assert_eq!(sqlstate(&e), "42501", "{sql}: {e}");
+        refused(&c, sql).await;
     }
     // The session is still the firewall's upstream user.
     assert_eq!(
@@ -200,13 +204,8 @@ async fn privileged_and_unknown_are_denied_and_execute_follows_prepare() {
     c.batch_execute("CREATE TABLE made_by_ci (id int)")
         .await
         .unwrap();
-    let e = c
-        .batch_execute("PREPARE del AS DELETE FROM t")
-        .await
-        .unwrap_err();
-    assert_eq!(sqlstate(&e), "42501");
-    let e = c.batch_execute("EXECUTE del").await.unwrap_err();
-    assert_eq!(sqlstate(&e), "42501");
+    refused(&c, "PREPARE del AS DELETE FROM t").await;
+    refused(&c, "EXECUTE del").await;
     assert_eq!(rows(&db), "4");
     p.shutdown().await;
 }
@@ -223,9 +222,7 @@ async fn agent_writes_are_held_reads_scoped_and_copy_refused() {
         "DELETE FROM t WHERE id = 1",
         "SELECT nextval('s')",
     ] {
-        let e = c.batch_execute(sql).await.expect_err(sql);
-        assert_eq!(sqlstate(&e), "42501", "{sql}");
-        let m = e.as_db_error().unwrap().message().to_owned();
+        let m = refused(&c, sql).await.message().to_owned();
         assert!(m.starts_with("approval required"), "{m}");
     }
     // Outside the agent role's tables (public.*).

@@ -667,8 +667,8 @@ pub(crate) enum Call {
     Unlisted,
 }
 
-pub(crate) fn lookup(name: &str) -> Call {
-    let bare = name.strip_prefix("pg_catalog.").unwrap_or(name);
+/// `name` is normalised and without a `pg_catalog.` prefix.
+pub(crate) fn lookup(bare: &str) -> Call {
     if let Some((_, class, why)) = EFFECTS.iter().find(|(n, _, _)| *n == bare) {
         return Call::Effect(*class, why);
     }

@@ -19,31 +19,34 @@ pub(crate) fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, String> {
     unicode_identifiers(tokens)
 }
 
+/// The identifier of a `U&"…"` starting at `w[0]`, if one does.
+fn unicode_ident(w: &[TokenWithSpan]) -> Option<&Word> {
+    match w {
+        [u, amp, id, ..]
+            if matches!(&u.token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case("u"))
+                && amp.token == Token::Ampersand =>
+        {
+            match &id.token {
+                Token::Word(x) if x.quote_style == Some('"') => Some(x),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// Replace `U&"d\0061t\+000061"` [UESCAPE 'c'] with the identifier it spells.
 fn unicode_identifiers(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, String> {
-    let is_u = |t: &Token| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("u"));
-    if !tokens.windows(3).any(|w| {
-        is_u(&w[0].token)
-            && w[1].token == Token::Ampersand
-            && matches!(&w[2].token, Token::Word(x) if x.quote_style == Some('"'))
-    }) {
+    if !(0..tokens.len()).any(|i| unicode_ident(&tokens[i..]).is_some()) {
         return Ok(tokens);
     }
     let mut out = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
-        let triple = tokens.get(i..i + 3).filter(|w| {
-            is_u(&w[0].token)
-                && w[1].token == Token::Ampersand
-                && matches!(&w[2].token, Token::Word(x) if x.quote_style == Some('"'))
-        });
-        let Some(w) = triple else {
+        let Some(ident) = unicode_ident(&tokens[i..]) else {
             out.push(tokens[i].clone());
             i += 1;
             continue;
-        };
-        let Token::Word(ident) = &w[2].token else {
-            unreachable!("matched above")
         };
         // Optional `UESCAPE 'c'` after the identifier.
         let mut j = i + 3;
@@ -67,7 +70,7 @@ fn unicode_identifiers(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>,
             }
         }
         let value = decode_unicode_escapes(&ident.value, escape)?;
-        let mut span = w[0].span;
+        let mut span = tokens[i].span;
         span.end = tokens[j - 1].span.end;
         out.push(TokenWithSpan {
             token: Token::Word(Word {

@@ -181,37 +181,51 @@ pub(crate) fn classify_at(sql: &str, depth: usize) -> Analysis {
     }
     if ops > SHALLOW_OPERATORS {
         // Parse, walk and drop the tree on the big stack.
-        return stacker::grow(DEEP_STACK, || analyze(tokens, depth));
+        return stacker::grow(DEEP_STACK, || analyze(sql, tokens, depth));
     }
-    analyze(tokens, depth)
+    analyze(sql, tokens, depth)
 }
 
-fn analyze(tokens: Vec<sqlparser::tokenizer::TokenWithSpan>, depth: usize) -> Analysis {
+fn analyze(sql: &str, tokens: Vec<sqlparser::tokenizer::TokenWithSpan>, depth: usize) -> Analysis {
     // Parse the whole string first; only if that fails, statement by
     // statement, so one unparseable statement does not hide the others'
     // classes (and DO / ALTER SYSTEM are named rather than just unknown).
-    let statements = match parse(tokens.clone()) {
-        Ok(stmts) => stmts
+    // The rare failure tokenizes again rather than every parse cloning.
+    let all = |stmts: Vec<sqlparser::ast::Statement>| -> Vec<StatementClass> {
+        stmts
             .iter()
             .map(|s| walk::Walker::classify(s, depth))
-            .collect(),
-        Err(_) => lexer::split(tokens)
-            .into_iter()
-            .flat_map(|chunk| match parse(chunk.clone()) {
-                Ok(stmts) => stmts
-                    .iter()
-                    .map(|s| walk::Walker::classify(s, depth))
-                    .collect(),
-                Err(e) => {
-                    let (class, reason) = lexer::unparsed(&chunk, &e);
-                    let mut s = unknown(reason);
-                    s.class = class;
-                    s.base_class = class;
-                    vec![s]
-                }
-            })
-            .collect(),
+            .collect()
     };
+    let chunks = match parse(tokens) {
+        Ok(stmts) => {
+            return Analysis {
+                statements: all(stmts),
+            };
+        }
+        // It tokenized a moment ago; should it not now, fail closed.
+        Err(e) => match lexer::tokenize(sql) {
+            Ok(t) => lexer::split(t),
+            Err(_) => {
+                return Analysis {
+                    statements: vec![unknown(e)],
+                };
+            }
+        },
+    };
+    let statements = chunks
+        .into_iter()
+        .flat_map(|chunk| match parse(chunk.clone()) {
+            Ok(stmts) => all(stmts),
+            Err(e) => {
+                let (class, reason) = lexer::unparsed(&chunk, &e);
+                let mut s = unknown(reason);
+                s.class = class;
+                s.base_class = class;
+                vec![s]
+            }
+        })
+        .collect();
     Analysis { statements }
 }
 

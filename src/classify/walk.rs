@@ -131,7 +131,7 @@ pub(crate) struct Walker {
     /// Non-ANALYZE `EXPLAIN`s being walked: nothing inside them runs.
     explain_only: Vec<*const Statement>,
     ctes: Vec<CteScope>,
-    /// Table-function names, which the visitor also reports as relations.
+    /// `FROM f(…)` names, which the visitor reports as relations right after.
     not_relations: Vec<*const ObjectName>,
     prepares: Option<String>,
     executes: Option<String>,
@@ -228,31 +228,23 @@ impl Walker {
         }
     }
 
-    fn call(&mut self, name: &ObjectName, args: &FunctionArguments) {
+    fn call(&mut self, name: &ObjectName, args: &[FunctionArg]) {
         let n = dotted(name);
-        match functions::lookup(&n) {
+        let bare = n.strip_prefix("pg_catalog.").unwrap_or(&n);
+        if bare == "set_config" {
+            return self.set_config(args);
+        }
+        match functions::lookup(bare) {
             Call::ReadOnly => {}
-            Call::Effect(class, why) => {
-                let bare = n.strip_prefix("pg_catalog.").unwrap_or(&n);
-                if bare == "set_config" {
-                    return self.set_config(args);
-                }
-                self.raise(class, format!("calls {bare}(), which {why}"));
-            }
-            Call::Unlisted if n == "set_config" || n == "pg_catalog.set_config" => {
-                self.set_config(args)
-            }
+            Call::Effect(class, why) => self.raise(class, format!("calls {bare}(), which {why}")),
             Call::Unlisted => self.unlisted_function(n),
         }
     }
 
     /// `set_config(name, value, local)`: as dangerous as `SET name`.
-    fn set_config(&mut self, args: &FunctionArguments) {
-        let arg = |i: usize| match args {
-            FunctionArguments::List(l) => match l.args.get(i) {
-                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => string_literal(e),
-                _ => None,
-            },
+    fn set_config(&mut self, args: &[FunctionArg]) {
+        let arg = |i: usize| match args.get(i) {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => string_literal(e),
             _ => None,
         };
         match arg(0) {
@@ -935,28 +927,16 @@ impl Visitor for Walker {
 
     fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
         match t {
+            // `FROM f(…)`: the visitor reports `f` as a relation next.
             TableFactor::Table {
                 name,
                 args: Some(args),
                 ..
             } => {
                 self.not_relations.push(name);
-                let args = FunctionArguments::List(sqlparser::ast::FunctionArgumentList {
-                    duplicate_treatment: None,
-                    args: args.args.clone(),
-                    clauses: vec![],
-                });
-                self.call(name, &args);
+                self.call(name, &args.args);
             }
-            TableFactor::Function { name, args, .. } => {
-                self.not_relations.push(name);
-                let args = FunctionArguments::List(sqlparser::ast::FunctionArgumentList {
-                    duplicate_treatment: None,
-                    args: args.clone(),
-                    clauses: vec![],
-                });
-                self.call(name, &args);
-            }
+            TableFactor::Function { name, args, .. } => self.call(name, args),
             _ => {}
         }
         ControlFlow::Continue(())
@@ -973,7 +953,10 @@ impl Visitor for Walker {
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         match e {
-            Expr::Function(f) => self.call(&f.name, &f.args),
+            Expr::Function(f) => match &f.args {
+                FunctionArguments::List(l) => self.call(&f.name, &l.args),
+                _ => self.call(&f.name, &[]),
+            },
             Expr::BinaryOp {
                 op: sqlparser::ast::BinaryOperator::PGCustomBinaryOperator(op),
                 ..

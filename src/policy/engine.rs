@@ -90,23 +90,24 @@ impl Prepared {
 }
 
 /// A role's table scope, compiled.
-struct Scope {
+pub(crate) struct Scope {
     globs: Vec<(GlobMatcher, GlobMatcher)>,
 }
 
 impl Scope {
-    fn compile(role: &str, patterns: &[String]) -> Result<Scope, String> {
+    /// Compile `schema.table` globs; the error names the bad pattern.
+    pub(crate) fn compile(patterns: &[String]) -> Result<Scope, String> {
         let mut globs = Vec::new();
         for p in patterns {
             let Some((s, t)) = p.split_once('.') else {
                 return Err(format!(
-                    "[roles.{role}] tables: {p:?} must be schema.table (globs allowed, e.g. \"public.*\")"
+                    "tables: {p:?} must be schema.table (globs allowed, e.g. \"public.*\")"
                 ));
             };
             let compile = |x: &str| {
                 Glob::new(x)
                     .map(|g| g.compile_matcher())
-                    .map_err(|e| format!("[roles.{role}] tables: {p:?}: {e}"))
+                    .map_err(|e| format!("tables: {p:?}: {e}"))
             };
             globs.push((compile(s)?, compile(t)?));
         }
@@ -149,8 +150,8 @@ impl Engine {
         let mut scopes = HashMap::new();
         for (name, role) in &set.roles {
             if !role.tables.is_empty() {
-                let scope = Scope::compile(name, &role.tables)
-                    .map_err(|message| set.error_for(&format!("roles.{name}"), message))?;
+                let scope = Scope::compile(&role.tables)
+                    .map_err(|message| set.err_at(&format!("roles.{name}"), message))?;
                 scopes.insert(name.clone(), scope);
             }
         }
@@ -490,22 +491,14 @@ kind = "service"
     #[test]
     fn safe_functions_forgive_only_listed_functions() {
         let e = engine(POLICY);
-        assert_eq!(
-            judge(&e, "h", "fns", "SELECT my_func(1)").action,
-            Action::Allow
-        );
-        assert_eq!(
-            judge(&e, "h", "fns", "SELECT util.score(1)").action,
-            Action::Allow
-        );
-        assert_eq!(
-            judge(&e, "h", "fns", "SELECT my_func(1), other(2)").action,
-            Action::Deny
-        );
-        assert_eq!(
-            judge(&e, "h", "ro", "SELECT my_func(1)").action,
-            Action::Deny
-        );
+        for (role, sql, want) in [
+            ("fns", "SELECT my_func(1)", Action::Allow),
+            ("fns", "SELECT util.score(1)", Action::Allow),
+            ("fns", "SELECT my_func(1), other(2)", Action::Deny),
+            ("ro", "SELECT my_func(1)", Action::Deny),
+        ] {
+            assert_eq!(judge(&e, "h", role, sql).action, want, "{role}: {sql}");
+        }
         // Forgiving a function does not forgive what else the statement does.
         let v = judge(&e, "h", "fns", "DELETE FROM t WHERE my_func(id)");
         assert_eq!((v.action, v.class), (Action::Deny, Class::Destructive));

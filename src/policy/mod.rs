@@ -154,15 +154,7 @@ impl PolicySet {
         Ok(())
     }
 
-    /// An error naming the file that defined `key` (`roles.NAME`, …).
-    pub fn error_for(&self, key: &str, message: String) -> PolicyError {
-        PolicyError::File {
-            path: self.origin.get(key).cloned().unwrap_or_default(),
-            message,
-        }
-    }
-
-    fn err_at(&self, key: &str, message: String) -> PolicyError {
+    pub(crate) fn err_at(&self, key: &str, message: String) -> PolicyError {
         PolicyError::File {
             path: self.origin.get(key).cloned().unwrap_or_default(),
             message: format!("[{key}] {message}"),
@@ -185,19 +177,7 @@ impl PolicySet {
                     ));
                 }
             }
-            for t in &role.tables {
-                let parts = t.split_once('.');
-                let bad = match parts {
-                    None => Some("must be schema.table, e.g. \"public.*\"".to_string()),
-                    Some((a, b)) => globset::Glob::new(a)
-                        .and_then(|_| globset::Glob::new(b))
-                        .err()
-                        .map(|e| e.to_string()),
-                };
-                if let Some(why) = bad {
-                    return Err(self.err_at(&key, format!("tables: {t:?} {why}")));
-                }
-            }
+            engine::Scope::compile(&role.tables).map_err(|m| self.err_at(&key, m))?;
             if let Some(ttl) = &role.max_ttl {
                 crate::config::parse_duration(ttl)
                     .map_err(|e| self.err_at(&key, format!("max_ttl: {e}")))?;

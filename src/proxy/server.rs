@@ -47,7 +47,7 @@ impl Server {
     /// Bind the listener and prepare shared state. Secrets are read here, once.
     pub async fn bind(
         config: &Config,
-        policies: PolicySet,
+        policies: Arc<PolicySet>,
         credentials: Arc<dyn CredentialSource>,
         inspector: Arc<dyn Inspector>,
     ) -> Result<Server, ServerError> {
@@ -80,7 +80,7 @@ impl Server {
             limits: config.limits.clone(),
             tls,
             credentials,
-            policies: RwLock::new(Arc::new(policies)),
+            policies: RwLock::new(policies),
             inspector,
             upstream,
             registry: Registry::default(),
