@@ -46,6 +46,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub grants: GrantsConfig,
     /// Development credential source, used until grants are issued: each
     /// entry lets one identity log in with a secret read from env or file.
     #[serde(default)]
@@ -106,6 +108,17 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     #[serde(default)]
     pub token: Option<SecretSource>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// How clients reach the firewall, without user and password, e.g.
+    /// `postgres://db.example.com:6432/app?sslmode=verify-full`. Issued grants
+    /// return it with their identity and secret filled in. Defaults to the
+    /// `listen` address (with `sslmode=require` when TLS is configured).
+    #[serde(default)]
+    pub database_url: Option<String>,
 }
 
 /// Where a secret is read from: exactly one of `env` or `file`.
@@ -252,6 +265,7 @@ impl Config {
                 "upstream.tls = \"verify-full\" needs upstream.ca_file".into(),
             ));
         }
+        self.database_url()?;
         if self.admin.listen.is_some() && self.admin.token.is_none() {
             return Err(ConfigError::Invalid(
                 "admin.listen is set but admin.token is not: the admin API never runs without a token"
@@ -259,6 +273,41 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The URL clients connect with, without credentials (see
+    /// [`GrantsConfig::database_url`]).
+    pub fn database_url(&self) -> Result<url::Url, ConfigError> {
+        let text = match &self.grants.database_url {
+            Some(u) => u.clone(),
+            None => {
+                let host = match self.listen.ip() {
+                    ip if ip.is_unspecified() => "localhost".to_owned(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                    ip => ip.to_string(),
+                };
+                let tls = if self.tls.is_some() {
+                    "?sslmode=require"
+                } else {
+                    ""
+                };
+                format!("postgres://{host}:{}/postgres{tls}", self.listen.port())
+            }
+        };
+        let bad = |m: &str| ConfigError::Invalid(format!("grants.database_url {text:?}: {m}"));
+        let url = url::Url::parse(&text).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(bad("must start with postgres:// or postgresql://"));
+        }
+        if url.host().is_none() || url.cannot_be_a_base() {
+            return Err(bad("must name a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("must not contain a user or password"));
+        }
+        Ok(url)
     }
 }
 

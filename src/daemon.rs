@@ -9,36 +9,45 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::grants::Grants;
 use crate::inspect::Inspector;
 use crate::policy::PolicySet;
-use crate::proxy::auth::CredentialSource;
+use crate::proxy::Shared;
+use crate::proxy::auth::dev_credentials;
 use crate::proxy::server::{Server, ServerError};
-use crate::proxy::{Shared, auth::DevCredentials};
 use crate::shutdown::{Phase, ShutdownController};
+use crate::store::Store;
 
 /// A started firewall: addresses and the handle to stop it.
 pub struct Running {
     pub pg_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
+    pub grants: Arc<Grants>,
     controller: Arc<ShutdownController>,
     server: JoinHandle<()>,
     admin: Option<JoinHandle<()>>,
+    sweeper: JoinHandle<()>,
     policies_dir: std::path::PathBuf,
 }
 
-/// Start the firewall with the development credential source from config.
+/// Start the firewall: open the state store (refusing a data directory
+/// another process holds), load grants and policies, and listen.
 pub async fn start(config: &Config, inspector: Arc<dyn Inspector>) -> Result<Running, ServerError> {
-    let creds = DevCredentials::from_config(&config.dev_credentials)?;
-    start_with(config, inspector, Arc::new(creds)).await
-}
-
-/// Start the firewall with an explicit credential source.
-pub async fn start_with(
-    config: &Config,
-    inspector: Arc<dyn Inspector>,
-    credentials: Arc<dyn CredentialSource>,
-) -> Result<Running, ServerError> {
+    // Opening is a few file operations and sled's recovery; brief enough to
+    // run here, once, before anything listens.
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    let mut database_url = config.database_url()?;
+    let grants = Grants::open(store)?;
+    let dev = dev_credentials(&config.dev_credentials, grants.salts())?;
+    if !dev.is_empty() {
+        warn!(
+            count = dev.len(),
+            "dev_credentials are configured: standing secrets that bypass grants; not for production"
+        );
+    }
+    let grants = Arc::new(grants.with_dev_credentials(dev));
+    info!(active = grants.active_count(), dir = %config.data_dir.display(), "grants loaded");
     let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
     info!(
         roles = policies.roles.len(),
@@ -47,8 +56,13 @@ pub async fn start_with(
         "policies loaded"
     );
     inspector.reload(policies.clone())?;
-    let server = Server::bind(config, policies, credentials, inspector).await?;
+    let server = Server::bind(config, policies, grants.clone(), inspector).await?;
     let pg_addr = server.local_addr();
+    if database_url.port() == Some(0) {
+        // Listening on port 0 picked a free port: that is the one to use.
+        let _ = database_url.set_port(Some(pg_addr.port()));
+    }
+    grants.set_database_url(database_url);
     let shared = server.shared();
     let (controller, shutdown) = ShutdownController::new();
     let controller = Arc::new(controller);
@@ -61,7 +75,11 @@ pub async fn start_with(
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         admin_addr = listener.local_addr().ok();
-        let app = crate::admin::router(crate::admin::AdminState::new(shared.clone(), token));
+        let app = crate::admin::router(crate::admin::AdminState::new(
+            shared.clone(),
+            grants.clone(),
+            token,
+        ));
         let mut sd = controller.subscribe();
         info!(addr = ?admin_addr, "admin API listening");
         admin = Some(tokio::spawn(async move {
@@ -71,15 +89,22 @@ pub async fn start_with(
         }));
     }
 
+    let sweeper = tokio::spawn(crate::grants::sweeper(
+        grants.clone(),
+        shared.clone(),
+        controller.subscribe(),
+    ));
     let c = controller.clone();
     let server = tokio::spawn(server.run(shutdown, c));
     Ok(Running {
         pg_addr,
         admin_addr,
         shared,
+        grants,
         controller,
         server,
         admin,
+        sweeper,
         policies_dir: config.policies_dir.clone(),
     })
 }
@@ -107,6 +132,10 @@ impl Running {
         if let Some(a) = self.admin {
             let _ = a.await;
         }
+        // Sessions are gone; stop the sweeper so the store (and the data
+        // directory's lock) is released when `self` drops.
+        self.sweeper.abort();
+        let _ = self.sweeper.await;
     }
 
     /// Run until SIGTERM or SIGINT (reloading policies on SIGHUP), then shut

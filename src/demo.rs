@@ -2,7 +2,7 @@
 //! throwaway PostgreSQL with the sample schema and the upstream roles the
 //! example policies need, writes a config (secrets in 0600 files, a
 //! self-signed TLS certificate), runs the firewall in front of it and issues a
-//! demo credential.
+//! real grant for the printed `DATABASE_URL`.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{
-    AdminConfig, Config, DevCredential, Limits, SecretSource, TlsConfig, UpstreamConfig,
+    AdminConfig, Config, GrantsConfig, Limits, SecretSource, TlsConfig, UpstreamConfig,
 };
 use crate::daemon::{self, Running};
+use crate::grants::{GrantError, IssueRequest};
 use crate::policy::PolicyInspector;
 use crate::sandbox::{Cluster, ClusterOptions, SandboxError};
 
@@ -25,9 +26,11 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The identity and role of the demo credential.
+/// The identity and role of the demo grant.
 pub const DEMO_IDENTITY: &str = "alice";
 pub const DEMO_ROLE: &str = "deployer";
+/// The demo grant's lifetime: the `deployer` role's `max_ttl`.
+pub const DEMO_TTL: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -46,6 +49,8 @@ pub enum DemoError {
     Io(#[from] std::io::Error),
     #[error("cannot create TLS certificate: {0}")]
     Cert(String),
+    #[error("cannot issue the demo grant: {0}")]
+    Grant(#[from] GrantError),
 }
 
 /// A running demo; dropping it removes the data directory and stops
@@ -108,8 +113,6 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
     }
     let admin_token = secret();
     write_secret(&secrets.join("admin-token"), &admin_token)?;
-    let demo_password = secret();
-    write_secret(&secrets.join("demo-credential"), &demo_password)?;
 
     let (cert, key) = crate::proxy::tls::self_signed(&["localhost", "127.0.0.1"])
         .map_err(|e| DemoError::Cert(e.to_string()))?;
@@ -138,19 +141,33 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
         policies_dir: policies,
         data_dir: data_dir.clone(),
         limits: Limits::default(),
-        dev_credentials: vec![DevCredential {
-            identity: DEMO_IDENTITY.into(),
-            role: DEMO_ROLE.into(),
-            secret: SecretSource::file(secrets.join("demo-credential")),
-        }],
+        grants: GrantsConfig {
+            // Port 0 becomes the port actually bound.
+            database_url: Some(format!(
+                "postgres://127.0.0.1:{}/app?sslmode=require",
+                opts.port
+            )),
+        },
+        dev_credentials: Vec::new(),
     };
     // Keep a copy of the config for people who want to run `serve` on it.
     std::fs::write(data_dir.join("README"), demo_readme(&config))?;
     let running = daemon::start(&config, Arc::new(PolicyInspector::empty())).await?;
-    let database_url = format!(
-        "postgres://{DEMO_IDENTITY}:{demo_password}@127.0.0.1:{}/app?sslmode=require",
-        running.pg_addr.port()
-    );
+    // A real grant, the same as `veilctl grants issue` makes.
+    let issued = running
+        .grants
+        .issue(
+            &running.shared.policies(),
+            IssueRequest {
+                identity: DEMO_IDENTITY.into(),
+                role: DEMO_ROLE.into(),
+                ttl: Some(DEMO_TTL),
+                reason: Some("infraveil demo".into()),
+                issued_by: Some("demo".into()),
+            },
+        )
+        .await?;
+    let database_url = issued.database_url;
     let admin_url = format!(
         "http://{}",
         running

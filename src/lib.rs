@@ -17,8 +17,13 @@
 //!   no I/O, shared by the proxy and `veilctl check`.
 //! - [`policy`] — policy files (roles, identities, kinds, validation), the
 //!   decision engine, and the inspector that enforces it in the proxy.
+//! - [`grants`] — just-in-time grants: issue (policy-checked, TTL-capped,
+//!   secret shown once), revoke, expiry; the credential source logins use,
+//!   and the sweeper that ends sessions whose grant is no longer valid.
+//! - [`store`] — the one owner of sled: typed reads and writes of state under
+//!   `data_dir`, and the lock that keeps a second daemon out.
 //! - [`config`] — `infraveil.toml` and where secrets come from.
-//! - [`admin`] — the admin HTTP API (`/healthz`, `/metrics`, …).
+//! - [`admin`] — the admin HTTP API (`/healthz`, `/metrics`, grants, …).
 //! - [`sandbox`] — a throwaway PostgreSQL cluster, for the demo and tests.
 //! - [`demo`] — `infraveil demo`: the sandbox with the firewall in front.
 //! - [`shutdown`] — the graceful-shutdown signal passed to every task.
@@ -29,6 +34,7 @@ pub mod classify;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod grants;
 pub mod inspect;
 pub mod metrics;
 pub mod policy;
@@ -36,3 +42,4 @@ pub mod protocol;
 pub mod proxy;
 pub mod sandbox;
 pub mod shutdown;
+pub mod store;

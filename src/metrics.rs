@@ -74,3 +74,12 @@ impl Metrics {
         out
     }
 }
+
+/// Append one gauge in the Prometheus text format (for values kept outside
+/// [`Metrics`], such as the number of active grants).
+pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}

@@ -88,6 +88,51 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("token was rejected"));
 
+    // The printed URL is a real grant, and `veilctl grants issue` works
+    // against the demo with the printed variables.
+    let veilctl_json = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_veilctl"))
+            .args(["--output", "json"])
+            .args(args)
+            .env("VEIL_ADMIN_URL", admin)
+            .env("VEIL_ADMIN_TOKEN", token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let list = veilctl_json(&["grants", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["identity"], "alice");
+    assert_eq!(list[0]["role"], "deployer");
+    let issued = veilctl_json(&[
+        "grants",
+        "issue",
+        "--identity",
+        "oncall",
+        "--role",
+        "readonly",
+        "--ttl",
+        "15m",
+    ]);
+    let oncall_url = issued["database_url"].as_str().unwrap();
+    assert!(oncall_url.contains("/app?sslmode=require"), "{oncall_url}");
+    let out = Command::new("psql")
+        .arg(oncall_url)
+        .args(["-X", "-A", "-t", "-c", "SELECT current_user"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app_read");
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,

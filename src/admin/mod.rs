@@ -1,28 +1,36 @@
 //! The admin HTTP API, on its own listener: `/healthz` for load balancers and
-//! everything else behind a bearer token compared in constant time.
+//! everything else behind a bearer token compared in constant time. JSON in
+//! and out; errors are `{"error": "..."}` with a status that says whose
+//! fault it was. Nothing changes state on GET.
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 
+use crate::grants::Grants;
 use crate::proxy::Shared;
+
+mod grants;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub shared: Arc<Shared>,
+    pub grants: Arc<Grants>,
     token: Arc<String>,
 }
 
 impl AdminState {
-    pub fn new(shared: Arc<Shared>, token: String) -> Self {
+    pub fn new(shared: Arc<Shared>, grants: Arc<Grants>, token: String) -> Self {
         AdminState {
             shared,
+            grants,
             token: Arc::new(token),
         }
     }
@@ -32,6 +40,9 @@ impl AdminState {
 pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
+        .route("/v1/grants", get(grants::list).post(grants::issue))
+        .route("/v1/grants/{id}", get(grants::show))
+        .route("/v1/grants/{id}/revoke", post(grants::revoke))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -44,11 +55,14 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.shared.metrics.render(),
-    )
-        .into_response()
+    let mut out = state.shared.metrics.render();
+    crate::metrics::gauge(
+        &mut out,
+        "infraveil_grants_active",
+        "Grants usable now.",
+        state.grants.active_count() as u64,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
@@ -62,11 +76,50 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     if ok && !presented.is_empty() {
         next.run(req).await
     } else {
+        let mut resp =
+            ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong admin token").into_response();
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        resp
+    }
+}
+
+/// An error answer: a status and a message for the person at the CLI.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
         (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing or wrong admin token\n",
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
         )
             .into_response()
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, r.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, r.body_text())
     }
 }

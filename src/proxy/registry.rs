@@ -25,6 +25,8 @@ struct Entry {
     upstream_key: i32,
     credential_id: String,
     control: mpsc::Sender<Control>,
+    /// Already told to end; not told again.
+    ending: bool,
 }
 
 /// Sessions by the process id we reported to their client.
@@ -81,6 +83,7 @@ impl Registry {
                 upstream_key,
                 credential_id: credential_id.to_owned(),
                 control,
+                ending: false,
             },
         );
         Registration {
@@ -105,15 +108,23 @@ impl Registry {
     /// Tell every session using `credential_id` to end with `error`.
     /// Returns how many sessions were told.
     pub fn terminate_credential(&self, credential_id: &str, error: &PgError) -> usize {
-        let map = self.lock();
+        self.end_sessions(|c| (c == credential_id).then(|| error.clone()))
+    }
+
+    /// Tell each session for whose credential `verdict` returns an error to
+    /// end with it (once per session). Returns how many sessions were told.
+    pub fn end_sessions(&self, verdict: impl Fn(&str) -> Option<PgError>) -> usize {
+        let mut map = self.lock();
         let mut n = 0;
-        for e in map.values().filter(|e| e.credential_id == credential_id) {
-            if e.control
-                .try_send(Control::Terminate(error.clone()))
-                .is_ok()
-            {
-                n += 1;
-            }
+        for e in map.values_mut().filter(|e| !e.ending) {
+            let Some(error) = verdict(&e.credential_id) else {
+                continue;
+            };
+            // A full channel means the session is already being told
+            // something; it is ending either way.
+            let _ = e.control.try_send(Control::Terminate(error));
+            e.ending = true;
+            n += 1;
         }
         n
     }

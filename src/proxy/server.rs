@@ -30,6 +30,8 @@ pub enum ServerError {
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Tls(#[from] super::tls::TlsError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

@@ -125,6 +125,19 @@ async fn serve(
     let reg = shared
         .registry
         .register(up.pid, up.secret_key, &info.credential_id, control_tx);
+    // A grant revoked or expired between the password check and this
+    // registration was missed by the sweep: check once more, now that any
+    // later change will find this session.
+    let state = shared.credentials.state(&info.credential_id);
+    if state != auth::CredentialState::Active {
+        info!(credential = %info.credential_id, ?state, "credential ended during login");
+        send_error(
+            client.get_mut(),
+            &crate::grants::session_ended(&info.credential_id, &state),
+        )
+        .await;
+        return;
+    }
 
     // Tell the client it is in: AuthenticationOk, the upstream's parameters,
     // our own cancel key, and the upstream's ReadyForQuery status.
@@ -284,12 +297,24 @@ async fn login(
         Ok(c) => c,
         Err(e) => {
             Metrics::inc(&shared.metrics.auth_failures_total);
+            // The log (not the client) says which: unknown identity, wrong
+            // secret, or a grant that expired or was revoked.
             info!(reason = %e, "authentication failed");
             return Err(e.to_client_error(&user));
         }
     };
 
     let policies = shared.policies();
+    if credential.kind == auth::CredentialKind::Grant
+        && let Err(why) =
+            crate::grants::still_permitted(&policies, &credential.identity, &credential.role)
+    {
+        warn!(grant = %credential.id, %why, "grant no longer permitted by policy");
+        return Err(PgError::fatal(
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            format!("grant {} is no longer valid: {why}", credential.id),
+        ));
+    }
     let Some(role) = policies.role(&credential.role) else {
         warn!(role = %credential.role, "credential names a role no policy defines");
         return Err(PgError::fatal(

@@ -169,6 +169,7 @@ impl Proxy {
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")),
             data_dir: dir.join("data"),
             limits: opts.limits,
+            grants: Default::default(),
             dev_credentials: vec![
                 dev("alice", "deployer"),
                 dev("rita", "readonly"),

@@ -1,0 +1,103 @@
+//! `/v1/grants`: issue, list, show and revoke grants.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{AdminState, ApiError};
+use crate::grants::{GrantError, GrantView, IssueRequest, Issued, session_ended};
+use crate::proxy::auth::CredentialState;
+
+impl From<GrantError> for ApiError {
+    fn from(e: GrantError) -> ApiError {
+        let status = match &e {
+            GrantError::NotFound(_) => StatusCode::NOT_FOUND,
+            GrantError::AlreadyRevoked(_) | GrantError::AlreadyExpired(_) => StatusCode::CONFLICT,
+            GrantError::Invalid(_) => StatusCode::BAD_REQUEST,
+            GrantError::Store(_) => {
+                tracing::error!(error = %e, "state store failure");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            // The request was understood; policy says no.
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Include expired and revoked grants.
+    #[serde(default)]
+    all: bool,
+}
+
+pub async fn list(
+    State(state): State<AdminState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<GrantView>>, ApiError> {
+    let Query(q) = q?;
+    Ok(Json(state.grants.list(q.all)))
+}
+
+pub async fn show(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<GrantView>, ApiError> {
+    state
+        .grants
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| GrantError::NotFound(id).into())
+}
+
+pub async fn issue(
+    State(state): State<AdminState>,
+    body: Result<Json<IssueRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Issued>), ApiError> {
+    let Json(req) = body?;
+    let policies = state.shared.policies();
+    let issued = state.grants.issue(&policies, req).await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RevokeRequest {
+    /// Who revokes (recorded).
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Revoked {
+    #[serde(flatten)]
+    grant: GrantView,
+    /// Live sessions told to end.
+    sessions_ended: usize,
+}
+
+pub async fn revoke(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Option<Json<RevokeRequest>>,
+) -> Result<Json<Revoked>, ApiError> {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let by = req
+        .by
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("admin")
+        .to_owned();
+    let grant = state.grants.revoke(&id, &by, req.reason).await?;
+    let error = session_ended(&id, &CredentialState::Revoked { by });
+    let sessions_ended = state.shared.registry.terminate_credential(&id, &error);
+    Ok(Json(Revoked {
+        grant,
+        sessions_ended,
+    }))
+}

@@ -1,0 +1,114 @@
+//! The admin API client: one place that turns transport failures, a wrong
+//! token and the daemon's `{"error": ...}` answers into messages a person
+//! can act on.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub struct Api {
+    base: String,
+    token: Option<String>,
+    http: Client,
+}
+
+impl Api {
+    pub fn new(base: Option<String>, token: Option<String>) -> anyhow::Result<Api> {
+        let base = base
+            .context("no admin API address: set --admin-url or VEIL_ADMIN_URL")?
+            .trim_end_matches('/')
+            .to_owned();
+        let http = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Api { base, token, http })
+    }
+
+    /// `GET /healthz`, which needs no token.
+    pub fn healthz(&self) -> anyhow::Result<()> {
+        let resp = self.send(self.http.get(self.url("/healthz")))?;
+        if resp.status() != StatusCode::OK {
+            bail!("admin API at {} answered {}", self.base, resp.status());
+        }
+        Ok(())
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let req = self.authed(self.http.get(self.url(path)))?;
+        decode(self.send(req)?)
+    }
+
+    pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let req = self.authed(self.http.get(self.url(path)))?;
+        let resp = check(self.send(req)?)?;
+        Ok(resp.text()?)
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let req = self.authed(self.http.post(self.url(path)).json(body))?;
+        decode(self.send(req)?)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn authed(&self, req: RequestBuilder) -> anyhow::Result<RequestBuilder> {
+        let token = self
+            .token
+            .as_deref()
+            .context("no admin token: set --token or VEIL_ADMIN_TOKEN")?;
+        Ok(req.bearer_auth(token))
+    }
+
+    fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
+        req.send().map_err(|e| {
+            let why = if e.is_timeout() {
+                "timed out".to_owned()
+            } else if e.is_connect() {
+                "connection refused or unreachable".to_owned()
+            } else {
+                e.to_string()
+            };
+            anyhow!(
+                "cannot reach the infraveil admin API at {} ({why}); is the daemon running, and is --admin-url / VEIL_ADMIN_URL right?",
+                self.base
+            )
+        })
+    }
+}
+
+fn check(resp: Response) -> anyhow::Result<Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        bail!("the admin token was rejected; check --token / VEIL_ADMIN_TOKEN");
+    }
+    let text = resp.text().unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or(text);
+    bail!("{message} (HTTP {})", status.as_u16())
+}
+
+fn decode<T: DeserializeOwned>(resp: Response) -> anyhow::Result<T> {
+    let resp = check(resp)?;
+    resp.json()
+        .context("the admin API answered something veilctl does not understand (version mismatch?)")
+}

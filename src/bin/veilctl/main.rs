@@ -1,0 +1,152 @@
+//! `veilctl`: the admin CLI. `check` works offline on policy files; the
+//! other commands talk to the daemon's admin API ([`api`]).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod api;
+mod check;
+mod grants;
+mod table;
+
+#[derive(Parser)]
+#[command(name = "veilctl", version, about = "Infraveil admin CLI")]
+struct Cli {
+    #[arg(long, env = "VEIL_ADMIN_URL", global = true)]
+    admin_url: Option<String>,
+    #[arg(long, env = "VEIL_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that the daemon's admin API answers (and, with a token, that the
+    /// token is accepted).
+    Health,
+    /// Classify SQL offline and, with an identity, decide it as the proxy
+    /// would. Exits 1 when the decision is deny or hold.
+    Check {
+        /// The SQL text (several statements allowed).
+        sql: String,
+        /// Decide for this identity.
+        #[arg(long)]
+        identity: Option<String>,
+        /// The role the identity acts in; default: its standing role, or
+        /// every role it may be granted.
+        #[arg(long)]
+        role: Option<String>,
+        /// Policy directory.
+        #[arg(long, env = "VEIL_POLICIES", default_value = "policies")]
+        policies: PathBuf,
+    },
+    /// Just-in-time grants: expiring credentials for one identity and role.
+    Grants {
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantsCommand {
+    /// Issue a grant; prints its secret and DATABASE_URL once.
+    Issue {
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        role: String,
+        /// Lifetime, e.g. 90s, 15m, 1h; capped by the role's max_ttl.
+        /// May be left out only for a service's standing role.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Why (recorded and shown in `grants list`).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who is issuing (recorded); default: $USER.
+        #[arg(long = "as", env = "USER", default_value = "admin")]
+        by: String,
+    },
+    /// Active grants; with --all also expired and revoked ones.
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a grant; its live sessions end within a second.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who is revoking (recorded); default: $USER.
+        #[arg(long = "as", env = "USER", default_value = "admin")]
+        by: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Check {
+        sql,
+        identity,
+        role,
+        policies,
+    } = &cli.command
+    {
+        let code = check::run(
+            sql,
+            identity.as_deref(),
+            role.as_deref(),
+            policies,
+            cli.output == Output::Json,
+        )?;
+        std::process::exit(code);
+    }
+    let json_out = cli.output == Output::Json;
+    let api = api::Api::new(cli.admin_url, cli.token)?;
+    match cli.command {
+        Command::Health => {
+            api.healthz()?;
+            if !api.has_token() {
+                println!("ok");
+                return Ok(());
+            }
+            api.get_text("/metrics")?;
+            println!("ok (token accepted)");
+        }
+        Command::Grants { command } => match command {
+            GrantsCommand::Issue {
+                identity,
+                role,
+                ttl,
+                reason,
+                by,
+            } => grants::issue(
+                &api,
+                grants::IssueArgs {
+                    identity,
+                    role,
+                    ttl,
+                    reason,
+                    by,
+                },
+                json_out,
+            )?,
+            GrantsCommand::List { all } => grants::list(&api, all, json_out)?,
+            GrantsCommand::Revoke { id, reason, by } => {
+                grants::revoke(&api, &id, &by, reason, json_out)?
+            }
+        },
+        Command::Check { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}

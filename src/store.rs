@@ -1,0 +1,240 @@
+//! The state store: the one owner of sled. Everything the firewall must not
+//! forget (grants now; approvals and the audit log use their own trees) lives
+//! under `data_dir`, and the rest of the code talks to the typed functions
+//! here, never to trees and byte keys.
+//!
+//! A data directory belongs to one process: [`Store::open`] takes an
+//! exclusive lock on `data_dir/infraveil.lock` first, so a second daemon
+//! fails with a clear message instead of two writers corrupting the store.
+//! Writes are durable only after [`Store::flush`]; callers flush before they
+//! tell anyone a change succeeded.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::grants::Grant;
+
+const GRANTS: &str = "grants";
+const META: &str = "meta";
+
+/// Why the store could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "data directory {dir} is in use by another infraveil process{holder}; \
+         stop it first, or give this one its own data_dir"
+    )]
+    Locked { dir: PathBuf, holder: String },
+    #[error("cannot use data directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("state store holds an unreadable {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+/// The open store. Cheap to share behind an `Arc`; sled is internally
+/// concurrent.
+pub struct Store {
+    db: sled::Db,
+    grants: sled::Tree,
+    meta: sled::Tree,
+    dir: PathBuf,
+    // Held for the life of the store; the OS drops the lock with the file.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+impl Store {
+    /// Open (creating if needed) the store under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let io = |source| StoreError::Io {
+            path: data_dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        // Secrets and keys live here; nobody else needs to read it.
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        let lock = lock(data_dir)?;
+        let db = sled::Config::new()
+            .path(data_dir.join("state"))
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let grants = db.open_tree(GRANTS)?;
+        let meta = db.open_tree(META)?;
+        Ok(Store {
+            db,
+            grants,
+            meta,
+            dir: data_dir.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Make every write so far durable. Call before telling a user that a
+    /// change succeeded; concurrent callers share one fsync.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// [`Store::flush`] for code outside an async context.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A random 32-byte key, created on first use and kept for the life of
+    /// the data directory (e.g. the key that derives SCRAM salts).
+    pub fn key(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let key = format!("key/{name}");
+        let fresh: [u8; 32] = rand::random();
+        // Compare-and-swap so two callers racing on first use agree.
+        let _ =
+            self.meta
+                .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(&fresh[..]))?;
+        let stored = self
+            .meta
+            .get(key.as_bytes())?
+            .ok_or_else(|| corrupt(&key, "vanished after being written"))?;
+        let out: [u8; 32] = stored
+            .as_ref()
+            .try_into()
+            .map_err(|_| corrupt(&key, "is not 32 bytes"))?;
+        self.flush_blocking()?;
+        Ok(out)
+    }
+
+    /// Insert or replace a grant (not yet durable: see [`Store::flush`]).
+    pub fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(grant).map_err(|e| corrupt("grant", &e.to_string()))?;
+        self.grants.insert(grant.id.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Every grant ever issued, in id order.
+    pub fn grants(&self) -> Result<Vec<Grant>, StoreError> {
+        self.grants
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                serde_json::from_slice(&v).map_err(|e| {
+                    corrupt(
+                        &format!("grant {}", String::from_utf8_lossy(&k)),
+                        &e.to_string(),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+fn corrupt(what: &str, detail: &str) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_owned(),
+        detail: detail.to_owned(),
+    }
+}
+
+/// Take the data directory's lock, recording our pid for the error message
+/// a second process will print.
+fn lock(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join("infraveil.lock");
+    let io = |source| StoreError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let holder = if pid.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {pid})")
+            };
+            return Err(StoreError::Locked {
+                dir: dir.to_owned(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "infraveil-store-{name}-{}-{}",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 4]>())
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn second_open_of_one_dir_is_refused_and_names_the_holder() {
+        let dir = temp_dir("lock");
+        let first = Store::open(&dir).unwrap();
+        let e = Store::open(&dir).unwrap_err();
+        assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("in use by another infraveil process"), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(first);
+        // Released with the store.
+        Store::open(&dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn keys_are_created_once_and_survive_reopen() {
+        let dir = temp_dir("key");
+        let k = {
+            let s = Store::open(&dir).unwrap();
+            let k = s.key("salt").unwrap();
+            assert_eq!(k, s.key("salt").unwrap());
+            assert_ne!(k, s.key("other").unwrap());
+            k
+        };
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(k, s.key("salt").unwrap());
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
