@@ -2,6 +2,7 @@
 //! extended `Parse`, `FunctionCall`) passes through one [`Inspector`] call that
 //! returns a [`Decision`] before anything is forwarded upstream.
 
+use crate::classify::Class;
 use crate::policy::{PolicyError, PolicySet, Prepared};
 use crate::protocol::{PgError, sqlstate};
 
@@ -34,6 +35,23 @@ pub enum Decision {
     Hold(PgError),
 }
 
+/// A decision and the class of the statement it is about (`None` when the
+/// inspector does not classify), for metrics and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub decision: Decision,
+    pub class: Option<Class>,
+}
+
+impl From<Decision> for Inspection {
+    fn from(decision: Decision) -> Inspection {
+        Inspection {
+            decision,
+            class: None,
+        }
+    }
+}
+
 impl Decision {
     /// A policy denial naming the rule that denied it.
     pub fn deny(rule: &str, reason: impl Into<String>) -> Decision {
@@ -63,7 +81,7 @@ pub trait Inspector: Send + Sync + 'static {
         memory: &mut SessionMemory,
         sql: &str,
         origin: Origin<'_>,
-    ) -> Decision;
+    ) -> Inspection;
 
     /// New policies were loaded (at start and on SIGHUP). An error keeps
     /// the previous ones.
@@ -77,8 +95,14 @@ pub trait Inspector: Send + Sync + 'static {
 pub struct AllowAll;
 
 impl Inspector for AllowAll {
-    fn inspect(&self, _: &SessionInfo, _: &mut SessionMemory, _: &str, _: Origin<'_>) -> Decision {
-        Decision::Allow
+    fn inspect(
+        &self,
+        _: &SessionInfo,
+        _: &mut SessionMemory,
+        _: &str,
+        _: Origin<'_>,
+    ) -> Inspection {
+        Decision::Allow.into()
     }
 }
 
@@ -93,14 +117,15 @@ impl Inspector for DenyContaining {
         _: &mut SessionMemory,
         sql: &str,
         _: Origin<'_>,
-    ) -> Decision {
+    ) -> Inspection {
         if sql.contains(&self.0) {
             Decision::deny(
                 "test.deny_containing",
                 format!("statement contains {:?}", self.0),
             )
+            .into()
         } else {
-            Decision::Allow
+            Decision::Allow.into()
         }
     }
 }

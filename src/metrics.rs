@@ -4,21 +4,50 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::classify::Class;
+
+const CLASSES: [Class; 6] = [
+    Class::Read,
+    Class::Write,
+    Class::Ddl,
+    Class::Destructive,
+    Class::Privileged,
+    Class::Unknown,
+];
+const DECISIONS: [&str; 3] = ["allow", "deny", "hold"];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections_total: AtomicU64,
     pub connections_active: AtomicU64,
     pub auth_failures_total: AtomicU64,
-    pub statements_allowed: AtomicU64,
-    pub statements_denied: AtomicU64,
-    pub statements_held: AtomicU64,
+    /// By class (the last row: refused before classification) and decision.
+    statements: [[AtomicU64; 3]; 7],
     pub protocol_errors_total: AtomicU64,
     pub upstream_errors_total: AtomicU64,
 }
 
 impl Metrics {
+    pub const ALLOW: usize = 0;
+    pub const DENY: usize = 1;
+    pub const HOLD: usize = 2;
+
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count one statement decision ([`Metrics::ALLOW`], `DENY`, `HOLD`).
+    pub fn statement(&self, class: Option<Class>, decision: usize) {
+        let row = class.map_or(CLASSES.len(), |c| c as usize);
+        Self::inc(&self.statements[row][decision.min(2)]);
+    }
+
+    /// Statements with this decision, over all classes.
+    pub fn statements_with(&self, decision: usize) -> u64 {
+        self.statements
+            .iter()
+            .map(|row| row[decision.min(2)].load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Render in the Prometheus text exposition format.
@@ -49,15 +78,28 @@ impl Metrics {
             "Failed client authentications.",
             &[("", g(&self.auth_failures_total))],
         );
+        let labels: Vec<(String, u64)> = CLASSES
+            .iter()
+            .map(|c| c.as_str())
+            .chain(["none"])
+            .enumerate()
+            .flat_map(|(row, class)| {
+                DECISIONS.iter().enumerate().map(move |(col, decision)| {
+                    (
+                        format!("{{class=\"{class}\",decision=\"{decision}\"}}"),
+                        row,
+                        col,
+                    )
+                })
+            })
+            .map(|(l, row, col)| (l, g(&self.statements[row][col])))
+            .collect();
+        let series: Vec<(&str, u64)> = labels.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         put(
             "infraveil_statements_total",
             "counter",
-            "Statements inspected, by decision.",
-            &[
-                ("{decision=\"allow\"}", g(&self.statements_allowed)),
-                ("{decision=\"deny\"}", g(&self.statements_denied)),
-                ("{decision=\"hold\"}", g(&self.statements_held)),
-            ],
+            "Statements inspected, by class (none: refused before classification) and decision.",
+            &series,
         );
         put(
             "infraveil_protocol_errors_total",

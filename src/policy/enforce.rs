@@ -7,7 +7,7 @@ use tracing::debug;
 
 use super::engine::{Action, Engine, Verdict};
 use super::{PolicyError, PolicySet};
-use crate::inspect::{Decision, Inspector, Origin, SessionInfo, SessionMemory};
+use crate::inspect::{Decision, Inspection, Inspector, Origin, SessionInfo, SessionMemory};
 use crate::protocol::{PgError, sqlstate};
 
 /// Enforces the loaded policies. Until the first [`Inspector::reload`] it
@@ -46,7 +46,7 @@ impl Inspector for PolicyInspector {
         memory: &mut SessionMemory,
         sql: &str,
         origin: Origin<'_>,
-    ) -> Decision {
+    ) -> Inspection {
         let engine = self.engine();
         let analysis = engine.analyze(sql);
         let j = engine.judge(
@@ -57,7 +57,7 @@ impl Inspector for PolicyInspector {
         );
         let v = &j.overall;
         debug!(class = %v.class, decision = v.action.as_str(), rule = %v.rule, "judged");
-        match v.action {
+        let decision = match v.action {
             Action::Allow => {
                 memory.prepared.merge(&j.prepared);
                 if let Origin::Parse { statement } = origin
@@ -72,6 +72,10 @@ impl Inspector for PolicyInspector {
             }
             Action::Deny => Decision::Deny(denied(v)),
             Action::Hold => Decision::Hold(held(v)),
+        };
+        Inspection {
+            decision,
+            class: Some(v.class),
         }
     }
 

@@ -33,7 +33,7 @@ use super::Shared;
 use super::registry::Control;
 use super::stream::Stream;
 use super::upstream::{MAX_BACKEND_MESSAGE, Upstream};
-use crate::inspect::{Decision, Origin, SessionInfo, SessionMemory};
+use crate::inspect::{Decision, Inspection, Origin, SessionInfo, SessionMemory};
 use crate::metrics::Metrics;
 use crate::protocol::frame::FrameError;
 use crate::protocol::{self, ErrorFields, Frame, FrameReader, PgError, sqlstate};
@@ -321,7 +321,7 @@ fn handle_client_frame(
         b'F' => {
             // The function is named by OID and its arguments are opaque:
             // nothing to inspect, so it never runs.
-            Metrics::inc(&shared.metrics.statements_denied);
+            shared.metrics.statement(None, Metrics::DENY);
             let e = PgError::error(
                 sqlstate::FEATURE_NOT_SUPPORTED,
                 "the FunctionCall protocol message is not supported through infraveil",
@@ -356,8 +356,8 @@ fn handle_client_frame(
     );
     let decision = match statement_text(sql) {
         Ok(sql) if name_ok => decide(shared, info, memory, sql, &carrier),
-        Ok(_) => Decision::Deny(invalid_utf8()),
-        Err(e) => Decision::Deny(e),
+        Ok(_) => counted(shared, Decision::Deny(invalid_utf8())),
+        Err(e) => counted(shared, Decision::Deny(e)),
     };
     match decision {
         Decision::Allow => out.extend_from_slice(&frame.bytes),
@@ -382,18 +382,25 @@ fn decide(
     };
     let span = info_span!("statement", origin = ?origin);
     let _g = span.enter();
-    let d = shared.inspector.inspect(info, memory, sql, origin);
-    match &d {
-        Decision::Allow => Metrics::inc(&shared.metrics.statements_allowed),
+    let Inspection { decision, class } = shared.inspector.inspect(info, memory, sql, origin);
+    let outcome = match &decision {
+        Decision::Allow => Metrics::ALLOW,
         Decision::Deny(e) => {
-            Metrics::inc(&shared.metrics.statements_denied);
             info!(reason = %e.message, "statement denied");
+            Metrics::DENY
         }
         Decision::Hold(e) => {
-            Metrics::inc(&shared.metrics.statements_held);
             info!(reason = %e.message, "statement needs approval");
+            Metrics::HOLD
         }
-    }
+    };
+    shared.metrics.statement(class, outcome);
+    decision
+}
+
+/// Count a refusal made before the inspector saw the statement.
+fn counted(shared: &Shared, d: Decision) -> Decision {
+    shared.metrics.statement(None, Metrics::DENY);
     d
 }
 

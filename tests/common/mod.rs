@@ -53,7 +53,7 @@ pub fn fresh_db(name: &str) -> String {
     db
 }
 
-fn scratch_dir() -> PathBuf {
+pub fn scratch_dir() -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let d = std::env::temp_dir().join(format!(
         "infraveil-test-{}-{}",
@@ -73,6 +73,12 @@ pub struct ProxyOptions {
     pub upstream_tls: Option<(infraveil::config::UpstreamTlsMode, Option<PathBuf>)>,
     /// Defaults to the repository's `policies/`.
     pub policies_dir: Option<PathBuf>,
+    /// Run the admin API (token [`ADMIN_TOKEN`]).
+    pub admin: bool,
+    /// Keep state here (it outlives the proxy) instead of a scratch dir.
+    pub data_dir: Option<PathBuf>,
+    /// Give every test identity a standing [`PASSWORD`] (off: grants only).
+    pub dev_credentials: bool,
 }
 
 impl ProxyOptions {
@@ -81,6 +87,16 @@ impl ProxyOptions {
         ProxyOptions {
             inspector: Arc::new(infraveil::policy::PolicyInspector::empty()),
             ..ProxyOptions::default()
+        }
+    }
+
+    /// Enforcing, with the admin API and no dev credentials: identities get
+    /// in only with grants.
+    pub fn with_grants() -> ProxyOptions {
+        ProxyOptions {
+            admin: true,
+            dev_credentials: false,
+            ..ProxyOptions::enforcing()
         }
     }
 
@@ -104,9 +120,14 @@ impl Default for ProxyOptions {
             upstream_port: None,
             upstream_tls: None,
             policies_dir: None,
+            admin: false,
+            data_dir: None,
+            dev_credentials: true,
         }
     }
 }
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A firewall in front of the test cluster. Identities: `alice` (human,
 /// role deployer → app_owner), `rita` (role readonly → app_read; not in the
@@ -119,6 +140,10 @@ pub struct Proxy {
     pub port: u16,
     pub dir: PathBuf,
     pub cert_path: Option<PathBuf>,
+    /// `http://...` of the admin API, when started with `admin`.
+    pub admin_url: Option<String>,
+    /// The config it was started with.
+    pub config: Config,
 }
 
 impl Proxy {
@@ -132,6 +157,7 @@ impl Proxy {
             passwords.insert(role.clone(), SecretSource::file(f));
         }
         std::fs::write(dir.join("dev-secret"), PASSWORD).unwrap();
+        std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).unwrap();
         let mut cert_path = None;
         let tls = if opts.tls {
             let (cert, key) = infraveil::proxy::tls::self_signed(&["localhost"]).unwrap();
@@ -162,32 +188,95 @@ impl Proxy {
                 connect_timeout: Duration::from_secs(3),
                 passwords,
             },
-            admin: Default::default(),
+            admin: if opts.admin {
+                infraveil::config::AdminConfig {
+                    listen: Some("127.0.0.1:0".parse().unwrap()),
+                    token: Some(SecretSource::file(dir.join("admin-token"))),
+                }
+            } else {
+                Default::default()
+            },
             policies_dir: opts
                 .policies_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")),
-            data_dir: dir.join("data"),
+            data_dir: opts.data_dir.clone().unwrap_or_else(|| dir.join("data")),
             limits: opts.limits,
             grants: Default::default(),
-            dev_credentials: vec![
-                dev("alice", "deployer"),
-                dev("rita", "readonly"),
-                dev("oncall", "readonly"),
-                dev("ops-agent", "agent"),
-                dev("deploy-bot", "deployer"),
-                dev("billing-svc", "billing"),
-            ],
+            dev_credentials: if opts.dev_credentials {
+                vec![
+                    dev("alice", "deployer"),
+                    dev("rita", "readonly"),
+                    dev("oncall", "readonly"),
+                    dev("ops-agent", "agent"),
+                    dev("deploy-bot", "deployer"),
+                    dev("billing-svc", "billing"),
+                ]
+            } else {
+                vec![]
+            },
         };
         let running = infraveil::daemon::start(&config, opts.inspector)
             .await
             .expect("start infraveil");
         Proxy {
+            config,
             port: running.pg_addr.port(),
+            admin_url: running.admin_addr.map(|a| format!("http://{a}")),
             running: Some(running),
             dir,
             cert_path,
         }
+    }
+
+    /// Run `veilctl` against this proxy's admin API; returns (success,
+    /// stdout, stderr).
+    pub async fn veilctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_veilctl"))
+            .args(args)
+            .env(
+                "VEIL_ADMIN_URL",
+                self.admin_url.as_deref().expect("admin API"),
+            )
+            .env("VEIL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("USER", "tester")
+            .output()
+            .await
+            .expect("run veilctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `veilctl --output json ARGS`, which must succeed.
+    pub async fn veilctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = self.veilctl(&all).await;
+        assert!(ok, "veilctl {args:?} failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("veilctl {args:?}: {e}: {out}"))
+    }
+
+    /// Issue a grant with veilctl; returns (id, password).
+    pub async fn grant(&self, identity: &str, role: &str, ttl: &str) -> (String, String) {
+        let v = self
+            .veilctl_json(&[
+                "grants",
+                "issue",
+                "--identity",
+                identity,
+                "--role",
+                role,
+                "--ttl",
+                ttl,
+            ])
+            .await;
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["password"].as_str().unwrap().to_owned(),
+        )
     }
 
     pub fn running(&self) -> &Running {
@@ -198,7 +287,7 @@ impl Proxy {
         self.conn_str_with(user, db, PASSWORD)
     }
 
-    fn conn_str_with(&self, user: &str, db: &str, password: &str) -> String {
+    pub fn conn_str_with(&self, user: &str, db: &str, password: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user={user} password={password} dbname={db} sslmode=disable",
             self.port
@@ -214,6 +303,18 @@ impl Proxy {
         self.try_connect(user, db, PASSWORD)
             .await
             .expect("connect through infraveil")
+    }
+
+    /// A tokio-postgres client logging in with `password` (e.g. a grant's).
+    pub async fn connect_with(
+        &self,
+        user: &str,
+        db: &str,
+        password: &str,
+    ) -> tokio_postgres::Client {
+        self.try_connect(user, db, password)
+            .await
+            .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
     }
 
     pub async fn try_connect(
