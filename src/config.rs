@@ -48,6 +48,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub grants: GrantsConfig,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
     /// Development credential source, used until grants are issued: each
     /// entry lets one identity log in with a secret read from env or file.
     #[serde(default)]
@@ -119,6 +121,56 @@ pub struct GrantsConfig {
     /// `listen` address (with `sslmode=require` when TLS is configured).
     #[serde(default)]
     pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// How approvers reach the admin listener, for the links in approval
+    /// messages, e.g. `https://veil.example.com`. Defaults to
+    /// `http://<admin.listen>`.
+    pub public_url: Option<String>,
+    /// How long a request stays decidable; a `wait` session blocks at most
+    /// this long, a `defer` approval must be used within it.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Slack-compatible incoming webhook; without it requests are logged
+    /// (and decided with `veilctl approvals`).
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            public_url: None,
+            timeout: Duration::from_secs(600),
+            webhook: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The webhook URL (a secret: whoever has it can post to the channel).
+    pub url: SecretSource,
+    /// Signs each POST (`X-Infraveil-Signature`) so receivers can check it.
+    #[serde(default)]
+    pub signing_secret: Option<SecretSource>,
+    /// Per attempt.
+    #[serde(default = "default_webhook_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Further attempts after the first, with doubling backoff.
+    #[serde(default = "default_webhook_retries")]
+    pub retries: u32,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_webhook_retries() -> u32 {
+    3
 }
 
 /// Where a secret is read from: exactly one of `env` or `file`.
@@ -241,11 +293,17 @@ impl Config {
         if let Some(ca) = &mut self.upstream.ca_file {
             fix(ca);
         }
+        let webhook = self
+            .approvals
+            .webhook
+            .iter_mut()
+            .flat_map(|w| std::iter::once(&mut w.url).chain(w.signing_secret.iter_mut()));
         let secrets = self
             .upstream
             .passwords
             .values_mut()
             .chain(self.admin.token.iter_mut())
+            .chain(webhook)
             .chain(self.dev_credentials.iter_mut().map(|d| &mut d.secret));
         for s in secrets {
             if let Some(f) = &mut s.file {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::approvals::{Approvals, Notifier};
 use crate::config::Config;
 use crate::grants::Grants;
 use crate::inspect::Inspector;
@@ -27,18 +28,36 @@ pub struct Running {
     controller: Arc<ShutdownController>,
     server: JoinHandle<()>,
     admin: Option<JoinHandle<()>>,
-    sweeper: JoinHandle<()>,
+    /// The grant sweeper and approval expirer.
+    background: Vec<JoinHandle<()>>,
     policies_dir: std::path::PathBuf,
+}
+
+/// Optional wiring beyond the config file.
+#[derive(Default, Clone)]
+pub struct Extras {
+    /// Without a webhook, hand approval messages to this (the demo prints
+    /// them); otherwise they are logged.
+    pub approval_sink: Option<crate::approvals::notify::Sink>,
 }
 
 /// Start the firewall: open the state store (refusing a data directory
 /// another process holds), load grants and policies, and listen.
 pub async fn start(config: &Config, inspector: Arc<dyn Inspector>) -> Result<Running, ServerError> {
+    start_with(config, inspector, Extras::default()).await
+}
+
+/// [`start`] with [`Extras`].
+pub async fn start_with(
+    config: &Config,
+    inspector: Arc<dyn Inspector>,
+    extras: Extras,
+) -> Result<Running, ServerError> {
     // Opening is a few file operations and sled's recovery; brief enough to
     // run here, once, before anything listens.
     let store = Arc::new(Store::open(&config.data_dir)?);
     let mut database_url = config.database_url()?;
-    let grants = Grants::open(store)?;
+    let grants = Grants::open(store.clone())?;
     let dev = dev_credentials(&config.dev_credentials, grants.salts())?;
     if !dev.is_empty() {
         warn!(
@@ -56,7 +75,33 @@ pub async fn start(config: &Config, inspector: Arc<dyn Inspector>) -> Result<Run
         "policies loaded"
     );
     inspector.reload(policies.clone())?;
-    let server = Server::bind(config, policies, grants.clone(), inspector).await?;
+    // Approvals are decided over the admin API; without it, held
+    // statements are refused.
+    let approvals = match config.admin.listen {
+        Some(_) => {
+            let notifier = match (&config.approvals.webhook, extras.approval_sink) {
+                (Some(w), _) => {
+                    Notifier::Webhook(Arc::new(crate::approvals::notify::Webhook::from_config(w)?))
+                }
+                (None, Some(sink)) => Notifier::Sink(sink),
+                (None, None) => Notifier::Log,
+            };
+            Some(Arc::new(Approvals::open(
+                store.clone(),
+                &config.approvals,
+                notifier,
+            )?))
+        }
+        None => None,
+    };
+    let server = Server::bind(
+        config,
+        policies,
+        grants.clone(),
+        inspector,
+        approvals.clone(),
+    )
+    .await?;
     let pg_addr = server.local_addr();
     if database_url.port() == Some(0) {
         // Listening on port 0 picked a free port: that is the one to use.
@@ -69,12 +114,25 @@ pub async fn start(config: &Config, inspector: Arc<dyn Inspector>) -> Result<Run
 
     let mut admin = None;
     let mut admin_addr = None;
+    let mut background = Vec::new();
     if let (Some(addr), Some(token)) = (config.admin.listen, &config.admin.token) {
         let token = token.read("admin.token")?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         admin_addr = listener.local_addr().ok();
+        if let (Some(a), Some(bound)) = (&approvals, admin_addr) {
+            let url = config
+                .approvals
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{bound}"));
+            a.set_public_url(&url);
+            background.push(tokio::spawn(crate::approvals::expirer(
+                a.clone(),
+                controller.subscribe(),
+            )));
+        }
         let app = crate::admin::router(crate::admin::AdminState::new(
             shared.clone(),
             grants.clone(),
@@ -89,11 +147,11 @@ pub async fn start(config: &Config, inspector: Arc<dyn Inspector>) -> Result<Run
         }));
     }
 
-    let sweeper = tokio::spawn(crate::grants::sweeper(
+    background.push(tokio::spawn(crate::grants::sweeper(
         grants.clone(),
         shared.clone(),
         controller.subscribe(),
-    ));
+    )));
     let c = controller.clone();
     let server = tokio::spawn(server.run(shutdown, c));
     Ok(Running {
@@ -104,7 +162,7 @@ pub async fn start(config: &Config, inspector: Arc<dyn Inspector>) -> Result<Run
         controller,
         server,
         admin,
-        sweeper,
+        background,
         policies_dir: config.policies_dir.clone(),
     })
 }
@@ -132,10 +190,12 @@ impl Running {
         if let Some(a) = self.admin {
             let _ = a.await;
         }
-        // Sessions are gone; stop the sweeper so the store (and the data
-        // directory's lock) is released when `self` drops.
-        self.sweeper.abort();
-        let _ = self.sweeper.await;
+        // Sessions are gone; stop the background tasks so the store (and
+        // the data directory's lock) is released when `self` drops.
+        for task in self.background {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     /// Run until SIGTERM or SIGINT (reloading policies on SIGHUP), then shut

@@ -141,6 +141,7 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
         policies_dir: policies,
         data_dir: data_dir.clone(),
         limits: Limits::default(),
+        approvals: Default::default(),
         grants: GrantsConfig {
             // Port 0 becomes the port actually bound.
             database_url: Some(format!(

@@ -3,7 +3,7 @@
 //! returns a [`Decision`] before anything is forwarded upstream.
 
 use crate::classify::Class;
-use crate::policy::{PolicyError, PolicySet, Prepared};
+use crate::policy::{ApprovalMode, PolicyError, PolicySet, Prepared};
 use crate::protocol::{PgError, sqlstate};
 
 /// Who is asking, for the inspector and for logs.
@@ -15,6 +15,8 @@ pub struct SessionInfo {
     pub credential_id: String,
     pub client_addr: std::net::SocketAddr,
     pub tls: bool,
+    /// The database the client connected to (previews run there).
+    pub database: String,
 }
 
 /// Which protocol message carried the statement.
@@ -30,9 +32,24 @@ pub enum Decision {
     Allow,
     /// Refused; the client gets this error (SQLSTATE 42501 for policy denials).
     Deny(PgError),
-    /// Needs a human's approval; until approvals exist it is refused with
-    /// this error.
-    Hold(PgError),
+    /// Needs a human's approval.
+    Hold(Box<Held>),
+}
+
+/// What a held statement needs for its approval request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub class: Class,
+    /// The rule that held it, e.g. `roles.deployer.approve`.
+    pub rule: String,
+    pub reason: String,
+    /// Tables the statement touches, `schema.name`.
+    pub tables: Vec<String>,
+    /// Who may approve (never the requester).
+    pub approvers: Vec<String>,
+    pub mode: ApprovalMode,
+    /// What the client gets when no approval can be asked for.
+    pub error: PgError,
 }
 
 /// A decision and the class of the statement it is about (`None` when the

@@ -20,6 +20,9 @@
 //! - [`grants`] — just-in-time grants: issue (policy-checked, TTL-capped,
 //!   secret shown once), revoke, expiry; the credential source logins use,
 //!   and the sweeper that ends sessions whose grant is no longer valid.
+//! - [`approvals`] — the human gate: approval requests with a blast-radius
+//!   preview, the webhook / terminal notifier, signed single-use links, and
+//!   the decisions that let a held statement run once.
 //! - [`store`] — the one owner of sled: typed reads and writes of state under
 //!   `data_dir`, and the lock that keeps a second daemon out.
 //! - [`config`] — `infraveil.toml` and where secrets come from.
@@ -30,6 +33,7 @@
 //! - [`metrics`] — counters rendered for Prometheus.
 
 pub mod admin;
+pub mod approvals;
 pub mod classify;
 pub mod config;
 pub mod daemon;

@@ -14,9 +14,11 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::approvals::ApprovalRequest;
 use crate::grants::Grant;
 
 const GRANTS: &str = "grants";
+const APPROVALS: &str = "approvals";
 const META: &str = "meta";
 
 /// Why the store could not be opened, read or written.
@@ -43,6 +45,7 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     grants: sled::Tree,
+    approvals: sled::Tree,
     meta: sled::Tree,
     dir: PathBuf,
     // Held for the life of the store; the OS drops the lock with the file.
@@ -71,10 +74,12 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let grants = db.open_tree(GRANTS)?;
+        let approvals = db.open_tree(APPROVALS)?;
         let meta = db.open_tree(META)?;
         Ok(Store {
             db,
             grants,
+            approvals,
             meta,
             dir: data_dir.to_owned(),
             _lock: lock,
@@ -121,26 +126,53 @@ impl Store {
 
     /// Insert or replace a grant (not yet durable: see [`Store::flush`]).
     pub fn put_grant(&self, grant: &Grant) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(grant).map_err(|e| corrupt("grant", &e.to_string()))?;
-        self.grants.insert(grant.id.as_bytes(), bytes)?;
-        Ok(())
+        put(&self.grants, &grant.id, grant, "grant")
     }
 
     /// Every grant ever issued, in id order.
     pub fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        self.grants
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                serde_json::from_slice(&v).map_err(|e| {
-                    corrupt(
-                        &format!("grant {}", String::from_utf8_lossy(&k)),
-                        &e.to_string(),
-                    )
-                })
-            })
-            .collect()
+        all(&self.grants, "grant")
     }
+
+    /// Insert or replace an approval request (not yet durable).
+    pub fn put_approval(&self, req: &ApprovalRequest) -> Result<(), StoreError> {
+        put(&self.approvals, &req.id, req, "approval")
+    }
+
+    /// Every approval request, in id order.
+    pub fn approvals(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
+        all(&self.approvals, "approval")
+    }
+}
+
+/// Records are JSON: readable with any sled tool after an incident, and
+/// tolerant of fields added later.
+fn put<T: serde::Serialize>(
+    tree: &sled::Tree,
+    key: &str,
+    value: &T,
+    what: &str,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| corrupt(what, &e.to_string()))?;
+    tree.insert(key.as_bytes(), bytes)?;
+    Ok(())
+}
+
+fn all<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    tree.iter()
+        .map(|item| {
+            let (k, v) = item?;
+            serde_json::from_slice(&v).map_err(|e| {
+                corrupt(
+                    &format!("{what} {}", String::from_utf8_lossy(&k)),
+                    &e.to_string(),
+                )
+            })
+        })
+        .collect()
 }
 
 fn corrupt(what: &str, detail: &str) -> StoreError {

@@ -197,7 +197,7 @@ fn has_content(tokens: &[TokenWithSpan]) -> bool {
 }
 
 /// The first few words of a statement, uppercased, for [`unparsed`].
-fn leading_words(tokens: &[TokenWithSpan], n: usize) -> Vec<String> {
+pub(crate) fn leading_words(tokens: &[TokenWithSpan], n: usize) -> Vec<String> {
     tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))

@@ -135,6 +135,25 @@ pub fn classify(sql: &str) -> Analysis {
     classify_at(sql, 0)
 }
 
+/// The first keyword of each statement in `sql` (uppercased), as
+/// PostgreSQL's lexer would split them; `None` if it does not tokenize.
+/// Used where the firewall itself must know how many statements a string
+/// holds (an approval preview `EXPLAIN`s only a single statement).
+pub fn leading_keywords(sql: &str) -> Option<Vec<String>> {
+    let tokens = lexer::tokenize(sql).ok()?;
+    Some(
+        lexer::split(tokens)
+            .iter()
+            .map(|chunk| {
+                lexer::leading_words(chunk, 1)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+            })
+            .collect(),
+    )
+}
+
 fn unknown(reason: String) -> StatementClass {
     StatementClass {
         class: Class::Unknown,

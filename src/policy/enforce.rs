@@ -7,7 +7,7 @@ use tracing::debug;
 
 use super::engine::{Action, Engine, Verdict};
 use super::{PolicyError, PolicySet};
-use crate::inspect::{Decision, Inspection, Inspector, Origin, SessionInfo, SessionMemory};
+use crate::inspect::{Decision, Held, Inspection, Inspector, Origin, SessionInfo, SessionMemory};
 use crate::protocol::{PgError, sqlstate};
 
 /// Enforces the loaded policies. Until the first [`Inspector::reload`] it
@@ -71,7 +71,31 @@ impl Inspector for PolicyInspector {
                 Decision::Allow
             }
             Action::Deny => Decision::Deny(denied(v)),
-            Action::Hold => Decision::Hold(held(v)),
+            Action::Hold => {
+                let set = engine.policies();
+                let kind = set.identity(&session.identity).map(|i| i.kind);
+                let mode = set
+                    .role(&session.role)
+                    .and_then(|r| r.mode)
+                    .or(kind.map(super::default_mode))
+                    .unwrap_or(super::ApprovalMode::Defer);
+                let mut tables: Vec<String> = analysis
+                    .statements
+                    .iter()
+                    .flat_map(|s| s.tables.iter().map(|t| t.to_string()))
+                    .collect();
+                tables.sort();
+                tables.dedup();
+                Decision::Hold(Box::new(Held {
+                    class: v.class,
+                    rule: v.rule.clone(),
+                    reason: v.reason.clone(),
+                    tables,
+                    approvers: v.approvers.clone(),
+                    mode,
+                    error: held(v),
+                }))
+            }
         };
         Inspection {
             decision,
@@ -100,7 +124,8 @@ pub fn denied(v: &Verdict) -> PgError {
     .with_detail(v.reason.clone())
 }
 
-/// The client's error for a held statement.
+/// The client's error for a held statement when no approval can be asked
+/// for (the admin API, where approvals are decided, is not configured).
 pub fn held(v: &Verdict) -> PgError {
     PgError::error(
         sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -111,7 +136,7 @@ pub fn held(v: &Verdict) -> PgError {
     )
     .with_detail(v.reason.clone())
     .with_hint(format!(
-        "approvers: {}; approval requests are not available in this version, so the statement did not run",
+        "approvers: {}; approvals are decided over the admin API, which is not configured, so the statement did not run",
         v.approvers.join(", ")
     ))
 }

@@ -50,6 +50,16 @@ pub enum ApprovalMode {
     Defer,
 }
 
+/// The approval mode when the role does not set one: people at a terminal
+/// wait for their colleague; agents, CI and services get an answer at once
+/// and re-send after approval.
+pub fn default_mode(kind: Kind) -> ApprovalMode {
+    match kind {
+        Kind::Human => ApprovalMode::Wait,
+        Kind::Ci | Kind::Service | Kind::Agent => ApprovalMode::Defer,
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Role {

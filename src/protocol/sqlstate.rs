@@ -16,3 +16,4 @@ pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const INTERNAL_ERROR: &str = "XX000";
 pub const INVALID_CATALOG_NAME: &str = "3D000";
+pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";

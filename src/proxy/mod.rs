@@ -1,11 +1,12 @@
 //! The PostgreSQL-facing side of the firewall: the listener
 //! ([`server`]), one session state machine per client ([`session`]), the
 //! message relay between client and PostgreSQL ([`relay`]), authentication
-//! ([`auth`]), the upstream login ([`upstream`]), TLS ([`tls`]) and the
-//! registry that maps cancel keys and lets grants end live sessions
-//! ([`registry`]).
+//! ([`auth`]), the upstream login ([`upstream`]), TLS ([`tls`]), held
+//! statements waiting for approval ([`hold`]) and the registry that maps
+//! cancel keys and lets grants end live sessions ([`registry`]).
 
 pub mod auth;
+pub mod hold;
 pub mod registry;
 pub mod relay;
 pub mod server;
@@ -32,6 +33,9 @@ pub struct Shared {
     pub upstream: upstream::UpstreamConnector,
     pub registry: registry::Registry,
     pub metrics: crate::metrics::Metrics,
+    /// Approval requests; `None` without an admin API, where they would be
+    /// decided (held statements are then refused).
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
 }
 
 impl Shared {

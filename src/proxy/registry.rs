@@ -3,11 +3,11 @@
 //! revocation or shutdown can reach the right connection.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use subtle::ConstantTimeEq;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::protocol::PgError;
 
@@ -25,6 +25,8 @@ struct Entry {
     upstream_key: i32,
     credential_id: String,
     control: mpsc::Sender<Control>,
+    /// Woken by a cancel request, for a session waiting on an approval.
+    cancel: Arc<Notify>,
     /// Already told to end; not told again.
     ending: bool,
 }
@@ -41,6 +43,8 @@ pub struct Registration<'a> {
     registry: &'a Registry,
     pub pid: i32,
     pub key: i32,
+    /// Notified when the client sends a valid cancel request.
+    pub cancel: Arc<Notify>,
 }
 
 impl Drop for Registration<'_> {
@@ -75,6 +79,7 @@ impl Registry {
                 break (pid, rand::random::<i32>());
             }
         };
+        let cancel = Arc::new(Notify::new());
         map.insert(
             pid,
             Entry {
@@ -83,6 +88,7 @@ impl Registry {
                 upstream_key,
                 credential_id: credential_id.to_owned(),
                 control,
+                cancel: cancel.clone(),
                 ending: false,
             },
         );
@@ -90,15 +96,20 @@ impl Registry {
             registry: self,
             pid,
             key,
+            cancel,
         }
     }
 
     /// The upstream (pid, key) for a client's cancel request, if its key is
-    /// right. The key is compared in constant time.
+    /// right (which also wakes a session waiting for approval). The key is
+    /// compared in constant time.
     pub fn cancel_target(&self, pid: i32, key: i32) -> Option<(i32, i32)> {
         let map = self.lock();
         let e = map.get(&pid)?;
         if bool::from(e.key.to_be_bytes().ct_eq(&key.to_be_bytes())) {
+            // Only a session waiting right now is woken; no permit is kept
+            // for a later wait.
+            e.cancel.notify_waiters();
             Some((e.upstream_pid, e.upstream_key))
         } else {
             None

@@ -23,17 +23,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pgwire::messages::extendedquery::Parse;
+use pgwire::messages::extendedquery::{Bind, Parse};
 use pgwire::messages::simplequery::Query;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, info_span, warn};
 
 use super::Shared;
+use super::hold::{self, Outcome};
 use super::registry::Control;
 use super::stream::Stream;
 use super::upstream::{MAX_BACKEND_MESSAGE, Upstream};
-use crate::inspect::{Decision, Inspection, Origin, SessionInfo, SessionMemory};
+use crate::inspect::{Decision, Held, Inspection, Origin, SessionInfo, SessionMemory};
 use crate::metrics::Metrics;
 use crate::protocol::frame::FrameError;
 use crate::protocol::{self, ErrorFields, Frame, FrameReader, PgError, sqlstate};
@@ -74,7 +75,13 @@ struct Pending {
 /// same shape.
 enum Carrier<'a> {
     Query,
-    Parse { name: Cow<'a, str> },
+    Parse {
+        name: Cow<'a, str>,
+    },
+    /// A refused `Bind` (of an approved statement, a second time).
+    Bind {
+        portal: Cow<'a, str>,
+    },
 }
 
 impl Denials {
@@ -118,6 +125,12 @@ impl Denials {
                 let name = (!name.is_empty()).then(|| name.into_owned());
                 protocol::put(out, &Parse::new(name, text, vec![]))
             }
+            // A Bind of a statement that does not exist fails with the
+            // marker in the message, like the replacements above.
+            Carrier::Bind { portal } => {
+                let portal = (!portal.is_empty()).then(|| portal.into_owned());
+                protocol::put(out, &Bind::new(portal, Some(text), vec![], vec![], vec![]))
+            }
         };
         put.map_err(RelayEnd::Fatal)
     }
@@ -130,7 +143,8 @@ impl Denials {
             return None;
         }
         let fields = ErrorFields::decode(&frame.bytes)?;
-        if fields.code()? != sqlstate::SYNTAX_ERROR {
+        let code = fields.code()?;
+        if code != sqlstate::SYNTAX_ERROR && code != sqlstate::INVALID_SQL_STATEMENT_NAME {
             return None;
         }
         let msg = fields.message()?;
@@ -160,7 +174,7 @@ pub async fn run(
     shared: &Arc<Shared>,
     mut control: mpsc::Receiver<Control>,
     mut shutdown: Shutdown,
-    client_pid: i32,
+    (client_pid, cancel): (i32, &Notify),
 ) -> RelayEnd {
     let (client_stream, client_buf) = client.into_parts();
     let (client_rd, mut client_wr) = tokio::io::split(client_stream);
@@ -174,7 +188,8 @@ pub async fn run(
     let write_timeout = shared.limits.client_write_timeout;
 
     let end = {
-        let frontend = client_to_upstream(&mut client_rd, &mut up_wr, info, shared, &denials);
+        let frontend =
+            client_to_upstream(&mut client_rd, &mut up_wr, info, shared, &denials, cancel);
         let backend = upstream_to_client(
             &mut up_rd,
             &mut client_wr,
@@ -248,15 +263,51 @@ fn parse_body(body: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&body[..name_end], &rest[..q_end]))
 }
 
+/// Whether the unnamed statement is an approved one, which may be bound
+/// (and so executed) once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Approved {
+    No,
+    Unused,
+    Used,
+}
+
+/// What the frontend keeps between frames.
+struct Frontend {
+    memory: SessionMemory,
+    unnamed: Approved,
+}
+
+/// What to do after one client frame.
+enum Flow {
+    Continue,
+    /// `Terminate`: forward what is queued and stop.
+    Terminate,
+    /// The policy holds this statement: ask for approval first.
+    Hold(Box<HeldMessage>),
+}
+
+struct HeldMessage {
+    frame: Frame,
+    held: Box<Held>,
+    sql: String,
+    /// The statement name of a `Parse` (`None` for a `Query`).
+    parse_name: Option<String>,
+}
+
 async fn client_to_upstream(
     client: &mut FrameReader<ReadHalf<Stream>>,
     up: &mut WriteHalf<Stream>,
     info: &SessionInfo,
     shared: &Arc<Shared>,
     denials: &Denials,
+    cancel: &Notify,
 ) -> RelayEnd {
     let mut out = BytesMut::with_capacity(16 * 1024);
-    let mut memory = SessionMemory::default();
+    let mut state = Frontend {
+        memory: SessionMemory::default(),
+        unnamed: Approved::No,
+    };
     let protocol_error = |e: &FrameError| {
         Metrics::inc(&shared.metrics.protocol_errors_total);
         RelayEnd::Fatal(e.to_client_error())
@@ -272,11 +323,42 @@ async fn client_to_upstream(
         // Take every frame already buffered, so a pipeline goes upstream in
         // one write.
         while let Some(frame) = next.take() {
-            match handle_client_frame(frame, &mut out, info, shared, denials, &mut memory) {
-                Ok(true) => {}
-                Ok(false) => {
+            match handle_client_frame(frame, &mut out, info, shared, denials, &mut state) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Terminate) => {
                     let _ = up.write_all(&out).await;
                     return RelayEnd::ClientTerminated;
+                }
+                Ok(Flow::Hold(m)) => {
+                    // What came before the held statement runs now; the
+                    // rest of the pipeline waits behind it, in order.
+                    if let Err(e) = up.write_all(&out).await {
+                        return RelayEnd::Io(e);
+                    }
+                    out.clear();
+                    let named = m.parse_name.as_deref().is_some_and(|n| !n.is_empty());
+                    let outcome =
+                        hold::hold(shared, info, &m.held, &m.sql, named, client, cancel).await;
+                    let carrier = match &m.parse_name {
+                        Some(name) => Carrier::Parse {
+                            name: Cow::Borrowed(name),
+                        },
+                        None => Carrier::Query,
+                    };
+                    match outcome {
+                        Outcome::Run => {
+                            out.extend_from_slice(&m.frame.bytes);
+                            if m.parse_name.is_some() {
+                                state.unnamed = Approved::Unused;
+                            }
+                        }
+                        Outcome::Refuse(e) => {
+                            if let Err(end) = denials.refuse(&mut out, carrier, e) {
+                                return end;
+                            }
+                        }
+                        Outcome::ClientGone => return RelayEnd::ClientClosed,
+                    }
                 }
                 Err(end) => return end,
             }
@@ -294,16 +376,15 @@ async fn client_to_upstream(
     }
 }
 
-/// Inspect one client frame and queue what goes upstream. `Ok(false)` after
-/// `Terminate`.
+/// Inspect one client frame and queue what goes upstream.
 fn handle_client_frame(
     frame: Frame,
     out: &mut BytesMut,
     info: &SessionInfo,
     shared: &Arc<Shared>,
     denials: &Denials,
-    memory: &mut SessionMemory,
-) -> Result<bool, RelayEnd> {
+    state: &mut Frontend,
+) -> Result<Flow, RelayEnd> {
     let (carrier, sql) = match frame.tag() {
         b'Q' => match frame.body().split_last() {
             Some((0, sql)) => (Carrier::Query, sql),
@@ -328,17 +409,37 @@ fn handle_client_frame(
             )
             .with_hint("call the function with SELECT instead");
             denials.refuse(out, Carrier::Query, e)?;
-            return Ok(true);
+            return Ok(Flow::Continue);
         }
         b'X' => {
             out.extend_from_slice(&frame.bytes);
-            return Ok(false);
+            return Ok(Flow::Terminate);
         }
-        // Bind, Execute, Describe, Close, Flush, Sync and the COPY messages
-        // carry no statement text: forwarded untouched.
-        b'B' | b'E' | b'D' | b'C' | b'H' | b'S' | b'd' | b'c' | b'f' => {
+        b'B' => {
+            let Some((portal, statement)) = bind_names(frame.body()) else {
+                return Err(bad_message("Bind"));
+            };
+            // An approved statement runs once: its second Bind is refused.
+            if statement.is_empty() && state.unnamed != Approved::No {
+                if state.unnamed == Approved::Used {
+                    let e = PgError::error(
+                        sqlstate::INSUFFICIENT_PRIVILEGE,
+                        "an approved statement runs once; parse it again to ask for a new approval",
+                    );
+                    let portal = String::from_utf8_lossy(portal);
+                    denials.refuse(out, Carrier::Bind { portal }, e)?;
+                    return Ok(Flow::Continue);
+                }
+                state.unnamed = Approved::Used;
+            }
             out.extend_from_slice(&frame.bytes);
-            return Ok(true);
+            return Ok(Flow::Continue);
+        }
+        // Execute, Describe, Close, Flush, Sync and the COPY messages carry
+        // no statement text: forwarded untouched.
+        b'E' | b'D' | b'C' | b'H' | b'S' | b'd' | b'c' | b'f' => {
+            out.extend_from_slice(&frame.bytes);
+            return Ok(Flow::Continue);
         }
         t => {
             Metrics::inc(&shared.metrics.protocol_errors_total);
@@ -354,16 +455,54 @@ fn handle_client_frame(
             name: Cow::Owned(_)
         }
     );
-    let decision = match statement_text(sql) {
-        Ok(sql) if name_ok => decide(shared, info, memory, sql, &carrier),
-        Ok(_) => counted(shared, Decision::Deny(invalid_utf8())),
-        Err(e) => counted(shared, Decision::Deny(e)),
+    // A new Query or unnamed Parse replaces the unnamed statement.
+    match &carrier {
+        Carrier::Parse { name } if !name.is_empty() => {}
+        _ => state.unnamed = Approved::No,
+    }
+    let text = match statement_text(sql) {
+        Ok(sql) if name_ok => Ok(sql),
+        Ok(_) => Err(invalid_utf8()),
+        Err(e) => Err(e),
+    };
+    let decision = match &text {
+        Ok(sql) => {
+            let origin = match &carrier {
+                Carrier::Parse { name } => Origin::Parse {
+                    statement: name.as_ref(),
+                },
+                _ => Origin::SimpleQuery,
+            };
+            decide(shared, info, &mut state.memory, sql, origin)
+        }
+        Err(e) => counted(shared, Decision::Deny(e.clone())),
     };
     match decision {
         Decision::Allow => out.extend_from_slice(&frame.bytes),
-        Decision::Deny(e) | Decision::Hold(e) => denials.refuse(out, carrier, e)?,
+        Decision::Deny(e) => denials.refuse(out, carrier, e)?,
+        Decision::Hold(held) => {
+            let sql = text.map(str::to_owned).unwrap_or_default();
+            let parse_name = match carrier {
+                Carrier::Parse { name } => Some(name.into_owned()),
+                _ => None,
+            };
+            return Ok(Flow::Hold(Box::new(HeldMessage {
+                frame,
+                held,
+                sql,
+                parse_name,
+            })));
+        }
     }
-    Ok(true)
+    Ok(Flow::Continue)
+}
+
+/// Split a `Bind` body into (portal, statement name).
+fn bind_names(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let portal_end = body.iter().position(|&b| b == 0)?;
+    let rest = &body[portal_end + 1..];
+    let stmt_end = rest.iter().position(|&b| b == 0)?;
+    Some((&body[..portal_end], &rest[..stmt_end]))
 }
 
 /// Ask the inspector, inside a per-statement span, and count the decision.
@@ -372,14 +511,8 @@ fn decide(
     info: &SessionInfo,
     memory: &mut SessionMemory,
     sql: &str,
-    carrier: &Carrier<'_>,
+    origin: Origin<'_>,
 ) -> Decision {
-    let origin = match carrier {
-        Carrier::Query => Origin::SimpleQuery,
-        Carrier::Parse { name } => Origin::Parse {
-            statement: name.as_ref(),
-        },
-    };
     let span = info_span!("statement", origin = ?origin);
     let _g = span.enter();
     let Inspection { decision, class } = shared.inspector.inspect(info, memory, sql, origin);
@@ -389,8 +522,8 @@ fn decide(
             info!(reason = %e.message, "statement denied");
             Metrics::DENY
         }
-        Decision::Hold(e) => {
-            info!(reason = %e.message, "statement needs approval");
+        Decision::Hold(h) => {
+            info!(reason = %h.reason, rule = %h.rule, "statement needs approval");
             Metrics::HOLD
         }
     };

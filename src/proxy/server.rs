@@ -52,6 +52,7 @@ impl Server {
         policies: Arc<PolicySet>,
         credentials: Arc<dyn CredentialSource>,
         inspector: Arc<dyn Inspector>,
+        approvals: Option<Arc<crate::approvals::Approvals>>,
     ) -> Result<Server, ServerError> {
         let tls = match &config.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(super::tls::server_config(
@@ -87,6 +88,7 @@ impl Server {
             upstream,
             registry: Registry::default(),
             metrics: Metrics::default(),
+            approvals,
         });
         Ok(Server { listener, shared })
     }

@@ -159,7 +159,16 @@ async fn serve(
     }
     info!(role = %info.role, credential = %info.credential_id, tls = info.tls, "session started");
 
-    let end = relay::run(client, up, &info, shared, control_rx, shutdown, reg.pid).await;
+    let end = relay::run(
+        client,
+        up,
+        &info,
+        shared,
+        control_rx,
+        shutdown,
+        (reg.pid, &reg.cancel),
+    )
+    .await;
     match end {
         RelayEnd::ClientTerminated | RelayEnd::ClientClosed => debug!("client closed"),
         RelayEnd::UpstreamClosed => info!("upstream closed the connection"),
@@ -352,6 +361,11 @@ async fn login(
         credential_id: credential.id,
         client_addr: peer,
         tls: reader.get_mut().is_tls(),
+        database: forwarded
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("database"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
     };
     Ok((info, up))
 }

@@ -138,3 +138,9 @@ pub fn self_signed(names: &[&str]) -> Result<(String, String), rcgen::Error> {
     let cert = rcgen::generate_simple_self_signed(names)?;
     Ok((cert.cert.pem(), cert.signing_key.serialize_pem()))
 }
+
+/// Make ring the process-wide rustls provider, for libraries (reqwest) that
+/// take the default rather than being handed one. Idempotent.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -148,6 +148,8 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(opts: ProxyOptions) -> Proxy {
+        // For reqwest clients in tests (rustls without a built-in provider).
+        infraveil::proxy::tls::install_default_provider();
         let c = cluster();
         let dir = scratch_dir();
         let mut passwords = std::collections::BTreeMap::new();
@@ -202,6 +204,7 @@ impl Proxy {
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")),
             data_dir: opts.data_dir.clone().unwrap_or_else(|| dir.join("data")),
             limits: opts.limits,
+            approvals: Default::default(),
             grants: Default::default(),
             dev_credentials: if opts.dev_credentials {
                 vec![

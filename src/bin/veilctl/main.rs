@@ -112,6 +112,7 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(code);
     }
     let json_out = cli.output == Output::Json;
+    infraveil::proxy::tls::install_default_provider();
     let api = api::Api::new(cli.admin_url, cli.token)?;
     match cli.command {
         Command::Health => {

@@ -1,0 +1,595 @@
+//! The human gate: a statement policy holds becomes an approval request
+//! (stored, with a blast-radius preview), approvers are told (webhook, log or
+//! terminal), and only an approver's decision lets it run.
+//!
+//! A request moves `pending → approved → executed`, or to `denied`,
+//! `expired` or `cancelled` (the waiting client went away). Each change is
+//! durable before anyone acts on it, and the state machine is the guarantee
+//! that an approval runs its statement at most once. In `wait` mode the
+//! session blocks on the request (see [`crate::proxy::hold`]); in `defer` mode
+//! the client is refused at once and the identical statement from the same
+//! identity and role, re-sent after approval, runs once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::classify::Class;
+use crate::config::ApprovalsConfig;
+use crate::grants::{now_ms, rfc3339};
+use crate::policy::{ApprovalMode, PolicySet};
+use crate::shutdown::{Phase, Shutdown};
+use crate::store::{Store, StoreError};
+
+pub mod notify;
+pub mod preview;
+mod token;
+
+pub use notify::Notifier;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Executed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Executed => "executed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// An approval request as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    pub id: String,
+    pub identity: String,
+    pub role: String,
+    /// The grant (credential id) the session logged in with.
+    pub grant: String,
+    pub session: u64,
+    pub client_addr: String,
+    pub database: String,
+    /// The exact text, as the client sent it.
+    pub statement: String,
+    /// Hex SHA-256 of `statement`.
+    pub statement_hash: String,
+    pub class: Class,
+    pub tables: Vec<String>,
+    pub rule: String,
+    pub reason: String,
+    pub approvers: Vec<String>,
+    pub mode: ApprovalMode,
+    pub preview: Vec<String>,
+    /// Unix milliseconds.
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub status: Status,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<u64>,
+    /// `link` or `veilctl`.
+    pub decided_via: Option<String>,
+    pub note: Option<String>,
+    pub executed_at: Option<u64>,
+    /// How telling the approvers went.
+    pub notification: Option<String>,
+    /// Nonce of the link token (the token is not stored).
+    link_nonce: String,
+}
+
+/// A request as the API, the page and messages show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub id: String,
+    pub identity: String,
+    pub role: String,
+    pub grant: String,
+    pub session: u64,
+    pub client_addr: String,
+    pub database: String,
+    pub statement: String,
+    pub statement_hash: String,
+    pub class: Class,
+    pub tables: Vec<String>,
+    pub rule: String,
+    pub reason: String,
+    pub approvers: Vec<String>,
+    pub mode: ApprovalMode,
+    pub preview: Vec<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub status: Status,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub decided_via: Option<String>,
+    pub note: Option<String>,
+    pub executed_at: Option<String>,
+    pub notification: Option<String>,
+}
+
+impl ApprovalRequest {
+    pub fn view(&self) -> ApprovalView {
+        ApprovalView {
+            id: self.id.clone(),
+            identity: self.identity.clone(),
+            role: self.role.clone(),
+            grant: self.grant.clone(),
+            session: self.session,
+            client_addr: self.client_addr.clone(),
+            database: self.database.clone(),
+            statement: self.statement.clone(),
+            statement_hash: self.statement_hash.clone(),
+            class: self.class,
+            tables: self.tables.clone(),
+            rule: self.rule.clone(),
+            reason: self.reason.clone(),
+            approvers: self.approvers.clone(),
+            mode: self.mode,
+            preview: self.preview.clone(),
+            created_at: rfc3339(self.created_at),
+            expires_at: rfc3339(self.expires_at),
+            status: self.status,
+            decided_by: self.decided_by.clone(),
+            decided_at: self.decided_at.map(rfc3339),
+            decided_via: self.decided_via.clone(),
+            note: self.note.clone(),
+            executed_at: self.executed_at.map(rfc3339),
+            notification: self.notification.clone(),
+        }
+    }
+}
+
+/// What a session knows when it asks.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub identity: String,
+    pub role: String,
+    pub grant: String,
+    pub session: u64,
+    pub client_addr: String,
+    pub database: String,
+    pub statement: String,
+    pub class: Class,
+    pub tables: Vec<String>,
+    pub rule: String,
+    pub reason: String,
+    pub approvers: Vec<String>,
+    pub mode: ApprovalMode,
+    pub preview: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no approval request with id {0:?}")]
+    NotFound(String),
+    #[error("approval request {id} is already {status}")]
+    Decided { id: String, status: &'static str },
+    #[error("approval request {0} has expired")]
+    Expired(String),
+    #[error("{approver:?} may not approve this request (approvers: {approvers})")]
+    NotAnApprover { approver: String, approvers: String },
+    #[error("{0:?} asked for this statement and cannot approve it; another approver must")]
+    SelfApproval(String),
+    #[error("this approval link is invalid or has been tampered with")]
+    BadLink,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Entry {
+    req: ApprovalRequest,
+    /// Waiting sessions watch the status.
+    tx: watch::Sender<Status>,
+}
+
+/// Approval requests: stored, indexed in memory, watched by waiting
+/// sessions.
+pub struct Approvals {
+    store: Arc<Store>,
+    links: token::Links,
+    entries: Mutex<HashMap<String, Entry>>,
+    timeout: Duration,
+    notifier: Notifier,
+    /// Base of approval links; set once the admin listener is bound.
+    public_url: OnceLock<String>,
+}
+
+/// Hex SHA-256 of a statement's exact text.
+pub fn statement_hash(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+impl Approvals {
+    /// Load requests from the store. Pending `wait` requests from before a
+    /// restart have lost their session: they are cancelled.
+    pub fn open(
+        store: Arc<Store>,
+        config: &ApprovalsConfig,
+        notifier: Notifier,
+    ) -> Result<Approvals, StoreError> {
+        let links = token::Links::new(&store.key("approval-links")?);
+        let mut entries = HashMap::new();
+        for mut req in store.approvals()? {
+            if req.status == Status::Pending && req.mode == ApprovalMode::Wait {
+                req.status = Status::Cancelled;
+                req.note = Some("the firewall restarted while the session waited".into());
+                store.put_approval(&req)?;
+            }
+            let (tx, _) = watch::channel(req.status);
+            entries.insert(req.id.clone(), Entry { req, tx });
+        }
+        store.flush_blocking()?;
+        Ok(Approvals {
+            store,
+            links,
+            entries: Mutex::new(entries),
+            timeout: config.timeout,
+            notifier,
+            public_url: OnceLock::new(),
+        })
+    }
+
+    pub fn set_public_url(&self, url: &str) {
+        let _ = self.public_url.set(url.trim_end_matches('/').to_owned());
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The page link for a request, with its token.
+    pub fn link(&self, req: &ApprovalRequest) -> String {
+        let base = self
+            .public_url
+            .get()
+            .map(String::as_str)
+            .unwrap_or("http://localhost");
+        format!(
+            "{base}/approvals/{}?t={}",
+            req.id,
+            self.links.token(&req.id, &req.link_nonce, req.expires_at)
+        )
+    }
+
+    /// Store a new request (durably), then tell the approvers in the
+    /// background. Returns the request, a watch on its status and its link.
+    pub async fn request(
+        self: &Arc<Self>,
+        new: NewRequest,
+    ) -> Result<(ApprovalRequest, watch::Receiver<Status>, String), ApprovalError> {
+        let now = now_ms();
+        let req = ApprovalRequest {
+            id: format!("a-{}", hex::encode(rand::random::<[u8; 6]>())),
+            statement_hash: statement_hash(&new.statement),
+            identity: new.identity,
+            role: new.role,
+            grant: new.grant,
+            session: new.session,
+            client_addr: new.client_addr,
+            database: new.database,
+            statement: new.statement,
+            class: new.class,
+            tables: new.tables,
+            rule: new.rule,
+            reason: new.reason,
+            approvers: new.approvers,
+            mode: new.mode,
+            preview: new.preview,
+            created_at: now,
+            expires_at: now + self.timeout.as_millis() as u64,
+            status: Status::Pending,
+            decided_by: None,
+            decided_at: None,
+            decided_via: None,
+            note: None,
+            executed_at: None,
+            notification: None,
+            link_nonce: token::Links::nonce(),
+        };
+        self.store.put_approval(&req)?;
+        self.store.flush().await?;
+        let (tx, rx) = watch::channel(Status::Pending);
+        self.lock().insert(
+            req.id.clone(),
+            Entry {
+                req: req.clone(),
+                tx,
+            },
+        );
+        let link = self.link(&req);
+        tracing::info!(
+            approval = %req.id,
+            identity = %req.identity,
+            class = %req.class,
+            mode = ?req.mode,
+            "approval requested"
+        );
+        let me = self.clone();
+        let view = req.view();
+        let l = link.clone();
+        tokio::spawn(async move {
+            let outcome = me.notifier.send(&view, &l).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(approval = %view.id, error = %e, "approvers could not be notified; the request stays decidable with veilctl approvals");
+            }
+            me.update(&view.id, |r| {
+                r.notification = Some(match outcome {
+                    Ok(m) => m,
+                    Err(e) => format!("failed: {e}"),
+                });
+            });
+        });
+        Ok((req, rx, link))
+    }
+
+    /// Change a request in memory and in the store (not flushed: for
+    /// bookkeeping that no decision depends on).
+    fn update(&self, id: &str, change: impl FnOnce(&mut ApprovalRequest)) {
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(id) {
+            change(&mut e.req);
+            if let Err(err) = self.store.put_approval(&e.req) {
+                tracing::warn!(approval = %id, error = %err, "could not store an approval update");
+            }
+        }
+    }
+
+    /// Approve or deny. `approver` must be one of the request's approvers,
+    /// still defined by policy, and not the requester.
+    pub async fn decide(
+        &self,
+        id: &str,
+        approver: &str,
+        approve: bool,
+        via: &str,
+        note: Option<String>,
+        policies: &PolicySet,
+    ) -> Result<ApprovalView, ApprovalError> {
+        let (view, tx) = {
+            let mut entries = self.lock();
+            let e = entries
+                .get_mut(id)
+                .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+            check_decidable(&e.req, now_ms())?;
+            check_approver(&e.req, approver, policies)?;
+            e.req.status = if approve {
+                Status::Approved
+            } else {
+                Status::Denied
+            };
+            e.req.decided_by = Some(approver.to_owned());
+            e.req.decided_at = Some(now_ms());
+            e.req.decided_via = Some(via.to_owned());
+            e.req.note = note.filter(|n| !n.trim().is_empty());
+            self.store.put_approval(&e.req)?;
+            (e.req.view(), e.tx.clone())
+        };
+        // Durable before the waiting session acts on it.
+        self.store.flush().await?;
+        tx.send_replace(view.status);
+        tracing::info!(approval = %id, by = approver, status = view.status.as_str(), via, "approval decided");
+        Ok(view)
+    }
+
+    /// Whether `approver` could decide this request now (for the page,
+    /// before it asks for a secret).
+    pub fn may_decide(
+        &self,
+        id: &str,
+        approver: &str,
+        policies: &PolicySet,
+    ) -> Result<(), ApprovalError> {
+        let entries = self.lock();
+        let e = entries
+            .get(id)
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        check_decidable(&e.req, now_ms())?;
+        check_approver(&e.req, approver, policies)
+    }
+
+    /// An approved request is about to run: mark it executed (durably).
+    /// Fails unless it is approved and unexpired, so it runs at most once.
+    pub async fn execute(&self, id: &str) -> Result<(), ApprovalError> {
+        {
+            let mut entries = self.lock();
+            let e = entries
+                .get_mut(id)
+                .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+            if e.req.status != Status::Approved {
+                return Err(ApprovalError::Decided {
+                    id: id.to_owned(),
+                    status: e.req.status.as_str(),
+                });
+            }
+            e.req.status = Status::Executed;
+            e.req.executed_at = Some(now_ms());
+            self.store.put_approval(&e.req)?;
+            e.tx.send_replace(Status::Executed);
+        }
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// For `defer`: the approved, unused, unexpired request for exactly this
+    /// statement from this identity and role, marked executed. At most one
+    /// caller gets it.
+    pub async fn take_approved(
+        &self,
+        identity: &str,
+        role: &str,
+        hash: &str,
+    ) -> Result<Option<ApprovalView>, ApprovalError> {
+        let now = now_ms();
+        let view = {
+            let mut entries = self.lock();
+            let Some(e) = entries.values_mut().find(|e| {
+                e.req.status == Status::Approved
+                    && e.req.expires_at > now
+                    && e.req.identity == identity
+                    && e.req.role == role
+                    && e.req.statement_hash == hash
+            }) else {
+                return Ok(None);
+            };
+            e.req.status = Status::Executed;
+            e.req.executed_at = Some(now);
+            self.store.put_approval(&e.req)?;
+            e.tx.send_replace(Status::Executed);
+            e.req.view()
+        };
+        self.store.flush().await?;
+        Ok(Some(view))
+    }
+
+    /// For `defer`: a pending request for exactly this statement, so
+    /// re-sending it does not page the approvers again.
+    pub fn pending_for(
+        &self,
+        identity: &str,
+        role: &str,
+        hash: &str,
+    ) -> Option<(ApprovalView, String)> {
+        let now = now_ms();
+        let entries = self.lock();
+        entries
+            .values()
+            .find(|e| {
+                e.req.status == Status::Pending
+                    && e.req.expires_at > now
+                    && e.req.identity == identity
+                    && e.req.role == role
+                    && e.req.statement_hash == hash
+            })
+            .map(|e| (e.req.view(), self.link(&e.req)))
+    }
+
+    /// The waiting client went away or gave up: a pending request is
+    /// cancelled (an already decided one is left as it is).
+    pub fn cancel(&self, id: &str, why: &str) {
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(id)
+            && e.req.status == Status::Pending
+        {
+            e.req.status = Status::Cancelled;
+            e.req.note = Some(why.to_owned());
+            if let Err(err) = self.store.put_approval(&e.req) {
+                tracing::warn!(approval = %id, error = %err, "could not store a cancellation");
+            }
+            e.tx.send_replace(Status::Cancelled);
+            tracing::info!(approval = %id, why, "approval request cancelled");
+        }
+    }
+
+    /// Expire pending and approved-but-unused requests past their time.
+    pub fn expire_due(&self) -> usize {
+        let now = now_ms();
+        let mut n = 0;
+        let mut entries = self.lock();
+        for e in entries.values_mut() {
+            if matches!(e.req.status, Status::Pending | Status::Approved) && e.req.expires_at <= now
+            {
+                e.req.status = Status::Expired;
+                if let Err(err) = self.store.put_approval(&e.req) {
+                    tracing::warn!(approval = %e.req.id, error = %err, "could not store an expiry");
+                }
+                e.tx.send_replace(Status::Expired);
+                tracing::info!(approval = %e.req.id, "approval request expired");
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Requests, newest first; pending ones unless `all`.
+    pub fn list(&self, all: bool) -> Vec<ApprovalView> {
+        let entries = self.lock();
+        let mut out: Vec<&ApprovalRequest> = entries
+            .values()
+            .map(|e| &e.req)
+            .filter(|r| all || r.status == Status::Pending)
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        out.into_iter().map(ApprovalRequest::view).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<ApprovalView> {
+        self.lock().get(id).map(|e| e.req.view())
+    }
+
+    /// The request a page link points at, if the token is genuine.
+    pub fn by_link(&self, id: &str, token: &str) -> Result<ApprovalView, ApprovalError> {
+        let entries = self.lock();
+        let Some(e) = entries.get(id) else {
+            // Same answer as a bad token: links do not reveal which ids exist.
+            return Err(ApprovalError::BadLink);
+        };
+        if !self
+            .links
+            .verify(&e.req.id, &e.req.link_nonce, e.req.expires_at, token)
+        {
+            return Err(ApprovalError::BadLink);
+        }
+        Ok(e.req.view())
+    }
+}
+
+fn check_decidable(req: &ApprovalRequest, now: u64) -> Result<(), ApprovalError> {
+    if req.status != Status::Pending {
+        return Err(ApprovalError::Decided {
+            id: req.id.clone(),
+            status: req.status.as_str(),
+        });
+    }
+    if req.expires_at <= now {
+        return Err(ApprovalError::Expired(req.id.clone()));
+    }
+    Ok(())
+}
+
+fn check_approver(
+    req: &ApprovalRequest,
+    approver: &str,
+    policies: &PolicySet,
+) -> Result<(), ApprovalError> {
+    if approver == req.identity {
+        return Err(ApprovalError::SelfApproval(approver.to_owned()));
+    }
+    if !req.approvers.iter().any(|a| a == approver) || policies.identity(approver).is_none() {
+        return Err(ApprovalError::NotAnApprover {
+            approver: approver.to_owned(),
+            approvers: req.approvers.join(", "),
+        });
+    }
+    Ok(())
+}
+
+/// Expire requests once a second until the firewall closes.
+pub async fn expirer(approvals: Arc<Approvals>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { approvals.expire_due(); }
+            _ = shutdown.reached(Phase::Closing) => return,
+        }
+    }
+}

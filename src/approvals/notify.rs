@@ -1,0 +1,238 @@
+//! Telling approvers: a Slack-compatible webhook message (`text` plus
+//! `blocks` with the request and Approve / Deny link buttons), POSTed with
+//! timeouts, retries with doubling backoff and an optional HMAC signature;
+//! or, without a webhook, the log (and, in the demo, the terminal).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::ApprovalView;
+use crate::config::{ConfigError, WebhookConfig};
+
+/// A function that shows approval messages (the demo prints them).
+pub type Sink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Where approval messages go.
+#[derive(Clone)]
+pub enum Notifier {
+    /// Only the log; decide with `veilctl approvals`.
+    Log,
+    /// Hand the rendered text to this function (the demo prints it).
+    Sink(Sink),
+    Webhook(Arc<Webhook>),
+}
+
+pub struct Webhook {
+    client: reqwest::Client,
+    url: String,
+    signing: Option<ring::hmac::Key>,
+    retries: u32,
+}
+
+impl Webhook {
+    pub fn from_config(c: &WebhookConfig) -> Result<Webhook, ConfigError> {
+        let url = c.url.read("approvals.webhook.url")?;
+        let signing = c
+            .signing_secret
+            .as_ref()
+            .map(|s| s.read("approvals.webhook.signing_secret"))
+            .transpose()?
+            .map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.as_bytes()));
+        // reqwest's rustls takes the process-wide provider; ours is ring.
+        crate::proxy::tls::install_default_provider();
+        let client = reqwest::Client::builder()
+            .timeout(c.timeout)
+            .connect_timeout(c.timeout)
+            .build()
+            .map_err(|e| ConfigError::Invalid(format!("approvals.webhook: {e}")))?;
+        Ok(Webhook {
+            client,
+            url,
+            signing,
+            retries: c.retries,
+        })
+    }
+
+    /// POST `body`, retrying on network errors, 429 and 5xx. Returns how it
+    /// went, for the request's record.
+    pub async fn post(&self, body: &Value) -> Result<String, String> {
+        let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let mut backoff = Duration::from_millis(500);
+        let mut last = String::new();
+        for attempt in 1..=self.retries + 1 {
+            let mut req = self
+                .client
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .body(bytes.clone());
+            if let Some(key) = &self.signing {
+                let (ts, sig) = sign(key, &bytes);
+                req = req
+                    .header("x-infraveil-timestamp", ts)
+                    .header("x-infraveil-signature", sig);
+            }
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    return Ok(format!("delivered (attempt {attempt})"));
+                }
+                Ok(r) => {
+                    last = format!("webhook answered {}", r.status());
+                    let s = r.status();
+                    if s.is_client_error() && s != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                        break;
+                    }
+                }
+                // Never the URL: it is a secret.
+                Err(e) if e.is_timeout() => last = "webhook timed out".to_owned(),
+                Err(e) if e.is_connect() => last = "webhook unreachable".to_owned(),
+                Err(_) => last = "webhook request failed".to_owned(),
+            }
+            if attempt <= self.retries {
+                tracing::warn!(attempt, error = %last, "approval webhook failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        Err(last)
+    }
+}
+
+/// `X-Infraveil-Timestamp` and `X-Infraveil-Signature: v1=<hex>` where the
+/// signature is HMAC-SHA256 over `"{timestamp}.{body}"`: receivers check it
+/// and reject stale timestamps, so a captured message cannot be replayed.
+pub fn sign(key: &ring::hmac::Key, body: &[u8]) -> (String, String) {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .to_string();
+    let mut msg = ts.clone().into_bytes();
+    msg.push(b'.');
+    msg.extend_from_slice(body);
+    let tag = ring::hmac::sign(key, &msg);
+    (ts, format!("v1={}", hex::encode(tag.as_ref())))
+}
+
+/// Longest statement text put in a message; the page shows all of it.
+const MAX_STATEMENT_IN_MESSAGE: usize = 2_000;
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The Slack-compatible message for a request.
+pub fn slack_message(r: &ApprovalView, link: &str) -> Value {
+    let statement = clip(&r.statement, MAX_STATEMENT_IN_MESSAGE).replace("```", "` ` `");
+    let tables = if r.tables.is_empty() {
+        "-".to_owned()
+    } else {
+        r.tables.join(", ")
+    };
+    let text = format!(
+        "infraveil: {} ({} role) wants to run a {} statement; approval {} by {}",
+        r.identity,
+        r.role,
+        r.class,
+        r.id,
+        r.approvers.join(" or ")
+    );
+    let body = format!(
+        "*{}* (role `{}`, from {}) wants to run a *{}* statement:\n```{}```\n*Tables:* {}\n*Why held:* {} (rule `{}`)\n*Blast radius:*\n{}\n*Approvers:* {} · *expires* {}",
+        r.identity,
+        r.role,
+        r.client_addr,
+        r.class,
+        statement,
+        tables,
+        r.reason,
+        r.rule,
+        r.preview
+            .iter()
+            .map(|l| format!("• {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        r.approvers.join(", "),
+        r.expires_at,
+    );
+    json!({
+        "text": text,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": body}},
+            {"type": "actions", "elements": [
+                {"type": "button", "style": "primary", "action_id": "approve",
+                 "text": {"type": "plain_text", "text": "Approve"},
+                 "url": format!("{link}&action=approve")},
+                {"type": "button", "style": "danger", "action_id": "deny",
+                 "text": {"type": "plain_text", "text": "Deny"},
+                 "url": format!("{link}&action=deny")}
+            ]}
+        ]
+    })
+}
+
+/// The same request as plain text, for the log and the terminal.
+pub fn plain_text(r: &ApprovalView, link: &str) -> String {
+    let mut out = format!(
+        "approval {} needed: {} (role {}) wants to run a {} statement\n  {}\n",
+        r.id,
+        r.identity,
+        r.role,
+        r.class,
+        clip(&r.statement, MAX_STATEMENT_IN_MESSAGE)
+    );
+    for l in &r.preview {
+        out.push_str(&format!("  blast radius: {l}\n"));
+    }
+    out.push_str(&format!(
+        "  approvers: {}; open {link}\n  or: veilctl approvals approve {} --as NAME\n",
+        r.approvers.join(", "),
+        r.id
+    ));
+    out
+}
+
+impl Notifier {
+    /// Deliver the message; the result is kept on the request.
+    pub async fn send(&self, r: &ApprovalView, link: &str) -> Result<String, String> {
+        match self {
+            Notifier::Log => {
+                tracing::info!(approval = %r.id, %link, "approval requested (no webhook configured; decide with veilctl approvals)");
+                Ok("logged (no webhook configured)".to_owned())
+            }
+            Notifier::Sink(f) => {
+                f(&plain_text(r, link));
+                Ok("printed".to_owned())
+            }
+            Notifier::Webhook(w) => w.post(&slack_message(r, link)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_cover_timestamp_and_body() {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret");
+        let (ts, sig) = sign(&key, b"{\"a\":1}");
+        let hex_sig = sig.strip_prefix("v1=").unwrap();
+        let msg = format!("{ts}.{{\"a\":1}}");
+        ring::hmac::verify(&key, msg.as_bytes(), &hex::decode(hex_sig).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn clip_respects_char_boundaries() {
+        assert_eq!(clip("héllo", 2), "h…");
+        assert_eq!(clip("abc", 5), "abc");
+    }
+}

@@ -1,0 +1,304 @@
+//! The session side of approvals: what happens to a statement the policy
+//! holds. The relay has already sent everything before it upstream; this
+//! decides whether the held message itself goes on.
+//!
+//! - `defer`: an approved, unused request for exactly this text, identity
+//!   and role lets it run (once). Otherwise the client is refused at once with
+//!   the request's id and link, creating the request if none is pending.
+//! - `wait`: a request is created and the session blocks (only this one)
+//!   until an approver decides, the request expires, the client cancels
+//!   (CancelRequest) or disconnects, or the session is ended.
+
+use std::sync::Arc;
+
+use tokio::io::AsyncRead;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::Shared;
+use crate::approvals::{ApprovalError, ApprovalView, Approvals, NewRequest, Status};
+use crate::inspect::{Held, SessionInfo};
+use crate::policy::ApprovalMode;
+use crate::protocol::{FrameReader, PgError, sqlstate};
+
+/// What to do with the held message.
+pub enum Outcome {
+    /// Approved: forward it.
+    Run,
+    /// Refuse it with this error.
+    Refuse(PgError),
+    /// The client disconnected while waiting.
+    ClientGone,
+}
+
+/// Decide the fate of a held statement (see the module doc).
+pub async fn hold<R: AsyncRead + Unpin>(
+    shared: &Arc<Shared>,
+    info: &SessionInfo,
+    held: &Held,
+    sql: &str,
+    named: bool,
+    client: &mut FrameReader<R>,
+    cancel: &Notify,
+) -> Outcome {
+    let Some(approvals) = &shared.approvals else {
+        return Outcome::Refuse(held.error.clone());
+    };
+    if named {
+        // A named statement can be executed any number of times; an
+        // approval covers one run.
+        return Outcome::Refuse(
+            PgError::error(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "approval required: this {} statement cannot be prepared as a named statement through infraveil",
+                    held.class
+                ),
+            )
+            .with_detail(held.reason.clone())
+            .with_hint("send it as a simple query or with the unnamed statement; it will then be held for approval"),
+        );
+    }
+    let hash = crate::approvals::statement_hash(sql);
+    match held.mode {
+        ApprovalMode::Defer => defer(shared, approvals, info, held, sql, &hash).await,
+        ApprovalMode::Wait => wait(shared, approvals, info, held, sql, client, cancel).await,
+    }
+}
+
+async fn defer(
+    shared: &Arc<Shared>,
+    approvals: &Arc<Approvals>,
+    info: &SessionInfo,
+    held: &Held,
+    sql: &str,
+    hash: &str,
+) -> Outcome {
+    match approvals
+        .take_approved(&info.identity, &info.role, hash)
+        .await
+    {
+        Ok(Some(req)) => {
+            info!(approval = %req.id, by = ?req.decided_by, "running an approved statement");
+            return Outcome::Run;
+        }
+        Ok(None) => {}
+        Err(e) => return Outcome::Refuse(unavailable(&e)),
+    }
+    if let Some((req, link)) = approvals.pending_for(&info.identity, &info.role, hash) {
+        return Outcome::Refuse(deferred(&req, &link, held));
+    }
+    match ask(shared, approvals, info, held, sql).await {
+        Ok((req, _, link)) => Outcome::Refuse(deferred(&req, &link, held)),
+        Err(e) => Outcome::Refuse(unavailable(&e)),
+    }
+}
+
+/// Cancels the request if the session stops waiting for any reason the
+/// wait loop does not handle itself (it was ended, or shut down).
+struct Pending<'a> {
+    approvals: &'a Approvals,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.approvals
+                .cancel(&self.id, "the session ended while waiting");
+        }
+    }
+}
+
+async fn wait<R: AsyncRead + Unpin>(
+    shared: &Arc<Shared>,
+    approvals: &Arc<Approvals>,
+    info: &SessionInfo,
+    held: &Held,
+    sql: &str,
+    client: &mut FrameReader<R>,
+    cancel: &Notify,
+) -> Outcome {
+    let (req, mut rx, _) = match ask(shared, approvals, info, held, sql).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Refuse(unavailable(&e)),
+    };
+    let mut guard = Pending {
+        approvals,
+        id: req.id.clone(),
+        armed: true,
+    };
+    let deadline = tokio::time::Instant::now() + approvals.timeout();
+    // Read ahead from the client only to notice it leaving; what it sends
+    // meanwhile stays buffered, in order, up to the message size limit.
+    let mut watch_client = true;
+    let limit = shared.limits.max_message_bytes;
+    info!(approval = %req.id, "waiting for approval");
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                let status = *rx.borrow_and_update();
+                if changed.is_err() {
+                    guard.armed = false;
+                    return Outcome::Refuse(unavailable_text("the approval request vanished"));
+                }
+                match status {
+                    Status::Pending => continue,
+                    Status::Approved => {
+                        guard.armed = false;
+                        return match approvals.execute(&req.id).await {
+                            Ok(()) => {
+                                let by = approvals.get(&req.id).and_then(|r| r.decided_by);
+                                info!(approval = %req.id, by = ?by, "approved; running");
+                                Outcome::Run
+                            }
+                            Err(e) => Outcome::Refuse(unavailable(&e)),
+                        };
+                    }
+                    Status::Denied => {
+                        guard.armed = false;
+                        let r = approvals.get(&req.id);
+                        return Outcome::Refuse(denied(&req.id, r.as_ref()));
+                    }
+                    Status::Expired => {
+                        guard.armed = false;
+                        return Outcome::Refuse(timed_out(&req.id, approvals));
+                    }
+                    Status::Cancelled | Status::Executed => {
+                        guard.armed = false;
+                        return Outcome::Refuse(unavailable_text("the approval request was cancelled"));
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                approvals.expire_due();
+                guard.armed = false;
+                return Outcome::Refuse(timed_out(&req.id, approvals));
+            }
+            more = client.fill(), if watch_client => {
+                match more {
+                    Ok(true) => watch_client = client.buffered() < limit,
+                    Ok(false) | Err(_) => {
+                        guard.armed = false;
+                        approvals.cancel(&req.id, "the client disconnected while waiting");
+                        return Outcome::ClientGone;
+                    }
+                }
+            }
+            _ = cancel.notified() => {
+                guard.armed = false;
+                approvals.cancel(&req.id, "the client cancelled the statement");
+                return Outcome::Refuse(PgError::error(
+                    sqlstate::QUERY_CANCELED,
+                    "canceling statement due to user request",
+                ).with_detail(format!("approval request {} was cancelled", req.id)));
+            }
+        }
+    }
+}
+
+/// Compute the preview and create the request.
+async fn ask(
+    shared: &Arc<Shared>,
+    approvals: &Arc<Approvals>,
+    info: &SessionInfo,
+    held: &Held,
+    sql: &str,
+) -> Result<(ApprovalView, tokio::sync::watch::Receiver<Status>, String), ApprovalError> {
+    let upstream_user = shared
+        .policies()
+        .role(&info.role)
+        .map(|r| r.upstream_user.clone());
+    let preview = match upstream_user {
+        Some(user) => {
+            crate::approvals::preview::preview(
+                &shared.upstream,
+                &user,
+                &info.database,
+                sql,
+                &held.tables,
+            )
+            .await
+        }
+        None => vec!["preview unavailable: the role is no longer defined".to_owned()],
+    };
+    let (req, rx, link) = approvals
+        .request(NewRequest {
+            identity: info.identity.clone(),
+            role: info.role.clone(),
+            grant: info.credential_id.clone(),
+            session: info.id,
+            client_addr: info.client_addr.to_string(),
+            database: info.database.clone(),
+            statement: sql.to_owned(),
+            class: held.class,
+            tables: held.tables.clone(),
+            rule: held.rule.clone(),
+            reason: held.reason.clone(),
+            approvers: held.approvers.clone(),
+            mode: held.mode,
+            preview,
+        })
+        .await?;
+    Ok((req.view(), rx, link))
+}
+
+fn deferred(req: &ApprovalView, link: &str, held: &Held) -> PgError {
+    PgError::error(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!(
+            "approval required: infraveil holds this {} statement as approval request {} (approve at {link})",
+            held.class, req.id
+        ),
+    )
+    .with_detail(format!(
+        "{} (rule {}); approvers: {}",
+        held.reason,
+        held.rule,
+        req.approvers.join(", ")
+    ))
+    .with_hint(format!(
+        "once {} is approved, send the identical statement again: it runs once",
+        req.id
+    ))
+}
+
+fn denied(id: &str, req: Option<&ApprovalView>) -> PgError {
+    let by = req
+        .and_then(|r| r.decided_by.clone())
+        .unwrap_or_else(|| "an approver".to_owned());
+    let e = PgError::error(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!("denied by {by} (approval request {id})"),
+    );
+    match req.and_then(|r| r.note.clone()) {
+        Some(note) => e.with_detail(note),
+        None => e,
+    }
+}
+
+fn timed_out(id: &str, approvals: &Approvals) -> PgError {
+    PgError::error(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        format!("approval timed out: nobody decided approval request {id}"),
+    )
+    .with_detail(format!(
+        "requests expire after {}",
+        humantime::format_duration(approvals.timeout())
+    ))
+}
+
+fn unavailable(e: &ApprovalError) -> PgError {
+    warn!(error = %e, "approval could not be processed");
+    unavailable_text(&e.to_string())
+}
+
+/// Fail closed: the statement does not run.
+fn unavailable_text(why: &str) -> PgError {
+    PgError::error(
+        sqlstate::INSUFFICIENT_PRIVILEGE,
+        "approval required, but the approval could not be processed; the statement did not run",
+    )
+    .with_detail(why.to_owned())
+}
