@@ -32,12 +32,17 @@ pub const DEMO_ROLE: &str = "deployer";
 /// The demo grant's lifetime: the `deployer` role's `max_ttl`.
 pub const DEMO_TTL: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DemoOptions {
     pub port: u16,
     pub admin_port: u16,
+    /// Post approval requests here; without it they go to `approval_sink`.
     pub webhook_url: Option<String>,
+    pub approval_sink: Option<crate::approvals::notify::Sink>,
 }
+
+/// The approver the example policies name for `deployer`.
+pub const DEMO_APPROVER: &str = "oncall";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -57,6 +62,8 @@ pub enum DemoError {
 /// PostgreSQL.
 pub struct Demo {
     pub database_url: String,
+    /// `oncall`'s grant secret, to sign in on approval pages.
+    pub approver_secret: String,
     pub admin_url: String,
     pub admin_token: String,
     pub data_dir: PathBuf,
@@ -75,13 +82,6 @@ fn secret() -> String {
 
 /// Start PostgreSQL and the firewall.
 pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
-    if let Some(url) = &opts.webhook_url {
-        // Say so rather than accept the flag and silently do nothing.
-        tracing::warn!(
-            %url,
-            "approval requests are not implemented yet: nothing will be posted to --webhook-url"
-        );
-    }
     let cluster = tokio::task::block_in_place(|| {
         Cluster::start(&ClusterOptions {
             sample_schema: true,
@@ -113,6 +113,18 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
     }
     let admin_token = secret();
     write_secret(&secrets.join("admin-token"), &admin_token)?;
+    let webhook = match &opts.webhook_url {
+        Some(url) => {
+            write_secret(&secrets.join("webhook-url"), url)?;
+            Some(crate::config::WebhookConfig {
+                url: SecretSource::file(secrets.join("webhook-url")),
+                signing_secret: None,
+                timeout: std::time::Duration::from_secs(5),
+                retries: 3,
+            })
+        }
+        None => None,
+    };
 
     let (cert, key) = crate::proxy::tls::self_signed(&["localhost", "127.0.0.1"])
         .map_err(|e| DemoError::Cert(e.to_string()))?;
@@ -141,7 +153,10 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
         policies_dir: policies,
         data_dir: data_dir.clone(),
         limits: Limits::default(),
-        approvals: Default::default(),
+        approvals: crate::config::ApprovalsConfig {
+            webhook,
+            ..Default::default()
+        },
         grants: GrantsConfig {
             // Port 0 becomes the port actually bound.
             database_url: Some(format!(
@@ -153,7 +168,14 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
     };
     // Keep a copy of the config for people who want to run `serve` on it.
     std::fs::write(data_dir.join("README"), demo_readme(&config))?;
-    let running = daemon::start(&config, Arc::new(PolicyInspector::empty())).await?;
+    let running = daemon::start_with(
+        &config,
+        Arc::new(PolicyInspector::empty()),
+        daemon::Extras {
+            approval_sink: opts.approval_sink.clone(),
+        },
+    )
+    .await?;
     // A real grant, the same as `veilctl grants issue` makes.
     let issued = running
         .grants
@@ -169,6 +191,21 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
         )
         .await?;
     let database_url = issued.database_url;
+    // The approver needs a credential of their own to sign in on the
+    // approval page.
+    let approver = running
+        .grants
+        .issue(
+            &running.shared.policies(),
+            IssueRequest {
+                identity: DEMO_APPROVER.into(),
+                role: "readonly".into(),
+                ttl: Some(DEMO_TTL),
+                reason: Some("infraveil demo approver".into()),
+                issued_by: Some("demo".into()),
+            },
+        )
+        .await?;
     let admin_url = format!(
         "http://{}",
         running
@@ -176,6 +213,7 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], opts.admin_port)))
     );
     Ok(Demo {
+        approver_secret: approver.password,
         database_url,
         admin_url,
         admin_token,

@@ -1,7 +1,8 @@
-//! The admin HTTP API, on its own listener: `/healthz` for load balancers and
-//! everything else behind a bearer token compared in constant time. JSON in
-//! and out; errors are `{"error": "..."}` with a status that says whose
-//! fault it was. Nothing changes state on GET.
+//! The admin HTTP API, on its own listener: `/healthz` for load balancers,
+//! the approval page (authorized by its signed link and the approver's own
+//! credential), and everything else behind a bearer token compared in
+//! constant time. JSON in and out; errors are `{"error": "..."}` with a
+//! status that says whose fault it was. Nothing changes state on GET.
 
 use std::sync::Arc;
 
@@ -14,21 +15,25 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 
+use crate::approvals::Approvals;
 use crate::grants::Grants;
 use crate::proxy::Shared;
 
+mod approvals;
 mod grants;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub shared: Arc<Shared>,
     pub grants: Arc<Grants>,
+    pub approvals: Option<Arc<Approvals>>,
     token: Arc<String>,
 }
 
 impl AdminState {
     pub fn new(shared: Arc<Shared>, grants: Arc<Grants>, token: String) -> Self {
         AdminState {
+            approvals: shared.approvals.clone(),
             shared,
             grants,
             token: Arc::new(token),
@@ -43,9 +48,19 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/grants", get(grants::list).post(grants::issue))
         .route("/v1/grants/{id}", get(grants::show))
         .route("/v1/grants/{id}/revoke", post(grants::revoke))
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/{id}", get(approvals::show))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        // Approvers come from a chat link: the signed link token and their
+        // own credential authorize them, not the admin token.
+        .route(
+            "/approvals/{id}",
+            get(approvals::page).post(approvals::decide_page),
+        )
         .merge(protected)
         .with_state(state)
 }

@@ -68,10 +68,17 @@ async fn main() -> anyhow::Result<()> {
             admin_port,
             webhook_url,
         } => {
+            // Without a webhook, approval requests are shown right here.
+            let sink: infraveil::approvals::notify::Sink = Arc::new(|text: &str| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "\n{text}");
+                let _ = out.flush();
+            });
             let d = demo::start(&DemoOptions {
                 port,
                 admin_port,
                 webhook_url,
+                approval_sink: Some(sink),
             })
             .await
             .context("cannot start the demo")?;
@@ -80,10 +87,16 @@ async fn main() -> anyhow::Result<()> {
             writeln!(out, "VEIL_ADMIN_URL={}", d.admin_url)?;
             writeln!(out, "VEIL_ADMIN_TOKEN={}", d.admin_token)?;
             writeln!(out, "VEIL_DATA_DIR={}", d.data_dir.display())?;
+            // oncall's own demo grant, to sign in on approval pages.
+            writeln!(out, "VEIL_APPROVER_SECRET={}", d.approver_secret)?;
             out.flush()?;
             drop(out);
             tracing::info!(
                 "demo running; try: psql \"$DATABASE_URL\"  (Ctrl-C stops and cleans up)"
+            );
+            tracing::info!(
+                approver = demo::DEMO_APPROVER,
+                "approval pages: sign in as this approver with VEIL_APPROVER_SECRET"
             );
             d.run_until_signal().await?;
         }

@@ -66,6 +66,19 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// Whether `password` is the secret behind this verifier (for approvers
+    /// signing in on the approval page). Costs the PBKDF2 rounds; call it off
+    /// the async workers.
+    pub fn check_password(&self, password: &str) -> bool {
+        let salted = gen_salted_password(password, &self.salt, self.iterations);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salted);
+        let client_key = ring::hmac::sign(&key, b"Client Key");
+        let stored = ring::digest::digest(&ring::digest::SHA256, client_key.as_ref());
+        stored.as_ref().ct_eq(&self.stored_key).into()
+    }
+}
+
 /// A credential an identity can log in with, and the role it carries.
 #[derive(Debug, Clone)]
 pub struct Credential {

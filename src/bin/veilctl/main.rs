@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod api;
+mod approvals;
 mod check;
 mod grants;
 mod table;
@@ -55,6 +56,37 @@ enum Command {
     Grants {
         #[command(subcommand)]
         command: GrantsCommand,
+    },
+    /// Held statements waiting for a human.
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Pending requests; with --all also decided, expired and cancelled.
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a request: the held statement runs (once).
+    Approve {
+        id: String,
+        /// The approver (one of the role's `approvers`, never the requester).
+        #[arg(long = "as")]
+        approver: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Deny a request: the client gets "denied by NAME".
+    Deny {
+        id: String,
+        #[arg(long = "as")]
+        approver: String,
+        #[arg(long)]
+        note: Option<String>,
     },
 }
 
@@ -145,6 +177,15 @@ fn main() -> anyhow::Result<()> {
             GrantsCommand::List { all } => grants::list(&api, all, json_out)?,
             GrantsCommand::Revoke { id, reason, by } => {
                 grants::revoke(&api, &id, &by, reason, json_out)?
+            }
+        },
+        Command::Approvals { command } => match command {
+            ApprovalsCommand::List { all } => approvals::list(&api, all, json_out)?,
+            ApprovalsCommand::Approve { id, approver, note } => {
+                approvals::decide(&api, &id, &approver, note, true, json_out)?
+            }
+            ApprovalsCommand::Deny { id, approver, note } => {
+                approvals::decide(&api, &id, &approver, note, false, json_out)?
             }
         },
         Command::Check { .. } => unreachable!("handled above"),

@@ -1,0 +1,442 @@
+//! Approvals over HTTP: the JSON API behind `veilctl approvals` (admin
+//! token), and the page approvers reach from a chat link.
+//!
+//! The page never changes anything on GET (chat unfurlers and link scanners
+//! fetch links). It shows the request only to holders of the signed link,
+//! and a decision is a POST that carries the link token, a CSRF token that
+//! must match a `SameSite=Strict` cookie set by the page, the same origin,
+//! and the approver's own credential (a secret of one of their active
+//! grants). The request's state machine makes every link single-use.
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::{AdminState, ApiError};
+use crate::approvals::{ApprovalError, ApprovalView, Approvals, Status};
+use crate::proxy::auth::CredentialState;
+
+impl From<ApprovalError> for ApiError {
+    fn from(e: ApprovalError) -> ApiError {
+        let status = match &e {
+            ApprovalError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApprovalError::Decided { .. } => StatusCode::CONFLICT,
+            ApprovalError::Expired(_) => StatusCode::GONE,
+            ApprovalError::NotAnApprover { .. }
+            | ApprovalError::SelfApproval(_)
+            | ApprovalError::BadLink => StatusCode::FORBIDDEN,
+            ApprovalError::Store(_) => {
+                tracing::error!(error = %e, "state store failure");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+fn approvals(state: &AdminState) -> Result<&Arc<Approvals>, ApiError> {
+    state.approvals.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "approvals are not enabled")
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Include decided, expired and cancelled requests.
+    #[serde(default)]
+    all: bool,
+}
+
+pub async fn list(
+    State(state): State<AdminState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<ApprovalView>>, ApiError> {
+    let Query(q) = q?;
+    Ok(Json(approvals(&state)?.list(q.all)))
+}
+
+pub async fn show(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<ApprovalView>, ApiError> {
+    approvals(&state)?
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApprovalError::NotFound(id).into())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DecideRequest {
+    /// The approver deciding (must be one of the request's approvers).
+    #[serde(rename = "as")]
+    approver: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+pub async fn approve(
+    state: State<AdminState>,
+    id: Path<String>,
+    body: Result<Json<DecideRequest>, JsonRejection>,
+) -> Result<Json<ApprovalView>, ApiError> {
+    decide_api(state, id, body, true).await
+}
+
+pub async fn deny(
+    state: State<AdminState>,
+    id: Path<String>,
+    body: Result<Json<DecideRequest>, JsonRejection>,
+) -> Result<Json<ApprovalView>, ApiError> {
+    decide_api(state, id, body, false).await
+}
+
+async fn decide_api(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Json<DecideRequest>, JsonRejection>,
+    approve: bool,
+) -> Result<Json<ApprovalView>, ApiError> {
+    let Json(req) = body?;
+    let policies = state.shared.policies();
+    let view = approvals(&state)?
+        .decide(&id, req.approver.trim(), approve, "veilctl", req.note, &policies)
+        .await?;
+    Ok(Json(view))
+}
+
+// ---- The page ------------------------------------------------------------
+
+const CSRF_COOKIE: &str = "veil_csrf";
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    t: String,
+    #[serde(default)]
+    action: Option<String>,
+}
+
+/// `GET /approvals/{id}?t=TOKEN`: show the request. Changes nothing.
+pub async fn page(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return message_page(StatusCode::BAD_REQUEST, "Bad link", "The link is malformed.");
+    };
+    let Ok(approvals) = approvals(&state) else {
+        return message_page(StatusCode::NOT_FOUND, "Not found", "Approvals are not enabled.");
+    };
+    let view = match approvals.by_link(&id, &q.t) {
+        Ok(v) => v,
+        Err(_) => return bad_link(),
+    };
+    let csrf = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        rand::random::<[u8; 16]>(),
+    );
+    let body = render_request(&view, &q.t, &csrf, q.action.as_deref());
+    let mut resp = page_response(StatusCode::OK, body);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{CSRF_COOKIE}={csrf}; Path=/approvals; HttpOnly; SameSite=Strict"
+    )) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DecideForm {
+    #[serde(default)]
+    t: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    approver: String,
+    #[serde(default)]
+    secret: String,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /approvals/{id}`: an approver decides.
+pub async fn decide_page(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<DecideForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return message_page(StatusCode::BAD_REQUEST, "Bad request", "The form is malformed.");
+    };
+    let Ok(approvals) = approvals(&state) else {
+        return message_page(StatusCode::NOT_FOUND, "Not found", "Approvals are not enabled.");
+    };
+    if approvals.by_link(&id, &form.t).is_err() {
+        return bad_link();
+    }
+    if !same_origin(&headers) || !csrf_ok(&headers, &form.csrf) {
+        return message_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This form was not submitted from the approval page (CSRF check failed). Open the link again.",
+        );
+    }
+    let approve = match form.decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return message_page(StatusCode::BAD_REQUEST, "Bad request", "Choose approve or deny."),
+    };
+    let approver = form.approver.trim().to_owned();
+    let policies = state.shared.policies();
+    if let Err(e) = approvals.may_decide(&id, &approver, &policies) {
+        return decision_error(e);
+    }
+    if !signs_in(&state, &approver, form.secret).await {
+        tracing::info!(approval = %id, %approver, "approval page: wrong credential");
+        return message_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "That secret is not an active credential of this approver.",
+        );
+    }
+    match approvals
+        .decide(&id, &approver, approve, "link", form.note, &policies)
+        .await
+    {
+        Ok(v) => message_page(
+            StatusCode::OK,
+            if approve { "Approved" } else { "Denied" },
+            &format!(
+                "Request {} was {} by {}.",
+                v.id,
+                v.status.as_str(),
+                v.decided_by.unwrap_or_default()
+            ),
+        ),
+        Err(e) => decision_error(e),
+    }
+}
+
+/// Whether `secret` is the secret of one of `approver`'s active credentials.
+async fn signs_in(state: &AdminState, approver: &str, secret: String) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let verifiers: Vec<_> = state
+        .shared
+        .credentials
+        .candidates(approver)
+        .into_iter()
+        .filter(|c| c.state == CredentialState::Active)
+        .map(|c| c.credential.verifier)
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        // Every candidate is checked, so timing does not say which matched.
+        verifiers
+            .iter()
+            .map(|v| v.check_password(&secret))
+            .fold(false, |a, b| a | b)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A POST from a page on this origin: if the browser says where it came
+/// from (`Origin`), it must be this host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
+}
+
+/// Double-submit: the form's token must equal the page's cookie.
+fn csrf_ok(headers: &HeaderMap, form_token: &str) -> bool {
+    if form_token.is_empty() {
+        return false;
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .any(|(k, v)| k == CSRF_COOKIE && bool::from(v.as_bytes().ct_eq(form_token.as_bytes())))
+}
+
+fn decision_error(e: ApprovalError) -> Response {
+    let code = match &e {
+        ApprovalError::Decided { .. } => StatusCode::CONFLICT,
+        ApprovalError::Expired(_) => StatusCode::GONE,
+        ApprovalError::NotFound(_) => StatusCode::NOT_FOUND,
+        ApprovalError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::FORBIDDEN,
+    };
+    message_page(code, "Refused", &e.to_string())
+}
+
+fn bad_link() -> Response {
+    message_page(
+        StatusCode::FORBIDDEN,
+        "Invalid link",
+        "This approval link is invalid. Use the link from the approval message.",
+    )
+}
+
+// ---- HTML ----------------------------------------------------------------
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}\
+pre{background:#f4f4f4;padding:.8rem;white-space:pre-wrap;word-break:break-word}\
+th{text-align:left;padding-right:1rem;vertical-align:top}\
+button{font-size:1rem;padding:.4rem 1.2rem;margin-right:.6rem}\
+.approve{background:#1a7f37;color:#fff}.deny{background:#cf222e;color:#fff}\
+.chosen{outline:3px solid #0969da}";
+
+fn page_response(status: StatusCode, body: String) -> Response {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>infraveil approval</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\
+         <body>{body}</body></html>"
+    );
+    let mut resp = (status, Html(html)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The token is in the URL: never send it onwards.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    resp
+}
+
+fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
+    page_response(
+        status,
+        format!("<h1>{}</h1><p>{}</p>", escape(title), escape(text)),
+    )
+}
+
+fn render_request(v: &ApprovalView, token: &str, csrf: &str, action: Option<&str>) -> String {
+    let row = |k: &str, val: &str| format!("<tr><th>{k}</th><td>{}</td></tr>", escape(val));
+    let mut out = format!(
+        "<h1>Approval request {}</h1><p><b>{}</b> wants to run a <b>{}</b> statement.</p><pre>{}</pre><table>",
+        escape(&v.id),
+        escape(&v.identity),
+        escape(v.class.as_str()),
+        escape(&v.statement)
+    );
+    out.push_str(&row("Status", v.status.as_str()));
+    out.push_str(&row("Role", &v.role));
+    out.push_str(&row("Grant", &v.grant));
+    out.push_str(&row("From", &v.client_addr));
+    out.push_str(&row("Database", &v.database));
+    out.push_str(&row(
+        "Tables",
+        &if v.tables.is_empty() {
+            "-".to_owned()
+        } else {
+            v.tables.join(", ")
+        },
+    ));
+    out.push_str(&row("Why held", &format!("{} (rule {})", v.reason, v.rule)));
+    out.push_str(&format!(
+        "<tr><th>Blast radius</th><td>{}</td></tr>",
+        v.preview
+            .iter()
+            .map(|l| escape(l))
+            .collect::<Vec<_>>()
+            .join("<br>")
+    ));
+    out.push_str(&row("Approvers", &v.approvers.join(", ")));
+    out.push_str(&row("Requested", &v.created_at));
+    out.push_str(&row("Expires", &v.expires_at));
+    if let Some(by) = &v.decided_by {
+        out.push_str(&row("Decided by", by));
+    }
+    out.push_str("</table>");
+    if v.status != Status::Pending {
+        out.push_str(&format!(
+            "<p>This request is <b>{}</b>; nothing more can be decided.</p>",
+            v.status.as_str()
+        ));
+        return out;
+    }
+    let chosen = |a: &str| if action == Some(a) { " chosen" } else { "" };
+    out.push_str(&format!(
+        "<h2>Decide</h2><form method=\"post\" action=\"/approvals/{id}\">\
+         <input type=\"hidden\" name=\"t\" value=\"{t}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <p><label>Approver <input name=\"approver\" required autocomplete=\"username\"></label></p>\
+         <p><label>Your secret (from your grant) <input name=\"secret\" type=\"password\" required autocomplete=\"current-password\"></label></p>\
+         <p><label>Note <input name=\"note\"></label></p>\
+         <p><button class=\"approve{ca}\" name=\"decision\" value=\"approve\">Approve</button>\
+         <button class=\"deny{cd}\" name=\"decision\" value=\"deny\">Deny</button></p></form>",
+        id = escape(&v.id),
+        t = escape(token),
+        csrf = escape(csrf),
+        ca = chosen("approve"),
+        cd = chosen("deny"),
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_csrf() {
+        assert_eq!(escape("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=b; veil_csrf=tok"));
+        assert!(csrf_ok(&h, "tok"));
+        assert!(!csrf_ok(&h, "other"));
+        assert!(!csrf_ok(&h, ""));
+        assert!(!csrf_ok(&HeaderMap::new(), "tok"));
+    }
+
+    #[test]
+    fn origin_must_match_host_when_given() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h));
+        h.insert(header::HOST, HeaderValue::from_static("veil.example:6433"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://veil.example:6433"));
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert!(!same_origin(&h));
+    }
+}
