@@ -1,5 +1,6 @@
 //! `infraveil demo` as a user runs it: the four lines, a working
-//! `psql "$DATABASE_URL"` over TLS, the admin API, clean-up on Ctrl-C.
+//! `psql "$DATABASE_URL"` over TLS, the admin API and `veilctl`, a held
+//! `DROP TABLE` approved from the printed link, clean-up on Ctrl-C.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -16,11 +17,20 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let mut vars = std::collections::HashMap::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         let line = lines.next().expect("demo printed a line").unwrap();
         let (k, v) = line.split_once('=').expect("NAME=value");
         vars.insert(k.to_owned(), v.to_owned());
     }
+    // The rest of stdout is approval messages; read them as they come.
+    let (printed, messages) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if printed.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let url = &vars["DATABASE_URL"];
     assert!(
         url.starts_with("postgres://alice:") && url.contains("sslmode=require"),
@@ -106,10 +116,27 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
         );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
+    // The demo's own grants: alice as deployer, oncall to approve.
     let list = veilctl_json(&["grants", "list"]);
-    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
-    assert_eq!(list[0]["identity"], "alice");
-    assert_eq!(list[0]["role"], "deployer");
+    let mut held: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["identity"].as_str().unwrap().to_owned(),
+                g["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        vec![
+            ("alice".to_owned(), "deployer".to_owned()),
+            ("oncall".to_owned(), "readonly".to_owned())
+        ]
+    );
     let issued = veilctl_json(&[
         "grants",
         "issue",
@@ -133,6 +160,68 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app_read");
+
+    // The round trip: a held DROP TABLE waits, the demo prints the request
+    // with its link, oncall approves on the page, the DROP runs.
+    let drop = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            Command::new("psql")
+                .arg(url)
+                .args(["-X", "-c", "DROP TABLE orders"])
+                .output()
+                .unwrap()
+        })
+    };
+    let mut message = String::new();
+    let link = loop {
+        let line = messages
+            .recv_timeout(Duration::from_secs(15))
+            .expect("the demo prints the approval request");
+        message.push_str(&line);
+        message.push('\n');
+        if let Some(l) = line.split("open ").nth(1) {
+            break l.trim().to_owned();
+        }
+    };
+    assert!(message.contains("DROP TABLE orders"), "{message}");
+    assert!(message.contains("blast radius"), "{message}");
+    let page = http.get(&link).send().unwrap();
+    assert_eq!(page.status(), 200);
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = page.text().unwrap();
+    let field = |name: &str| {
+        let key = format!("name=\"{name}\" value=\"");
+        let start = body.find(&key).unwrap() + key.len();
+        body[start..].split('"').next().unwrap().to_owned()
+    };
+    let form = format!(
+        "t={}&csrf={}&approver=oncall&secret={}&decision=approve",
+        field("t"),
+        field("csrf"),
+        vars["VEIL_APPROVER_SECRET"]
+    );
+    let decided = http
+        .post(link.split('?').next().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .body(form)
+        .send()
+        .unwrap();
+    assert_eq!(decided.status(), 200, "{}", decided.text().unwrap());
+    let out = drop.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "DROP TABLE");
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

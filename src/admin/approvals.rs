@@ -42,9 +42,10 @@ impl From<ApprovalError> for ApiError {
 }
 
 fn approvals(state: &AdminState) -> Result<&Arc<Approvals>, ApiError> {
-    state.approvals.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "approvals are not enabled")
-    })
+    state
+        .approvals
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "approvals are not enabled"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,7 +107,14 @@ async fn decide_api(
     let Json(req) = body?;
     let policies = state.shared.policies();
     let view = approvals(&state)?
-        .decide(&id, req.approver.trim(), approve, "veilctl", req.note, &policies)
+        .decide(
+            &id,
+            req.approver.trim(),
+            approve,
+            "veilctl",
+            req.note,
+            &policies,
+        )
         .await?;
     Ok(Json(view))
 }
@@ -130,10 +138,18 @@ pub async fn page(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = q else {
-        return message_page(StatusCode::BAD_REQUEST, "Bad link", "The link is malformed.");
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            "Bad link",
+            "The link is malformed.",
+        );
     };
     let Ok(approvals) = approvals(&state) else {
-        return message_page(StatusCode::NOT_FOUND, "Not found", "Approvals are not enabled.");
+        return message_page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "Approvals are not enabled.",
+        );
     };
     let view = match approvals.by_link(&id, &q.t) {
         Ok(v) => v,
@@ -177,10 +193,18 @@ pub async fn decide_page(
     form: Result<Form<DecideForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return message_page(StatusCode::BAD_REQUEST, "Bad request", "The form is malformed.");
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The form is malformed.",
+        );
     };
     let Ok(approvals) = approvals(&state) else {
-        return message_page(StatusCode::NOT_FOUND, "Not found", "Approvals are not enabled.");
+        return message_page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "Approvals are not enabled.",
+        );
     };
     if approvals.by_link(&id, &form.t).is_err() {
         return bad_link();
@@ -195,7 +219,13 @@ pub async fn decide_page(
     let approve = match form.decision.as_str() {
         "approve" => true,
         "deny" => false,
-        _ => return message_page(StatusCode::BAD_REQUEST, "Bad request", "Choose approve or deny."),
+        _ => {
+            return message_page(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "Choose approve or deny.",
+            );
+        }
     };
     let approver = form.approver.trim().to_owned();
     let policies = state.shared.policies();
@@ -333,7 +363,10 @@ fn page_response(status: StatusCode, body: String) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The token is in the URL: never send it onwards.
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -420,9 +453,15 @@ mod tests {
 
     #[test]
     fn escaping_and_csrf() {
-        assert_eq!(escape("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=b; veil_csrf=tok"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; veil_csrf=tok"),
+        );
         assert!(csrf_ok(&h, "tok"));
         assert!(!csrf_ok(&h, "other"));
         assert!(!csrf_ok(&h, ""));
@@ -434,9 +473,15 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(same_origin(&h));
         h.insert(header::HOST, HeaderValue::from_static("veil.example:6433"));
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://veil.example:6433"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://veil.example:6433"),
+        );
         assert!(same_origin(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(!same_origin(&h));
     }
 }

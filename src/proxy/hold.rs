@@ -37,28 +37,12 @@ pub async fn hold<R: AsyncRead + Unpin>(
     info: &SessionInfo,
     held: &Held,
     sql: &str,
-    named: bool,
     client: &mut FrameReader<R>,
     cancel: &Notify,
 ) -> Outcome {
     let Some(approvals) = &shared.approvals else {
         return Outcome::Refuse(held.error.clone());
     };
-    if named {
-        // A named statement can be executed any number of times; an
-        // approval covers one run.
-        return Outcome::Refuse(
-            PgError::error(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                format!(
-                    "approval required: this {} statement cannot be prepared as a named statement through infraveil",
-                    held.class
-                ),
-            )
-            .with_detail(held.reason.clone())
-            .with_hint("send it as a simple query or with the unnamed statement; it will then be held for approval"),
-        );
-    }
     let hash = crate::approvals::statement_hash(sql);
     match held.mode {
         ApprovalMode::Defer => defer(shared, approvals, info, held, sql, &hash).await,

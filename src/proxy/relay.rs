@@ -18,7 +18,7 @@
 //! and client and server never disagree about transaction state.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -263,19 +263,13 @@ fn parse_body(body: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&body[..name_end], &rest[..q_end]))
 }
 
-/// Whether the unnamed statement is an approved one, which may be bound
-/// (and so executed) once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Approved {
-    No,
-    Unused,
-    Used,
-}
-
 /// What the frontend keeps between frames.
 struct Frontend {
     memory: SessionMemory,
-    unnamed: Approved,
+    /// Prepared statements (by name, `""` for the unnamed one) that ran
+    /// through an approval, and whether they have been bound yet: an
+    /// approval covers one run, so a second `Bind` is refused.
+    approved: HashMap<String, bool>,
 }
 
 /// What to do after one client frame.
@@ -306,7 +300,7 @@ async fn client_to_upstream(
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut state = Frontend {
         memory: SessionMemory::default(),
-        unnamed: Approved::No,
+        approved: HashMap::new(),
     };
     let protocol_error = |e: &FrameError| {
         Metrics::inc(&shared.metrics.protocol_errors_total);
@@ -336,9 +330,7 @@ async fn client_to_upstream(
                         return RelayEnd::Io(e);
                     }
                     out.clear();
-                    let named = m.parse_name.as_deref().is_some_and(|n| !n.is_empty());
-                    let outcome =
-                        hold::hold(shared, info, &m.held, &m.sql, named, client, cancel).await;
+                    let outcome = hold::hold(shared, info, &m.held, &m.sql, client, cancel).await;
                     let carrier = match &m.parse_name {
                         Some(name) => Carrier::Parse {
                             name: Cow::Borrowed(name),
@@ -348,8 +340,13 @@ async fn client_to_upstream(
                     match outcome {
                         Outcome::Run => {
                             out.extend_from_slice(&m.frame.bytes);
-                            if m.parse_name.is_some() {
-                                state.unnamed = Approved::Unused;
+                            if let Some(name) = &m.parse_name {
+                                state.approved.insert(name.clone(), false);
+                                // `EXECUTE name` in SQL is judged by this
+                                // class, so it is held again.
+                                if !name.is_empty() {
+                                    state.memory.prepared.remember(name, m.held.class);
+                                }
                             }
                         }
                         Outcome::Refuse(e) => {
@@ -420,24 +417,39 @@ fn handle_client_frame(
                 return Err(bad_message("Bind"));
             };
             // An approved statement runs once: its second Bind is refused.
-            if statement.is_empty() && state.unnamed != Approved::No {
-                if state.unnamed == Approved::Used {
+            if let Some(bound) = state
+                .approved
+                .get_mut(String::from_utf8_lossy(statement).as_ref())
+            {
+                if *bound {
                     let e = PgError::error(
                         sqlstate::INSUFFICIENT_PRIVILEGE,
-                        "an approved statement runs once; parse it again to ask for a new approval",
+                        "an approved statement runs once; prepare it again to ask for a new approval",
                     );
                     let portal = String::from_utf8_lossy(portal);
                     denials.refuse(out, Carrier::Bind { portal }, e)?;
                     return Ok(Flow::Continue);
                 }
-                state.unnamed = Approved::Used;
+                *bound = true;
             }
             out.extend_from_slice(&frame.bytes);
             return Ok(Flow::Continue);
         }
-        // Execute, Describe, Close, Flush, Sync and the COPY messages carry
-        // no statement text: forwarded untouched.
-        b'E' | b'D' | b'C' | b'H' | b'S' | b'd' | b'c' | b'f' => {
+        b'C' => {
+            // Closing an approved named statement ends its approval. (A
+            // failed re-Parse of the same name would not replace it, so only
+            // Close does.)
+            if let [b'S', name @ .., 0] = frame.body() {
+                state
+                    .approved
+                    .remove(String::from_utf8_lossy(name).as_ref());
+            }
+            out.extend_from_slice(&frame.bytes);
+            return Ok(Flow::Continue);
+        }
+        // Execute, Describe, Flush, Sync and the COPY messages carry no
+        // statement text: forwarded untouched.
+        b'E' | b'D' | b'H' | b'S' | b'd' | b'c' | b'f' => {
             out.extend_from_slice(&frame.bytes);
             return Ok(Flow::Continue);
         }
@@ -458,7 +470,9 @@ fn handle_client_frame(
     // A new Query or unnamed Parse replaces the unnamed statement.
     match &carrier {
         Carrier::Parse { name } if !name.is_empty() => {}
-        _ => state.unnamed = Approved::No,
+        _ => {
+            state.approved.remove("");
+        }
     }
     let text = match statement_text(sql) {
         Ok(sql) if name_ok => Ok(sql),

@@ -79,6 +79,7 @@ pub struct ProxyOptions {
     pub data_dir: Option<PathBuf>,
     /// Give every test identity a standing [`PASSWORD`] (off: grants only).
     pub dev_credentials: bool,
+    pub approvals: infraveil::config::ApprovalsConfig,
 }
 
 impl ProxyOptions {
@@ -123,6 +124,7 @@ impl Default for ProxyOptions {
             admin: false,
             data_dir: None,
             dev_credentials: true,
+            approvals: Default::default(),
         }
     }
 }
@@ -204,7 +206,7 @@ impl Proxy {
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")),
             data_dir: opts.data_dir.clone().unwrap_or_else(|| dir.join("data")),
             limits: opts.limits,
-            approvals: Default::default(),
+            approvals: opts.approvals.clone(),
             grants: Default::default(),
             dev_credentials: if opts.dev_credentials {
                 vec![
@@ -260,6 +262,26 @@ impl Proxy {
         let (ok, out, err) = self.veilctl(&all).await;
         assert!(ok, "veilctl {args:?} failed: {err}");
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("veilctl {args:?}: {e}: {out}"))
+    }
+
+    /// Issue a grant in-process (no CLI round trip); returns the password.
+    pub async fn issue(&self, identity: &str, role: &str) -> String {
+        let running = self.running();
+        running
+            .grants
+            .issue(
+                &running.shared.policies(),
+                infraveil::grants::IssueRequest {
+                    identity: identity.into(),
+                    role: role.into(),
+                    ttl: Some(Duration::from_secs(3600)),
+                    reason: None,
+                    issued_by: Some("test".into()),
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("issue {identity}/{role}: {e}"))
+            .password
     }
 
     /// Issue a grant with veilctl; returns (id, password).
@@ -424,10 +446,15 @@ impl Raw {
 
     /// Connect and log in with SCRAM (plain TCP), up to `ReadyForQuery`.
     pub async fn login(port: u16, user: &str, db: &str) -> Raw {
+        Self::login_with(port, user, db, PASSWORD).await
+    }
+
+    /// [`Raw::login`] with a given password (e.g. a grant's).
+    pub async fn login_with(port: u16, user: &str, db: &str, password: &str) -> Raw {
         use pgwire::api::auth::sasl::scram::ScramClientAuth;
         let mut raw = Raw::connect(port).await;
         raw.startup(&[("user", user), ("database", db)]).await;
-        let client = ScramClientAuth::new(user.into(), PASSWORD.into());
+        let client = ScramClientAuth::new(user.into(), password.into());
         let (first, waiting) = client.build_client_first().unwrap();
         assert_eq!(raw.next().await.tag(), b'R');
         let initial =

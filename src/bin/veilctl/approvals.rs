@@ -29,7 +29,13 @@ pub fn list(api: &Api, all: bool, json_out: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut t = Table::new(&[
-        "ID", "IDENTITY", "ROLE", "CLASS", "STATUS", "EXPIRES", "STATEMENT",
+        "ID",
+        "IDENTITY",
+        "ROLE",
+        "CLASS",
+        "STATUS",
+        "EXPIRES",
+        "STATEMENT",
     ]);
     for r in &reqs {
         let status = match &r.decided_by {

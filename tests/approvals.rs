@@ -1,0 +1,701 @@
+//! The human gate end to end, with real PostgreSQL and a real webhook
+//! receiver: approve / deny / timeout in `wait` mode, `defer` mode running
+//! once and only for the same statement and identity, the approval page
+//! (GET changes nothing; forged, reused and expired links; CSRF; wrong
+//! credentials; self-approval and non-approvers), disconnects and cancels
+//! while waiting, the extended protocol, and many waiters at once.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use common::*;
+use infraveil::approvals::{ApprovalView, Status};
+use tokio::sync::mpsc;
+
+/// A Slack-style webhook receiver: every POST is handed to the test.
+struct Receiver {
+    url: String,
+    rx: mpsc::UnboundedReceiver<(HeaderMap, serde_json::Value)>,
+}
+
+async fn receiver() -> Receiver {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let _ = tx.send((headers, v));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Receiver { url, rx }
+}
+
+impl Receiver {
+    async fn next(&mut self) -> (HeaderMap, serde_json::Value) {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+            .await
+            .expect("a webhook message")
+            .unwrap()
+    }
+}
+
+fn policies() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/policies/approvals")
+}
+
+const SIGNING_SECRET: &str = "webhook-signing-secret";
+
+/// A proxy with the approvals fixture policies, admin API, no dev
+/// credentials, and (optionally) the webhook.
+async fn proxy(webhook: Option<&str>, timeout: Duration) -> Proxy {
+    let dir = scratch_dir();
+    let webhook = webhook.map(|url| {
+        std::fs::write(dir.join("hook-url"), url).unwrap();
+        std::fs::write(dir.join("hook-secret"), SIGNING_SECRET).unwrap();
+        infraveil::config::WebhookConfig {
+            url: infraveil::config::SecretSource::file(dir.join("hook-url")),
+            signing_secret: Some(infraveil::config::SecretSource::file(
+                dir.join("hook-secret"),
+            )),
+            timeout: Duration::from_millis(800),
+            retries: 1,
+        }
+    });
+    Proxy::start(ProxyOptions {
+        policies_dir: Some(policies()),
+        approvals: infraveil::config::ApprovalsConfig {
+            timeout,
+            webhook,
+            ..Default::default()
+        },
+        ..ProxyOptions::with_grants()
+    })
+    .await
+}
+
+/// A database with `t` (100 rows), a view and a child table depending on
+/// it, writable by the test roles.
+fn db(name: &str) -> String {
+    let db = fresh_db(name);
+    cluster()
+        .psql(
+            &db,
+            "CREATE TABLE t (id int PRIMARY KEY, v text);
+             INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g;
+             CREATE VIEW tv AS SELECT * FROM t;
+             CREATE TABLE child (id int PRIMARY KEY, t_id int REFERENCES t);
+             ALTER TABLE t OWNER TO app_owner; ALTER VIEW tv OWNER TO app_owner;
+             ALTER TABLE child OWNER TO app_owner;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON t TO app_write;
+             GRANT SELECT ON t TO app_read;
+             ANALYZE t;",
+        )
+        .unwrap();
+    db
+}
+
+fn rows(db: &str) -> i64 {
+    cluster()
+        .psql(db, "SELECT count(*) FROM t")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn approvals_of(p: &Proxy) -> &Arc<infraveil::approvals::Approvals> {
+    p.running().shared.approvals.as_ref().expect("approvals on")
+}
+
+/// Wait until `n` requests are pending.
+async fn pending(p: &Proxy, n: usize) -> Vec<ApprovalView> {
+    for _ in 0..200 {
+        let list = approvals_of(p).list(false);
+        if list.len() >= n {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {n} pending approval requests");
+}
+
+async fn status_of(p: &Proxy, id: &str, want: Status) {
+    for _ in 0..100 {
+        if approvals_of(p).get(id).map(|r| r.status) == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{id} never became {want:?}: {:?}", approvals_of(p).get(id));
+}
+
+/// GET a page link; returns (status, body, csrf cookie).
+async fn open_page(link: &str) -> (u16, String, Option<String>) {
+    let r = reqwest::Client::new().get(link).send().await.unwrap();
+    let status = r.status().as_u16();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    (status, r.text().await.unwrap(), cookie)
+}
+
+fn hidden(body: &str, name: &str) -> String {
+    let key = format!("name=\"{name}\" value=\"");
+    let start = body
+        .find(&key)
+        .unwrap_or_else(|| panic!("{name} in {body}"))
+        + key.len();
+    body[start..].split('"').next().unwrap().to_owned()
+}
+
+/// Sign in on the page and decide; returns (status, body).
+async fn decide_on_page(link: &str, approver: &str, secret: &str, decision: &str) -> (u16, String) {
+    let (status, body, cookie) = open_page(link).await;
+    assert_eq!(status, 200, "{body}");
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("t", &hidden(&body, "t"))
+        .append_pair("csrf", &hidden(&body, "csrf"))
+        .append_pair("approver", approver)
+        .append_pair("secret", secret)
+        .append_pair("decision", decision)
+        .finish();
+    let post_url = link.split('?').next().unwrap();
+    let r = reqwest::Client::new()
+        .post(post_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie.unwrap())
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn approve_url(message: &serde_json::Value) -> String {
+    let buttons = &message["blocks"][1]["elements"];
+    assert_eq!(buttons[0]["text"]["text"], "Approve", "{message}");
+    assert_eq!(buttons[1]["text"]["text"], "Deny");
+    buttons[0]["url"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wait_mode_approved_on_the_page_runs_and_returns_the_real_result() {
+    let db = db("approve");
+    let mut hook = receiver().await;
+    let p = proxy(Some(&hook.url), Duration::from_secs(60)).await;
+    let alice = p.issue("alice", "ops").await;
+    let oncall = p.issue("oncall", "readonly").await;
+
+    let c = p.connect_with("alice", &db, &alice).await;
+    let run = tokio::spawn(async move { c.execute("DELETE FROM t", &[]).await });
+
+    // The webhook message: Slack-shaped, signed, with the preview.
+    let (headers, msg) = hook.next().await;
+    let text = msg["text"].as_str().unwrap();
+    assert!(
+        text.contains("alice") && text.contains("destructive"),
+        "{text}"
+    );
+    let section = msg["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert!(section.contains("DELETE FROM t"), "{section}");
+    assert!(section.contains("would affect about 100 rows"), "{section}");
+    let ts = headers["x-infraveil-timestamp"].to_str().unwrap();
+    let sig = headers["x-infraveil-signature"].to_str().unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SIGNING_SECRET.as_bytes());
+    let signed = format!("{ts}.{}", serde_json::to_string(&msg).unwrap());
+    ring::hmac::verify(
+        &key,
+        signed.as_bytes(),
+        &hex::decode(sig.strip_prefix("v1=").unwrap()).unwrap(),
+    )
+    .expect("signature over timestamp and body");
+
+    let link = approve_url(&msg);
+    let req = pending(&p, 1).await.remove(0);
+    assert_eq!(req.statement, "DELETE FROM t");
+    assert_eq!(req.mode, infraveil::policy::ApprovalMode::Wait);
+
+    // GET (as an unfurler would, twice) changes nothing.
+    for _ in 0..2 {
+        let (status, body, _) = open_page(&link).await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("DELETE FROM t") && body.contains("pending"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        approvals_of(&p).get(&req.id).unwrap().status,
+        Status::Pending
+    );
+    assert!(!run.is_finished(), "the statement waits");
+    assert_eq!(rows(&db), 100);
+
+    // A POST without the page's cookie is refused (CSRF); so is a wrong
+    // secret, and the requester cannot approve herself.
+    let bare = reqwest::Client::new()
+        .post(link.split('?').next().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "t={}&csrf=x&approver=oncall&secret={oncall}&decision=approve",
+            link.split("t=").nth(1).unwrap().split('&').next().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 403);
+    let (status, body) = decide_on_page(&link, "oncall", "wrong-secret", "approve").await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = decide_on_page(&link, "alice", &alice, "approve").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("cannot approve it"), "{body}");
+    assert_eq!(
+        approvals_of(&p).get(&req.id).unwrap().status,
+        Status::Pending
+    );
+
+    let (status, body) = decide_on_page(&link, "oncall", &oncall, "approve").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("approved by oncall"), "{body}");
+    let deleted = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("runs after approval")
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted, 100, "the real result comes back");
+    assert_eq!(rows(&db), 0);
+    status_of(&p, &req.id, Status::Executed).await;
+
+    // The link is single-use: the page shows the outcome, a POST is refused.
+    let (_, body, _) = open_page(&link).await;
+    assert!(body.contains("nothing more can be decided"), "{body}");
+    let (status, _) = decide_on_page_raw(&link, "oncall", &oncall).await;
+    assert_eq!(status, 409);
+}
+
+/// POST a decision without going through a fresh GET's form (a replayed
+/// submission): uses a fresh cookie so only the request state can refuse it.
+async fn decide_on_page_raw(link: &str, approver: &str, secret: &str) -> (u16, String) {
+    let token = link.split("t=").nth(1).unwrap().split('&').next().unwrap();
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("t", token)
+        .append_pair("csrf", "c")
+        .append_pair("approver", approver)
+        .append_pair("secret", secret)
+        .append_pair("decision", "approve")
+        .finish();
+    let r = reqwest::Client::new()
+        .post(link.split('?').next().unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", "veil_csrf=c")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wait_mode_denied_and_timed_out() {
+    let db = db("deny");
+    let p = proxy(None, Duration::from_secs(2)).await;
+    let alice = p.issue("alice", "ops").await;
+    let c = p.connect_with("alice", &db, &alice).await;
+
+    let c2 = p.connect_with("alice", &db, &alice).await;
+    let run = tokio::spawn(async move { c2.batch_execute("TRUNCATE t").await });
+    let req = pending(&p, 1).await.remove(0);
+    assert!(
+        req.preview
+            .iter()
+            .any(|l| l.contains("public.t: about 100 rows")),
+        "{:?}",
+        req.preview
+    );
+    assert!(
+        req.preview
+            .iter()
+            .any(|l| l.contains("view tv") && l.contains("child")),
+        "cascade preview: {:?}",
+        req.preview
+    );
+    // Not an approver of this role.
+    let (ok, _, err) = p
+        .veilctl(&["approvals", "deny", &req.id, "--as", "bot-a"])
+        .await;
+    assert!(!ok && err.contains("may not approve"), "{err}");
+    let (ok, out, err) = p
+        .veilctl(&[
+            "approvals",
+            "deny",
+            &req.id,
+            "--as",
+            "oncall",
+            "--note",
+            "not today",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("denied by oncall"), "{out}");
+    let e = run.await.unwrap().unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    let msg = e.as_db_error().unwrap().message().to_owned();
+    assert!(msg.contains("denied by oncall"), "{msg}");
+    assert_eq!(rows(&db), 100);
+
+    // Nobody decides: after the timeout the client hears so.
+    let started = std::time::Instant::now();
+    let e = c.batch_execute("DROP TABLE child").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("approval timed out"),
+        "{e}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    // The session is still usable.
+    let n: i64 = scalar(&c, "SELECT count(*) FROM t").await;
+    assert_eq!(n, 100);
+    let list = p.veilctl_json(&["approvals", "list", "--all"]).await;
+    let statuses: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.contains(&"denied") && statuses.contains(&"expired"),
+        "{list}"
+    );
+    for r in list.as_array().unwrap() {
+        for key in ["id", "identity", "statement", "class", "status"] {
+            assert!(r.get(key).is_some(), "{key} in {r}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn defer_mode_runs_once_and_only_for_the_same_statement_and_identity() {
+    let db = db("defer");
+    let p = proxy(None, Duration::from_secs(60)).await;
+    let a = p.issue("bot-a", "bot").await;
+    let b = p.issue("bot-b", "bot").await;
+    let ca = p.connect_with("bot-a", &db, &a).await;
+    let cb = p.connect_with("bot-b", &db, &b).await;
+    let stmt = "DELETE FROM t WHERE id = 7";
+
+    // Refused at once, with the id and the link.
+    let e = ca.batch_execute(stmt).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    let msg = e.as_db_error().unwrap().message().to_owned();
+    assert!(
+        msg.contains("approval request a-") && msg.contains("/approvals/a-"),
+        "{msg}"
+    );
+    let id = pending(&p, 1).await[0].id.clone();
+    assert!(msg.contains(&id));
+    // Re-sending before approval does not page again.
+    let e = ca.batch_execute(stmt).await.unwrap_err();
+    assert!(e.as_db_error().unwrap().message().contains(&id));
+    assert_eq!(approvals_of(&p).list(false).len(), 1);
+
+    let (ok, _, err) = p
+        .veilctl(&["approvals", "approve", &id, "--as", "oncall"])
+        .await;
+    assert!(ok, "{err}");
+    // Same statement, other identity (same role): still held.
+    let e = cb.batch_execute(stmt).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    // Other statement, same identity: held.
+    let e = ca
+        .batch_execute("DELETE FROM t WHERE id = 8")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert_eq!(rows(&db), 100);
+    // The identical statement runs, once.
+    ca.batch_execute(stmt).await.unwrap();
+    assert_eq!(rows(&db), 99);
+    status_of(&p, &id, Status::Executed).await;
+    let e = ca.batch_execute(stmt).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "a second run needs a new approval");
+    // A new session of the same identity can use an approval too (defer is
+    // bound to identity, role and text).
+    let id2 = approvals_of(&p)
+        .list(false)
+        .into_iter()
+        .find(|r| r.identity == "bot-a" && r.statement == stmt)
+        .unwrap()
+        .id;
+    p.veilctl(&["approvals", "approve", &id2, "--as", "oncall"])
+        .await;
+    drop(ca);
+    let ca = p.connect_with("bot-a", &db, &a).await;
+    let n = ca.execute(stmt, &[]).await.unwrap();
+    assert_eq!(n, 0, "row 7 is already gone; the statement ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn links_cannot_be_forged_and_expire_with_the_request() {
+    let db = db("links");
+    let mut hook = receiver().await;
+    let p = proxy(Some(&hook.url), Duration::from_secs(2)).await;
+    let alice = p.issue("alice", "ops").await;
+    let oncall = p.issue("oncall", "readonly").await;
+    let c = p.connect_with("alice", &db, &alice).await;
+    let run = tokio::spawn(async move { c.batch_execute("DELETE FROM t").await });
+    let (_, msg) = hook.next().await;
+    let link = approve_url(&msg);
+
+    // Tampered signature, another request's id, no token: all refused, and
+    // the page does not say whether the request exists.
+    let mut forged = link.clone();
+    let at = forged.find("&action").unwrap();
+    forged.replace_range(at - 3..at, "AAA");
+    let (status, body, _) = open_page(&forged).await;
+    assert_eq!(status, 403, "{body}");
+    let other = link.replacen("/approvals/a-", "/approvals/a-0", 1);
+    assert_eq!(open_page(&other).await.0, 403);
+    let bare = link.split('?').next().unwrap().to_owned();
+    assert_eq!(open_page(&bare).await.0, 403);
+
+    // Expiry: the waiting client times out and the link stops working.
+    let e = run.await.unwrap().unwrap_err();
+    assert!(e.as_db_error().unwrap().message().contains("timed out"));
+    let (status, body) = decide_on_page_raw(&link, "oncall", &oncall).await;
+    assert!(status == 409 || status == 410, "{status} {body}");
+    assert_eq!(rows(&db), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_that_never_answers_leaves_the_request_decidable() {
+    let db = db("hang");
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let p = proxy(Some(&url), Duration::from_secs(60)).await;
+    let alice = p.issue("alice", "ops").await;
+    let c = p.connect_with("alice", &db, &alice).await;
+    let run = tokio::spawn(async move { c.execute("DELETE FROM t WHERE true", &[]).await });
+    let id = pending(&p, 1).await[0].id.clone();
+    // Two attempts of 0.8 s with a 0.5 s pause, then recorded as failed.
+    for _ in 0..100 {
+        if approvals_of(&p)
+            .get(&id)
+            .and_then(|r| r.notification)
+            .is_some_and(|n| n.starts_with("failed"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let note = approvals_of(&p).get(&id).unwrap().notification;
+    assert!(
+        note.as_deref().is_some_and(|n| n.contains("timed out")),
+        "{note:?}"
+    );
+    let (ok, _, err) = p
+        .veilctl(&["approvals", "approve", &id, "--as", "oncall"])
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(run.await.unwrap().unwrap(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disconnect_and_cancel_while_waiting() {
+    let db = db("gone");
+    let p = proxy(None, Duration::from_secs(60)).await;
+    let alice = p.issue("alice", "ops").await;
+
+    // psql killed while it waits: the request is cancelled.
+    let url = format!("postgres://alice:{alice}@127.0.0.1:{}/{db}", p.port);
+    let mut child = tokio::process::Command::new("psql")
+        .arg(&url)
+        .args(["-X", "-c", "DROP TABLE child"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = pending(&p, 1).await[0].id.clone();
+    child.kill().await.unwrap();
+    status_of(&p, &id, Status::Cancelled).await;
+
+    // A cancel request (Ctrl-C) ends the wait with 57014.
+    let c = p.connect_with("alice", &db, &alice).await;
+    let token = c.cancel_token();
+    let run = tokio::spawn(async move { c.batch_execute("DROP TABLE child").await });
+    let id = pending(&p, 1).await[0].id.clone();
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = run.await.unwrap().unwrap_err();
+    assert_eq!(sqlstate(&e), "57014");
+    status_of(&p, &id, Status::Cancelled).await;
+    let exists = cluster()
+        .psql(&db, "SELECT to_regclass('child') IS NOT NULL")
+        .unwrap();
+    assert_eq!(exists.trim(), "t");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extended_protocol_pipelines_hold_in_order() {
+    let db = db("extended");
+    let p = proxy(None, Duration::from_secs(60)).await;
+    let alice = p.issue("alice", "ops").await;
+    let mut raw = Raw::login_with(p.port, "alice", &db, &alice).await;
+
+    // Parse/Bind/Execute of the held DELETE, then a SELECT, one Sync.
+    raw.send(&parse("", "SELECT 1")).await;
+    raw.send(&bind("")).await;
+    raw.send(&execute()).await;
+    raw.send(&parse("", "DELETE FROM t")).await;
+    raw.send(&bind("")).await;
+    raw.send(&execute()).await;
+    raw.send(&parse("", "SELECT count(*) FROM t")).await;
+    raw.send(&bind("")).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let id = pending(&p, 1).await[0].id.clone();
+    p.veilctl(&["approvals", "approve", &id, "--as", "oncall"])
+        .await;
+    let (tags, codes, status) = raw.until_ready().await;
+    assert!(codes.is_empty(), "{codes:?}");
+    assert_eq!(
+        tags,
+        b"12DC12C12DCZ".to_vec(),
+        "{}",
+        String::from_utf8_lossy(&tags)
+    );
+    assert_eq!(status, b'I');
+    assert_eq!(rows(&db), 0);
+
+    // An approved unnamed statement binds once.
+    cluster()
+        .psql(
+            &db,
+            "INSERT INTO t SELECT g, 'y' FROM generate_series(1, 5) g",
+        )
+        .unwrap();
+    raw.send(&parse("", "DELETE FROM t")).await;
+    raw.send(&bind("")).await;
+    raw.send(&execute()).await;
+    raw.send(&bind("")).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let id = pending(&p, 1).await[0].id.clone();
+    p.veilctl(&["approvals", "approve", &id, "--as", "oncall"])
+        .await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["42501".to_owned()]);
+    // The refused Bind failed the implicit transaction, so PostgreSQL
+    // rolled the DELETE back with it.
+    assert_eq!(rows(&db), 5);
+
+    // Denied inside a pipeline: the error, then the rest skipped to Sync.
+    raw.send(&parse("", "TRUNCATE t")).await;
+    raw.send(&bind("")).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let id = pending(&p, 1).await[0].id.clone();
+    p.veilctl(&["approvals", "deny", &id, "--as", "oncall"])
+        .await;
+    let (tags, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["42501".to_owned()]);
+    assert_eq!(tags, b"EZ".to_vec());
+
+    // A named statement (as drivers prepare them) waits at Parse; once
+    // approved it binds once, and `EXECUTE` of it in SQL is held again.
+    cluster()
+        .psql(
+            &db,
+            "INSERT INTO t SELECT g, 'n' FROM generate_series(101, 103) g",
+        )
+        .unwrap();
+    raw.send(&parse("s1", "DELETE FROM t")).await;
+    raw.send(&sync()).await;
+    let id = pending(&p, 1).await[0].id.clone();
+    p.veilctl(&["approvals", "approve", &id, "--as", "oncall"])
+        .await;
+    let (tags, codes, _) = raw.until_ready().await;
+    assert!(codes.is_empty(), "{codes:?}");
+    assert_eq!(tags, b"1Z".to_vec());
+    raw.send(&bind("s1")).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert!(codes.is_empty(), "{codes:?}");
+    assert_eq!(rows(&db), 0);
+    raw.send(&bind("s1")).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["42501".to_owned()], "second Bind of s1");
+
+    // The session still works.
+    let (_, codes, _) = raw.pipeline(&["SELECT 1"]).await;
+    assert!(codes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_sessions_wait_while_others_keep_working() {
+    let db = db("many");
+    let p = proxy(None, Duration::from_secs(60)).await;
+    let alice = p.issue("alice", "ops").await;
+    let oncall = p.issue("oncall", "readonly").await;
+    const WAITERS: i64 = 8;
+    let mut waiting = vec![];
+    for i in 1..=WAITERS {
+        let c = p.connect_with("alice", &db, &alice).await;
+        waiting.push(tokio::spawn(async move {
+            c.execute(&format!("DELETE FROM t WHERE {i} = {i}"), &[])
+                .await
+        }));
+    }
+    let reqs = pending(&p, WAITERS as usize).await;
+    // Meanwhile, other sessions are not held up.
+    let reader = p.connect_with("oncall", &db, &oncall).await;
+    for _ in 0..50 {
+        let n: i64 = scalar(&reader, "SELECT count(*) FROM t").await;
+        assert_eq!(n, 100);
+    }
+    let writer = p.connect_with("alice", &db, &alice).await;
+    writer
+        .batch_execute("UPDATE t SET v = 'z' WHERE id = 1")
+        .await
+        .unwrap();
+    assert!(waiting.iter().all(|w| !w.is_finished()));
+    for r in &reqs {
+        let (ok, _, err) = p
+            .veilctl(&["approvals", "approve", &r.id, "--as", "oncall"])
+            .await;
+        assert!(ok, "{err}");
+    }
+    let mut total = 0;
+    for w in waiting {
+        total += w.await.unwrap().unwrap();
+    }
+    assert_eq!(total, 100, "each ran once; together they deleted every row");
+}
