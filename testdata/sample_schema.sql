@@ -47,3 +47,6 @@ GRANT USAGE ON SCHEMA billing TO app_billing;
 GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA billing TO app_billing;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA billing TO app_billing;
 RESET ROLE;
+
+-- Planner statistics, so approval previews estimate rows well.
+ANALYZE;
