@@ -50,6 +50,8 @@ pub struct Config {
     pub grants: GrantsConfig,
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Development credential source, used until grants are issued: each
     /// entry lets one identity log in with a secret read from env or file.
     #[serde(default)]
@@ -145,6 +147,34 @@ impl Default for ApprovalsConfig {
             public_url: None,
             timeout: Duration::from_secs(600),
             webhook: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The Ed25519 signing key (hex seed, mode 0600); default
+    /// `<data_dir>/audit-ed25519.key`, generated on first start.
+    pub key_file: Option<PathBuf>,
+    /// Records of reads (and other events nobody waits for) are flushed
+    /// within this; writes are durable before they are forwarded.
+    #[serde(deserialize_with = "duration")]
+    pub read_window: Duration,
+    /// A signed checkpoint every this many records...
+    pub checkpoint_every: u64,
+    /// ...or this long, whichever comes first.
+    #[serde(deserialize_with = "duration")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            key_file: None,
+            read_window: Duration::from_millis(100),
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(300),
         }
     }
 }
@@ -286,6 +316,9 @@ impl Config {
         };
         fix(&mut self.policies_dir);
         fix(&mut self.data_dir);
+        if let Some(k) = &mut self.audit.key_file {
+            fix(k);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert);
             fix(&mut tls.key);

@@ -157,6 +157,7 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
             webhook,
             ..Default::default()
         },
+        audit: Default::default(),
         grants: GrantsConfig {
             // Port 0 becomes the port actually bound.
             database_url: Some(format!(

@@ -23,6 +23,8 @@
 //! - [`approvals`] — the human gate: approval requests with a blast-radius
 //!   preview, the webhook / terminal notifier, signed single-use links, and
 //!   the decisions that let a held statement run once.
+//! - [`audit`] — the signed, hash-chained audit log: events, the chain
+//!   format and its verifier (no I/O), the group-commit writer, export.
 //! - [`store`] — the one owner of sled: typed reads and writes of state under
 //!   `data_dir`, and the lock that keeps a second daemon out.
 //! - [`config`] — `infraveil.toml` and where secrets come from.
@@ -34,6 +36,7 @@
 
 pub mod admin;
 pub mod approvals;
+pub mod audit;
 pub mod classify;
 pub mod config;
 pub mod daemon;

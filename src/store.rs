@@ -15,10 +15,12 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::approvals::ApprovalRequest;
+use crate::audit::chain::Record;
 use crate::grants::Grant;
 
 const GRANTS: &str = "grants";
 const APPROVALS: &str = "approvals";
+const AUDIT: &str = "audit";
 const META: &str = "meta";
 
 /// Why the store could not be opened, read or written.
@@ -46,6 +48,7 @@ pub struct Store {
     db: sled::Db,
     grants: sled::Tree,
     approvals: sled::Tree,
+    audit: sled::Tree,
     meta: sled::Tree,
     dir: PathBuf,
     // Held for the life of the store; the OS drops the lock with the file.
@@ -75,11 +78,13 @@ impl Store {
             .open()?;
         let grants = db.open_tree(GRANTS)?;
         let approvals = db.open_tree(APPROVALS)?;
+        let audit = db.open_tree(AUDIT)?;
         let meta = db.open_tree(META)?;
         Ok(Store {
             db,
             grants,
             approvals,
+            audit,
             meta,
             dir: data_dir.to_owned(),
             _lock: lock,
@@ -143,6 +148,46 @@ impl Store {
     pub fn approvals(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
         all(&self.approvals, "approval")
     }
+
+    /// Append audit records (keyed by big-endian `seq`, so the tree's order
+    /// is the log's order). Not yet durable.
+    pub fn put_audit(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for r in records {
+            let bytes = serde_json::to_vec(r).map_err(|e| corrupt("audit record", &e.to_string()))?;
+            batch.insert(&r.seq.to_be_bytes(), bytes);
+        }
+        self.audit.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The last audit record.
+    pub fn audit_head(&self) -> Result<Option<Record>, StoreError> {
+        match self.audit.last()? {
+            Some((k, v)) => Ok(Some(audit_record(&k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Audit records from `from_seq` on, in order, read lazily.
+    pub fn audit_from(
+        &self,
+        from_seq: u64,
+    ) -> impl Iterator<Item = Result<Record, StoreError>> + Send + 'static {
+        self.audit
+            .range(from_seq.to_be_bytes()..)
+            .map(|item| {
+                let (k, v) = item?;
+                audit_record(&k, &v)
+            })
+    }
+}
+
+fn audit_record(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
+    serde_json::from_slice(value).map_err(|e| {
+        let seq = <[u8; 8]>::try_from(key).map(u64::from_be_bytes).unwrap_or(0);
+        corrupt(&format!("audit record {seq}"), &e.to_string())
+    })
 }
 
 /// Records are JSON: readable with any sled tool after an incident, and

@@ -207,6 +207,7 @@ impl Proxy {
             data_dir: opts.data_dir.clone().unwrap_or_else(|| dir.join("data")),
             limits: opts.limits,
             approvals: opts.approvals.clone(),
+            audit: Default::default(),
             grants: Default::default(),
             dev_credentials: if opts.dev_credentials {
                 vec![

@@ -1,0 +1,393 @@
+//! The signed, hash-chained, append-only audit log.
+//!
+//! Everything that happens (connections, authentication, every statement
+//! and its outcome, grants, approvals, policy loads, start and stop) is an
+//! [`Event`]. One writer task numbers events, chains and signs them
+//! ([`chain`]) and appends them to their own sled tree. Callers that must
+//! not proceed before their record is durable ([`Audit::append`]) wait for
+//! a flush; the writer flushes once for everyone waiting (group commit), so
+//! the cost per statement falls as concurrency rises. Other events
+//! ([`Audit::enqueue`]) are flushed within `read_window`.
+//!
+//! If a record cannot be written, the log is marked failed and stays so:
+//! every later append fails, and the proxy refuses statements rather than
+//! run them unaudited.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::AuditConfig;
+use crate::grants::now_ms;
+use crate::store::{Store, StoreError};
+
+pub mod chain;
+pub mod event;
+pub mod export;
+pub mod key;
+
+pub use event::Event;
+
+/// Events waiting for the writer, at most; beyond that, callers wait.
+const QUEUE: usize = 64 * 1024;
+/// Events one write takes at most.
+const BATCH: usize = 4096;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit log cannot be written ({0}); infraveil refuses statements until it can")]
+    Failed(String),
+}
+
+impl From<StoreError> for AuditError {
+    fn from(e: StoreError) -> Self {
+        AuditError::Failed(e.to_string())
+    }
+}
+
+struct Job {
+    event: Event,
+    /// Present when the caller waits for durability.
+    ack: Option<oneshot::Sender<Result<u64, AuditError>>>,
+}
+
+/// The latest checkpoint: the chain's head when it was taken.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// The checkpoint record's own seq.
+    pub seq: u64,
+    pub head_seq: u64,
+    pub head_hash: String,
+}
+
+/// Handle to the log; cheap to clone.
+#[derive(Clone)]
+pub struct Audit {
+    tx: mpsc::Sender<Job>,
+    failed: Arc<AtomicBool>,
+    public_key: String,
+    appended: Arc<AtomicU64>,
+    checkpoint: Arc<std::sync::Mutex<Option<Checkpoint>>>,
+}
+
+/// Called with each checkpoint (to post it to the webhook, say).
+pub type CheckpointSink = Arc<dyn Fn(&Checkpoint) + Send + Sync>;
+
+impl Audit {
+    /// Start the writer. Returns the handle and the writer task, which ends
+    /// when every handle is dropped.
+    pub fn start(
+        store: Arc<Store>,
+        key: SigningKey,
+        config: &AuditConfig,
+        on_checkpoint: Option<CheckpointSink>,
+    ) -> Result<(Audit, tokio::task::JoinHandle<()>), StoreError> {
+        let head = store.audit_head()?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let audit = Audit {
+            tx,
+            failed: Arc::new(AtomicBool::new(false)),
+            public_key: key::public_hex(&key),
+            appended: Arc::new(AtomicU64::new(0)),
+            checkpoint: Arc::new(std::sync::Mutex::new(None)),
+        };
+        let writer = Writer {
+            store,
+            key,
+            seq: head.as_ref().map_or(0, |r| r.seq),
+            prev: head
+                .as_ref()
+                .and_then(|r| hex::decode(&r.hash).ok())
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or(chain::GENESIS),
+            failed: audit.failed.clone(),
+            appended: audit.appended.clone(),
+            checkpoint: audit.checkpoint.clone(),
+            on_checkpoint,
+            window: config.read_window,
+            every: config.checkpoint_every.max(1),
+            interval: config.checkpoint_interval,
+        };
+        let task = tokio::spawn(writer.run(rx));
+        Ok((audit, task))
+    }
+
+    /// The public key, 64 hex characters.
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    /// False once a write has failed.
+    pub fn healthy(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Records appended since start.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+
+    pub fn last_checkpoint(&self) -> Option<Checkpoint> {
+        self.checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Append and wait until the record is durable; returns its seq.
+    pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
+        self.check()?;
+        let (ack, done) = oneshot::channel();
+        self.send(Job {
+            event,
+            ack: Some(ack),
+        })
+        .await?;
+        done.await
+            .unwrap_or_else(|_| Err(AuditError::Failed("the audit writer stopped".into())))
+    }
+
+    /// Append several and wait until all are durable (one wait).
+    pub async fn append_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
+        self.check()?;
+        let mut last = None;
+        for event in events {
+            let (ack, done) = oneshot::channel();
+            self.send(Job {
+                event,
+                ack: Some(ack),
+            })
+            .await?;
+            last = Some(done);
+        }
+        // The writer acks in order, so the last ack covers the others.
+        match last {
+            Some(done) => done
+                .await
+                .unwrap_or_else(|_| Err(AuditError::Failed("the audit writer stopped".into())))
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Queue an event; it is durable within the read window. Waits only if
+    /// the queue is full (back-pressure rather than loss).
+    pub async fn enqueue(&self, event: Event) -> Result<(), AuditError> {
+        self.check()?;
+        self.send(Job { event, ack: None }).await
+    }
+
+    /// [`Audit::enqueue`] from code that cannot wait; if the queue is full
+    /// the event is still sent, from a task.
+    pub fn enqueue_now(&self, event: Event) {
+        if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(Job { event, ack: None })
+        {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(job).await;
+            });
+        }
+    }
+
+    fn check(&self) -> Result<(), AuditError> {
+        if self.healthy() {
+            Ok(())
+        } else {
+            Err(AuditError::Failed("an earlier write failed".into()))
+        }
+    }
+
+    async fn send(&self, job: Job) -> Result<(), AuditError> {
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| AuditError::Failed("the audit writer stopped".into()))
+    }
+
+    /// Stop accepting writes (tests use it to prove the proxy fails
+    /// closed; an operator never needs it).
+    #[doc(hidden)]
+    pub fn halt_for_test(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Writer {
+    store: Arc<Store>,
+    key: SigningKey,
+    seq: u64,
+    prev: [u8; 32],
+    failed: Arc<AtomicBool>,
+    appended: Arc<AtomicU64>,
+    checkpoint: Arc<std::sync::Mutex<Option<Checkpoint>>>,
+    on_checkpoint: Option<CheckpointSink>,
+    window: Duration,
+    every: u64,
+    interval: Duration,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        // Records written but not yet flushed, and since when.
+        let mut unflushed: Option<Instant> = None;
+        let mut since_checkpoint = 0u64;
+        let mut last_checkpoint = Instant::now();
+        let mut tick = tokio::time::interval(self.interval.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = unflushed.map(|t| tokio::time::Instant::from_std(t + self.window));
+            let first = tokio::select! {
+                job = rx.recv() => match job {
+                    Some(j) => Some(j),
+                    None => {
+                        // Every handle is gone: make what we have durable.
+                        let _ = self.store.flush().await;
+                        return;
+                    }
+                },
+                _ = sleep_until_opt(deadline) => None,
+                _ = tick.tick() => None,
+            };
+            let mut jobs = Vec::new();
+            if let Some(j) = first {
+                jobs.push(j);
+                while jobs.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let mut events: Vec<Event> = Vec::with_capacity(jobs.len() + 1);
+            let mut acks = Vec::new();
+            for j in jobs {
+                events.push(j.event);
+                if let Some(a) = j.ack {
+                    acks.push(a);
+                }
+            }
+            since_checkpoint += events.len() as u64;
+            let checkpoint_due = since_checkpoint > 0
+                && (since_checkpoint >= self.every || last_checkpoint.elapsed() >= self.interval);
+            let result = self.write(events, checkpoint_due);
+            if checkpoint_due && result.is_ok() {
+                since_checkpoint = 0;
+                last_checkpoint = Instant::now();
+            }
+            let flush_due = !acks.is_empty()
+                || checkpoint_due
+                || unflushed.is_some_and(|t| t.elapsed() >= self.window);
+            let result = match result {
+                Ok(wrote) if flush_due && (wrote || unflushed.is_some()) => {
+                    unflushed = None;
+                    self.store.flush().await.map_err(AuditError::from)
+                }
+                Ok(wrote) => {
+                    if wrote && unflushed.is_none() {
+                        unflushed = Some(Instant::now());
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    for a in acks {
+                        let _ = a.send(Ok(self.seq));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit log write failed; refusing statements from now on");
+                    self.failed.store(true, Ordering::Relaxed);
+                    for a in acks {
+                        let _ = a.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seal and store the events (and a checkpoint after them). Returns
+    /// whether anything was written.
+    fn write(&mut self, events: Vec<Event>, checkpoint: bool) -> Result<bool, AuditError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(AuditError::Failed("an earlier write failed".into()));
+        }
+        if events.is_empty() && !checkpoint {
+            return Ok(false);
+        }
+        let now = now_ms();
+        let mut records = Vec::with_capacity(events.len() + 1);
+        for e in events {
+            records.push(self.seal(&e, now));
+        }
+        let mut taken = None;
+        if checkpoint && self.seq > 0 {
+            let head = Event::Checkpoint {
+                head_seq: self.seq,
+                head_hash: hex::encode(self.prev),
+            };
+            let (head_seq, head_hash) = (self.seq, hex::encode(self.prev));
+            records.push(self.seal(&head, now));
+            taken = Some(Checkpoint {
+                // The checkpoint's own record follows the head it names.
+                seq: self.seq,
+                head_seq,
+                head_hash,
+            });
+        }
+        self.store.put_audit(&records)?;
+        self.appended
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        if let Some(c) = taken {
+            tracing::info!(head_seq = c.head_seq, head_hash = %c.head_hash, "audit checkpoint");
+            if let Some(sink) = &self.on_checkpoint {
+                sink(&c);
+            }
+            *self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+        }
+        Ok(!records.is_empty())
+    }
+
+    fn seal(&mut self, event: &Event, now: u64) -> chain::Record {
+        self.seq += 1;
+        let (record, digest) = chain::seal(self.seq, &self.prev, event.payload(self.seq, now), &self.key);
+        self.prev = digest;
+        record
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Verify the log in `store` from the start; `expect_head` is a checkpoint
+/// kept elsewhere (`seq`, hex hash).
+pub fn verify_store(
+    store: &Store,
+    key: ed25519_dalek::VerifyingKey,
+    expect_head: Option<(u64, String)>,
+) -> Result<chain::Summary, VerifyError> {
+    let mut v = chain::ChainVerifier::from_genesis(key);
+    if let Some((seq, hash)) = &expect_head {
+        v = v.expect_head(*seq, hash);
+    }
+    for r in store.audit_from(0) {
+        v.check(&r?)?;
+    }
+    Ok(v.finish()?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Bad(#[from] chain::Problem),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
