@@ -9,13 +9,14 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::approvals::{Approvals, Notifier};
+use crate::audit::{Audit, Event};
 use crate::config::Config;
 use crate::grants::Grants;
 use crate::inspect::Inspector;
 use crate::policy::PolicySet;
 use crate::proxy::Shared;
 use crate::proxy::auth::dev_credentials;
-use crate::proxy::server::{Server, ServerError};
+use crate::proxy::server::{Server, ServerError, Services};
 use crate::shutdown::{Phase, ShutdownController};
 use crate::store::Store;
 
@@ -28,9 +29,33 @@ pub struct Running {
     controller: Arc<ShutdownController>,
     server: JoinHandle<()>,
     admin: Option<JoinHandle<()>>,
-    /// The grant sweeper and approval expirer.
+    /// The audit writer, grant sweeper and approval expirer.
     background: Vec<JoinHandle<()>>,
     policies_dir: std::path::PathBuf,
+}
+
+/// The audit signing key's file name in `data_dir` (unless configured).
+pub const AUDIT_KEY_FILE: &str = "audit-ed25519.key";
+
+/// Post each audit checkpoint to the webhook, so a copy of the chain's head
+/// lives outside this machine.
+fn checkpoint_poster(
+    webhook: Arc<crate::approvals::notify::Webhook>,
+) -> crate::audit::CheckpointSink {
+    Arc::new(move |c: &crate::audit::Checkpoint| {
+        let webhook = webhook.clone();
+        let body = serde_json::json!({
+            "text": format!(
+                "infraveil audit checkpoint: record {} has hash {} (verify with veilctl audit verify --expect-head {}:{})",
+                c.head_seq, c.head_hash, c.head_seq, c.head_hash
+            ),
+        });
+        tokio::spawn(async move {
+            if let Err(e) = webhook.post(&body).await {
+                tracing::warn!(error = %e, "audit checkpoint could not be posted");
+            }
+        });
+    })
 }
 
 /// Optional wiring beyond the config file.
@@ -57,7 +82,35 @@ pub async fn start_with(
     // run here, once, before anything listens.
     let store = Arc::new(Store::open(&config.data_dir)?);
     let mut database_url = config.database_url()?;
-    let grants = Grants::open(store.clone())?;
+    let mut background = Vec::new();
+
+    // The audit log first: nothing happens that it does not see.
+    let key_path = config
+        .audit
+        .key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(AUDIT_KEY_FILE));
+    let key = crate::audit::key::load_or_create(&key_path, config.audit.key_file.is_none())?;
+    let webhook = match &config.approvals.webhook {
+        Some(w) => Some(Arc::new(crate::approvals::notify::Webhook::from_config(w)?)),
+        None => None,
+    };
+    let (audit, writer) = Audit::start(
+        store.clone(),
+        key,
+        &config.audit,
+        webhook.clone().map(checkpoint_poster),
+    )?;
+    background.push(writer);
+    audit
+        .append(Event::DaemonStart {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+        })
+        .await?;
+    info!(public_key = audit.public_key(), "audit log open");
+
+    let grants = Grants::open(store.clone(), audit.clone())?;
     let dev = dev_credentials(&config.dev_credentials, grants.salts())?;
     if !dev.is_empty() {
         warn!(
@@ -75,14 +128,20 @@ pub async fn start_with(
         "policies loaded"
     );
     inspector.reload(policies.clone())?;
+    audit
+        .append(Event::PolicyLoaded {
+            reload: false,
+            roles: policies.roles.len(),
+            identities: policies.identities.len(),
+            dir: config.policies_dir.display().to_string(),
+        })
+        .await?;
     // Approvals are decided over the admin API; without it, held
     // statements are refused.
     let approvals = match config.admin.listen {
         Some(_) => {
-            let notifier = match (&config.approvals.webhook, extras.approval_sink) {
-                (Some(w), _) => {
-                    Notifier::Webhook(Arc::new(crate::approvals::notify::Webhook::from_config(w)?))
-                }
+            let notifier = match (webhook, extras.approval_sink) {
+                (Some(w), _) => Notifier::Webhook(w),
                 (None, Some(sink)) => Notifier::Sink(sink),
                 (None, None) => Notifier::Log,
             };
@@ -90,6 +149,7 @@ pub async fn start_with(
                 store.clone(),
                 &config.approvals,
                 notifier,
+                audit.clone(),
             )?))
         }
         None => None,
@@ -97,9 +157,12 @@ pub async fn start_with(
     let server = Server::bind(
         config,
         policies,
-        grants.clone(),
-        inspector,
-        approvals.clone(),
+        Services {
+            credentials: grants.clone(),
+            inspector,
+            approvals: approvals.clone(),
+            audit: audit.clone(),
+        },
     )
     .await?;
     let pg_addr = server.local_addr();
@@ -114,7 +177,6 @@ pub async fn start_with(
 
     let mut admin = None;
     let mut admin_addr = None;
-    let mut background = Vec::new();
     if let (Some(addr), Some(token)) = (config.admin.listen, &config.admin.token) {
         let token = token.read("admin.token")?;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -178,6 +240,12 @@ impl Running {
             .policies
             .write()
             .unwrap_or_else(|p| p.into_inner());
+        self.shared.audit.enqueue_now(Event::PolicyLoaded {
+            reload: true,
+            roles: set.roles.len(),
+            identities: set.identities.len(),
+            dir: self.policies_dir.display().to_string(),
+        });
         *guard = set;
         info!("policies reloaded");
         Ok(())
@@ -189,6 +257,9 @@ impl Running {
         let _ = self.server.await;
         if let Some(a) = self.admin {
             let _ = a.await;
+        }
+        if let Err(e) = self.shared.audit.append(Event::DaemonStop {}).await {
+            warn!(error = %e, "could not record the stop in the audit log");
         }
         // Sessions are gone; stop the background tasks so the store (and
         // the data directory's lock) is released when `self` drops.

@@ -58,6 +58,10 @@ pub struct Held {
 pub struct Inspection {
     pub decision: Decision,
     pub class: Option<Class>,
+    /// The rule that decided, e.g. `roles.readonly.allow`.
+    pub rule: Option<String>,
+    /// Tables the statement touches, `schema.name`.
+    pub tables: Vec<String>,
 }
 
 impl From<Decision> for Inspection {
@@ -65,6 +69,8 @@ impl From<Decision> for Inspection {
         Inspection {
             decision,
             class: None,
+            rule: None,
+            tables: Vec::new(),
         }
     }
 }

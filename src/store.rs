@@ -154,7 +154,8 @@ impl Store {
     pub fn put_audit(&self, records: &[Record]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for r in records {
-            let bytes = serde_json::to_vec(r).map_err(|e| corrupt("audit record", &e.to_string()))?;
+            let bytes =
+                serde_json::to_vec(r).map_err(|e| corrupt("audit record", &e.to_string()))?;
             batch.insert(&r.seq.to_be_bytes(), bytes);
         }
         self.audit.apply_batch(batch)?;
@@ -174,18 +175,18 @@ impl Store {
         &self,
         from_seq: u64,
     ) -> impl Iterator<Item = Result<Record, StoreError>> + Send + 'static {
-        self.audit
-            .range(from_seq.to_be_bytes()..)
-            .map(|item| {
-                let (k, v) = item?;
-                audit_record(&k, &v)
-            })
+        self.audit.range(from_seq.to_be_bytes()..).map(|item| {
+            let (k, v) = item?;
+            audit_record(&k, &v)
+        })
     }
 }
 
 fn audit_record(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
     serde_json::from_slice(value).map_err(|e| {
-        let seq = <[u8; 8]>::try_from(key).map(u64::from_be_bytes).unwrap_or(0);
+        let seq = <[u8; 8]>::try_from(key)
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
         corrupt(&format!("audit record {seq}"), &e.to_string())
     })
 }

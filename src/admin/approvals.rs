@@ -32,7 +32,7 @@ impl From<ApprovalError> for ApiError {
             ApprovalError::NotAnApprover { .. }
             | ApprovalError::SelfApproval(_)
             | ApprovalError::BadLink => StatusCode::FORBIDDEN,
-            ApprovalError::Store(_) => {
+            ApprovalError::Store(_) | ApprovalError::Audit(_) => {
                 tracing::error!(error = %e, "state store failure");
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -315,7 +315,7 @@ fn decision_error(e: ApprovalError) -> Response {
         ApprovalError::Decided { .. } => StatusCode::CONFLICT,
         ApprovalError::Expired(_) => StatusCode::GONE,
         ApprovalError::NotFound(_) => StatusCode::NOT_FOUND,
-        ApprovalError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ApprovalError::Store(_) | ApprovalError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::FORBIDDEN,
     };
     message_page(code, "Refused", &e.to_string())

@@ -16,7 +16,7 @@ impl From<GrantError> for ApiError {
             GrantError::NotFound(_) => StatusCode::NOT_FOUND,
             GrantError::AlreadyRevoked(_) | GrantError::AlreadyExpired(_) => StatusCode::CONFLICT,
             GrantError::Invalid(_) => StatusCode::BAD_REQUEST,
-            GrantError::Store(_) => {
+            GrantError::Store(_) | GrantError::Audit(_) => {
                 tracing::error!(error = %e, "state store failure");
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::audit::{Audit, AuditError, Event};
 use crate::classify::Class;
 use crate::config::ApprovalsConfig;
 use crate::grants::{now_ms, rfc3339};
@@ -190,6 +191,8 @@ pub enum ApprovalError {
     BadLink,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 struct Entry {
@@ -202,6 +205,7 @@ struct Entry {
 /// sessions.
 pub struct Approvals {
     store: Arc<Store>,
+    audit: Audit,
     links: token::Links,
     entries: Mutex<HashMap<String, Entry>>,
     timeout: Duration,
@@ -222,6 +226,7 @@ impl Approvals {
         store: Arc<Store>,
         config: &ApprovalsConfig,
         notifier: Notifier,
+        audit: Audit,
     ) -> Result<Approvals, StoreError> {
         let links = token::Links::new(&store.key("approval-links")?);
         let mut entries = HashMap::new();
@@ -237,6 +242,7 @@ impl Approvals {
         store.flush_blocking()?;
         Ok(Approvals {
             store,
+            audit,
             links,
             entries: Mutex::new(entries),
             timeout: config.timeout,
@@ -306,6 +312,20 @@ impl Approvals {
             notification: None,
             link_nonce: token::Links::nonce(),
         };
+        self.audit
+            .append(Event::ApprovalRequested {
+                approval: req.id.clone(),
+                identity: req.identity.clone(),
+                role: req.role.clone(),
+                grant: req.grant.clone(),
+                session: req.session,
+                class: req.class.to_string(),
+                statement_hash: req.statement_hash.clone(),
+                tables: req.tables.clone(),
+                mode: format!("{:?}", req.mode).to_lowercase(),
+                notified: None,
+            })
+            .await?;
         self.store.put_approval(&req)?;
         self.store.flush().await?;
         let (tx, rx) = watch::channel(Status::Pending);
@@ -384,8 +404,17 @@ impl Approvals {
             self.store.put_approval(&e.req)?;
             (e.req.view(), e.tx.clone())
         };
-        // Durable before the waiting session acts on it.
+        // Durable (and audited) before the waiting session acts on it.
         self.store.flush().await?;
+        self.audit
+            .append(Event::ApprovalDecided {
+                approval: id.to_owned(),
+                status: view.status.as_str().to_owned(),
+                by: view.decided_by.clone(),
+                via: view.decided_via.clone(),
+                note: view.note.clone(),
+            })
+            .await?;
         tx.send_replace(view.status);
         tracing::info!(approval = %id, by = approver, status = view.status.as_str(), via, "approval decided");
         Ok(view)
@@ -427,6 +456,11 @@ impl Approvals {
             e.tx.send_replace(Status::Executed);
         }
         self.store.flush().await?;
+        self.audit
+            .append(Event::ApprovalExecuted {
+                approval: id.to_owned(),
+            })
+            .await?;
         Ok(())
     }
 
@@ -458,6 +492,11 @@ impl Approvals {
             e.req.view()
         };
         self.store.flush().await?;
+        self.audit
+            .append(Event::ApprovalExecuted {
+                approval: view.id.clone(),
+            })
+            .await?;
         Ok(Some(view))
     }
 
@@ -496,6 +535,13 @@ impl Approvals {
                 tracing::warn!(approval = %id, error = %err, "could not store a cancellation");
             }
             e.tx.send_replace(Status::Cancelled);
+            self.audit.enqueue_now(Event::ApprovalDecided {
+                approval: id.to_owned(),
+                status: "cancelled".into(),
+                by: None,
+                via: None,
+                note: Some(why.to_owned()),
+            });
             tracing::info!(approval = %id, why, "approval request cancelled");
         }
     }
@@ -513,6 +559,13 @@ impl Approvals {
                     tracing::warn!(approval = %e.req.id, error = %err, "could not store an expiry");
                 }
                 e.tx.send_replace(Status::Expired);
+                self.audit.enqueue_now(Event::ApprovalDecided {
+                    approval: e.req.id.clone(),
+                    status: "expired".into(),
+                    by: None,
+                    via: None,
+                    note: None,
+                });
                 tracing::info!(approval = %e.req.id, "approval request expired");
                 n += 1;
             }

@@ -30,17 +30,21 @@ pub fn hash(prev: &[u8; 32], payload: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Hex signature of a record's hash bytes.
+pub fn sign(key: &SigningKey, digest: &[u8; 32]) -> String {
+    hex::encode(key.sign(digest).to_bytes())
+}
+
 /// Hash and sign a payload as record `seq` after `prev`.
 pub fn seal(seq: u64, prev: &[u8; 32], payload: String, key: &SigningKey) -> (Record, [u8; 32]) {
     let digest = hash(prev, &payload);
-    let sig = key.sign(&digest);
     (
         Record {
             seq,
             prev: hex::encode(prev),
             payload,
             hash: hex::encode(digest),
-            sig: hex::encode(sig.to_bytes()),
+            sig: sign(key, &digest),
         },
         digest,
     )
@@ -155,7 +159,8 @@ impl ChainVerifier {
             fault,
             detail,
         };
-        let prev = decode32(&r.prev).ok_or_else(|| problem(Fault::Malformed, "prev is not 32 hex bytes".into()))?;
+        let prev = decode32(&r.prev)
+            .ok_or_else(|| problem(Fault::Malformed, "prev is not 32 hex bytes".into()))?;
         if let Some((seq, expected_prev)) = self.next {
             if r.seq > seq && !self.allow_gaps {
                 return Err(problem(
@@ -166,7 +171,10 @@ impl ChainVerifier {
             if r.seq < seq {
                 return Err(problem(
                     Fault::Order,
-                    format!("expected record {seq}, found {} again or out of order", r.seq),
+                    format!(
+                        "expected record {seq}, found {} again or out of order",
+                        r.seq
+                    ),
                 ));
             }
             if r.seq == seq && prev != expected_prev {

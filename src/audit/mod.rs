@@ -31,10 +31,13 @@ pub mod key;
 
 pub use event::Event;
 
-/// Events waiting for the writer, at most; beyond that, callers wait.
-const QUEUE: usize = 64 * 1024;
+/// Events waiting for the writer, at most; beyond that, callers wait. Small
+/// on purpose: a durable append waits behind everything queued before it,
+/// so this bounds its latency when reads flood the log (and throttles the
+/// reads to what the log can sign, rather than buffer without end).
+const QUEUE: usize = 1024;
 /// Events one write takes at most.
-const BATCH: usize = 4096;
+const BATCH: usize = 1024;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
@@ -96,13 +99,15 @@ impl Audit {
         };
         let writer = Writer {
             store,
-            key,
-            seq: head.as_ref().map_or(0, |r| r.seq),
-            prev: head
-                .as_ref()
-                .and_then(|r| hex::decode(&r.hash).ok())
-                .and_then(|b| b.try_into().ok())
-                .unwrap_or(chain::GENESIS),
+            sealer: Some(Sealer {
+                key,
+                seq: head.as_ref().map_or(0, |r| r.seq),
+                prev: head
+                    .as_ref()
+                    .and_then(|r| hex::decode(&r.hash).ok())
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or(chain::GENESIS),
+            }),
             failed: audit.failed.clone(),
             appended: audit.appended.clone(),
             checkpoint: audit.checkpoint.clone(),
@@ -183,7 +188,8 @@ impl Audit {
     /// [`Audit::enqueue`] from code that cannot wait; if the queue is full
     /// the event is still sent, from a task.
     pub fn enqueue_now(&self, event: Event) {
-        if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(Job { event, ack: None })
+        if let Err(mpsc::error::TrySendError::Full(job)) =
+            self.tx.try_send(Job { event, ack: None })
         {
             let tx = self.tx.clone();
             tokio::spawn(async move {
@@ -217,9 +223,8 @@ impl Audit {
 
 struct Writer {
     store: Arc<Store>,
-    key: SigningKey,
-    seq: u64,
-    prev: [u8; 32],
+    /// Taken while a batch is sealed off the async workers.
+    sealer: Option<Sealer>,
     failed: Arc<AtomicBool>,
     appended: Arc<AtomicU64>,
     checkpoint: Arc<std::sync::Mutex<Option<Checkpoint>>>,
@@ -272,7 +277,7 @@ impl Writer {
             since_checkpoint += events.len() as u64;
             let checkpoint_due = since_checkpoint > 0
                 && (since_checkpoint >= self.every || last_checkpoint.elapsed() >= self.interval);
-            let result = self.write(events, checkpoint_due);
+            let result = self.write(events, checkpoint_due).await;
             if checkpoint_due && result.is_ok() {
                 since_checkpoint = 0;
                 last_checkpoint = Instant::now();
@@ -295,8 +300,9 @@ impl Writer {
             };
             match result {
                 Ok(()) => {
+                    let seq = self.sealer.as_ref().map_or(0, |s| s.seq);
                     for a in acks {
-                        let _ = a.send(Ok(self.seq));
+                        let _ = a.send(Ok(seq));
                     }
                 }
                 Err(e) => {
@@ -310,38 +316,36 @@ impl Writer {
         }
     }
 
-    /// Seal and store the events (and a checkpoint after them). Returns
-    /// whether anything was written.
-    fn write(&mut self, events: Vec<Event>, checkpoint: bool) -> Result<bool, AuditError> {
+    /// Seal and store the events (and a checkpoint after them) on a
+    /// blocking thread: signing a batch takes milliseconds that the
+    /// sessions' tasks should not wait behind. Returns whether anything was
+    /// written.
+    async fn write(&mut self, events: Vec<Event>, checkpoint: bool) -> Result<bool, AuditError> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(AuditError::Failed("an earlier write failed".into()));
         }
         if events.is_empty() && !checkpoint {
             return Ok(false);
         }
-        let now = now_ms();
-        let mut records = Vec::with_capacity(events.len() + 1);
-        for e in events {
-            records.push(self.seal(&e, now));
-        }
-        let mut taken = None;
-        if checkpoint && self.seq > 0 {
-            let head = Event::Checkpoint {
-                head_seq: self.seq,
-                head_hash: hex::encode(self.prev),
-            };
-            let (head_seq, head_hash) = (self.seq, hex::encode(self.prev));
-            records.push(self.seal(&head, now));
-            taken = Some(Checkpoint {
-                // The checkpoint's own record follows the head it names.
-                seq: self.seq,
-                head_seq,
-                head_hash,
-            });
-        }
-        self.store.put_audit(&records)?;
-        self.appended
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        let Some(mut sealer) = self.sealer.take() else {
+            return Err(AuditError::Failed("the audit writer lost its state".into()));
+        };
+        let store = self.store.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let (records, taken) = sealer.seal(events, checkpoint);
+            let put = store.put_audit(&records).map(|()| records.len());
+            (sealer, put, taken)
+        })
+        .await;
+        let (sealer, put, taken) = match joined {
+            Ok(parts) => parts,
+            Err(e) => return Err(AuditError::Failed(format!("audit writer: {e}"))),
+        };
+        // Sealed records that were not stored advanced the chain state;
+        // the log is failed from here on, so that state is never used.
+        self.sealer = Some(sealer);
+        let written = put?;
+        self.appended.fetch_add(written as u64, Ordering::Relaxed);
         if let Some(c) = taken {
             tracing::info!(head_seq = c.head_seq, head_hash = %c.head_hash, "audit checkpoint");
             if let Some(sink) = &self.on_checkpoint {
@@ -349,15 +353,91 @@ impl Writer {
             }
             *self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
         }
-        Ok(!records.is_empty())
+        Ok(written > 0)
     }
+}
 
-    fn seal(&mut self, event: &Event, now: u64) -> chain::Record {
-        self.seq += 1;
-        let (record, digest) = chain::seal(self.seq, &self.prev, event.payload(self.seq, now), &self.key);
-        self.prev = digest;
-        record
+/// The chain's state: the key, the last seq and hash.
+struct Sealer {
+    key: SigningKey,
+    seq: u64,
+    prev: [u8; 32],
+}
+
+impl Sealer {
+    /// Number, chain and sign `events`, then a checkpoint naming the head
+    /// if asked. Hashing is sequential (each names the last); signatures
+    /// are independent, so a large batch signs on every core.
+    fn seal(
+        &mut self,
+        events: Vec<Event>,
+        checkpoint: bool,
+    ) -> (Vec<chain::Record>, Option<Checkpoint>) {
+        let now = now_ms();
+        let mut unsigned = Vec::with_capacity(events.len() + 1);
+        for e in &events {
+            self.seq += 1;
+            let payload = e.payload(self.seq, now);
+            let digest = chain::hash(&self.prev, &payload);
+            unsigned.push((self.seq, self.prev, payload, digest));
+            self.prev = digest;
+        }
+        let mut taken = None;
+        if checkpoint && self.seq > 0 {
+            let (head_seq, head_hash) = (self.seq, hex::encode(self.prev));
+            let head = Event::Checkpoint {
+                head_seq,
+                head_hash: head_hash.clone(),
+            };
+            self.seq += 1;
+            let payload = head.payload(self.seq, now);
+            let digest = chain::hash(&self.prev, &payload);
+            unsigned.push((self.seq, self.prev, payload, digest));
+            self.prev = digest;
+            taken = Some(Checkpoint {
+                seq: self.seq,
+                head_seq,
+                head_hash,
+            });
+        }
+        (sign_all(&self.key, unsigned), taken)
     }
+}
+
+type Unsigned = (u64, [u8; 32], String, [u8; 32]);
+
+fn sign_all(key: &SigningKey, unsigned: Vec<Unsigned>) -> Vec<chain::Record> {
+    let sign = |(seq, prev, payload, digest): Unsigned| chain::Record {
+        seq,
+        prev: hex::encode(prev),
+        payload,
+        hash: hex::encode(digest),
+        sig: chain::sign(key, &digest),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || unsigned.len() < 64 {
+        return unsigned.into_iter().map(sign).collect();
+    }
+    let per = unsigned.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<Unsigned>> = Vec::with_capacity(threads);
+    let mut rest = unsigned.into_iter();
+    loop {
+        let chunk: Vec<Unsigned> = rest.by_ref().take(per).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| s.spawn(move || c.into_iter().map(sign).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

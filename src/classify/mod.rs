@@ -10,8 +10,11 @@
 mod bounds;
 pub(crate) mod functions;
 mod lexer;
+mod redact;
 mod settings;
 mod walk;
+
+pub use redact::redact;
 
 use serde::{Deserialize, Serialize};
 use sqlparser::dialect::PostgreSqlDialect;

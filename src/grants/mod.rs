@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{Audit, AuditError, Event};
 use crate::classify::Class;
 use crate::policy::{Kind, PolicySet};
 use crate::protocol::{PgError, sqlstate};
@@ -185,6 +186,8 @@ pub enum GrantError {
     AlreadyExpired(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 #[derive(Default)]
@@ -199,6 +202,7 @@ struct Index {
 /// The grants: stored in the [`Store`], indexed in memory for logins.
 pub struct Grants {
     store: Arc<Store>,
+    audit: Audit,
     salts: SaltKey,
     index: Mutex<Index>,
     /// Development credentials from config, always active.
@@ -210,7 +214,7 @@ pub struct Grants {
 
 impl Grants {
     /// Load every grant from the store.
-    pub fn open(store: Arc<Store>) -> Result<Grants, StoreError> {
+    pub fn open(store: Arc<Store>, audit: Audit) -> Result<Grants, StoreError> {
         let salts = SaltKey::new(&store.key("scram-salt")?);
         let mut all = store.grants()?;
         all.sort_by_key(|g| std::cmp::Reverse(g.issued_at));
@@ -229,6 +233,7 @@ impl Grants {
         }
         Ok(Grants {
             store,
+            audit,
             salts,
             index: Mutex::new(index),
             dev: Vec::new(),
@@ -294,6 +299,18 @@ impl Grants {
             revoked: None,
             verifier,
         };
+        // Audited first: the log may name a grant a crash then lost, but
+        // never holds a grant it does not name.
+        self.audit
+            .append(Event::GrantIssued {
+                grant: grant.id.clone(),
+                identity: grant.identity.clone(),
+                role: grant.role.clone(),
+                expires_at: grant.expires_at.map(rfc3339),
+                issued_by: grant.issued_by.clone(),
+                reason: grant.reason.clone(),
+            })
+            .await?;
         self.store.put_grant(&grant)?;
         self.store.flush().await?;
         // Usable only once durable: a grant nobody was told about cannot
@@ -357,6 +374,14 @@ impl Grants {
             g
         };
         self.store.flush().await?;
+        self.audit
+            .append(Event::GrantRevoked {
+                grant: id.to_owned(),
+                identity: updated.identity.clone(),
+                by: by.to_owned(),
+                reason: updated.revoked.as_ref().and_then(|r| r.reason.clone()),
+            })
+            .await?;
         tracing::info!(grant = %id, identity = %updated.identity, by, "grant revoked");
         Ok(updated.view(now))
     }
@@ -386,6 +411,10 @@ impl Grants {
             .values()
             .filter(|g| g.status(now) == GrantStatus::Active)
             .count()
+    }
+
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     /// Grants that expired since the last call (each reported once).

@@ -24,6 +24,13 @@ pub async fn sweeper(grants: Arc<Grants>, shared: Arc<Shared>, mut shutdown: Shu
         }
         for g in grants.newly_expired() {
             tracing::info!(grant = %g.id, identity = %g.identity, role = %g.role, "grant expired");
+            let _ = grants
+                .audit()
+                .enqueue(crate::audit::Event::GrantExpired {
+                    grant: g.id,
+                    identity: g.identity,
+                })
+                .await;
         }
         let ended = shared.registry.end_sessions(|credential_id| {
             match shared.credentials.state(credential_id) {

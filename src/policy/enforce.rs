@@ -56,6 +56,13 @@ impl Inspector for PolicyInspector {
             &memory.prepared,
         );
         let v = &j.overall;
+        let mut tables: Vec<String> = analysis
+            .statements
+            .iter()
+            .flat_map(|s| s.tables.iter().map(|t| t.to_string()))
+            .collect();
+        tables.sort();
+        tables.dedup();
         debug!(class = %v.class, decision = v.action.as_str(), rule = %v.rule, "judged");
         let decision = match v.action {
             Action::Allow => {
@@ -79,18 +86,11 @@ impl Inspector for PolicyInspector {
                     .and_then(|r| r.mode)
                     .or(kind.map(super::default_mode))
                     .unwrap_or(super::ApprovalMode::Defer);
-                let mut tables: Vec<String> = analysis
-                    .statements
-                    .iter()
-                    .flat_map(|s| s.tables.iter().map(|t| t.to_string()))
-                    .collect();
-                tables.sort();
-                tables.dedup();
                 Decision::Hold(Box::new(Held {
                     class: v.class,
                     rule: v.rule.clone(),
                     reason: v.reason.clone(),
-                    tables,
+                    tables: tables.clone(),
                     approvers: v.approvers.clone(),
                     mode,
                     error: held(v),
@@ -100,6 +100,8 @@ impl Inspector for PolicyInspector {
         Inspection {
             decision,
             class: Some(v.class),
+            rule: Some(v.rule.clone()),
+            tables,
         }
     }
 

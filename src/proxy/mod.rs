@@ -13,6 +13,7 @@ pub mod server;
 pub mod session;
 pub mod stream;
 pub mod tls;
+pub mod trail;
 pub mod upstream;
 
 use std::sync::{Arc, RwLock};
@@ -36,6 +37,7 @@ pub struct Shared {
     /// Approval requests; `None` without an admin API, where they would be
     /// decided (held statements are then refused).
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
+    pub audit: crate::audit::Audit,
 }
 
 impl Shared {

@@ -33,6 +33,7 @@ use super::Shared;
 use super::hold::{self, Outcome};
 use super::registry::Control;
 use super::stream::Stream;
+use super::trail::{Decided, Tracker, Trail};
 use super::upstream::{MAX_BACKEND_MESSAGE, Upstream};
 use crate::inspect::{Decision, Held, Inspection, Origin, SessionInfo, SessionMemory};
 use crate::metrics::Metrics;
@@ -185,15 +186,22 @@ pub async fn run(
     let mut up_rd = FrameReader::with_buffer(up_rd, up_buf, MAX_BACKEND_MESSAGE);
 
     let denials = Denials::new();
+    let tracker = Tracker::new(info.id);
     let write_timeout = shared.limits.client_write_timeout;
 
     let end = {
-        let frontend =
-            client_to_upstream(&mut client_rd, &mut up_wr, info, shared, &denials, cancel);
+        let frontend = client_to_upstream(
+            &mut client_rd,
+            &mut up_wr,
+            info,
+            shared,
+            (&denials, &tracker),
+            cancel,
+        );
         let backend = upstream_to_client(
             &mut up_rd,
             &mut client_wr,
-            &denials,
+            (&denials, &tracker, shared),
             write_timeout,
             upstream.pid,
             client_pid,
@@ -264,8 +272,10 @@ fn parse_body(body: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// What the frontend keeps between frames.
-struct Frontend {
+struct Frontend<'a> {
     memory: SessionMemory,
+    trail: Trail,
+    tracker: &'a Tracker,
     /// Prepared statements (by name, `""` for the unnamed one) that ran
     /// through an approval, and whether they have been bound yet: an
     /// approval covers one run, so a second `Bind` is refused.
@@ -287,6 +297,15 @@ struct HeldMessage {
     sql: String,
     /// The statement name of a `Parse` (`None` for a `Query`).
     parse_name: Option<String>,
+    /// Its number in the audit trail.
+    statement: u64,
+}
+
+/// The session ends rather than forward anything unaudited.
+fn audit_failed(e: crate::audit::AuditError) -> RelayEnd {
+    RelayEnd::Fatal(PgError::fatal(sqlstate::IO_ERROR, e.to_string()).with_hint(
+        "the statement was not forwarded; ask the operator to check infraveil's audit log",
+    ))
 }
 
 async fn client_to_upstream(
@@ -294,12 +313,14 @@ async fn client_to_upstream(
     up: &mut WriteHalf<Stream>,
     info: &SessionInfo,
     shared: &Arc<Shared>,
-    denials: &Denials,
+    (denials, tracker): (&Denials, &Tracker),
     cancel: &Notify,
 ) -> RelayEnd {
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut state = Frontend {
         memory: SessionMemory::default(),
+        trail: Trail::new(info),
+        tracker,
         approved: HashMap::new(),
     };
     let protocol_error = |e: &FrameError| {
@@ -320,12 +341,18 @@ async fn client_to_upstream(
             match handle_client_frame(frame, &mut out, info, shared, denials, &mut state) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Terminate) => {
+                    if let Err(e) = state.trail.commit(&shared.audit).await {
+                        return audit_failed(e);
+                    }
                     let _ = up.write_all(&out).await;
                     return RelayEnd::ClientTerminated;
                 }
                 Ok(Flow::Hold(m)) => {
                     // What came before the held statement runs now; the
                     // rest of the pipeline waits behind it, in order.
+                    if let Err(e) = state.trail.commit(&shared.audit).await {
+                        return audit_failed(e);
+                    }
                     if let Err(e) = up.write_all(&out).await {
                         return RelayEnd::Io(e);
                     }
@@ -340,6 +367,10 @@ async fn client_to_upstream(
                     match outcome {
                         Outcome::Run => {
                             out.extend_from_slice(&m.frame.bytes);
+                            match &m.parse_name {
+                                Some(name) => state.trail.parsed(name, m.statement),
+                                None => state.tracker.query(m.statement),
+                            }
                             if let Some(name) = &m.parse_name {
                                 state.approved.insert(name.clone(), false);
                                 // `EXECUTE name` in SQL is judged by this
@@ -350,6 +381,9 @@ async fn client_to_upstream(
                             }
                         }
                         Outcome::Refuse(e) => {
+                            if m.parse_name.is_none() {
+                                state.tracker.query(m.statement);
+                            }
                             if let Err(end) = denials.refuse(&mut out, carrier, e) {
                                 return end;
                             }
@@ -366,6 +400,11 @@ async fn client_to_upstream(
                 };
             }
         }
+        // Records of data-changing statements are durable before the
+        // statements go upstream (one wait for the whole batch).
+        if let Err(e) = state.trail.commit(&shared.audit).await {
+            return audit_failed(e);
+        }
         if let Err(e) = up.write_all(&out).await {
             return RelayEnd::Io(e);
         }
@@ -380,7 +419,7 @@ fn handle_client_frame(
     info: &SessionInfo,
     shared: &Arc<Shared>,
     denials: &Denials,
-    state: &mut Frontend,
+    state: &mut Frontend<'_>,
 ) -> Result<Flow, RelayEnd> {
     let (carrier, sql) = match frame.tag() {
         b'Q' => match frame.body().split_last() {
@@ -405,6 +444,17 @@ fn handle_client_frame(
                 "the FunctionCall protocol message is not supported through infraveil",
             )
             .with_hint("call the function with SELECT instead");
+            let n = state.trail.statement(
+                "function-call",
+                "<FunctionCall message>",
+                Decided {
+                    class: None,
+                    decision: "deny",
+                    rule: Some("protocol.function_call"),
+                    tables: &[],
+                },
+            );
+            state.tracker.query(n);
             denials.refuse(out, Carrier::Query, e)?;
             return Ok(Flow::Continue);
         }
@@ -432,6 +482,23 @@ fn handle_client_frame(
                 }
                 *bound = true;
             }
+            state.trail.bound(
+                &String::from_utf8_lossy(portal),
+                &String::from_utf8_lossy(statement),
+            );
+            out.extend_from_slice(&frame.bytes);
+            return Ok(Flow::Continue);
+        }
+        b'E' => {
+            let body = frame.body();
+            let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+            let n = state.trail.portal(&String::from_utf8_lossy(&body[..end]));
+            state.tracker.execute(n);
+            out.extend_from_slice(&frame.bytes);
+            return Ok(Flow::Continue);
+        }
+        b'S' => {
+            state.tracker.sync();
             out.extend_from_slice(&frame.bytes);
             return Ok(Flow::Continue);
         }
@@ -447,9 +514,9 @@ fn handle_client_frame(
             out.extend_from_slice(&frame.bytes);
             return Ok(Flow::Continue);
         }
-        // Execute, Describe, Flush, Sync and the COPY messages carry no
-        // statement text: forwarded untouched.
-        b'E' | b'D' | b'H' | b'S' | b'd' | b'c' | b'f' => {
+        // Describe, Flush and the COPY messages carry no statement text:
+        // forwarded untouched.
+        b'D' | b'H' | b'd' | b'c' | b'f' => {
             out.extend_from_slice(&frame.bytes);
             return Ok(Flow::Continue);
         }
@@ -479,7 +546,18 @@ fn handle_client_frame(
         Ok(_) => Err(invalid_utf8()),
         Err(e) => Err(e),
     };
-    let decision = match &text {
+    let inspection = match &text {
+        // Fail closed: nothing runs that the log cannot record.
+        Ok(_) if !shared.audit.healthy() => counted(
+            shared,
+            Decision::Deny(
+                PgError::error(
+                    sqlstate::IO_ERROR,
+                    "infraveil refuses statements: the audit log cannot be written",
+                )
+                .with_hint("ask the operator to check infraveil's logs and data directory"),
+            ),
+        ),
         Ok(sql) => {
             let origin = match &carrier {
                 Carrier::Parse { name } => Origin::Parse {
@@ -491,20 +569,56 @@ fn handle_client_frame(
         }
         Err(e) => counted(shared, Decision::Deny(e.clone())),
     };
+    let Inspection {
+        decision,
+        class,
+        rule,
+        tables,
+    } = inspection;
+    let (via, parse_name) = match &carrier {
+        Carrier::Parse { name } => ("parse", Some(name.as_ref())),
+        _ => ("query", None),
+    };
+    let lossy;
+    let logged: &str = match &text {
+        Ok(sql) => sql,
+        Err(_) => {
+            lossy = String::from_utf8_lossy(sql);
+            &lossy
+        }
+    };
+    let decided = |decision| Decided {
+        class,
+        decision,
+        rule: rule.as_deref(),
+        tables: &tables,
+    };
     match decision {
-        Decision::Allow => out.extend_from_slice(&frame.bytes),
-        Decision::Deny(e) => denials.refuse(out, carrier, e)?,
+        Decision::Allow => {
+            let n = state.trail.statement(via, logged, decided("allow"));
+            match parse_name {
+                Some(name) => state.trail.parsed(name, n),
+                None => state.tracker.query(n),
+            }
+            out.extend_from_slice(&frame.bytes)
+        }
+        Decision::Deny(e) => {
+            let n = state.trail.statement(via, logged, decided("deny"));
+            if parse_name.is_none() {
+                state.tracker.query(n);
+            }
+            denials.refuse(out, carrier, e)?
+        }
         Decision::Hold(held) => {
-            let sql = text.map(str::to_owned).unwrap_or_default();
-            let parse_name = match carrier {
-                Carrier::Parse { name } => Some(name.into_owned()),
-                _ => None,
-            };
+            let statement = state.trail.statement(via, logged, decided("hold"));
+            let sql = logged.to_owned();
+            let parse_name = parse_name.map(str::to_owned);
             return Ok(Flow::Hold(Box::new(HeldMessage {
                 frame,
                 held,
                 sql,
                 parse_name,
+                statement,
             })));
         }
     }
@@ -526,11 +640,11 @@ fn decide(
     memory: &mut SessionMemory,
     sql: &str,
     origin: Origin<'_>,
-) -> Decision {
+) -> Inspection {
     let span = info_span!("statement", origin = ?origin);
     let _g = span.enter();
-    let Inspection { decision, class } = shared.inspector.inspect(info, memory, sql, origin);
-    let outcome = match &decision {
+    let inspection = shared.inspector.inspect(info, memory, sql, origin);
+    let outcome = match &inspection.decision {
         Decision::Allow => Metrics::ALLOW,
         Decision::Deny(e) => {
             info!(reason = %e.message, "statement denied");
@@ -541,14 +655,14 @@ fn decide(
             Metrics::HOLD
         }
     };
-    shared.metrics.statement(class, outcome);
-    decision
+    shared.metrics.statement(inspection.class, outcome);
+    inspection
 }
 
 /// Count a refusal made before the inspector saw the statement.
-fn counted(shared: &Shared, d: Decision) -> Decision {
+fn counted(shared: &Shared, d: Decision) -> Inspection {
     shared.metrics.statement(None, Metrics::DENY);
-    d
+    d.into()
 }
 
 fn bad_message(what: &str) -> RelayEnd {
@@ -578,7 +692,7 @@ async fn write_with_timeout<W: AsyncWrite + Unpin>(
 async fn upstream_to_client(
     up: &mut FrameReader<ReadHalf<Stream>>,
     client: &mut WriteHalf<Stream>,
-    denials: &Denials,
+    (denials, tracker, shared): (&Denials, &Tracker, &Shared),
     write_timeout: Duration,
     upstream_pid: i32,
     client_pid: i32,
@@ -599,11 +713,21 @@ async fn upstream_to_client(
         };
         let mut next = Some(frame);
         while let Some(mut frame) = next.take() {
+            // The outcome is what the client sees: a denial's own error,
+            // not the replacement's.
+            if let b'E' = frame.tag()
+                && let Some(e) = denials.take_for(&frame)
+            {
+                frame = Frame {
+                    bytes: e.to_bytes(),
+                };
+            }
+            if matches!(frame.tag(), b'C' | b'E' | b'I' | b's' | b'Z') {
+                for e in tracker.on_backend(&frame) {
+                    shared.audit.enqueue_now(e);
+                }
+            }
             match frame.tag() {
-                b'E' => match denials.take_for(&frame) {
-                    Some(e) => e.encode(&mut out),
-                    None => out.extend_from_slice(&frame.bytes),
-                },
                 b'A' => {
                     // Notifications carry the sender's pid; clients compare it
                     // with the pid we gave them to spot their own NOTIFYs.

@@ -32,11 +32,24 @@ pub enum ServerError {
     Tls(#[from] super::tls::TlsError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    AuditKey(#[from] crate::audit::key::KeyError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// What sessions use besides config: where credentials, decisions,
+/// approvals and the audit log come from.
+pub struct Services {
+    pub credentials: Arc<dyn CredentialSource>,
+    pub inspector: Arc<dyn Inspector>,
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
+    pub audit: crate::audit::Audit,
 }
 
 /// A bound, ready-to-run firewall listener.
@@ -50,9 +63,7 @@ impl Server {
     pub async fn bind(
         config: &Config,
         policies: Arc<PolicySet>,
-        credentials: Arc<dyn CredentialSource>,
-        inspector: Arc<dyn Inspector>,
-        approvals: Option<Arc<crate::approvals::Approvals>>,
+        services: Services,
     ) -> Result<Server, ServerError> {
         let tls = match &config.tls {
             Some(t) => Some(tokio_rustls::TlsAcceptor::from(super::tls::server_config(
@@ -82,13 +93,14 @@ impl Server {
         let shared = Arc::new(Shared {
             limits: config.limits.clone(),
             tls,
-            credentials,
+            credentials: services.credentials,
             policies: RwLock::new(policies),
-            inspector,
+            inspector: services.inspector,
             upstream,
             registry: Registry::default(),
             metrics: Metrics::default(),
-            approvals,
+            approvals: services.approvals,
+            audit: services.audit,
         });
         Ok(Server { listener, shared })
     }

@@ -19,6 +19,7 @@ use super::auth;
 use super::relay::{self, RelayEnd};
 use super::stream::Stream;
 use super::upstream;
+use crate::audit::Event;
 use crate::inspect::SessionInfo;
 use crate::metrics::Metrics;
 use crate::protocol::startup::{
@@ -83,12 +84,23 @@ async fn serve(
 ) {
     let _ = tcp.set_nodelay(true);
     let reader = shared.client_reader(Stream::Plain(tcp));
+    let mut record = ConnectionRecord {
+        shared,
+        session: id,
+        opened: false,
+        identity: None,
+        grant: None,
+        reason: "authentication timed out".into(),
+    };
 
     // Everything up to a logged-in upstream runs under the auth timeout, so a
     // client that connects and says nothing cannot hold a slot forever.
     let setup = tokio::time::timeout(shared.limits.auth_timeout, async {
         let (mut reader, params) = match startup(reader, shared).await {
-            Ok(Started::Session(r, p)) => (r, p),
+            Ok(Started::Session(r, p)) => {
+                record.opened(peer, r.get_ref().is_tls());
+                (r, p)
+            }
             Ok(Started::Cancelled) | Ok(Started::Gone) => return None,
             Err((mut reader, err)) => {
                 Metrics::inc(&shared.metrics.protocol_errors_total);
@@ -102,6 +114,7 @@ async fn serve(
         match login(&mut reader, &params, id, peer, shared).await {
             Ok((info, up)) => Some((reader, info, up)),
             Err(err) => {
+                record.reason = err.message.clone();
                 send_error(reader.get_mut(), &err).await;
                 None
             }
@@ -121,6 +134,9 @@ async fn serve(
         }
     };
 
+    record.identity = Some(info.identity.clone());
+    record.grant = Some(info.credential_id.clone());
+    record.reason = "ended during login".into();
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(4);
     let reg = shared
         .registry
@@ -169,11 +185,53 @@ async fn serve(
         (reg.pid, &reg.cancel),
     )
     .await;
+    record.reason = match &end {
+        RelayEnd::ClientTerminated => "client terminated".into(),
+        RelayEnd::ClientClosed => "client closed the connection".into(),
+        RelayEnd::UpstreamClosed => "upstream closed the connection".into(),
+        RelayEnd::Fatal(e) => e.message.clone(),
+        RelayEnd::Io(e) => format!("connection error: {e}"),
+    };
     match end {
         RelayEnd::ClientTerminated | RelayEnd::ClientClosed => debug!("client closed"),
         RelayEnd::UpstreamClosed => info!("upstream closed the connection"),
         RelayEnd::Fatal(e) => info!(error = %e, "session ended"),
         RelayEnd::Io(e) => debug!(error = %e, "connection error"),
+    }
+}
+
+/// Audits a connection that got past startup: `connection.opened` when it
+/// does, `connection.closed` (with why) however it ends.
+struct ConnectionRecord<'a> {
+    shared: &'a Arc<Shared>,
+    session: u64,
+    opened: bool,
+    identity: Option<String>,
+    grant: Option<String>,
+    reason: String,
+}
+
+impl ConnectionRecord<'_> {
+    fn opened(&mut self, peer: SocketAddr, tls: bool) {
+        self.opened = true;
+        self.shared.audit.enqueue_now(Event::ConnectionOpened {
+            session: self.session,
+            client: peer.to_string(),
+            tls,
+        });
+    }
+}
+
+impl Drop for ConnectionRecord<'_> {
+    fn drop(&mut self) {
+        if self.opened {
+            self.shared.audit.enqueue_now(Event::ConnectionClosed {
+                session: self.session,
+                identity: self.identity.take(),
+                grant: self.grant.take(),
+                reason: std::mem::take(&mut self.reason),
+            });
+        }
     }
 }
 
@@ -303,8 +361,21 @@ async fn login(
     }
 
     let credential = match auth::authenticate(reader, &shared.credentials, &user).await {
-        Ok(c) => c,
+        Ok(c) => {
+            shared.audit.enqueue_now(Event::AuthSucceeded {
+                session: id,
+                identity: c.identity.clone(),
+                role: c.role.clone(),
+                grant: c.id.clone(),
+            });
+            c
+        }
         Err(e) => {
+            shared.audit.enqueue_now(Event::AuthFailed {
+                session: id,
+                user: user.clone(),
+                reason: e.to_string(),
+            });
             Metrics::inc(&shared.metrics.auth_failures_total);
             // The log (not the client) says which: unknown identity, wrong
             // secret, or a grant that expired or was revoked.
