@@ -198,6 +198,7 @@ pub async fn start_with(
         let app = crate::admin::router(crate::admin::AdminState::new(
             shared.clone(),
             grants.clone(),
+            store.clone(),
             token,
         ));
         let mut sd = controller.subscribe();

@@ -170,6 +170,35 @@ impl Store {
         }
     }
 
+    /// The first seq whose record is from `since_ms` on, found by halving
+    /// (record times never go back as seq rises). A record that is missing
+    /// or unreadable makes it answer 1, so the caller scans from the start
+    /// rather than skip anything.
+    pub fn audit_seek_time(&self, since_ms: u64) -> Result<u64, StoreError> {
+        let Some(head) = self.audit_head()? else {
+            return Ok(1);
+        };
+        let (mut lo, mut hi) = (1u64, head.seq + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(v) = self.audit.get(mid.to_be_bytes())? else {
+                return Ok(1);
+            };
+            let Some(t) = audit_record(&mid.to_be_bytes(), &v)
+                .ok()
+                .and_then(|r| crate::audit::event::time_of(&r.payload))
+            else {
+                return Ok(1);
+            };
+            if t < since_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
     /// Audit records from `from_seq` on, in order, read lazily.
     pub fn audit_from(
         &self,

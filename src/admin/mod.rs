@@ -18,8 +18,10 @@ use subtle::ConstantTimeEq;
 use crate::approvals::Approvals;
 use crate::grants::Grants;
 use crate::proxy::Shared;
+use crate::store::Store;
 
 mod approvals;
+pub mod audit;
 mod grants;
 
 #[derive(Clone)]
@@ -27,15 +29,17 @@ pub struct AdminState {
     pub shared: Arc<Shared>,
     pub grants: Arc<Grants>,
     pub approvals: Option<Arc<Approvals>>,
+    pub store: Arc<Store>,
     token: Arc<String>,
 }
 
 impl AdminState {
-    pub fn new(shared: Arc<Shared>, grants: Arc<Grants>, token: String) -> Self {
+    pub fn new(shared: Arc<Shared>, grants: Arc<Grants>, store: Arc<Store>, token: String) -> Self {
         AdminState {
             approvals: shared.approvals.clone(),
             shared,
             grants,
+            store,
             token: Arc::new(token),
         }
     }
@@ -52,6 +56,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
+        .route("/v1/audit/public-key", get(audit::public_key))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/export", get(audit::export))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -76,6 +84,21 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         "infraveil_grants_active",
         "Grants usable now.",
         state.grants.active_count() as u64,
+    );
+    let audit = &state.shared.audit;
+    crate::metrics::gauge(
+        &mut out,
+        "infraveil_audit_healthy",
+        "1 while the audit log can be written; 0 means statements are refused.",
+        u64::from(audit.healthy()),
+    );
+    let _ = std::fmt::Write::write_fmt(
+        &mut out,
+        format_args!(
+            "# HELP infraveil_audit_records_total Audit records appended since start.\n\
+             # TYPE infraveil_audit_records_total counter\ninfraveil_audit_records_total {}\n",
+            audit.appended()
+        ),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -115,6 +115,9 @@ pub struct ChainVerifier {
     /// A checkpoint kept elsewhere: record `seq` must exist with this hash.
     expect: Option<(u64, String)>,
     expect_met: bool,
+    /// A gap seen at the last record, reported once the next record says
+    /// whether records are missing or only out of order.
+    gap: Option<(u64, Problem)>,
     summary: Summary,
 }
 
@@ -137,6 +140,7 @@ impl ChainVerifier {
             next,
             expect: None,
             expect_met: false,
+            gap: None,
             summary: Summary {
                 records: 0,
                 first_seq: None,
@@ -159,13 +163,27 @@ impl ChainVerifier {
             fault,
             detail,
         };
+        if let Some((missing, gap)) = self.gap.take() {
+            if r.seq == missing {
+                return Err(Problem {
+                    seq: gap.seq,
+                    fault: Fault::Order,
+                    detail: format!("record {} comes before record {missing}", gap.seq),
+                });
+            }
+            return Err(gap);
+        }
         let prev = decode32(&r.prev)
             .ok_or_else(|| problem(Fault::Malformed, "prev is not 32 hex bytes".into()))?;
+        let mut gap = None;
         if let Some((seq, expected_prev)) = self.next {
             if r.seq > seq && !self.allow_gaps {
-                return Err(problem(
-                    Fault::Gap,
-                    format!("expected record {seq}; {} record(s) missing", r.seq - seq),
+                gap = Some((
+                    seq,
+                    problem(
+                        Fault::Gap,
+                        format!("expected record {seq}; {} record(s) missing", r.seq - seq),
+                    ),
                 ));
             }
             if r.seq < seq {
@@ -226,6 +244,7 @@ impl ChainVerifier {
             }
             self.expect_met = true;
         }
+        self.gap = gap;
         self.next = Some((r.seq + 1, digest));
         self.summary.records += 1;
         self.summary.first_seq.get_or_insert(r.seq);
@@ -236,6 +255,9 @@ impl ChainVerifier {
 
     /// Finish: the chain's extent, or why it falls short of the checkpoint.
     pub fn finish(self) -> Result<Summary, Problem> {
+        if let Some((_, gap)) = self.gap {
+            return Err(gap);
+        }
         if let Some((seq, _)) = &self.expect
             && !self.expect_met
         {
@@ -308,7 +330,12 @@ mod tests {
 
         let mut swapped = good.clone();
         swapped.swap(1, 2);
-        assert_eq!(verify(&swapped, &key).unwrap_err().fault, Fault::Gap);
+        let p = verify(&swapped, &key).unwrap_err();
+        assert_eq!((p.fault, p.seq), (Fault::Order, 3), "{p}");
+
+        let mut last_dropped = good.clone();
+        last_dropped.remove(3);
+        assert_eq!(verify(&last_dropped, &key).unwrap_err().fault, Fault::Gap);
 
         let mut dup = good.clone();
         dup.insert(2, good[1].clone());

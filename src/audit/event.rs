@@ -67,6 +67,8 @@ pub enum Event {
     #[serde(rename = "statement.outcome")]
     Outcome {
         session: u64,
+        /// Repeated from the statement so `export --identity` keeps it.
+        identity: String,
         statement: u64,
         /// `ok`, `error`, or `skipped` (after an earlier error in a pipeline).
         outcome: &'static str,
@@ -150,4 +152,24 @@ impl Event {
             .or_else(|| payload.get("user"))
             .and_then(|v| v.as_str())
     }
+}
+
+/// A payload's `time`, in Unix milliseconds.
+pub fn time_of(payload: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Time<'a> {
+        #[serde(borrow)]
+        time: Option<std::borrow::Cow<'a, str>>,
+    }
+    let t: Time = serde_json::from_str(payload).ok()?;
+    parse_time(t.time.as_deref()?)
+}
+
+/// An RFC 3339 time in Unix milliseconds.
+pub fn parse_time(s: &str) -> Option<u64> {
+    humantime::parse_rfc3339_weak(s)
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as u64)
 }

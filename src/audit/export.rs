@@ -27,16 +27,8 @@ impl Filter {
         if self.since.is_none() && self.until.is_none() && self.identity.is_none() {
             return true;
         }
-        let Ok(p) = serde_json::from_str::<serde_json::Value>(&r.payload) else {
-            // Unreadable payloads are exported: verification will say why.
-            return true;
-        };
-        let time = p
-            .get("time")
-            .and_then(|t| t.as_str())
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64);
+        // Unreadable payloads are exported: verification will say why.
+        let time = super::event::time_of(&r.payload);
         if let (Some(since), Some(t)) = (self.since, time)
             && t < since
         {
@@ -48,10 +40,37 @@ impl Filter {
             return false;
         }
         if let Some(id) = &self.identity {
-            return super::Event::identity_of(&p) == Some(id.as_str());
+            return match serde_json::from_str::<serde_json::Value>(&r.payload) {
+                Ok(p) => super::Event::identity_of(&p) == Some(id.as_str()),
+                Err(_) => true,
+            };
         }
         true
     }
+}
+
+/// A `--since` / `--until` bound in Unix milliseconds: an RFC 3339 time
+/// (`2026-11-25T09:00:00Z`), a date (`2026-11-25`, midnight UTC), a
+/// duration meaning that long before `now_ms` (`90s`, `15m`, `1h`, `7d`), or
+/// Unix milliseconds.
+pub fn parse_bound(s: &str, now_ms: u64) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    if let Some(t) = super::event::parse_time(s) {
+        return Ok(t);
+    }
+    if let Some(t) = super::event::parse_time(&format!("{s}T00:00:00Z")) {
+        return Ok(t);
+    }
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now_ms.saturating_sub(d.as_millis() as u64));
+    }
+    Err(format!(
+        "cannot read {s:?} as a time: use RFC 3339 (2026-11-25T09:00:00Z), a date (2026-11-25), \
+         a duration ago (90s, 15m, 1h, 7d) or Unix milliseconds"
+    ))
 }
 
 pub const CSV_HEADER: &str = "seq,prev,payload,hash,sig\n";
@@ -145,6 +164,16 @@ fn parse_csv(line: &str) -> Result<Record, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_read_times_dates_durations_and_millis() {
+        let now = 1_764_064_800_000; // 2025-11-25T10:00:00Z
+        assert_eq!(parse_bound("2025-11-25T10:00:00Z", 0), Ok(now));
+        assert_eq!(parse_bound("2025-11-25", 0), Ok(now - 10 * 3_600_000));
+        assert_eq!(parse_bound("1h", now), Ok(now - 3_600_000));
+        assert_eq!(parse_bound("1764064800000", 0), Ok(now));
+        assert!(parse_bound("yesterday-ish", now).is_err());
+    }
 
     #[test]
     fn csv_and_jsonl_round_trip() {

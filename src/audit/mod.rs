@@ -107,6 +107,10 @@ impl Audit {
                     .and_then(|r| hex::decode(&r.hash).ok())
                     .and_then(|b| b.try_into().ok())
                     .unwrap_or(chain::GENESIS),
+                time: head
+                    .as_ref()
+                    .and_then(|r| event::time_of(&r.payload))
+                    .unwrap_or(0),
             }),
             failed: audit.failed.clone(),
             appended: audit.appended.clone(),
@@ -362,6 +366,9 @@ struct Sealer {
     key: SigningKey,
     seq: u64,
     prev: [u8; 32],
+    /// Never goes back, even if the clock does: `time` rises with `seq`,
+    /// so exports can seek by time.
+    time: u64,
 }
 
 impl Sealer {
@@ -373,7 +380,8 @@ impl Sealer {
         events: Vec<Event>,
         checkpoint: bool,
     ) -> (Vec<chain::Record>, Option<Checkpoint>) {
-        let now = now_ms();
+        self.time = self.time.max(now_ms());
+        let now = self.time;
         let mut unsigned = Vec::with_capacity(events.len() + 1);
         for e in &events {
             self.seq += 1;

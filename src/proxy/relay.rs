@@ -186,7 +186,7 @@ pub async fn run(
     let mut up_rd = FrameReader::with_buffer(up_rd, up_buf, MAX_BACKEND_MESSAGE);
 
     let denials = Denials::new();
-    let tracker = Tracker::new(info.id);
+    let tracker = Tracker::new(info.id, &info.identity);
     let write_timeout = shared.limits.client_write_timeout;
 
     let end = {

@@ -46,6 +46,8 @@ pub struct Trail {
     /// A pending record belongs to a statement that changes something: the
     /// batch waits for durability before it is forwarded.
     durable: bool,
+    /// A pending record belongs to a statement that goes upstream.
+    forwards: bool,
 }
 
 impl Trail {
@@ -60,6 +62,7 @@ impl Trail {
             portals: HashMap::new(),
             events: Vec::new(),
             durable: false,
+            forwards: false,
         }
     }
 
@@ -85,6 +88,7 @@ impl Trail {
         // upstream is durable first. Unclassified counts as unknown.
         let changes = d.class.is_none_or(|c| c != Class::Read);
         self.durable |= changes && d.decision == "allow";
+        self.forwards |= d.decision == "allow";
         self.events.push(Event::Statement {
             session: self.session,
             statement: self.next,
@@ -125,13 +129,27 @@ impl Trail {
             return Ok(());
         }
         let events = std::mem::take(&mut self.events);
-        if std::mem::take(&mut self.durable) {
+        let forwards = std::mem::take(&mut self.forwards);
+        let result = if std::mem::take(&mut self.durable) {
             audit.append_all(events).await
         } else {
+            let mut r = Ok(());
             for e in events {
-                audit.enqueue(e).await?;
+                r = audit.enqueue(e).await;
+                if r.is_err() {
+                    break;
+                }
             }
-            Ok(())
+            r
+        };
+        match result {
+            // Only refusals were pending: nothing goes upstream unrecorded,
+            // so the session lives on and each statement gets its error.
+            Err(e) if !forwards => {
+                tracing::warn!(error = %e, "refused statements could not be recorded");
+                Ok(())
+            }
+            r => r,
         }
     }
 }
@@ -153,13 +171,15 @@ enum Inflight {
 /// The in-flight requests of one session.
 pub struct Tracker {
     session: u64,
+    identity: String,
     queue: Mutex<VecDeque<Inflight>>,
 }
 
 impl Tracker {
-    pub fn new(session: u64) -> Tracker {
+    pub fn new(session: u64, identity: &str) -> Tracker {
         Tracker {
             session,
+            identity: identity.to_owned(),
             queue: Mutex::new(VecDeque::new()),
         }
     }
@@ -269,6 +289,7 @@ impl Tracker {
             .reduce(|a, b| a + b);
         Event::Outcome {
             session: self.session,
+            identity: self.identity.clone(),
             statement,
             outcome,
             tags,
@@ -323,7 +344,7 @@ mod tests {
 
     #[test]
     fn simple_queries_end_at_ready_for_query_with_all_their_tags() {
-        let t = Tracker::new(1);
+        let t = Tracker::new(1, "alice");
         t.query(1);
         assert!(t.on_backend(&frame(b'C', b"DELETE 3\0")).is_empty());
         assert!(t.on_backend(&frame(b'C', b"INSERT 0 2\0")).is_empty());
@@ -337,7 +358,7 @@ mod tests {
 
     #[test]
     fn pipelines_pair_executes_and_mark_the_skipped_ones() {
-        let t = Tracker::new(1);
+        let t = Tracker::new(1, "alice");
         t.execute(1);
         t.execute(2);
         t.execute(3);

@@ -14,6 +14,8 @@ pub struct Api {
     base: String,
     token: Option<String>,
     http: Client,
+    /// For exports and verification, which take as long as the log is big.
+    long: Client,
 }
 
 impl Api {
@@ -26,7 +28,30 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .build()?;
-        Ok(Api { base, token, http })
+        let long = Client::builder()
+            .timeout(None)
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Api {
+            base,
+            token,
+            http,
+            long,
+        })
+    }
+
+    /// [`Api::get`] without the overall timeout.
+    pub fn get_long<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let req = self.authed(self.long.get(self.url(path)))?;
+        decode(self.send(req)?)
+    }
+
+    /// A GET whose body the caller reads as it arrives.
+    pub fn get_stream(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Response> {
+        let url = url::Url::parse_with_params(&self.url(path), query)
+            .with_context(|| format!("bad admin API address {}", self.base))?;
+        let req = self.authed(self.long.get(url))?;
+        check(self.send(req)?)
     }
 
     /// `GET /healthz`, which needs no token.

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod api;
 mod approvals;
+mod audit;
 mod check;
 mod grants;
 mod table;
@@ -61,6 +62,68 @@ enum Command {
     Approvals {
         #[command(subcommand)]
         command: ApprovalsCommand,
+    },
+    /// The signed, hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the log's Ed25519 public key (64 hex characters). Keep a copy
+    /// away from the firewall: verification against it rules out re-signing.
+    PublicKey {
+        /// Read it from a stopped daemon's data directory instead.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// ...or from this signing key file (when `audit.key_file` is set).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// The newest record and the last signed checkpoint, as SEQ:HASH to keep
+    /// elsewhere for `verify --expect-head`.
+    Checkpoint,
+    /// Stream records (with hashes and signatures) to stdout.
+    Export {
+        /// From this time: RFC 3339, a date, a duration ago (1h, 7d) or Unix ms.
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to (not including) this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only events about this identity (leaves gaps in the chain: verify
+        /// such an export with --allow-gaps).
+        #[arg(long)]
+        identity: Option<String>,
+        #[arg(long, value_parser = ["jsonl", "csv"], default_value = "jsonl")]
+        format: String,
+    },
+    /// Recompute the chain, check every signature and report the first bad
+    /// record. Online by default; --data-dir for a stopped daemon; --file for
+    /// an export. Exits 1 when the log does not verify.
+    Verify {
+        #[arg(long, conflicts_with = "file")]
+        data_dir: Option<PathBuf>,
+        /// The signing key file, when `audit.key_file` is outside the data dir.
+        #[arg(long, requires = "data_dir")]
+        key_file: Option<PathBuf>,
+        /// An export (JSON lines or CSV).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The public key you kept (64 hex characters, or a file holding
+        /// them); required with --file.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// A checkpoint kept elsewhere (SEQ:HASH): that record must be there,
+        /// unchanged, so a cut tail is detected.
+        #[arg(long)]
+        expect_head: Option<String>,
+        /// Accept missing records between records (an --identity export);
+        /// each record is still checked on its own.
+        #[arg(long, requires = "file")]
+        allow_gaps: bool,
     },
 }
 
@@ -145,6 +208,11 @@ fn main() -> anyhow::Result<()> {
     }
     let json_out = cli.output == Output::Json;
     infraveil::proxy::tls::install_default_provider();
+    if let Command::Audit { command } = cli.command {
+        // Offline forms need no admin API.
+        let api = api::Api::new(cli.admin_url, cli.token).ok();
+        return run_audit(api.as_ref(), command, json_out);
+    }
     let api = api::Api::new(cli.admin_url, cli.token)?;
     match cli.command {
         Command::Health => {
@@ -188,7 +256,56 @@ fn main() -> anyhow::Result<()> {
                 approvals::decide(&api, &id, &approver, note, false, json_out)?
             }
         },
-        Command::Check { .. } => unreachable!("handled above"),
+        Command::Check { .. } | Command::Audit { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+fn run_audit(api: Option<&api::Api>, command: AuditCommand, json_out: bool) -> anyhow::Result<()> {
+    let need = || {
+        api.ok_or_else(|| {
+            anyhow::anyhow!("no admin API address: set --admin-url or VEIL_ADMIN_URL")
+        })
+    };
+    match command {
+        AuditCommand::PublicKey { data_dir, key_file } => {
+            audit::public_key(api, &audit::Offline { data_dir, key_file }, json_out)
+        }
+        AuditCommand::Checkpoint => audit::checkpoint(need()?, json_out),
+        AuditCommand::Export {
+            since,
+            until,
+            identity,
+            format,
+        } => audit::export(
+            need()?,
+            audit::ExportArgs {
+                since,
+                until,
+                identity,
+                format,
+            },
+        ),
+        AuditCommand::Verify {
+            data_dir,
+            key_file,
+            file,
+            public_key,
+            expect_head,
+            allow_gaps,
+        } => {
+            let code = audit::verify(
+                api,
+                &audit::Offline { data_dir, key_file },
+                audit::VerifyArgs {
+                    file,
+                    public_key,
+                    expect_head,
+                    allow_gaps,
+                },
+                json_out,
+            )?;
+            std::process::exit(code);
+        }
+    }
 }

@@ -1,0 +1,195 @@
+//! `/v1/audit`: the public key, verification of the stored chain, the last
+//! checkpoint and head, and streaming export. All reads; none of them holds
+//! the whole log in memory.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{AdminState, ApiError};
+use crate::audit::export::{self, Filter, Format};
+use crate::audit::{VerifyError, chain, key};
+use crate::grants::now_ms;
+use crate::store::Store;
+
+/// Export lines are sent in chunks of about this many bytes.
+const CHUNK: usize = 64 * 1024;
+
+pub async fn public_key(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "public_key": state.shared.audit.public_key() }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VerifyQuery {
+    /// `SEQ:HASH` of a checkpoint kept elsewhere.
+    expect_head: Option<String>,
+}
+
+pub async fn verify(
+    State(state): State<AdminState>,
+    q: Result<Query<VerifyQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = q?;
+    let expect = match q.expect_head.as_deref() {
+        Some(h) => Some(chain::parse_head(h).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "expect_head must be SEQ:HASH (a record number and its 64-hex hash)",
+            )
+        })?),
+        None => None,
+    };
+    let public = state.shared.audit.public_key().to_owned();
+    let verifying = key::parse_public(&public)
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad public key"))?;
+    let store = state.store.clone();
+    // Reading every record is disk-bound work: off the async workers.
+    let result =
+        tokio::task::spawn_blocking(move || crate::audit::verify_store(&store, verifying, expect))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(verdict(result, &public)?))
+}
+
+/// The JSON `veilctl audit verify` prints, online and offline.
+pub fn verdict(
+    result: Result<chain::Summary, VerifyError>,
+    public_key: &str,
+) -> Result<serde_json::Value, ApiError> {
+    match result {
+        Ok(s) => Ok(serde_json::json!({
+            "ok": true,
+            "public_key": public_key,
+            "records": s.records,
+            "head_seq": s.head_seq,
+            "head_hash": s.head_hash,
+        })),
+        Err(VerifyError::Bad(p)) => Ok(serde_json::json!({
+            "ok": false,
+            "public_key": public_key,
+            "problem": p,
+        })),
+        Err(VerifyError::Store(e)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
+    }
+}
+
+pub async fn checkpoint(
+    State(state): State<AdminState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = state.store.clone();
+    let head = tokio::task::spawn_blocking(move || store.audit_head())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(serde_json::json!({
+        "checkpoint": state.shared.audit.last_checkpoint(),
+        "head": head.map(|r| serde_json::json!({ "seq": r.seq, "hash": r.hash })),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    since: Option<String>,
+    until: Option<String>,
+    identity: Option<String>,
+    #[serde(default)]
+    format: Format,
+}
+
+pub async fn export(
+    State(state): State<AdminState>,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q?;
+    let now = now_ms();
+    let bound = |s: &Option<String>| {
+        s.as_deref()
+            .map(|s| export::parse_bound(s, now))
+            .transpose()
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))
+    };
+    let filter = Filter {
+        since: bound(&q.since)?,
+        until: bound(&q.until)?,
+        identity: q.identity.clone(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(8);
+    let store = state.store.clone();
+    let format = q.format;
+    tokio::task::spawn_blocking(move || stream_export(&store, &filter, format, &tx));
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    let content_type = match format {
+        Format::Jsonl => "application/x-ndjson",
+        Format::Csv => "text/csv; charset=utf-8",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// Write the export into `tx` chunk by chunk, from the first record at or
+/// after `since` to the head as it was when the export began. Stops early
+/// when the client goes away.
+fn stream_export(
+    store: &Arc<Store>,
+    filter: &Filter,
+    format: Format,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) {
+    let fail = |e: &dyn std::fmt::Display| {
+        tracing::warn!(error = %e, "audit export failed");
+        let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+    };
+    let head = match store.audit_head() {
+        Ok(h) => h.map_or(0, |r| r.seq),
+        Err(e) => return fail(&e),
+    };
+    let start = match filter.since {
+        Some(t) => match store.audit_seek_time(t) {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
+        },
+        None => 1,
+    };
+    let mut chunk = Vec::with_capacity(CHUNK);
+    if format == Format::Csv {
+        chunk.extend_from_slice(export::CSV_HEADER.as_bytes());
+    }
+    for r in store.audit_from(start) {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        if r.seq > head {
+            break;
+        }
+        if let Some(until) = filter.until
+            && crate::audit::event::time_of(&r.payload).is_some_and(|t| t >= until)
+        {
+            // Times rise with seq: nothing later matches either.
+            break;
+        }
+        if !filter.matches(&r) {
+            continue;
+        }
+        chunk.extend_from_slice(export::line(&r, format).as_bytes());
+        if chunk.len() >= CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            if tx.blocking_send(Ok(full)).is_err() {
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.blocking_send(Ok(chunk));
+    }
+}
