@@ -63,6 +63,16 @@ pub enum Event {
         rule: Option<String>,
         approval: Option<String>,
     },
+    /// One execution of a prepared statement that changes data (extended
+    /// protocol: the statement record was written at `Parse`; this one is
+    /// durable before each `Execute` goes upstream).
+    #[serde(rename = "statement.execute")]
+    Execute {
+        session: u64,
+        identity: String,
+        statement: u64,
+        portal: String,
+    },
     /// What happened when it ran.
     #[serde(rename = "statement.outcome")]
     Outcome {

@@ -1,6 +1,7 @@
 //! Secrets out of statement text before it is logged or audited:
 //! `PASSWORD '...'` (CREATE/ALTER ROLE and USER, user mappings' `password`
-//! option) becomes `PASSWORD '***'`.
+//! option) becomes `PASSWORD '***'`, and a literal that holds a connection
+//! string's `password=` (dblink, postgres_fdw, subscriptions) becomes `'***'`.
 
 use std::borrow::Cow;
 
@@ -15,11 +16,12 @@ pub fn redact(sql: &str) -> Cow<'_, str> {
         .as_bytes()
         .windows(8)
         .any(|w| w.eq_ignore_ascii_case(b"password"))
+        && !sql.contains("://")
     {
         return Cow::Borrowed(sql);
     }
     let Ok(tokens) = lexer::tokenize(sql) else {
-        return Cow::Owned("<withheld: mentions a password and could not be tokenized>".into());
+        return Cow::Owned("<withheld: may hold a secret and could not be tokenized>".into());
     };
     let mut out = String::with_capacity(sql.len());
     let mut after_password = false;
@@ -43,6 +45,19 @@ pub fn redact(sql: &str) -> Cow<'_, str> {
                 after_password = false;
                 out.push_str("'***'");
             }
+            Token::SingleQuotedString(v)
+            | Token::EscapedStringLiteral(v)
+            | Token::NationalStringLiteral(v)
+            | Token::UnicodeStringLiteral(v)
+                if conninfo_password(v) =>
+            {
+                after_password = false;
+                out.push_str("'***'");
+            }
+            Token::DollarQuotedString(v) if conninfo_password(&v.value) => {
+                after_password = false;
+                out.push_str("'***'");
+            }
             _ => {
                 after_password = false;
                 out.push_str(&token.to_string());
@@ -50,6 +65,15 @@ pub fn redact(sql: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// `host=db password=...` or `postgres://u:...@h`: a connection string with
+/// a secret in it (the whole literal goes; over-redacting is the safe side).
+fn conninfo_password(literal: &str) -> bool {
+    let lower = literal.to_ascii_lowercase();
+    lower.split_whitespace().any(|w| w.starts_with("password="))
+        || lower.contains("password =")
+        || (lower.contains("://") && lower.contains('@'))
 }
 
 #[cfg(test)]
@@ -76,6 +100,18 @@ mod tests {
             "CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'a', password '***')"
         );
         assert!(!redact("ALTER ROLE x PASSWORD 'unterminated").contains("unterminated"));
+        assert_eq!(
+            redact("SELECT dblink_connect('host=db user=u password=s3cret dbname=x')"),
+            "SELECT dblink_connect('***')"
+        );
+        assert_eq!(
+            redact("CREATE SUBSCRIPTION s CONNECTION 'host=h password=pw' PUBLICATION p"),
+            "CREATE SUBSCRIPTION s CONNECTION '***' PUBLICATION p"
+        );
+        assert_eq!(
+            redact("SELECT dblink('postgres://u:pw@h/db', 'SELECT 1')"),
+            "SELECT dblink('***', 'SELECT 1')"
+        );
         // Not a password: left alone.
         assert_eq!(redact("SELECT 'password'"), "SELECT 'password'");
     }

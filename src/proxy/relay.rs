@@ -492,7 +492,7 @@ fn handle_client_frame(
         b'E' => {
             let body = frame.body();
             let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-            let n = state.trail.portal(&String::from_utf8_lossy(&body[..end]));
+            let n = state.trail.execute(&String::from_utf8_lossy(&body[..end]));
             state.tracker.execute(n);
             out.extend_from_slice(&frame.bytes);
             return Ok(Flow::Continue);

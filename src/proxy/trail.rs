@@ -11,7 +11,7 @@
 //! `EmptyQueryResponse` / `PortalSuspended`, and Executes PostgreSQL skipped
 //! after an error (up to the `Sync`) end as `skipped` at the `ReadyForQuery`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -42,6 +42,9 @@ pub struct Trail {
     next: u64,
     names: HashMap<String, u64>,
     portals: HashMap<String, u64>,
+    /// Statements that change something and may run: each `Execute` of
+    /// one is recorded, durably, before it is forwarded.
+    changing: HashSet<u64>,
     events: Vec<Event>,
     /// A pending record belongs to a statement that changes something: the
     /// batch waits for durability before it is forwarded.
@@ -60,6 +63,7 @@ impl Trail {
             next: 0,
             names: HashMap::new(),
             portals: HashMap::new(),
+            changing: HashSet::new(),
             events: Vec::new(),
             durable: false,
             forwards: false,
@@ -88,6 +92,9 @@ impl Trail {
         // upstream is durable first. Unclassified counts as unknown.
         let changes = d.class.is_none_or(|c| c != Class::Read);
         self.durable |= changes && d.decision == "allow";
+        if changes && d.decision != "deny" {
+            self.changing.insert(self.next);
+        }
         self.forwards |= d.decision == "allow";
         self.events.push(Event::Statement {
             session: self.session,
@@ -120,6 +127,24 @@ impl Trail {
     /// The statement an `Execute` of `portal` runs (0: unknown).
     pub fn portal(&self, portal: &str) -> u64 {
         self.portals.get(portal).copied().unwrap_or(0)
+    }
+
+    /// An `Execute` of `portal` is about to go upstream; returns the
+    /// statement it runs. A data-changing one (or one the trail cannot
+    /// place) is recorded and made durable first.
+    pub fn execute(&mut self, portal: &str) -> u64 {
+        let n = self.portal(portal);
+        if n == 0 || self.changing.contains(&n) {
+            self.events.push(Event::Execute {
+                session: self.session,
+                identity: self.identity.clone(),
+                statement: n,
+                portal: portal.to_owned(),
+            });
+            self.durable = true;
+            self.forwards = true;
+        }
+        n
     }
 
     /// Hand pending records to the log; waits for durability when one of
