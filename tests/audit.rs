@@ -112,6 +112,19 @@ async fn export_until(p: &Proxy, what: &str, pred: impl Fn(&[Value]) -> bool) ->
     panic!("never recorded: {what}\n{all:#?}");
 }
 
+/// The admin API's `/metrics` text.
+async fn metrics(p: &Proxy) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/metrics", p.admin_url.as_ref().unwrap()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn of_type<'a>(all: &'a [Value], t: &str) -> Vec<&'a Value> {
     all.iter().filter(|e| e["type"] == t).collect()
 }
@@ -282,15 +295,7 @@ async fn connections_auth_statements_outcomes_and_grants_are_recorded() {
     assert!(csv.starts_with("seq,prev,payload,hash,sig\n"));
 
     // Metrics say the log is healthy and growing.
-    let m = reqwest::Client::new()
-        .get(format!("{}/metrics", p.admin_url.as_ref().unwrap()))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&p).await;
     assert!(m.contains("infraveil_audit_healthy 1"), "{m}");
     p.shutdown().await;
 }
@@ -655,15 +660,7 @@ async fn statements_are_refused_when_the_log_cannot_be_written() {
         ])
         .await;
     assert!(!ok && err.contains("audit log"), "{err}");
-    let m = reqwest::Client::new()
-        .get(format!("{}/metrics", p.admin_url.as_ref().unwrap()))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&p).await;
     assert!(m.contains("infraveil_audit_healthy 0"), "{m}");
 }
 
