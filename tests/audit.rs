@@ -18,30 +18,20 @@ use serde_json::Value;
 
 /// `veilctl` with no admin API (offline forms); (ok, stdout, stderr).
 async fn veilctl_offline(args: &[&str]) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_veilctl"))
-        .args(args)
-        .env_remove("VEIL_ADMIN_URL")
-        .env_remove("VEIL_ADMIN_TOKEN")
-        .output()
-        .await
-        .expect("run veilctl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    veilctl(None, args).await
 }
 
-/// Offline verification of a data dir, pinned to `public_key`.
-async fn verify_dir(dir: &Path, public_key: &str, extra: &[&str]) -> Value {
-    let d = dir.display().to_string();
+/// Offline verification pinned to `public_key`: `source` is `--data-dir`
+/// or `--file`.
+async fn verify_offline(source: &str, path: &Path, public_key: &str, extra: &[&str]) -> Value {
+    let path = path.display().to_string();
     let mut args = vec![
         "--output",
         "json",
         "audit",
         "verify",
-        "--data-dir",
-        &d,
+        source,
+        &path,
         "--public-key",
         public_key,
     ];
@@ -50,25 +40,14 @@ async fn verify_dir(dir: &Path, public_key: &str, extra: &[&str]) -> Value {
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
     assert_eq!(ok, v["ok"] == true, "exit code follows the verdict: {v}");
     v
+}
+
+async fn verify_dir(dir: &Path, public_key: &str, extra: &[&str]) -> Value {
+    verify_offline("--data-dir", dir, public_key, extra).await
 }
 
 async fn verify_file(file: &Path, public_key: &str, extra: &[&str]) -> Value {
-    let f = file.display().to_string();
-    let mut args = vec![
-        "--output",
-        "json",
-        "audit",
-        "verify",
-        "--file",
-        &f,
-        "--public-key",
-        public_key,
-    ];
-    args.extend_from_slice(extra);
-    let (ok, out, err) = veilctl_offline(&args).await;
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
-    assert_eq!(ok, v["ok"] == true, "exit code follows the verdict: {v}");
-    v
+    verify_offline("--file", file, public_key, extra).await
 }
 
 fn fault(v: &Value) -> (String, u64) {
@@ -110,19 +89,6 @@ async fn export_until(p: &Proxy, what: &str, pred: impl Fn(&[Value]) -> bool) ->
     }
     let all = payloads(&export(p, &[]).await);
     panic!("never recorded: {what}\n{all:#?}");
-}
-
-/// The admin API's `/metrics` text.
-async fn metrics(p: &Proxy) -> String {
-    reqwest::Client::new()
-        .get(format!("{}/metrics", p.admin_url.as_ref().unwrap()))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 fn of_type<'a>(all: &'a [Value], t: &str) -> Vec<&'a Value> {
@@ -295,7 +261,7 @@ async fn connections_auth_statements_outcomes_and_grants_are_recorded() {
     assert!(csv.starts_with("seq,prev,payload,hash,sig\n"));
 
     // Metrics say the log is healthy and growing.
-    let m = metrics(&p).await;
+    let m = p.admin_get("/metrics").await;
     assert!(m.contains("infraveil_audit_healthy 1"), "{m}");
     p.shutdown().await;
 }
@@ -660,7 +626,7 @@ async fn statements_are_refused_when_the_log_cannot_be_written() {
         ])
         .await;
     assert!(!ok && err.contains("audit log"), "{err}");
-    let m = metrics(&p).await;
+    let m = p.admin_get("/metrics").await;
     assert!(m.contains("infraveil_audit_healthy 0"), "{m}");
 }
 
@@ -825,37 +791,18 @@ secret = {{ file = {secret:?} }}
     // Restart on the same data dir: the chain verifies, continues, and
     // holds a record for every row that reached PostgreSQL.
     let daemon = serve(&config_path, admin_port, &log).await;
-    let run = |args: Vec<String>| {
+    let run = |args: &'static [&'static str]| {
         let url = daemon.admin_url.clone();
         async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_veilctl"))
-                .args(&args)
-                .env("VEIL_ADMIN_URL", url)
-                .env("VEIL_ADMIN_TOKEN", ADMIN_TOKEN)
-                .output()
-                .await
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "veilctl {args:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            let (ok, out, err) = veilctl(Some(&url), args).await;
+            assert!(ok, "veilctl {args:?}: {out}{err}");
+            out
         }
     };
-    let verdict: Value = serde_json::from_str(
-        &run(vec![
-            "--output".into(),
-            "json".into(),
-            "audit".into(),
-            "verify".into(),
-        ])
-        .await,
-    )
-    .unwrap();
+    let verdict: Value =
+        serde_json::from_str(&run(&["--output", "json", "audit", "verify"]).await).unwrap();
     assert_eq!(verdict["ok"], true, "{verdict}");
-    let all = payloads(&run(vec!["audit".into(), "export".into()]).await);
+    let all = payloads(&run(&["audit", "export"]).await);
     let recorded: BTreeSet<(i32, i32)> = all
         .iter()
         .filter(|e| e["type"] == "statement" && e["decision"] == "allow")

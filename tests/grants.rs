@@ -132,7 +132,7 @@ async fn issue_connect_query_and_list() {
     );
 
     // Metrics count active grants.
-    let m = reqwest_get(&p, "/metrics").await;
+    let m = p.admin_get("/metrics").await;
     assert!(m.contains("infraveil_grants_active 2"), "{m}");
     assert!(
         m.contains("infraveil_statements_total{class=\"write\",decision=\"deny\"} 1"),
@@ -565,16 +565,4 @@ fn read_all(dir: &std::path::Path) -> Vec<u8> {
         }
     }
     out
-}
-
-async fn reqwest_get(p: &Proxy, path: &str) -> String {
-    reqwest::Client::new()
-        .get(format!("{}{path}", p.admin_url.as_ref().unwrap()))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }

@@ -19,7 +19,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::{AdminState, ApiError};
+use super::{AdminState, ApiError, ListQuery};
 use crate::approvals::{ApprovalError, ApprovalView, Approvals, Status};
 use crate::proxy::auth::CredentialState;
 
@@ -46,13 +46,6 @@ fn approvals(state: &AdminState) -> Result<&Arc<Approvals>, ApiError> {
         .approvals
         .as_ref()
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "approvals are not enabled"))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    /// Include decided, expired and cancelled requests.
-    #[serde(default)]
-    all: bool,
 }
 
 pub async fn list(

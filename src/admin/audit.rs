@@ -57,29 +57,21 @@ pub async fn verify(
     Ok(Json(verdict(result, &public)?))
 }
 
-/// The JSON `veilctl audit verify` prints, online and offline.
-pub fn verdict(
+fn verdict(
     result: Result<chain::Summary, VerifyError>,
     public_key: &str,
 ) -> Result<serde_json::Value, ApiError> {
-    match result {
-        Ok(s) => Ok(serde_json::json!({
-            "ok": true,
-            "public_key": public_key,
-            "records": s.records,
-            "head_seq": s.head_seq,
-            "head_hash": s.head_hash,
-        })),
-        Err(VerifyError::Bad(p)) => Ok(serde_json::json!({
-            "ok": false,
-            "public_key": public_key,
-            "problem": p,
-        })),
-        Err(VerifyError::Store(e)) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            e.to_string(),
-        )),
-    }
+    let result = match result {
+        Ok(s) => Ok(s),
+        Err(VerifyError::Bad(p)) => Err(p),
+        Err(VerifyError::Store(e)) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+            ));
+        }
+    };
+    Ok(crate::audit::verdict(&result, public_key))
 }
 
 pub async fn checkpoint(
@@ -172,13 +164,17 @@ fn stream_export(
         if r.seq > head {
             break;
         }
-        if let Some(until) = filter.until
-            && crate::audit::event::time_of(&r.payload).is_some_and(|t| t >= until)
+        let time = match (filter.since, filter.until) {
+            (None, None) => None,
+            _ => crate::audit::event::time_of(&r.payload),
+        };
+        if let (Some(until), Some(t)) = (filter.until, time)
+            && t >= until
         {
             // Times rise with seq: nothing later matches either.
             break;
         }
-        if !filter.matches(&r) {
+        if !filter.matches(&r, time) {
             continue;
         }
         chunk.extend_from_slice(export::line(&r, format).as_bytes());

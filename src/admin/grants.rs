@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminState, ApiError};
+use super::{AdminState, ApiError, ListQuery};
 use crate::grants::{GrantError, GrantView, IssueRequest, Issued, session_ended};
 use crate::proxy::auth::CredentialState;
 
@@ -25,13 +25,6 @@ impl From<GrantError> for ApiError {
         };
         ApiError::new(status, e.to_string())
     }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    /// Include expired and revoked grants.
-    #[serde(default)]
-    all: bool,
 }
 
 pub async fn list(

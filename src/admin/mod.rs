@@ -124,6 +124,14 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     }
 }
 
+/// `?all=true` on list endpoints: include what is no longer active
+/// (expired and revoked grants; decided, expired and cancelled requests).
+#[derive(Debug, serde::Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub all: bool,
+}
+
 /// An error answer: a status and a message for the person at the CLI.
 #[derive(Debug)]
 pub struct ApiError {

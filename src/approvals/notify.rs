@@ -205,7 +205,14 @@ impl Notifier {
     pub async fn send(&self, r: &ApprovalView, link: &str) -> Result<String, String> {
         match self {
             Notifier::Log => {
-                tracing::info!(approval = %r.id, %link, "approval requested (no webhook configured; decide with veilctl approvals)");
+                // Not the link: its token is a credential, and logs travel.
+                tracing::info!(
+                    approval = %r.id,
+                    identity = %r.identity,
+                    class = %r.class,
+                    approvers = %r.approvers.join(","),
+                    "approval requested (no webhook configured; decide with veilctl approvals approve|deny)"
+                );
                 Ok("logged (no webhook configured)".to_owned())
             }
             Notifier::Sink(f) => {

@@ -23,12 +23,10 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn matches(&self, r: &Record) -> bool {
-        if self.since.is_none() && self.until.is_none() && self.identity.is_none() {
-            return true;
-        }
-        // Unreadable payloads are exported: verification will say why.
-        let time = super::event::time_of(&r.payload);
+    /// Whether `r` belongs in the export; `time` is its payload's time
+    /// ([`super::event::time_of`], read once by the caller). Records whose
+    /// payload cannot be read are kept: verification will say why.
+    pub fn matches(&self, r: &Record, time: Option<u64>) -> bool {
         if let (Some(since), Some(t)) = (self.since, time)
             && t < since
         {
@@ -39,13 +37,13 @@ impl Filter {
         {
             return false;
         }
-        if let Some(id) = &self.identity {
-            return match serde_json::from_str::<serde_json::Value>(&r.payload) {
+        match &self.identity {
+            Some(id) => match serde_json::from_str::<serde_json::Value>(&r.payload) {
                 Ok(p) => super::Event::identity_of(&p) == Some(id.as_str()),
                 Err(_) => true,
-            };
+            },
+            None => true,
         }
-        true
     }
 }
 

@@ -162,24 +162,26 @@ impl Audit {
     /// Append several and wait until all are durable (one wait).
     pub async fn append_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
         self.check()?;
-        let mut last = None;
-        for event in events {
-            let (ack, done) = oneshot::channel();
-            self.send(Job {
-                event,
-                ack: Some(ack),
-            })
-            .await?;
-            last = Some(done);
+        let mut events = events.into_iter().peekable();
+        while let Some(event) = events.next() {
+            if events.peek().is_some() {
+                self.send(Job { event, ack: None }).await?;
+            } else {
+                // The writer takes jobs in order and flushes before it
+                // acks, so the last one's ack covers the rest.
+                let (ack, done) = oneshot::channel();
+                self.send(Job {
+                    event,
+                    ack: Some(ack),
+                })
+                .await?;
+                return done
+                    .await
+                    .unwrap_or_else(|_| Err(AuditError::Failed("the audit writer stopped".into())))
+                    .map(|_| ());
+            }
         }
-        // The writer acks in order, so the last ack covers the others.
-        match last {
-            Some(done) => done
-                .await
-                .unwrap_or_else(|_| Err(AuditError::Failed("the audit writer stopped".into())))
-                .map(|_| ()),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Queue an event; it is durable within the read window. Waits only if
@@ -470,6 +472,24 @@ pub fn verify_store(
         v.check(&r?)?;
     }
     Ok(v.finish()?)
+}
+
+/// A verification's answer as JSON (`veilctl audit verify --output json`,
+/// and the admin API's `/v1/audit/verify`).
+pub fn verdict(
+    result: &Result<chain::Summary, chain::Problem>,
+    public_key: &str,
+) -> serde_json::Value {
+    match result {
+        Ok(s) => serde_json::json!({
+            "ok": true,
+            "public_key": public_key,
+            "records": s.records,
+            "head_seq": s.head_seq,
+            "head_hash": s.head_hash,
+        }),
+        Err(p) => serde_json::json!({ "ok": false, "public_key": public_key, "problem": p }),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -450,8 +450,8 @@ fn handle_client_frame(
                 Decided {
                     class: None,
                     decision: "deny",
-                    rule: Some("protocol.function_call"),
-                    tables: &[],
+                    rule: Some("protocol.function_call".to_owned()),
+                    tables: Vec::new(),
                 },
             );
             state.tracker.query(n);
@@ -587,11 +587,12 @@ fn handle_client_frame(
             &lossy
         }
     };
-    let decided = |decision| Decided {
+    // Called in exactly one arm below: it moves rule and tables into the record.
+    let decided = move |decision| Decided {
         class,
         decision,
-        rule: rule.as_deref(),
-        tables: &tables,
+        rule,
+        tables,
     };
     match decision {
         Decision::Allow => {
@@ -724,7 +725,11 @@ async fn upstream_to_client(
             }
             if matches!(frame.tag(), b'C' | b'E' | b'I' | b's' | b'Z') {
                 for e in tracker.on_backend(&frame) {
-                    shared.audit.enqueue_now(e);
+                    // Waits when the log's queue is full: a session that
+                    // outruns the log slows down instead of piling up
+                    // events. An error means the log has failed; the writer
+                    // has said so, and new statements are refused.
+                    let _ = shared.audit.enqueue(e).await;
                 }
             }
             match frame.tag() {

@@ -98,7 +98,7 @@ async fn serve(
     let setup = tokio::time::timeout(shared.limits.auth_timeout, async {
         let (mut reader, params) = match startup(reader, shared).await {
             Ok(Started::Session(r, p)) => {
-                record.opened(peer, r.get_ref().is_tls());
+                record.opened(peer, r.get_ref().is_tls()).await;
                 (r, p)
             }
             Ok(Started::Cancelled) | Ok(Started::Gone) => return None,
@@ -212,13 +212,17 @@ struct ConnectionRecord<'a> {
 }
 
 impl ConnectionRecord<'_> {
-    fn opened(&mut self, peer: SocketAddr, tls: bool) {
+    async fn opened(&mut self, peer: SocketAddr, tls: bool) {
         self.opened = true;
-        self.shared.audit.enqueue_now(Event::ConnectionOpened {
-            session: self.session,
-            client: peer.to_string(),
-            tls,
-        });
+        let _ = self
+            .shared
+            .audit
+            .enqueue(Event::ConnectionOpened {
+                session: self.session,
+                client: peer.to_string(),
+                tls,
+            })
+            .await;
     }
 }
 
@@ -362,20 +366,27 @@ async fn login(
 
     let credential = match auth::authenticate(reader, &shared.credentials, &user).await {
         Ok(c) => {
-            shared.audit.enqueue_now(Event::AuthSucceeded {
-                session: id,
-                identity: c.identity.clone(),
-                role: c.role.clone(),
-                grant: c.id.clone(),
-            });
+            // A failed log refuses every statement of this session later.
+            let _ = shared
+                .audit
+                .enqueue(Event::AuthSucceeded {
+                    session: id,
+                    identity: c.identity.clone(),
+                    role: c.role.clone(),
+                    grant: c.id.clone(),
+                })
+                .await;
             c
         }
         Err(e) => {
-            shared.audit.enqueue_now(Event::AuthFailed {
-                session: id,
-                user: user.clone(),
-                reason: e.to_string(),
-            });
+            let _ = shared
+                .audit
+                .enqueue(Event::AuthFailed {
+                    session: id,
+                    user: user.clone(),
+                    reason: e.to_string(),
+                })
+                .await;
             Metrics::inc(&shared.metrics.auth_failures_total);
             // The log (not the client) says which: unknown identity, wrong
             // secret, or a grant that expired or was revoked.

@@ -24,12 +24,12 @@ use crate::protocol::{ErrorFields, Frame};
 /// SHA-256 kept instead of the rest.
 const MAX_TEXT: usize = 64 * 1024;
 
-/// What the audit log says about one decision.
-pub struct Decided<'a> {
+/// What the audit log says about one decision (moved into the record).
+pub struct Decided {
     pub class: Option<Class>,
     pub decision: &'static str,
-    pub rule: Option<&'a str>,
-    pub tables: &'a [String],
+    pub rule: Option<String>,
+    pub tables: Vec<String>,
 }
 
 /// The frontend's side: statement numbers, which prepared statement and
@@ -71,7 +71,7 @@ impl Trail {
     }
 
     /// Record a statement and its decision; returns its number.
-    pub fn statement(&mut self, via: &'static str, sql: &str, d: Decided<'_>) -> u64 {
+    pub fn statement(&mut self, via: &'static str, sql: &str, d: Decided) -> u64 {
         self.next += 1;
         let redacted = crate::classify::redact(sql);
         let text = if redacted.len() > MAX_TEXT {
@@ -105,9 +105,9 @@ impl Trail {
             via,
             text,
             class: d.class.map(|c| c.to_string()),
-            tables: d.tables.to_vec(),
+            tables: d.tables,
             decision: d.decision,
-            rule: d.rule.map(str::to_owned),
+            rule: d.rule,
             approval: None,
         });
         self.next

@@ -238,22 +238,20 @@ impl Proxy {
     /// Run `veilctl` against this proxy's admin API; returns (success,
     /// stdout, stderr).
     pub async fn veilctl(&self, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_veilctl"))
-            .args(args)
-            .env(
-                "VEIL_ADMIN_URL",
-                self.admin_url.as_deref().expect("admin API"),
-            )
-            .env("VEIL_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("USER", "tester")
-            .output()
+        veilctl(self.admin_url.as_deref(), args).await
+    }
+
+    /// GET `path` from the admin API with [`ADMIN_TOKEN`]; the body text.
+    pub async fn admin_get(&self, path: &str) -> String {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.admin_url.as_ref().unwrap()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
             .await
-            .expect("run veilctl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// `veilctl --output json ARGS`, which must succeed.
@@ -368,6 +366,28 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Run `veilctl` (as user `tester`) against the admin API at `admin_url`
+/// with [`ADMIN_TOKEN`], or with no admin API at all (offline forms);
+/// returns (success, stdout, stderr).
+pub async fn veilctl(admin_url: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_veilctl"));
+    cmd.args(args).env("USER", "tester");
+    match admin_url {
+        Some(url) => cmd
+            .env("VEIL_ADMIN_URL", url)
+            .env("VEIL_ADMIN_TOKEN", ADMIN_TOKEN),
+        None => cmd
+            .env_remove("VEIL_ADMIN_URL")
+            .env_remove("VEIL_ADMIN_TOKEN"),
+    };
+    let out = cmd.output().await.expect("run veilctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A cluster of this test's own (to stop, restart or reconfigure), whose

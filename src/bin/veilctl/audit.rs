@@ -93,22 +93,13 @@ pub fn export(api: &Api, args: ExportArgs) -> anyhow::Result<()> {
         }
     }
     let mut resp = api.get_stream("/v1/audit/export", &query)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match std::io::copy(&mut resp, &mut out) {
-        Ok(_) => {}
+    let mut out = std::io::stdout().lock();
+    match std::io::copy(&mut resp, &mut out).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
         // `veilctl audit export | head` closes the pipe early: not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => bail!("the export was cut off: {e}"),
     }
-    out.flush().or_else(|e| {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            Ok(())
-        } else {
-            Err(e)
-        }
-    })?;
-    Ok(())
 }
 
 pub struct VerifyArgs {
@@ -142,7 +133,10 @@ pub fn verify(
                 "--file needs --public-key (the key printed by `veilctl audit public-key`, kept elsewhere)"
             );
         };
-        verify_file(file, &public, expect, args.allow_gaps)?
+        infraveil::audit::verdict(
+            &verify_file(file, &public, expect, args.allow_gaps)?,
+            &public,
+        )
     } else if let Some(dir) = &offline.data_dir {
         let (public, warning) = match pinned {
             Some(k) => (k, None),
@@ -157,7 +151,7 @@ pub fn verify(
                 )
             }
         };
-        let v = verify_dir(dir, &public, expect)?;
+        let v = infraveil::audit::verdict(&verify_dir(dir, &public, expect)?, &public);
         if let Some(w) = warning
             && !json_out
         {
@@ -205,7 +199,7 @@ fn verify_dir(
     dir: &Path,
     public: &str,
     expect: Option<(u64, String)>,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<Result<Summary, Problem>> {
     let store = Store::open(dir).with_context(|| {
         format!(
             "cannot open {} (offline verification needs the daemon stopped)",
@@ -215,8 +209,8 @@ fn verify_dir(
     let verifying = key::parse_public(public).context("bad public key")?;
     let result = infraveil::audit::verify_store(&store, verifying, expect);
     match result {
-        Ok(s) => Ok(good(&s, public)),
-        Err(infraveil::audit::VerifyError::Bad(p)) => Ok(bad(&p, public)),
+        Ok(s) => Ok(Ok(s)),
+        Err(infraveil::audit::VerifyError::Bad(p)) => Ok(Err(p)),
         Err(infraveil::audit::VerifyError::Store(e)) => Err(e.into()),
     }
 }
@@ -226,7 +220,7 @@ fn verify_file(
     public: &str,
     expect: Option<(u64, String)>,
     allow_gaps: bool,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<Result<Summary, Problem>> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let verifying = key::parse_public(public).context("bad public key")?;
     let mut verifier: Option<ChainVerifier> = None;
@@ -235,12 +229,11 @@ fn verify_file(
         let r = match r {
             Ok(r) => r,
             Err(e) => {
-                let p = Problem {
+                return Ok(Err(Problem {
                     seq: last_seq + 1,
                     fault: chain::Fault::Malformed,
                     detail: e,
-                };
-                return Ok(bad(&p, public));
+                }));
             }
         };
         last_seq = r.seq;
@@ -258,30 +251,13 @@ fn verify_file(
             }
         });
         if let Err(p) = v.check(&r) {
-            return Ok(bad(&p, public));
+            return Ok(Err(p));
         }
     }
     let Some(v) = verifier else {
         bail!("{} holds no records", file.display());
     };
-    match v.finish() {
-        Ok(s) => Ok(good(&s, public)),
-        Err(p) => Ok(bad(&p, public)),
-    }
-}
-
-fn good(s: &Summary, public: &str) -> serde_json::Value {
-    serde_json::json!({
-        "ok": true,
-        "public_key": public,
-        "records": s.records,
-        "head_seq": s.head_seq,
-        "head_hash": s.head_hash,
-    })
-}
-
-fn bad(p: &Problem, public: &str) -> serde_json::Value {
-    serde_json::json!({ "ok": false, "public_key": public, "problem": p })
+    Ok(v.finish())
 }
 
 fn print_verdict(v: &serde_json::Value, json_out: bool) -> anyhow::Result<()> {
