@@ -1,15 +1,21 @@
 //! The classifier: SQL text in, per statement a [`Class`], the tables it
 //! touches and a reason out. No I/O, so the proxy and `veilctl check` share it.
 //!
-//! Parsing is sqlparser's (PostgreSQL dialect); `lexer` handles what must
-//! happen at token level, `walk` the tree, `bounds` unbounded DELETE/UPDATE,
-//! `functions` and `settings` the reviewed lists. It fails closed: text the
-//! parser rejects and nodes the walk does not know are `unknown`, never
-//! `read`.
+//! Two readings of every string are held against each other. `walk` walks
+//! sqlparser's tree (PostgreSQL dialect; `lexer` does what must happen at
+//! token level, `bounds` finds unbounded DELETE/UPDATE). `pg` reads the same
+//! text with PostgreSQL's own scanner and grammar (libpg_query), which is the
+//! authority on what the text means: where the two disagree on the split into
+//! statements, a statement's kind, or the relations, functions, operators
+//! and strings it holds, the statement is `unknown`; the class is never below
+//! what PostgreSQL's tree implies. `functions` and `settings` are the
+//! reviewed lists. It fails closed: text either parser rejects and nodes a
+//! walk does not know are `unknown`, never `read`.
 
 mod bounds;
 pub(crate) mod functions;
 mod lexer;
+mod pg;
 mod redact;
 mod settings;
 mod walk;
@@ -32,9 +38,12 @@ const SHALLOW_OPERATORS: usize = 256;
 const DEEP_STACK: usize = 256 << 20;
 
 /// The risk class of a statement, least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
+    #[default]
     Read,
     Write,
     Ddl,
@@ -67,6 +76,17 @@ impl std::fmt::Display for Class {
 pub struct TableName {
     pub schema: String,
     pub name: String,
+}
+
+/// The table a name means: `pg_catalog` comes first on every search path
+/// the firewall allows, so the catalogs people name without a schema mean
+/// it; any other unqualified name means `public`.
+pub(crate) fn resolve(schema: Option<&str>, name: &str) -> TableName {
+    match schema {
+        Some(s) => TableName::new(s, name),
+        None if walk::CATALOG_RELATIONS.contains(&name) => TableName::new("pg_catalog", name),
+        None => TableName::new("public", name),
+    }
 }
 
 impl TableName {
@@ -213,42 +233,166 @@ fn analyze(sql: &str, tokens: Vec<sqlparser::tokenizer::TokenWithSpan>, depth: u
     // statement, so one unparseable statement does not hide the others'
     // classes (and DO / ALTER SYSTEM are named rather than just unknown).
     // The rare failure tokenizes again rather than every parse cloning.
-    let all = |stmts: Vec<sqlparser::ast::Statement>| -> Vec<StatementClass> {
-        stmts
-            .iter()
-            .map(|s| walk::Walker::classify(s, depth))
-            .collect()
-    };
-    let chunks = match parse(tokens) {
-        Ok(stmts) => {
-            return Analysis {
-                statements: all(stmts),
-            };
-        }
+    let all =
+        |stmts: Vec<sqlparser::ast::Statement>| -> Vec<(StatementClass, Option<walk::Facts>)> {
+            stmts
+                .iter()
+                .map(|s| {
+                    let (c, f) = walk::Walker::classify(s, depth);
+                    (c, Some(f))
+                })
+                .collect()
+        };
+    let read = match parse(tokens) {
+        Ok(stmts) => all(stmts),
         // It tokenized a moment ago; should it not now, fail closed.
         Err(e) => match lexer::tokenize(sql) {
-            Ok(t) => lexer::split(t),
-            Err(_) => {
-                return Analysis {
-                    statements: vec![unknown(e)],
-                };
-            }
+            Ok(t) => lexer::split(t)
+                .into_iter()
+                .flat_map(|chunk| match parse(chunk.clone()) {
+                    Ok(stmts) => all(stmts),
+                    Err(e) => {
+                        let (class, reason) = lexer::unparsed(&chunk, &e);
+                        let mut s = unknown(reason);
+                        s.class = class;
+                        s.base_class = class;
+                        vec![(s, None)]
+                    }
+                })
+                .collect(),
+            Err(_) => vec![(unknown(e), None)],
         },
     };
-    let statements = chunks
-        .into_iter()
-        .flat_map(|chunk| match parse(chunk.clone()) {
-            Ok(stmts) => all(stmts),
-            Err(e) => {
-                let (class, reason) = lexer::unparsed(&chunk, &e);
-                let mut s = unknown(reason);
-                s.class = class;
-                s.base_class = class;
-                vec![s]
+    Analysis {
+        statements: reconcile(sql, read),
+    }
+}
+
+/// Hold the walk's reading against PostgreSQL's own (see `pg`).
+fn reconcile(
+    sql: &str,
+    mut ours: Vec<(StatementClass, Option<walk::Facts>)>,
+) -> Vec<StatementClass> {
+    let theirs = match pg::read(sql) {
+        Ok(t) => t,
+        Err(e) => {
+            let why = format!("PostgreSQL's parser does not accept this text: {e}");
+            if ours.is_empty() {
+                return vec![unknown(why)];
             }
-        })
-        .collect();
-    Analysis { statements }
+            return ours
+                .into_iter()
+                .map(|(mut s, _)| {
+                    s.disagree(why.clone());
+                    s
+                })
+                .collect();
+        }
+    };
+    if theirs.len() != ours.len() {
+        let why = format!(
+            "PostgreSQL reads {} statement(s) in this text and infraveil's parser {}: the readings disagree",
+            theirs.len(),
+            ours.len()
+        );
+        let mut out: Vec<StatementClass> = ours.into_iter().map(|(s, _)| s).collect();
+        if out.is_empty() {
+            out.push(unknown(why.clone()));
+        }
+        for s in &mut out {
+            s.disagree(why.clone());
+        }
+        return out;
+    }
+    for ((s, facts), p) in ours.iter_mut().zip(theirs) {
+        s.hold_against(facts.as_ref(), p);
+    }
+    ours.into_iter().map(|(s, _)| s).collect()
+}
+
+/// Statement kinds whose reading the walk depends on in detail.
+const DETAILED_KINDS: &[&str] = &[
+    "SelectStmt",
+    "InsertStmt",
+    "UpdateStmt",
+    "DeleteStmt",
+    "MergeStmt",
+];
+
+impl StatementClass {
+    /// The readings disagree: `unknown`, whatever any policy lists.
+    fn disagree(&mut self, why: String) {
+        if self.base_class == Class::Unknown && self.class == Class::Unknown {
+            return;
+        }
+        self.class = Class::Unknown;
+        self.base_class = Class::Unknown;
+        self.execute_args = Class::Unknown;
+        self.reason = why.clone();
+        self.base_reason = why;
+    }
+
+    fn raise_both(&mut self, class: Class, why: &str) {
+        if class > self.base_class {
+            self.base_class = class;
+            self.base_reason = why.to_owned();
+        }
+        if class > self.class {
+            self.class = class;
+            self.reason = why.to_owned();
+        }
+        self.execute_args = self.execute_args.max(class);
+    }
+
+    fn hold_against(&mut self, facts: Option<&walk::Facts>, p: pg::PgStatement) {
+        let detailed = DETAILED_KINDS.contains(&p.kind.as_str());
+        if let Some(f) = facts {
+            if (detailed || f.family.is_some()) && f.family != Some(p.kind.as_str()) {
+                return self.disagree(format!(
+                    "PostgreSQL reads a {} statement here and infraveil's parser {}: the readings disagree",
+                    p.kind,
+                    f.family.unwrap_or("another kind of statement")
+                ));
+            }
+            if let Some(missed) = p.called.iter().find(|c| !f.called.contains(*c)) {
+                return self.disagree(format!(
+                    "PostgreSQL reads a call to {missed}() that infraveil's parser does not see: the readings disagree"
+                ));
+            }
+            if detailed && let Some(code) = f.strings.iter().find(|x| !p.strings.contains(*x)) {
+                return self.disagree(format!(
+                    "infraveil's parser reads {:?} as a string where PostgreSQL does not: the readings disagree",
+                    code.chars().take(40).collect::<String>()
+                ));
+            }
+        }
+        for t in p.relations {
+            if !self.tables.contains(&t) {
+                if detailed && facts.is_some() {
+                    return self.disagree(format!(
+                        "PostgreSQL reads the table {t} that infraveil's parser does not see: the readings disagree"
+                    ));
+                }
+                self.tables.push(t);
+            }
+        }
+        if let Some(why) = p.unknown {
+            return self.disagree(why);
+        }
+        self.raise_both(p.floor, &p.reason);
+        for f in p.unlisted {
+            if !self.functions.contains(&f) {
+                self.functions.push(f.clone());
+            }
+            if self.class < Class::Unknown {
+                self.class = Class::Unknown;
+                self.reason = format!(
+                    "calls {f}(), which infraveil does not know to be free of side effects \
+                     (a role may list it in safe_functions)"
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +406,7 @@ mod tests {
     fn deep_trees_do_not_overflow_a_small_stack() {
         let cases = [
             format!("SELECT 1{}", "+1".repeat(15_000)),
+            format!("SELECT 1{}", "+1".repeat(30)),
             format!("SELECT 1{}", "+1".repeat(200_000)),
             format!("DELETE FROM t WHERE id=1{}", " OR id=1".repeat(9_000)),
             format!("SELECT 1{}", "::int".repeat(15_000)),
@@ -279,9 +424,12 @@ mod tests {
             })
             .unwrap();
         let classes = t.join().expect("no stack overflow");
-        assert_eq!(classes[0], Class::Read);
-        assert_eq!(classes[1], Class::Unknown, "over the operator cap");
-        assert_eq!(classes[2], Class::Write);
-        assert_eq!(classes[5], Class::Unknown, "over the nesting limit");
+        // PostgreSQL's reading of a tree nested this deep cannot be
+        // checked (its protobuf is nested past prost's limit): unknown.
+        assert_eq!(classes[0], Class::Unknown);
+        assert_eq!(classes[1], Class::Read);
+        assert_eq!(classes[2], Class::Unknown, "over the operator cap");
+        assert_eq!(classes[3], Class::Write);
+        assert_eq!(classes[6], Class::Unknown, "over the nesting limit");
     }
 }

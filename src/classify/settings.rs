@@ -120,11 +120,34 @@ fn safe_value(name: &str, values: Option<&[String]>) -> bool {
         "client_encoding" | "names" => {
             all(&|v| matches!(v, "utf8" | "utf-8" | "unicode" | "default"))
         }
-        // Only the default path: anything else can make `orders` mean
-        // another schema's table.
-        "search_path" => all(&|v| matches!(v, "public" | "$user" | "pg_catalog" | "default")),
+        "search_path" => harmless_search_path(values),
         _ => false,
     }
+}
+
+/// Only the default path, optionally behind an explicit `pg_catalog`:
+/// anything else can make `orders` mean another schema's table, and a path
+/// with `pg_catalog` after another schema lets that schema's functions and
+/// operators replace built-ins. Compared exactly: `"Public"` is not
+/// `public`, and nothing here folds case (an unquoted identifier reaches
+/// this already folded; a string keeps its case in PostgreSQL too).
+fn harmless_search_path(values: &[String]) -> bool {
+    let path: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|p| match p.trim() {
+            "\"$user\"" => "$user",
+            other => other,
+        })
+        .collect();
+    let rest = match path.as_slice() {
+        ["pg_catalog", rest @ ..] => rest,
+        all => all,
+    };
+    matches!(
+        rest,
+        ["$user", "public"] | ["public"] | ["$user"] | ["default"] | []
+    ) && !(rest.is_empty() && path.is_empty())
 }
 
 /// Class of changing `name` (case-insensitive, as PostgreSQL treats it) to
@@ -186,6 +209,22 @@ mod tests {
         assert_eq!(on("client_encoding", &["SJIS"]), Class::Privileged);
         assert_eq!(on("search_path", &["$user", "public"]), Class::Read);
         assert_eq!(on("search_path", &["billing", "public"]), Class::Privileged);
+        assert_eq!(on("search_path", &["Public"]), Class::Privileged);
+        assert_eq!(
+            on("search_path", &["public", "pg_catalog"]),
+            Class::Privileged
+        );
+        assert_eq!(
+            on("search_path", &["$user", "public", "pg_catalog"]),
+            Class::Privileged
+        );
+        assert_eq!(
+            on("search_path", &["pg_catalog", "$user", "public"]),
+            Class::Read
+        );
+        assert_eq!(on("search_path", &["\"$user\", public"]), Class::Read);
+        assert_eq!(on("search_path", &["public, evil"]), Class::Privileged);
+        assert_eq!(on("search_path", &[""]), Class::Privileged);
         assert_eq!(classify("search_path", None).0, Class::Read);
         assert_eq!(classify("role", None).0, Class::Privileged);
     }

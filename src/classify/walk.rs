@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AlterTableOperation, CopySource, CopyTarget, CreateFunctionBody, DiscardObject, Expr,
-    FromTable, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, MergeAction, ObjectName,
-    ObjectNamePart, ObjectType, Query, Reset, Select, Set, Statement, TableFactor, TableObject,
-    TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
+    AlterTableOperation, CopySource, CopyTarget, CreateFunctionBody, Expr, FromTable, FunctionArg,
+    FunctionArgExpr, FunctionArguments, Ident, MergeAction, ObjectName, ObjectNamePart, ObjectType,
+    Query, Reset, Select, Set, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    UpdateTableFromKind, Value, Visit, Visitor,
 };
 
 use super::bounds::{Target, bounded};
@@ -22,12 +22,14 @@ use super::{Class, StatementClass, TableName, settings};
 /// whose body defines a function …); deeper is `unknown`.
 const MAX_BODY_DEPTH: usize = 3;
 
-/// Lowercase an unquoted identifier, as PostgreSQL folds it.
+/// Fold an unquoted identifier as PostgreSQL does: ASCII letters only (in a
+/// UTF-8 database `downcase_identifier` leaves every other character alone,
+/// so the Kelvin sign stays itself and never becomes `k`).
 pub(crate) fn normalize_ident(i: &Ident) -> String {
     if i.quote_style.is_some() {
         i.value.clone()
     } else {
-        i.value.to_lowercase()
+        i.value.to_ascii_lowercase()
     }
 }
 
@@ -48,7 +50,7 @@ fn dotted(n: &ObjectName) -> String {
 
 /// System catalogs and views people query without a schema; `pg_catalog`
 /// comes first on every search path, so these names always mean it.
-const CATALOG_RELATIONS: &[&str] = &[
+pub(crate) const CATALOG_RELATIONS: &[&str] = &[
     "pg_am",
     "pg_attrdef",
     "pg_attribute",
@@ -105,9 +107,8 @@ const CATALOG_RELATIONS: &[&str] = &[
 fn table_name(n: &ObjectName) -> Option<TableName> {
     let p = name_parts(n)?;
     match p.as_slice() {
-        [t] if CATALOG_RELATIONS.contains(&t.as_str()) => Some(TableName::new("pg_catalog", t)),
-        [t] => Some(TableName::new("public", t)),
-        [.., s, t] => Some(TableName::new(s, t)),
+        [t] => Some(super::resolve(None, t)),
+        [.., s, t] => Some(super::resolve(Some(s), t)),
         [] => None,
     }
 }
@@ -135,10 +136,48 @@ pub(crate) struct Walker {
     not_relations: Vec<*const ObjectName>,
     prepares: Option<String>,
     executes: Option<String>,
+    facts: Facts,
+}
+
+/// What the walk saw, for holding against PostgreSQL's own reading.
+#[derive(Debug, Default)]
+pub(crate) struct Facts {
+    /// The PostgreSQL node type this statement must be, where the walk
+    /// depends on it (queries and DML).
+    pub family: Option<&'static str>,
+    /// Every function called, normalised (`pg_catalog.` removed).
+    pub called: BTreeSet<String>,
+    /// Every string literal's value.
+    pub strings: BTreeSet<String>,
+}
+
+/// The PostgreSQL statement node a sqlparser statement must correspond to.
+fn family(s: &Statement) -> Option<&'static str> {
+    Some(match s {
+        // `WITH … INSERT/UPDATE/DELETE/MERGE` is a query in sqlparser's tree.
+        Statement::Query(q) => match &*q.body {
+            SetExpr::Insert(_) => "InsertStmt",
+            SetExpr::Update(_) => "UpdateStmt",
+            SetExpr::Delete(_) => "DeleteStmt",
+            SetExpr::Merge(_) => "MergeStmt",
+            _ => "SelectStmt",
+        },
+        Statement::Insert(_) => "InsertStmt",
+        Statement::Update(_) => "UpdateStmt",
+        Statement::Delete(_) => "DeleteStmt",
+        Statement::Merge(_) => "MergeStmt",
+        Statement::Explain { .. } => "ExplainStmt",
+        Statement::Copy { .. } => "CopyStmt",
+        Statement::Prepare { .. } => "PrepareStmt",
+        Statement::Execute { .. } => "ExecuteStmt",
+        Statement::Truncate(_) => "TruncateStmt",
+        Statement::Call(_) => "CallStmt",
+        _ => return None,
+    })
 }
 
 impl Walker {
-    pub(crate) fn classify(stmt: &Statement, depth: usize) -> StatementClass {
+    pub(crate) fn classify(stmt: &Statement, depth: usize) -> (StatementClass, Facts) {
         let mut w = Walker {
             depth,
             class: Class::Read,
@@ -152,6 +191,10 @@ impl Walker {
             not_relations: Vec::new(),
             prepares: None,
             executes: None,
+            facts: Facts {
+                family: family(stmt),
+                ..Facts::default()
+            },
         };
         let _ = stmt.visit(&mut w);
         if w.reason.is_empty() {
@@ -169,7 +212,7 @@ impl Walker {
                 "EXECUTE {name}: runs a prepared statement; its class is the one its PREPARE had"
             );
         }
-        StatementClass {
+        let class = StatementClass {
             execute_args,
             class: w.class,
             tables: w.tables.into_iter().collect(),
@@ -179,7 +222,8 @@ impl Walker {
             base_reason: w.base_reason,
             prepares: w.prepares,
             executes: w.executes,
-        }
+        };
+        (class, w.facts)
     }
 
     /// Raise the class to at least `class`. The first reason at the highest
@@ -231,6 +275,9 @@ impl Walker {
     fn call(&mut self, name: &ObjectName, args: &[FunctionArg]) {
         let n = dotted(name);
         let bare = n.strip_prefix("pg_catalog.").unwrap_or(&n);
+        if self.explain_only.is_empty() {
+            self.facts.called.insert(bare.to_owned());
+        }
         if bare == "set_config" {
             return self.set_config(args);
         }
@@ -460,10 +507,17 @@ impl Walker {
             Statement::Explain {
                 analyze, options, ..
             } => {
-                let analyze = *analyze
-                    || options.iter().flatten().any(|o| {
-                        o.name.value.eq_ignore_ascii_case("analyze") && !is_false(o.arg.as_ref())
-                    });
+                // PostgreSQL's grammar takes ANALYSE too, and the last
+                // ANALYZE option of a list wins (explain.c).
+                let listed = options
+                    .iter()
+                    .flatten()
+                    .rfind(|o| {
+                        let n = o.name.value.to_ascii_lowercase();
+                        n == "analyze" || n == "analyse"
+                    })
+                    .map(|o| !is_false(o.arg.as_ref()));
+                let analyze = listed.unwrap_or(*analyze);
                 if analyze {
                     self.raise(Read, "EXPLAIN ANALYZE runs the statement");
                 } else {
@@ -506,15 +560,13 @@ impl Walker {
                 self.raise(Read, "LISTEN/UNLISTEN")
             }
             Statement::NOTIFY { .. } => self.raise(Write, "NOTIFY signals other sessions"),
-            Statement::Discard { object_type } => match object_type {
-                DiscardObject::ALL => {
-                    self.raise(Privileged, "DISCARD ALL resets the session's role")
-                }
-                _ => self.raise(Read, "DISCARD"),
-            },
+            // Start-up role parameters are refused, so a reset can only
+            // return the session to its upstream login: the pool resets
+            // `DISCARD ALL` and `RESET ALL` are harmless.
+            Statement::Discard { .. } => self.raise(Read, "DISCARD"),
             Statement::Set(set) => self.set(set),
             Statement::Reset(r) => match &r.reset {
-                Reset::ALL => self.raise(Privileged, "RESET ALL resets the session's role"),
+                Reset::ALL => self.raise(Read, "RESET ALL returns to the start-up settings"),
                 Reset::SessionAuthorization => self.raise(
                     Privileged,
                     "RESET SESSION AUTHORIZATION changes the session's role",
@@ -531,7 +583,10 @@ impl Walker {
                 self.raise(Write, "LOCK TABLE blocks other sessions");
             }
             Statement::Call(f) => {
+                // Its body is never visible here: unknown unless the role
+                // lists the procedure in safe_functions.
                 self.raise(Write, format!("CALL {} runs a procedure", dotted(&f.name)));
+                self.unlisted_function(dotted(&f.name));
             }
             Statement::Truncate(t) => {
                 for n in &t.table_names {
@@ -766,6 +821,24 @@ impl Walker {
         self.table(n);
     }
 
+    /// `TABLE t` (alone, in a subquery, a CTE, a UNION branch or a cursor)
+    /// reads `t`; the visitor does not report it as a relation.
+    fn table_commands(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Table(t) => {
+                if let Some(name) = &t.table_name {
+                    let parts: Vec<Ident> = t.schema_name.iter().chain([name]).cloned().collect();
+                    self.relation(&ObjectName::from(parts));
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                self.table_commands(left);
+                self.table_commands(right);
+            }
+            _ => {}
+        }
+    }
+
     fn is_cte(&self, name: &str) -> bool {
         self.ctes.iter().any(|s| {
             s.names[..s.visible.min(s.names.len())]
@@ -888,6 +961,7 @@ impl Visitor for Walker {
         if !q.locks.is_empty() {
             self.raise(Class::Write, "SELECT … FOR UPDATE/SHARE locks rows");
         }
+        self.table_commands(&q.body);
         ControlFlow::Continue(())
     }
 
@@ -960,10 +1034,39 @@ impl Visitor for Walker {
             Expr::BinaryOp {
                 op: sqlparser::ast::BinaryOperator::PGCustomBinaryOperator(op),
                 ..
-            } if !(op.len() == 2 && op[0].eq_ignore_ascii_case("pg_catalog")) => self.raise(
+            } if !(op.len() == 2
+                && op[0].eq_ignore_ascii_case("pg_catalog")
+                && super::pg::is_builtin_operator(&op[1])) =>
+            {
+                self.raise(
+                    Class::Unknown,
+                    format!("OPERATOR({}) may call any function", op.join(".")),
+                )
+            }
+            Expr::BinaryOp {
+                op: sqlparser::ast::BinaryOperator::Custom(op),
+                ..
+            } if !super::pg::is_builtin_operator(op) => self.raise(
                 Class::Unknown,
-                format!("OPERATOR({}) may call any function", op.join(".")),
+                format!(
+                    "{op} is not one of PostgreSQL's built-in operators: user code, or text PostgreSQL reads differently"
+                ),
             ),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_value(&mut self, v: &sqlparser::ast::ValueWithSpan) -> ControlFlow<()> {
+        match &v.value {
+            Value::SingleQuotedString(s)
+            | Value::EscapedStringLiteral(s)
+            | Value::UnicodeStringLiteral(s) => {
+                self.facts.strings.insert(s.clone());
+            }
+            Value::DollarQuotedString(d) => {
+                self.facts.strings.insert(d.value.clone());
+            }
             _ => {}
         }
         ControlFlow::Continue(())

@@ -521,7 +521,7 @@ kind = "service"
         let v = judge_with(
             &e,
             &Prepared::default(),
-            "PREPARE z AS DROP TABLE t; EXECUTE z",
+            "PREPARE z AS DELETE FROM t; EXECUTE z",
         );
         assert_eq!((v.action, v.class), (Action::Hold, Class::Destructive));
         // A name only gets more severe.

@@ -55,7 +55,6 @@ EXPLAIN UPDATE orders SET total = 0
 EXPLAIN (ANALYZE) SELECT count(*) FROM orders
 EXPLAIN ANALYZE SELECT * FROM orders WHERE id = 1
 EXPLAIN (ANALYZE false, COSTS off) DELETE FROM orders
-EXPLAIN (ANALYZE off) DROP TABLE orders
 COPY orders TO STDOUT
 COPY (SELECT * FROM orders WHERE total > 100) TO STDOUT WITH (FORMAT csv)
 SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname OPERATOR(pg_catalog.~) '^(orders)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3
@@ -88,7 +87,6 @@ EXPLAIN (ANALYZE, BUFFERS) UPDATE orders SET total = 0 WHERE id = 1
 EXPLAIN ANALYZE DELETE FROM orders
 EXPLAIN (ANALYZE true) DELETE FROM orders
 EXPLAIN (ANALYZE, FORMAT JSON) UPDATE orders SET total = 0
-EXPLAIN (ANALYZE on) TRUNCATE orders
 EXPLAIN ANALYZE CREATE TABLE x AS SELECT * FROM orders; DROP TABLE x
 
 -- expect-each privileged
@@ -99,8 +97,6 @@ SET SESSION AUTHORIZATION postgres
 SET SESSION AUTHORIZATION DEFAULT
 RESET ROLE
 RESET SESSION AUTHORIZATION
-RESET ALL
-DISCARD ALL
 SET search_path TO billing, public
 SET search_path = pg_temp, public
 SET client_encoding = 'SJIS'
@@ -152,3 +148,13 @@ PREPARE TRANSACTION 'tx1'
 COMMIT PREPARED 'tx1'
 IMPORT FOREIGN SCHEMA public FROM SERVER other INTO remote
 SELECT 1 OPERATOR(myschema.+) 2
+
+-- PostgreSQL's grammar cannot EXPLAIN a DROP or TRUNCATE: it rejects the text, so infraveil calls it unknown.
+-- expect-each unknown
+EXPLAIN (ANALYZE off) DROP TABLE orders
+EXPLAIN (ANALYZE on) TRUNCATE orders
+
+-- Pool resets: start-up role parameters are refused, so these only return the session to its upstream login.
+-- expect-each read
+RESET ALL
+DISCARD ALL

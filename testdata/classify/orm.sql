@@ -105,5 +105,8 @@ SELECT pg_advisory_unlock(72707369)
 SELECT pg_notify('jobs', 'new')
 NOTIFY jobs, 'new'
 LOCK TABLE orders IN SHARE ROW EXCLUSIVE MODE
-CALL process_payments(10)
 REFRESH MATERIALIZED VIEW CONCURRENTLY daily_totals
+
+-- A procedure's body is invisible to the firewall: unknown unless the role lists it in safe_functions.
+-- expect-each unknown
+CALL process_payments(10)
