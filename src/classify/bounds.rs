@@ -4,20 +4,34 @@
 //! `WHERE 2 > 1`, `WHERE EXISTS (SELECT 1)`, `WHERE id = 3 OR true`,
 //! `WHERE x = x` and `WHERE id IS NOT NULL` are all unbounded.
 //!
+//! Disguised tautologies count as what they are: `(id = id) IS TRUE`,
+//! `x = true` over `x`, `IS DISTINCT FROM NULL` (= `IS NOT NULL`), `LIKE '%'`,
+//! a column compared with a subquery that has no table of its own
+//! (`id = (SELECT id)` is the row's own id) or that reads the target table
+//! unfiltered (`id IN (SELECT id FROM same_table)`), and a comparison with a
+//! second alias of the target (`USING t t2 WHERE t.id = t2.id`).
+//!
 //! This is syntax, not data: `WHERE id > 0` passes although it may match
 //! every row. The planner's estimate (blast-radius preview) is the check on
 //! that; this one catches the statements that are unbounded by construction.
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{BinaryOperator, Expr, InTarget, Query, UnaryOperator, Visit, Visitor};
+use sqlparser::ast::{
+    BinaryOperator, Expr, InTarget, Query, SelectItem, SetExpr, TableFactor, UnaryOperator, Value,
+    Visit, Visitor,
+};
 
-use super::walk::normalize_ident;
+use super::TableName;
+use super::walk::{dotted, normalize_ident, table_name};
 
 /// How column references can name the target table.
 pub(crate) struct Target {
-    /// Qualifiers that mean the target: its name, `schema.name`, its alias.
+    /// Qualifiers that mean the target: its name, `schema.name`, its alias,
+    /// and the aliases of other FROM/USING items that are the same table.
     pub qualifiers: Vec<String>,
+    /// The target table, to spot it in subqueries.
+    pub table: Option<TableName>,
     /// Whether an unqualified column must be the target's. False when other
     /// relations are in scope (`USING`, `FROM`), where it may be theirs.
     pub unqualified_is_target: bool,
@@ -61,12 +75,30 @@ fn restricts(e: &Expr, neg: bool, t: &Target) -> bool {
         // `IS NOT NULL` keeps (nearly) every row of a NOT NULL column.
         Expr::IsNotNull(x) => neg && refs(x, t),
         Expr::IsNull(x) => !neg && refs(x, t),
-        Expr::IsTrue(x)
-        | Expr::IsFalse(x)
-        | Expr::IsNotTrue(x)
-        | Expr::IsNotFalse(x)
-        | Expr::IsUnknown(x)
-        | Expr::IsNotUnknown(x) => refs(x, t),
+        // `p IS TRUE` / `p IS NOT FALSE` hold where `p` does (nearly: not
+        // where it is null); `IS FALSE` / `IS NOT TRUE` where `NOT p` does.
+        Expr::IsTrue(x) | Expr::IsNotFalse(x) => restricts(x, neg, t),
+        Expr::IsFalse(x) | Expr::IsNotTrue(x) => restricts(x, !neg, t),
+        Expr::IsUnknown(x) => !neg && refs(x, t),
+        Expr::IsNotUnknown(x) => neg && refs(x, t),
+        // `x IS DISTINCT FROM NULL` is `x IS NOT NULL`.
+        Expr::IsDistinctFrom(a, b) | Expr::IsNotDistinctFrom(a, b) if is_null(a) || is_null(b) => {
+            let x = if is_null(a) { b } else { a };
+            let not_null = matches!(e, Expr::IsDistinctFrom(..));
+            refs(x, t) && (not_null == neg)
+        }
+        // `p = true` is `p`; `p = false` and `p <> true` are `NOT p`.
+        Expr::BinaryOp { left, op, right }
+            if matches!(op, B::Eq | B::NotEq)
+                && (boolean(left).is_some() || boolean(right).is_some()) =>
+        {
+            let (b, other) = match boolean(left) {
+                Some(b) => (b, right),
+                None => (boolean(right).unwrap_or(true), left),
+            };
+            let positive = b == matches!(op, B::Eq);
+            restricts(other, if positive { neg } else { !neg }, t)
+        }
         Expr::BinaryOp { left, right, .. }
         | Expr::IsDistinctFrom(left, right)
         | Expr::IsNotDistinctFrom(left, right)
@@ -74,12 +106,14 @@ fn restricts(e: &Expr, neg: bool, t: &Target) -> bool {
         | Expr::AllOp { left, right, .. } => one_sided(left, right, t),
         Expr::Like { expr, pattern, .. }
         | Expr::ILike { expr, pattern, .. }
-        | Expr::SimilarTo { expr, pattern, .. } => one_sided(expr, pattern, t),
+        | Expr::SimilarTo { expr, pattern, .. } => {
+            one_sided(expr, pattern, t) && !matches_everything(pattern)
+        }
         Expr::In { expr, target, .. } => match target {
             InTarget::List(list) => refs(expr, t) && !list.iter().any(|x| refs(x, t)),
             InTarget::Unnest(x) => refs(expr, t) && !refs(x, t),
-            // A subquery's own columns are not the target's.
-            _ => refs(expr, t),
+            InTarget::Subquery(q) => refs(expr, t) && independent(q, t),
+            InTarget::Table { .. } => false,
         },
         Expr::Between {
             expr, low, high, ..
@@ -95,7 +129,110 @@ fn restricts(e: &Expr, neg: bool, t: &Target) -> bool {
 /// A comparison restricts if exactly one side reads the target's columns:
 /// `id = 3` does, `x = x` and `a + 0 = a` do not.
 fn one_sided(a: &Expr, b: &Expr, t: &Target) -> bool {
-    refs(a, t) != refs(b, t)
+    let side = |x: &Expr| match subquery(x) {
+        // A subquery that may yield the row's own value counts as the
+        // target's side.
+        Some(q) => !independent(q, t),
+        None => refs(x, t),
+    };
+    side(a) != side(b)
+}
+
+fn subquery(e: &Expr) -> Option<&Query> {
+    match e {
+        Expr::Subquery(q) => Some(q),
+        Expr::Nested(x) => subquery(x),
+        _ => None,
+    }
+}
+
+fn is_null(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if v.value == Value::Null)
+}
+
+fn boolean(e: &Expr) -> Option<bool> {
+    match e {
+        Expr::Value(v) => match v.value {
+            Value::Boolean(b) => Some(b),
+            _ => None,
+        },
+        Expr::Nested(x) => boolean(x),
+        _ => None,
+    }
+}
+
+/// `LIKE '%'`, `LIKE '%%'`: every non-null value matches.
+fn matches_everything(pattern: &Expr) -> bool {
+    match pattern {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(p)
+            | Value::EscapedStringLiteral(p)
+            | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: p, .. }) => {
+                p.chars().all(|c| c == '%')
+            }
+            _ => false,
+        },
+        Expr::Nested(x) => matches_everything(x),
+        _ => false,
+    }
+}
+
+/// Whether a subquery's rows are shown not to be the outer row's own: it
+/// has a FROM of its own, names no outer target column in its select list,
+/// and reads the target table only filtered (a WHERE or a LIMIT).
+fn independent(q: &Query, t: &Target) -> bool {
+    let SetExpr::Select(s) = &*q.body else {
+        return false;
+    };
+    if s.from.is_empty() {
+        return false;
+    }
+    let outer = Target {
+        qualifiers: t.qualifiers.clone(),
+        table: None,
+        unqualified_is_target: false,
+    };
+    let names_outer = s.projection.iter().any(|p| match p {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => refs(e, &outer),
+        _ => true,
+    });
+    if names_outer {
+        return false;
+    }
+    let mut own = Vec::new();
+    let mut reads_target = false;
+    for r in s
+        .from
+        .iter()
+        .flat_map(|f| std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation)))
+    {
+        match r {
+            TableFactor::Table { name, alias, .. } => {
+                let n = dotted(name);
+                reads_target |= t.table.is_none() || table_name(name) == t.table;
+                own.push(n.rsplit('.').next().unwrap_or(&n).to_owned());
+                own.push(n);
+                if let Some(a) = alias {
+                    own.push(normalize_ident(&a.name));
+                }
+            }
+            // A derived table or function may read the target: fail closed.
+            _ => reads_target = true,
+        }
+    }
+    if !reads_target || q.limit_clause.is_some() || q.fetch.is_some() {
+        return true;
+    }
+    let inner = Target {
+        qualifiers: own,
+        table: None,
+        unqualified_is_target: true,
+    };
+    // Within the subquery, `IS NOT NULL` on its own column is a real filter
+    // (ORMs write `id IN (SELECT id FROM t WHERE paid_at IS NOT NULL)`).
+    s.selection
+        .as_ref()
+        .is_some_and(|w| bounded(w, &inner) || matches!(w, Expr::IsNotNull(x) if refs(x, &inner)))
 }
 
 /// Does `e` reference a target column directly (not inside a subquery)?

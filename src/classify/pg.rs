@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use pg_query::protobuf::{AlterTableType, ObjectType, VariableSetKind};
+use pg_query::protobuf::{AlterTableType, ObjectType, TransactionStmtKind, VariableSetKind};
 use serde_json::{Map, Value};
 
 use super::functions::{self, Call};
@@ -43,6 +43,11 @@ pub(crate) struct PgStatement {
     pub called: BTreeSet<String>,
     /// Every string constant's value.
     pub strings: BTreeSet<String>,
+    /// Holds an UPDATE, DELETE, MERGE or upsert, whose class depends on
+    /// the bounds analysis only the sqlparser walk does.
+    pub needs_walk: bool,
+    /// `PREPARE name AS …`: the name.
+    pub prepares: Option<String>,
 }
 
 /// Built-in operator names of PostgreSQL 15 (`SELECT DISTINCT oprname FROM
@@ -230,6 +235,13 @@ const STATEMENT_KINDS: &[&str] = &[
     "CreateStmt",
     "ReturnStmt",
 ];
+
+/// How deep SQL function bodies inside bodies are read; deeper is unknown.
+const MAX_BODY_DEPTH: usize = 3;
+
+thread_local! {
+    static BODY_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 #[derive(Default)]
 struct Reader {
@@ -557,8 +569,13 @@ impl Reader {
                     self.raise(Write, "SELECT … FOR UPDATE/SHARE locks rows");
                 }
             }
-            "InsertStmt" => self.raise(Write, "INSERT"),
+            "InsertStmt" => {
+                self.out.needs_walk |= self.not_run == 0
+                    && matches!(m.get("on_conflict_clause"), Some(Value::Object(_)));
+                self.raise(Write, "INSERT");
+            }
             "UpdateStmt" | "DeleteStmt" => {
+                self.out.needs_walk |= self.not_run == 0;
                 let verb = if kind == "UpdateStmt" {
                     "UPDATE"
                 } else {
@@ -576,6 +593,7 @@ impl Reader {
                 }
             }
             "MergeStmt" => {
+                self.out.needs_walk |= self.not_run == 0;
                 let deletes = m
                     .get("merge_when_clauses")
                     .and_then(Value::as_array)
@@ -630,11 +648,26 @@ impl Reader {
                     return;
                 }
             }
-            "PrepareStmt" | "ExecuteStmt" | "DeallocateStmt" | "TransactionStmt"
-            | "VariableShowStmt" | "ListenStmt" | "UnlistenStmt" | "DeclareCursorStmt"
-            | "FetchStmt" | "ClosePortalStmt" | "ConstraintsSetStmt" | "ReturnStmt" => {
-                self.raise(Read, kind)
+            "PrepareStmt" => {
+                self.out.prepares = Some(str_of(m, "name").to_owned());
+                self.raise(Read, "PREPARE");
             }
+            "TransactionStmt" => {
+                let k = TransactionStmtKind::try_from(int_of(m, "kind") as i32)
+                    .map(|k| k.as_str_name())
+                    .unwrap_or("");
+                if k.ends_with("PREPARE") || k.ends_with("_PREPARED") {
+                    self.raise(
+                        Write,
+                        "two-phase commit: a prepared transaction outlives the session",
+                    );
+                } else {
+                    self.raise(Read, "transaction control");
+                }
+            }
+            "ExecuteStmt" | "DeallocateStmt" | "VariableShowStmt" | "ListenStmt"
+            | "UnlistenStmt" | "DeclareCursorStmt" | "FetchStmt" | "ClosePortalStmt"
+            | "ConstraintsSetStmt" | "ReturnStmt" => self.raise(Read, kind),
             // Both only return the session to its vetted start-up state.
             "DiscardStmt" => self.raise(Read, "DISCARD"),
             "NotifyStmt" => self.raise(Write, "NOTIFY signals other sessions"),
@@ -700,24 +733,13 @@ impl Reader {
                 }
             }
             "AlterDefaultPrivilegesStmt" => self.raise(Ddl, "ALTER DEFAULT PRIVILEGES"),
-            "CreateFunctionStmt" | "AlterFunctionStmt" => {
-                self.raise(Ddl, "CREATE/ALTER FUNCTION");
-                let opts = m
-                    .get("options")
-                    .or_else(|| m.get("actions"))
-                    .and_then(Value::as_array);
-                for o in opts.into_iter().flatten() {
-                    if let Some(("DefElem", d)) = node_of(o)
-                        && let Some(d) = d.as_object()
-                        && str_of(d, "defname") == "security"
-                        && def_bool(d)
-                    {
-                        self.raise(
-                            Privileged,
-                            "SECURITY DEFINER runs the function with its owner's privileges",
-                        );
-                    }
-                }
+            "CreateFunctionStmt" => {
+                self.create_function(m);
+                self.security_definer(m);
+            }
+            "AlterFunctionStmt" => {
+                self.raise(Ddl, "ALTER FUNCTION");
+                self.security_definer(m);
             }
             "CreateExtensionStmt"
             | "AlterExtensionStmt"
@@ -766,6 +788,97 @@ impl Reader {
             _ => {}
         }
         self.fields(m, &[]);
+    }
+
+    fn security_definer(&mut self, m: &Map<String, Value>) {
+        let opts = m
+            .get("options")
+            .or_else(|| m.get("actions"))
+            .and_then(Value::as_array);
+        for o in opts.into_iter().flatten() {
+            if let Some(("DefElem", d)) = node_of(o)
+                && let Some(d) = d.as_object()
+                && str_of(d, "defname") == "security"
+                && def_bool(d)
+            {
+                self.raise(
+                    Class::Privileged,
+                    "SECURITY DEFINER runs the function with its owner's privileges",
+                );
+            }
+        }
+    }
+
+    /// A routine is as dangerous as its body: a SQL body is classified
+    /// (a `BEGIN ATOMIC` body is part of the tree and walked), other
+    /// languages cannot be seen into.
+    fn create_function(&mut self, m: &Map<String, Value>) {
+        let what = if bool_of(m, "is_procedure") {
+            "PROCEDURE"
+        } else {
+            "FUNCTION"
+        };
+        self.raise(Class::Ddl, format!("CREATE {what}"));
+        let mut language = "sql".to_owned();
+        let mut body = Vec::new();
+        for o in m
+            .get("options")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(("DefElem", d)) = node_of(o) else {
+                continue;
+            };
+            let Some(d) = d.as_object() else { continue };
+            match str_of(d, "defname") {
+                "language" => {
+                    if let Some(("String", l)) = d.get("arg").and_then(node_of) {
+                        language = l
+                            .get("sval")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned();
+                    }
+                }
+                "as" => {
+                    if let Some(("List", l)) = d.get("arg").and_then(node_of) {
+                        body = names(l.get("items"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        match language.as_str() {
+            "sql" => {
+                if what == "PROCEDURE" {
+                    self.raise(
+                        Class::Destructive,
+                        "CREATE PROCEDURE: the body runs whatever it contains when called",
+                    );
+                }
+                if let Some(text) = body.first() {
+                    if BODY_DEPTH.get() >= MAX_BODY_DEPTH {
+                        return self.unknown("function bodies nested too deeply".into());
+                    }
+                    BODY_DEPTH.set(BODY_DEPTH.get() + 1);
+                    let inner = super::classify(text);
+                    BODY_DEPTH.set(BODY_DEPTH.get() - 1);
+                    for s in inner.statements {
+                        self.raise(s.base_class, format!("{what} body: {}", s.base_reason));
+                        self.out.unlisted.extend(s.functions);
+                    }
+                }
+            }
+            "plpgsql" | "pltcl" | "plperl" | "plv8" => self.raise(
+                Class::Destructive,
+                format!("CREATE {what} in {language}: the body can run any SQL when called"),
+            ),
+            _ => self.raise(
+                Class::Privileged,
+                format!("CREATE {what} in language {language} (untrusted or native code)"),
+            ),
+        }
     }
 
     fn set(&mut self, m: &Map<String, Value>) {

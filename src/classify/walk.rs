@@ -10,8 +10,8 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     AlterTableOperation, CopySource, CopyTarget, CreateFunctionBody, Expr, FromTable, FunctionArg,
     FunctionArgExpr, FunctionArguments, Ident, MergeAction, ObjectName, ObjectNamePart, ObjectType,
-    Query, Reset, Select, Set, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
-    UpdateTableFromKind, Value, Visit, Visitor,
+    OnConflict, OnConflictAction, OnInsert, Query, Reset, Select, Set, SetExpr, Statement,
+    TableFactor, TableObject, TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
 };
 
 use super::bounds::{Target, bounded};
@@ -42,7 +42,7 @@ fn name_parts(n: &ObjectName) -> Option<Vec<String>> {
         .collect()
 }
 
-fn dotted(n: &ObjectName) -> String {
+pub(crate) fn dotted(n: &ObjectName) -> String {
     name_parts(n)
         .map(|p| p.join("."))
         .unwrap_or_else(|| n.to_string())
@@ -104,7 +104,7 @@ pub(crate) const CATALOG_RELATIONS: &[&str] = &[
 ];
 
 /// `t` → `public.t`; `s.t` → `s.t`; `db.s.t` → `s.t`.
-fn table_name(n: &ObjectName) -> Option<TableName> {
+pub(crate) fn table_name(n: &ObjectName) -> Option<TableName> {
     let p = name_parts(n)?;
     match p.as_slice() {
         [t] => Some(super::resolve(None, t)),
@@ -312,7 +312,7 @@ impl Walker {
         &mut self,
         verb: &str,
         target: Option<(&ObjectName, Option<&Ident>)>,
-        others: bool,
+        others: &[&TableFactor],
         cond: Option<&Expr>,
     ) {
         let Some((name, alias)) = target else {
@@ -321,7 +321,9 @@ impl Walker {
                 format!("{verb} target is not a plain table"),
             );
         };
-        let t = table_name(name)
+        let resolved = table_name(name);
+        let t = resolved
+            .as_ref()
             .map(|t| t.to_string())
             .unwrap_or_else(|| name.to_string());
         let mut qualifiers = vec![dotted(name)];
@@ -331,9 +333,30 @@ impl Walker {
         if let Some(a) = alias {
             qualifiers.push(normalize_ident(a));
         }
+        // Another FROM/USING item that is the same table is the target
+        // under a second name: `t.id = t2.id` compares a row with itself.
+        for o in others {
+            match o {
+                TableFactor::Table {
+                    name: n, alias: a, ..
+                } if table_name(n).is_some_and(|x| Some(&x) == resolved.as_ref()) => match a {
+                    Some(a) => qualifiers.push(normalize_ident(&a.name)),
+                    None => qualifiers.push(dotted(n)),
+                },
+                TableFactor::Derived {
+                    subquery,
+                    alias: Some(a),
+                    ..
+                } if reads(subquery, resolved.as_ref()) => {
+                    qualifiers.push(normalize_ident(&a.name))
+                }
+                _ => {}
+            }
+        }
         let target = Target {
             qualifiers,
-            unqualified_is_target: !others,
+            table: resolved.clone(),
+            unqualified_is_target: others.is_empty(),
         };
         match cond {
             None => self.raise(
@@ -411,27 +434,43 @@ impl Walker {
                 if let TableObject::TableName(n) = &i.table {
                     self.table(n);
                     self.raise(Write, format!("INSERT into {}", dotted(n)));
+                    // Upserting rows read from the table itself can rewrite
+                    // every row of it.
+                    if let Some(OnInsert::OnConflict(OnConflict {
+                        action: OnConflictAction::DoUpdate(_),
+                        ..
+                    })) = &i.on
+                        && let Some(src) = &i.source
+                        && reads(src, table_name(n).as_ref())
+                    {
+                        self.raise(
+                            Destructive,
+                            format!(
+                                "INSERT … SELECT from {} ON CONFLICT DO UPDATE can rewrite every row of it",
+                                dotted(n)
+                            ),
+                        );
+                    }
                 } else {
                     self.raise(Unknown, "INSERT into a table function");
                 }
             }
             Statement::Update(u) => {
                 self.table_with_joins(&u.table);
-                let (target, others) = match &u.table.relation {
-                    TableFactor::Table { name, alias, .. } => (
-                        Some((name, alias.as_ref().map(|a| &a.name))),
-                        !u.table.joins.is_empty(),
-                    ),
-                    _ => (None, true),
+                let target = match &u.table.relation {
+                    TableFactor::Table { name, alias, .. } => {
+                        Some((name, alias.as_ref().map(|a| &a.name)))
+                    }
+                    _ => None,
                 };
-                let others = others
-                    || match &u.from {
-                        Some(
-                            UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f),
-                        ) => !f.is_empty(),
-                        None => false,
-                    };
-                self.dml_bound("UPDATE", target, others, u.selection.as_ref());
+                let mut others: Vec<&TableFactor> =
+                    u.table.joins.iter().map(|j| &j.relation).collect();
+                if let Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) =
+                    &u.from
+                {
+                    others.extend(factors(f));
+                }
+                self.dml_bound("UPDATE", target, &others, u.selection.as_ref());
             }
             Statement::Delete(d) => {
                 let from = match &d.from {
@@ -446,10 +485,11 @@ impl Walker {
                     }
                     _ => None,
                 };
-                let others = from.len() > 1
-                    || from.iter().any(|t| !t.joins.is_empty())
-                    || d.using.as_ref().is_some_and(|u| !u.is_empty());
-                self.dml_bound("DELETE", target, others, d.selection.as_ref());
+                let mut others: Vec<&TableFactor> = factors(from).skip(1).collect();
+                if let Some(u) = &d.using {
+                    others.extend(factors(u));
+                }
+                self.dml_bound("DELETE", target, &others, d.selection.as_ref());
             }
             Statement::Merge(m) => {
                 let target = match &m.table {
@@ -470,7 +510,7 @@ impl Walker {
                 if deletes {
                     self.raise(Destructive, "MERGE … THEN DELETE removes rows");
                 } else if updates {
-                    self.dml_bound("MERGE … UPDATE", target, true, Some(&m.on));
+                    self.dml_bound("MERGE … UPDATE", target, &[&m.source], Some(&m.on));
                 } else {
                     self.raise(Write, "MERGE");
                 }
@@ -846,6 +886,25 @@ impl Walker {
                 .any(|n| n == name)
         })
     }
+}
+
+/// Whether `q` reads the table `t` anywhere.
+fn reads(q: &Query, t: Option<&TableName>) -> bool {
+    let Some(t) = t else { return true };
+    sqlparser::ast::visit_relations(q, |r| {
+        if table_name(r).as_ref() == Some(t) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_break()
+}
+
+/// Every table factor of a FROM list, joins included, in order.
+fn factors(from: &[TableWithJoins]) -> impl Iterator<Item = &TableFactor> {
+    from.iter()
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
 }
 
 /// The enum variant name of a statement, from its `Debug` output but

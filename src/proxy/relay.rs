@@ -149,12 +149,16 @@ impl Denials {
             return None;
         }
         let msg = fields.message()?;
-        let start = msg.find(&self.marker)? + self.marker.len() + 1;
-        let digits = &msg[start..];
+        // The message is upstream text and may carry anything after the
+        // marker (a multibyte character included): no byte-offset slicing.
+        let at = msg.find(&self.marker)?;
+        let digits = msg[at..]
+            .strip_prefix(self.marker.as_str())?
+            .strip_prefix('_')?;
         let end = digits
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(digits.len());
-        let id: u64 = digits[..end].parse().ok()?;
+        let id: u64 = digits.get(..end)?.parse().ok()?;
         // Responses come in order: denials older than this one were skipped
         // by PostgreSQL (it was already in an error state) and never return.
         while p.queue.front().is_some_and(|(front, _)| *front < id) {
@@ -819,5 +823,17 @@ mod tests {
                 .to_bytes(),
         };
         assert!(denials.take_for(&other).is_none());
+        // Whatever follows the marker, no panic: multibyte characters where
+        // the separator or the digits should be.
+        for tail in ["€", "_€", "_1€", "", "_", "é1", "_\u{10348}"] {
+            let frame = Frame {
+                bytes: PgError::error(
+                    sqlstate::SYNTAX_ERROR,
+                    format!("syntax error at or near \"{}{tail}\"", denials.marker),
+                )
+                .to_bytes(),
+            };
+            let _ = denials.take_for(&frame);
+        }
     }
 }

@@ -143,10 +143,6 @@ SELECT public.my_function(1)
 SELECT * FROM my_table_function(1)
 EXECUTE q_never_prepared
 EXECUTE q_never_prepared(1, 2)
-SECURITY LABEL ON TABLE orders IS 'secret'
-PREPARE TRANSACTION 'tx1'
-COMMIT PREPARED 'tx1'
-IMPORT FOREIGN SCHEMA public FROM SERVER other INTO remote
 SELECT 1 OPERATOR(myschema.+) 2
 
 -- PostgreSQL's grammar cannot EXPLAIN a DROP or TRUNCATE: it rejects the text, so infraveil calls it unknown.
@@ -158,3 +154,13 @@ EXPLAIN (ANALYZE on) TRUNCATE orders
 -- expect-each read
 RESET ALL
 DISCARD ALL
+
+-- PostgreSQL's parser reads these, where sqlparser cannot: security labels and foreign schemas act on the server.
+-- expect-each privileged
+SECURITY LABEL ON TABLE orders IS 'secret'
+IMPORT FOREIGN SCHEMA public FROM SERVER other INTO remote
+
+-- Two-phase commit: a prepared transaction outlives the session, and COMMIT PREPARED may commit another session's work.
+-- expect-each write
+PREPARE TRANSACTION 'tx1'
+COMMIT PREPARED 'tx1'
