@@ -112,3 +112,62 @@ fn nothing_harmful_is_read() {
         }
     }
 }
+
+/// The differential property, on a seeded generator so a failure replays:
+/// every corpus statement is rewritten in ways PostgreSQL reads as the very
+/// same tree (comments glued to operators, dollar tags with non-ASCII
+/// bytes, keyword case, whitespace), and the classifier's class must never
+/// drop below PostgreSQL's own reading of the text, nor below its class for
+/// the original. `INFRAVEIL_DIFF_ROUNDS` raises the rounds per statement.
+#[test]
+fn rewrites_postgres_reads_the_same_never_class_lower() {
+    use infraveil::classify::mutate::{Rng, mutate};
+    use infraveil::classify::postgres_reading;
+    let rounds: usize = std::env::var("INFRAVEIL_DIFF_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let mut rng = Rng::new(0x001e_550f_c0de);
+    let (mut checked, mut stricter) = (0usize, 0usize);
+    let mut failures = Vec::new();
+    for (file, line, _, sql) in cases() {
+        let Ok((_, key)) = postgres_reading(&sql) else {
+            continue;
+        };
+        let original = classify(&sql).class();
+        for _ in 0..rounds {
+            let m = mutate(&sql, &mut rng);
+            let Ok((floor, mkey)) = postgres_reading(&m) else {
+                continue;
+            };
+            let got = classify(&m).class();
+            if got < floor {
+                failures.push(format!(
+                    "{file}:{line}: {got} below PostgreSQL's reading {floor} for {m:?}"
+                ));
+            }
+            // An unknown original may be unknown for the very differential a
+            // rewrite removes: for it, PostgreSQL's reading is the bar.
+            if mkey == key && original != Class::Unknown {
+                checked += 1;
+                if got < original {
+                    failures.push(format!(
+                        "{file}:{line}: {got} for a rewrite of a {original} statement: {m:?}"
+                    ));
+                } else if got > original {
+                    stricter += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "differential: {checked} rewrites PostgreSQL reads as the original; {stricter} classed stricter than it"
+    );
+    assert!(checked > 1000, "only {checked} rewrites checked");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

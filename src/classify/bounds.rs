@@ -99,6 +99,16 @@ fn restricts(e: &Expr, neg: bool, t: &Target) -> bool {
             let positive = b == matches!(op, B::Eq);
             restricts(other, if positive { neg } else { !neg }, t)
         }
+        // "Every row but these": `id <> 5`, `NOT (id = 5)`, `id NOT IN (…)`,
+        // `id IS DISTINCT FROM 5` keep the table's rows nearly whole.
+        Expr::BinaryOp { op: B::NotEq, .. } | Expr::IsDistinctFrom(..) if !neg => false,
+        Expr::BinaryOp { op: B::Eq, .. } | Expr::IsNotDistinctFrom(..) if neg => false,
+        // `name ~ ''` and friends match every non-null value.
+        Expr::BinaryOp {
+            left,
+            op: B::PGRegexMatch | B::PGRegexIMatch,
+            right,
+        } => one_sided(left, right, t) && !regex_matches_everything(right),
         Expr::BinaryOp { left, right, .. }
         | Expr::IsDistinctFrom(left, right)
         | Expr::IsNotDistinctFrom(left, right)
@@ -109,6 +119,16 @@ fn restricts(e: &Expr, neg: bool, t: &Target) -> bool {
         | Expr::SimilarTo { expr, pattern, .. } => {
             one_sided(expr, pattern, t) && !matches_everything(pattern)
         }
+        Expr::In {
+            negated: true,
+            target: InTarget::List(_),
+            ..
+        } if !neg => false,
+        Expr::In {
+            negated: false,
+            target: InTarget::List(_),
+            ..
+        } if neg => false,
         Expr::In { expr, target, .. } => match target {
             InTarget::List(list) => refs(expr, t) && !list.iter().any(|x| refs(x, t)),
             InTarget::Unnest(x) => refs(expr, t) && !refs(x, t),
@@ -173,6 +193,24 @@ fn matches_everything(pattern: &Expr) -> bool {
             _ => false,
         },
         Expr::Nested(x) => matches_everything(x),
+        _ => false,
+    }
+}
+
+fn regex_matches_everything(pattern: &Expr) -> bool {
+    match pattern {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(p)
+            | Value::EscapedStringLiteral(p)
+            | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: p, .. }) => {
+                matches!(
+                    p.as_str(),
+                    "" | ".*" | "^" | "$" | "^.*" | ".*$" | "^.*$" | "()"
+                )
+            }
+            _ => false,
+        },
+        Expr::Nested(x) => regex_matches_everything(x),
         _ => false,
     }
 }

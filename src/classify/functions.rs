@@ -354,7 +354,6 @@ pub(crate) const READ_ONLY: &[&str] = &[
     "sign",
     "pi",
     "random",
-    "random_normal",
     "setseed",
     "div",
     "gcd",
@@ -427,7 +426,6 @@ pub(crate) const READ_ONLY: &[&str] = &[
     "convert_from",
     "convert_to",
     "to_ascii",
-    "unaccent",
     "overlay",
     "normalize",
     "unistr",
@@ -549,15 +547,6 @@ pub(crate) const READ_ONLY: &[&str] = &[
     "daterange",
     // Identifiers, UUIDs, crypto helpers that compute values only.
     "gen_random_uuid",
-    "uuid_generate_v1",
-    "uuid_generate_v4",
-    "uuidv4",
-    "uuidv7",
-    "gen_random_bytes",
-    "digest",
-    "hmac",
-    "crypt",
-    "gen_salt",
     // Full-text search.
     "to_tsvector",
     "to_tsquery",
@@ -649,8 +638,6 @@ pub(crate) const READ_ONLY: &[&str] = &[
     "pg_index_column_has_property",
     "pg_index_has_property",
     "pg_indexam_has_property",
-    "pg_input_is_valid",
-    "pg_input_error_info",
     "pg_xact_commit_timestamp",
     "txid_status",
     "pg_xact_status",
@@ -692,6 +679,15 @@ pub(crate) const READ_ONLY: &[&str] = &[
     "varchar",
     "timestamp",
     "timestamptz",
+    // What PostgreSQL's grammar turns SQL-standard syntax into.
+    "like_escape",
+    "similar_to_escape",
+    "similar_escape",
+    "is_normalized",
+    "system_user",
+    "pg_collation_for",
+    "xmlexists",
+    "txid_current_if_assigned",
     // Aggregates.
     "regr_slope",
     "regr_intercept",
@@ -715,6 +711,31 @@ pub(crate) enum Call {
     /// Not in the table: `unknown` unless a policy lists it as safe.
     Unlisted,
 }
+
+/// Names sqlparser reads as calls but PostgreSQL's grammar reads as syntax
+/// (`COALESCE(…)` is a `CoalesceExpr`): pg_catalog has no function of the
+/// name, so a call PostgreSQL reads as one (`"coalesce"(1)`) can only reach
+/// a user's function.
+pub(crate) const SYNTAX_NOT_FUNCTIONS: &[&str] = &[
+    "grouping",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "trim",
+    "cast",
+    "current_timestamp",
+    "current_date",
+    "current_time",
+    "localtime",
+    "localtimestamp",
+    "current_role",
+    "user",
+    "current_catalog",
+    "row",
+    "array",
+    "exists",
+];
 
 /// `name` is normalised and without a `pg_catalog.` prefix.
 pub(crate) fn lookup(bare: &str) -> Call {

@@ -39,7 +39,8 @@ pub(crate) struct PgStatement {
     pub relations: BTreeSet<TableName>,
     /// Functions called that the reviewed table does not know.
     pub unlisted: BTreeSet<String>,
-    /// Every function called, normalised (`pg_catalog.` removed).
+    /// Every function called, as PostgreSQL names it (`pg_catalog.extract`
+    /// where its grammar turned syntax into a call).
     pub called: BTreeSet<String>,
     /// Every string constant's value.
     pub strings: BTreeSet<String>,
@@ -105,6 +106,27 @@ fn read_on_stack(sql: &str) -> Result<Vec<PgStatement>, String> {
             Ok(r.out)
         })
         .collect()
+}
+
+/// The parse tree without positions: equal for texts that differ only in
+/// comments, whitespace, keyword case and quoting.
+pub(crate) fn tree_key(sql: &str) -> Result<String, String> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, _| !k.ends_with("location") && k != "stmt_len");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    stacker::maybe_grow(STACK / 2, STACK, || {
+        let parsed = pg_query::parse(sql, 0).map_err(|e| e.to_string())?;
+        let mut v = serde_json::to_value(&parsed.protobuf.stmts).map_err(|e| e.to_string())?;
+        strip(&mut v);
+        Ok(v.to_string())
+    })
 }
 
 /// `{"node": {"Kind": {…}}}` → `("Kind", {…})`.
@@ -352,7 +374,12 @@ fn lossless_type(type_name: Option<&Value>) -> bool {
         return false;
     };
     let n = names(t.get("names"));
-    let bare = n.last().map(String::as_str).unwrap_or("");
+    // Only the built-in types: a `public.text` domain is something else.
+    let bare = match n.as_slice() {
+        [only] => only.as_str(),
+        [schema, name] if schema == "pg_catalog" => name.as_str(),
+        _ => "",
+    };
     let no_typmod = t
         .get("typmods")
         .and_then(Value::as_array)
@@ -484,10 +511,19 @@ impl Reader {
             .unwrap_or(&dotted)
             .to_owned();
         self.fields(m, &["funcname"]);
-        if self.not_run > 0 {
+        // Judged inside a plain EXPLAIN too: planning folds immutable calls
+        // and evaluates stable ones.
+        let planned = std::mem::take(&mut self.not_run);
+        self.judge_call(m, &n, &dotted, bare);
+        self.not_run = planned;
+    }
+
+    fn judge_call(&mut self, m: &Map<String, Value>, n: &[String], dotted: &str, bare: String) {
+        if n.len() == 1 && functions::SYNTAX_NOT_FUNCTIONS.contains(&bare.as_str()) {
+            self.out.unlisted.insert(dotted.to_owned());
             return;
         }
-        self.out.called.insert(bare.clone());
+        self.out.called.insert(dotted.to_owned());
         if bare == "set_config" {
             let args: Vec<Option<String>> = m
                 .get("args")
@@ -510,12 +546,19 @@ impl Reader {
             Call::ReadOnly => {}
             Call::Effect(class, why) => self.raise(class, format!("calls {bare}(), which {why}")),
             Call::Unlisted => {
-                self.out.unlisted.insert(dotted);
+                self.out.unlisted.insert(dotted.to_owned());
             }
         }
     }
 
     fn operator(&mut self, name: &[String]) {
+        // Planning can evaluate operators too (see `call`).
+        let planned = std::mem::take(&mut self.not_run);
+        self.judge_operator(name);
+        self.not_run = planned;
+    }
+
+    fn judge_operator(&mut self, name: &[String]) {
         let ok = match name {
             [op] => is_builtin_operator(op),
             [schema, op] => schema == "pg_catalog" && is_builtin_operator(op),
@@ -708,16 +751,40 @@ impl Reader {
                     .unwrap_or("");
                 if matches!(
                     t,
-                    "OBJECT_TABLE" | "OBJECT_VIEW" | "OBJECT_MATVIEW" | "OBJECT_FOREIGN_TABLE"
+                    "OBJECT_TABLE"
+                        | "OBJECT_VIEW"
+                        | "OBJECT_MATVIEW"
+                        | "OBJECT_FOREIGN_TABLE"
+                        | "OBJECT_SCHEMA"
                 ) {
                     self.raise(
                         Destructive,
-                        "renaming a table breaks every session and program that uses its name",
+                        "renaming a table or schema breaks every session and program that uses its name",
                     );
                 } else {
                     self.raise(Ddl, "RENAME");
                 }
             }
+            "AlterObjectSchemaStmt" => {
+                let t = ObjectType::try_from(int_of(m, "object_type") as i32)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("");
+                if matches!(
+                    t,
+                    "OBJECT_TABLE" | "OBJECT_VIEW" | "OBJECT_MATVIEW" | "OBJECT_FOREIGN_TABLE"
+                ) {
+                    self.raise(
+                        Destructive,
+                        "moving a table to another schema breaks every program that uses its name",
+                    );
+                } else {
+                    self.raise(Ddl, "SET SCHEMA");
+                }
+            }
+            "CreatePolicyStmt" | "AlterPolicyStmt" => self.raise(
+                Privileged,
+                "a row-level security policy decides which rows every role sees",
+            ),
             "AlterOwnerStmt" | "ReassignOwnedStmt" => self.raise(
                 Privileged,
                 "OWNER TO hands an object and its privileges to another role",
@@ -948,6 +1015,12 @@ impl Reader {
                 }
             }
             "AT_ChangeOwner" => self.raise(Privileged, "ALTER TABLE … OWNER TO"),
+            "AT_DisableTrig" | "AT_DisableTrigAll" | "AT_DisableTrigUser" | "AT_DisableRule" => {
+                self.raise(
+                    Privileged,
+                    "disabling triggers or rules switches off checks and audit the table relies on",
+                )
+            }
             "AT_DisableRowSecurity" | "AT_NoForceRowSecurity" => {
                 self.raise(Privileged, "ALTER TABLE … weakens row-level security")
             }

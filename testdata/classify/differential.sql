@@ -156,3 +156,46 @@ SELECT (information_schema._pg_expandarray(ARRAY[1, 2])).n
 SELECT pg_catalog.pg_get_partkeydef(1), pg_catalog.pg_partition_ancestors(1)
 DISCARD ALL
 RESET ALL
+
+-- Found by an adversarial review of this change, each run on PostgreSQL 15.
+-- A plain EXPLAIN plans, and planning runs immutable and stable functions.
+-- expect-each unknown
+EXPLAIN SELECT 1 LIMIT (table_to_xml('billing.secret', true, true, '')::text)::int
+EXPLAIN SELECT * FROM orders WHERE id = (database_to_xml(true, true, '')::text)::int
+EXPLAIN SELECT my_immutable_function(5)
+-- Keyword-named functions exist only as user functions.
+SELECT "exists"(2)
+SELECT "coalesce"(3)
+SELECT "row"(1)
+SELECT uuidv7()
+-- "Everything but" is unbounded.
+-- expect-each destructive
+DELETE FROM orders WHERE id NOT IN (-1)
+DELETE FROM orders WHERE NOT (id = -1)
+DELETE FROM orders WHERE id <> 5
+UPDATE orders SET total = 0 WHERE id IS DISTINCT FROM 5
+DELETE FROM orders WHERE status ~ ''
+DELETE FROM orders WHERE status ~* '.*'
+ALTER SCHEMA public RENAME TO old_public
+ALTER TABLE orders SET SCHEMA billing
+ALTER VIEW v SET SCHEMA billing
+-- expect-each write
+DELETE FROM orders WHERE id = 5 AND status <> 'open'
+DELETE FROM orders WHERE NOT (id <> 5)
+DELETE FROM orders WHERE id NOT IN (SELECT o.id FROM orders o WHERE o.keep) AND created_at < '2020-01-01'
+-- expect-each privileged
+CREATE POLICY p ON orders USING (true)
+ALTER POLICY p ON orders USING (true)
+ALTER TABLE orders DISABLE TRIGGER ALL
+-- expect-each destructive
+ALTER TABLE orders ALTER COLUMN status TYPE public.text
+-- Catalogs are pg_catalog's, whichever one is named.
+-- expect-each read
+SELECT most_common_vals FROM pg_stats_ext
+-- SQL-standard syntax PostgreSQL's grammar turns into calls.
+SELECT extract(epoch FROM now()), substring('abc' FROM 1 FOR 2), position('a' IN 'b')
+SELECT overlay('abc' PLACING 'x' FROM 2), trim(both ' ' FROM ' a ')
+SELECT now() AT TIME ZONE 'UTC', floor(random() * 10), CEIL(1.5)
+SELECT 'a' LIKE 'a%' ESCAPE '\'
+SELECT * FROM unnest(ARRAY[1, 2]) WITH ORDINALITY
+SELECT txid_current_if_assigned()
