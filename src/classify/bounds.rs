@@ -23,7 +23,7 @@ use sqlparser::ast::{
 };
 
 use super::TableName;
-use super::walk::{dotted, normalize_ident, table_name};
+use super::walk::{dotted, normalize_ident, string_literal, table_name};
 
 /// How column references can name the target table.
 pub(crate) struct Target {
@@ -181,38 +181,27 @@ fn boolean(e: &Expr) -> Option<bool> {
     }
 }
 
-/// `LIKE '%'`, `LIKE '%%'`: every non-null value matches.
-fn matches_everything(pattern: &Expr) -> bool {
-    match pattern {
-        Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(p)
-            | Value::EscapedStringLiteral(p)
-            | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: p, .. }) => {
-                p.chars().all(|c| c == '%')
-            }
-            _ => false,
-        },
-        Expr::Nested(x) => matches_everything(x),
-        _ => false,
+/// A string constant pattern, through parentheses.
+fn pattern(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Nested(x) => pattern(x),
+        other => string_literal(other),
     }
 }
 
-fn regex_matches_everything(pattern: &Expr) -> bool {
-    match pattern {
-        Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(p)
-            | Value::EscapedStringLiteral(p)
-            | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: p, .. }) => {
-                matches!(
-                    p.as_str(),
-                    "" | ".*" | "^" | "$" | "^.*" | ".*$" | "^.*$" | "()"
-                )
-            }
-            _ => false,
-        },
-        Expr::Nested(x) => regex_matches_everything(x),
-        _ => false,
-    }
+/// `LIKE '%'`, `LIKE '%%'`: every non-null value matches.
+fn matches_everything(p: &Expr) -> bool {
+    pattern(p).is_some_and(|p| p.chars().all(|c| c == '%'))
+}
+
+/// `~ ''`, `~ '.*'` and the like: every non-null value matches.
+fn regex_matches_everything(p: &Expr) -> bool {
+    pattern(p).is_some_and(|p| {
+        matches!(
+            p.as_str(),
+            "" | ".*" | "^" | "$" | "^.*" | ".*$" | "^.*$" | "()"
+        )
+    })
 }
 
 /// Whether a subquery's rows are shown not to be the outer row's own: it

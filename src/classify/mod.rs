@@ -289,14 +289,16 @@ fn analyze(sql: &str, tokens: Vec<sqlparser::tokenizer::TokenWithSpan>, depth: u
         },
     };
     Analysis {
-        statements: reconcile(sql, read),
+        statements: reconcile(sql, read, depth),
     }
 }
 
-/// Hold the walk's reading against PostgreSQL's own (see `pg`).
+/// Hold the walk's reading against PostgreSQL's own (see `pg`). `depth`
+/// counts enclosing routine bodies, as in `classify_at`.
 fn reconcile(
     sql: &str,
     mut ours: Vec<(StatementClass, Option<walk::Facts>)>,
+    depth: usize,
 ) -> Vec<StatementClass> {
     let theirs = match pg::read(sql) {
         Ok(t) => t,
@@ -330,7 +332,7 @@ fn reconcile(
         return out;
     }
     for ((s, facts), p) in ours.iter_mut().zip(theirs) {
-        s.hold_against(facts.as_ref(), p);
+        s.hold_against(facts.as_ref(), p, depth);
     }
     ours.into_iter().map(|(s, _)| s).collect()
 }
@@ -369,7 +371,7 @@ impl StatementClass {
         self.execute_args = self.execute_args.max(class);
     }
 
-    fn hold_against(&mut self, facts: Option<&walk::Facts>, p: pg::PgStatement) {
+    fn hold_against(&mut self, facts: Option<&walk::Facts>, p: pg::PgStatement, depth: usize) {
         // EXECUTE takes its class from the session's PREPARE: never here.
         if facts.is_none() && !p.needs_walk && p.unknown.is_none() && p.kind != "ExecuteStmt" {
             // sqlparser cannot parse it (`TABLE t`, `EXPLAIN ANALYSE …`,
@@ -386,7 +388,21 @@ impl StatementClass {
                 executes: None,
                 execute_args: p.floor,
             };
-            return self.forgivable(p.unlisted);
+            // The walk classifies routine bodies; here nobody else will.
+            for (what, body) in &p.sql_bodies {
+                if depth >= walk::MAX_BODY_DEPTH {
+                    return self.disagree("function bodies nested too deeply".into());
+                }
+                for s in classify_at(body, depth + 1).statements {
+                    self.raise_both(s.base_class, &format!("{what} body: {}", s.base_reason));
+                    self.tables.extend(s.tables);
+                    self.functions.extend(s.functions);
+                }
+            }
+            self.tables.sort();
+            self.tables.dedup();
+            let functions = std::mem::take(&mut self.functions);
+            return self.forgivable(p.unlisted.into_iter().chain(functions).collect());
         }
         let detailed = DETAILED_KINDS.contains(&p.kind.as_str());
         if let Some(f) = facts {

@@ -49,6 +49,8 @@ pub(crate) struct PgStatement {
     pub needs_walk: bool,
     /// `PREPARE name AS …`: the name.
     pub prepares: Option<String>,
+    /// Quoted SQL-language routine bodies (`FUNCTION`/`PROCEDURE`, text).
+    pub sql_bodies: Vec<(&'static str, String)>,
 }
 
 /// Built-in operator names of PostgreSQL 15 (`SELECT DISTINCT oprname FROM
@@ -141,6 +143,14 @@ fn node_of(v: &Value) -> Option<(&str, &Value)> {
     }
     inner.iter().next().map(|(k, v)| (k.as_str(), v))
 }
+
+/// Object types that hold rows under a name programs use.
+const TABLE_LIKE: &[&str] = &[
+    "OBJECT_TABLE",
+    "OBJECT_VIEW",
+    "OBJECT_MATVIEW",
+    "OBJECT_FOREIGN_TABLE",
+];
 
 /// Top-level statement kinds this module classifies.
 const STATEMENT_KINDS: &[&str] = &[
@@ -254,16 +264,8 @@ const STATEMENT_KINDS: &[&str] = &[
     "AlterTableSpaceOptionsStmt",
     "AlterTableMoveAllStmt",
     "ConstraintsSetStmt",
-    "CreateStmt",
     "ReturnStmt",
 ];
-
-/// How deep SQL function bodies inside bodies are read; deeper is unknown.
-const MAX_BODY_DEPTH: usize = 3;
-
-thread_local! {
-    static BODY_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
 
 #[derive(Default)]
 struct Reader {
@@ -392,10 +394,18 @@ fn lossless_type(type_name: Option<&Value>) -> bool {
 }
 
 impl Reader {
+    /// Raise the floor for what a statement does when it runs: nothing
+    /// inside a plain `EXPLAIN` does.
     fn raise(&mut self, class: Class, reason: impl Into<String>) {
-        if self.not_run > 0 {
-            return;
+        if self.not_run == 0 {
+            self.raise_planned(class, reason);
         }
+    }
+
+    /// Raise the floor even inside a plain `EXPLAIN`: planning folds
+    /// immutable calls and evaluates stable ones (a `LIMIT`, a
+    /// selectivity estimate), so functions and operators count there too.
+    fn raise_planned(&mut self, class: Class, reason: impl Into<String>) {
         if class > self.out.floor || self.out.reason.is_empty() {
             self.out.floor = self.out.floor.max(class);
             self.out.reason = reason.into();
@@ -403,9 +413,6 @@ impl Reader {
     }
 
     fn unknown(&mut self, reason: String) {
-        if self.not_run > 0 {
-            return;
-        }
         self.out.unknown.get_or_insert(reason);
     }
 
@@ -511,19 +518,11 @@ impl Reader {
             .unwrap_or(&dotted)
             .to_owned();
         self.fields(m, &["funcname"]);
-        // Judged inside a plain EXPLAIN too: planning folds immutable calls
-        // and evaluates stable ones.
-        let planned = std::mem::take(&mut self.not_run);
-        self.judge_call(m, &n, &dotted, bare);
-        self.not_run = planned;
-    }
-
-    fn judge_call(&mut self, m: &Map<String, Value>, n: &[String], dotted: &str, bare: String) {
         if n.len() == 1 && functions::SYNTAX_NOT_FUNCTIONS.contains(&bare.as_str()) {
-            self.out.unlisted.insert(dotted.to_owned());
+            self.out.unlisted.insert(dotted);
             return;
         }
-        self.out.called.insert(dotted.to_owned());
+        self.out.called.insert(dotted.clone());
         if bare == "set_config" {
             let args: Vec<Option<String>> = m
                 .get("args")
@@ -534,9 +533,9 @@ impl Reader {
                 Some(name) => {
                     let value: Vec<String> = args.get(1).cloned().flatten().into_iter().collect();
                     let (class, why) = settings::classify(&name, Some(&value));
-                    self.raise(class, format!("set_config: {why}"));
+                    self.raise_planned(class, format!("set_config: {why}"));
                 }
-                None => self.raise(
+                None => self.raise_planned(
                     Class::Privileged,
                     "set_config() with a setting name that is not a literal could change the role",
                 ),
@@ -544,21 +543,17 @@ impl Reader {
         }
         match functions::lookup(&bare) {
             Call::ReadOnly => {}
-            Call::Effect(class, why) => self.raise(class, format!("calls {bare}(), which {why}")),
+            Call::Effect(class, why) => {
+                self.raise_planned(class, format!("calls {bare}(), which {why}"))
+            }
             Call::Unlisted => {
-                self.out.unlisted.insert(dotted.to_owned());
+                self.out.unlisted.insert(dotted);
             }
         }
     }
 
+    /// Judged inside a plain `EXPLAIN` too (see `raise_planned`).
     fn operator(&mut self, name: &[String]) {
-        // Planning can evaluate operators too (see `call`).
-        let planned = std::mem::take(&mut self.not_run);
-        self.judge_operator(name);
-        self.not_run = planned;
-    }
-
-    fn judge_operator(&mut self, name: &[String]) {
         let ok = match name {
             [op] => is_builtin_operator(op),
             [schema, op] => schema == "pg_catalog" && is_builtin_operator(op),
@@ -745,40 +740,23 @@ impl Reader {
             ),
             "AlterTableStmt" => self.raise(Ddl, "ALTER TABLE"),
             "AlterTableCmd" => self.alter_table_cmd(m),
-            "RenameStmt" => {
-                let t = ObjectType::try_from(int_of(m, "rename_type") as i32)
+            "RenameStmt" | "AlterObjectSchemaStmt" => {
+                let key = if kind == "RenameStmt" {
+                    "rename_type"
+                } else {
+                    "object_type"
+                };
+                let t = ObjectType::try_from(int_of(m, key) as i32)
                     .map(|t| t.as_str_name())
                     .unwrap_or("");
-                if matches!(
-                    t,
-                    "OBJECT_TABLE"
-                        | "OBJECT_VIEW"
-                        | "OBJECT_MATVIEW"
-                        | "OBJECT_FOREIGN_TABLE"
-                        | "OBJECT_SCHEMA"
-                ) {
+                let schema = kind == "RenameStmt" && t == "OBJECT_SCHEMA";
+                if schema || TABLE_LIKE.contains(&t) {
                     self.raise(
                         Destructive,
-                        "renaming a table or schema breaks every session and program that uses its name",
+                        "renaming or moving a table or schema breaks every program that uses its name",
                     );
                 } else {
-                    self.raise(Ddl, "RENAME");
-                }
-            }
-            "AlterObjectSchemaStmt" => {
-                let t = ObjectType::try_from(int_of(m, "object_type") as i32)
-                    .map(|t| t.as_str_name())
-                    .unwrap_or("");
-                if matches!(
-                    t,
-                    "OBJECT_TABLE" | "OBJECT_VIEW" | "OBJECT_MATVIEW" | "OBJECT_FOREIGN_TABLE"
-                ) {
-                    self.raise(
-                        Destructive,
-                        "moving a table to another schema breaks every program that uses its name",
-                    );
-                } else {
-                    self.raise(Ddl, "SET SCHEMA");
+                    self.raise(Ddl, "RENAME / SET SCHEMA");
                 }
             }
             "CreatePolicyStmt" | "AlterPolicyStmt" => self.raise(
@@ -924,17 +902,10 @@ impl Reader {
                         "CREATE PROCEDURE: the body runs whatever it contains when called",
                     );
                 }
+                // Classified only if the walk could not read the statement
+                // (it classifies bodies itself): see `reconcile`.
                 if let Some(text) = body.first() {
-                    if BODY_DEPTH.get() >= MAX_BODY_DEPTH {
-                        return self.unknown("function bodies nested too deeply".into());
-                    }
-                    BODY_DEPTH.set(BODY_DEPTH.get() + 1);
-                    let inner = super::classify(text);
-                    BODY_DEPTH.set(BODY_DEPTH.get() - 1);
-                    for s in inner.statements {
-                        self.raise(s.base_class, format!("{what} body: {}", s.base_reason));
-                        self.out.unlisted.extend(s.functions);
-                    }
+                    self.out.sql_bodies.push((what, text.clone()));
                 }
             }
             "plpgsql" | "pltcl" | "plperl" | "plv8" => self.raise(

@@ -147,7 +147,7 @@ fn harmless_search_path(values: &[String]) -> bool {
     matches!(
         rest,
         ["$user", "public"] | ["public"] | ["$user"] | ["default"] | []
-    ) && !(rest.is_empty() && path.is_empty())
+    ) && !path.is_empty()
 }
 
 /// Class of changing `name` (case-insensitive, as PostgreSQL treats it) to

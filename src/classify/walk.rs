@@ -20,7 +20,7 @@ use super::{Class, StatementClass, TableName, settings};
 
 /// How deep SQL function bodies are classified (a body defining a function
 /// whose body defines a function …); deeper is `unknown`.
-const MAX_BODY_DEPTH: usize = 3;
+pub(crate) const MAX_BODY_DEPTH: usize = 3;
 
 /// Fold an unquoted identifier as PostgreSQL does: ASCII letters only (in a
 /// UTF-8 database `downcase_identifier` leaves every other character alone,
@@ -320,9 +320,14 @@ impl Walker {
     /// Raise the class to at least `class`. The first reason at the highest
     /// class is kept.
     fn raise(&mut self, class: Class, reason: impl Into<String>) {
-        if !self.explain_only.is_empty() {
-            return;
+        if self.explain_only.is_empty() {
+            self.raise_planned(class, reason);
         }
+    }
+
+    /// Raise even inside a plain `EXPLAIN`: for what planning itself can
+    /// run (function calls, see `unlisted_function`).
+    fn raise_planned(&mut self, class: Class, reason: impl Into<String>) {
         let reason = reason.into();
         if class > self.base_class || self.base_reason.is_empty() {
             self.base_class = self.base_class.max(class);
@@ -373,9 +378,7 @@ impl Walker {
         match functions::lookup(bare) {
             Call::ReadOnly => {}
             Call::Effect(class, why) => {
-                let planned = std::mem::take(&mut self.explain_only);
-                self.raise(class, format!("calls {bare}(), which {why}"));
-                self.explain_only = planned;
+                self.raise_planned(class, format!("calls {bare}(), which {why}"))
             }
             Call::Unlisted => self.unlisted_function(n),
         }
@@ -1052,7 +1055,7 @@ fn setting_value(e: &Expr) -> String {
     }
 }
 
-fn string_literal(e: &Expr) -> Option<String> {
+pub(crate) fn string_literal(e: &Expr) -> Option<String> {
     match e {
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s)
