@@ -17,6 +17,8 @@ pub struct SessionInfo {
     pub tls: bool,
     /// The database the client connected to (previews run there).
     pub database: String,
+    /// That database's user-defined objects, read when the session began.
+    pub objects: std::sync::Arc<crate::classify::objects::UserObjects>,
 }
 
 /// Which protocol message carried the statement.

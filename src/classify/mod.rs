@@ -17,6 +17,7 @@ pub(crate) mod functions;
 mod lexer;
 #[doc(hidden)]
 pub mod mutate;
+pub mod objects;
 mod pg;
 mod redact;
 mod settings;
@@ -138,6 +139,9 @@ pub struct StatementClass {
     /// For `EXECUTE`: the class of its arguments alone.
     #[serde(skip)]
     pub execute_args: Class,
+    /// Names the database's own objects could answer to (see `objects`).
+    #[serde(skip)]
+    pub names: objects::Names,
 }
 
 /// Every statement of one query string, in order.
@@ -213,6 +217,7 @@ fn unknown(reason: String) -> StatementClass {
         prepares: None,
         executes: None,
         execute_args: Class::Unknown,
+        names: objects::Names::default(),
     }
 }
 
@@ -371,7 +376,7 @@ impl StatementClass {
         self.execute_args = self.execute_args.max(class);
     }
 
-    fn hold_against(&mut self, facts: Option<&walk::Facts>, p: pg::PgStatement, depth: usize) {
+    fn hold_against(&mut self, facts: Option<&walk::Facts>, mut p: pg::PgStatement, depth: usize) {
         // EXECUTE takes its class from the session's PREPARE: never here.
         if facts.is_none() && !p.needs_walk && p.unknown.is_none() && p.kind != "ExecuteStmt" {
             // sqlparser cannot parse it (`TABLE t`, `EXPLAIN ANALYSE …`,
@@ -387,6 +392,7 @@ impl StatementClass {
                 prepares: p.prepares,
                 executes: None,
                 execute_args: p.floor,
+                names: p.names,
             };
             // The walk classifies routine bodies; here nobody else will.
             for (what, body) in &p.sql_bodies {
@@ -404,6 +410,7 @@ impl StatementClass {
             let functions = std::mem::take(&mut self.functions);
             return self.forgivable(p.unlisted.into_iter().chain(functions).collect());
         }
+        self.names = std::mem::take(&mut p.names);
         let detailed = DETAILED_KINDS.contains(&p.kind.as_str());
         if let Some(f) = facts {
             if (detailed || f.family.is_some()) && f.family != Some(p.kind.as_str()) {

@@ -49,6 +49,8 @@ pub(crate) struct PgStatement {
     pub needs_walk: bool,
     /// `PREPARE name AS …`: the name.
     pub prepares: Option<String>,
+    /// Names user objects of the database could take over.
+    pub names: super::objects::Names,
     /// Quoted SQL-language routine bodies (`FUNCTION`/`PROCEDURE`, text).
     pub sql_bodies: Vec<(&'static str, String)>,
 }
@@ -435,6 +437,9 @@ impl Reader {
                 if m.contains_key("funcname") && m.contains_key("agg_star") {
                     return self.node("FuncCall", v);
                 }
+                if m.contains_key("names") && m.contains_key("typemod") {
+                    return self.node("TypeName", v);
+                }
                 // ALTER DEFAULT PRIVILEGES … GRANT holds its GRANT bare.
                 if m.contains_key("is_grant") && m.contains_key("grantees") {
                     return self.node("GrantStmt", v);
@@ -507,7 +512,9 @@ impl Reader {
             return;
         }
         let schema = (!schema.is_empty()).then_some(schema);
-        self.out.relations.insert(super::resolve(schema, name));
+        let t = super::resolve(schema, name);
+        self.out.names.unqualified_relations |= schema.is_none() && t.schema != "pg_catalog";
+        self.out.relations.insert(t);
     }
 
     fn call(&mut self, m: &Map<String, Value>) {
@@ -518,6 +525,9 @@ impl Reader {
             .unwrap_or(&dotted)
             .to_owned();
         self.fields(m, &["funcname"]);
+        if n.len() == 1 {
+            self.out.names.functions.push(bare.clone());
+        }
         if n.len() == 1 && functions::SYNTAX_NOT_FUNCTIONS.contains(&bare.as_str()) {
             self.out.unlisted.insert(dotted);
             return;
@@ -554,6 +564,9 @@ impl Reader {
 
     /// Judged inside a plain `EXPLAIN` too (see `raise_planned`).
     fn operator(&mut self, name: &[String]) {
+        if let [op] = name {
+            self.out.names.operators.push(op.clone());
+        }
         let ok = match name {
             [op] => is_builtin_operator(op),
             [schema, op] => schema == "pg_catalog" && is_builtin_operator(op),
@@ -575,6 +588,27 @@ impl Reader {
             // BETWEEN's "name" is the keyword, not an operator.
             "AExpr" if !(11..=14).contains(&int_of(m, "kind")) => {
                 self.operator(&names(m.get("name")));
+            }
+            "TypeName" => {
+                let n = names(m.get("names"));
+                match n.as_slice() {
+                    [schema, _] if schema == "pg_catalog" => {}
+                    [.., last] => self.out.names.types.push(last.clone()),
+                    [] => {}
+                }
+            }
+            "ColumnRef" => {
+                if let Some(fields) = m.get("fields").and_then(Value::as_array)
+                    && fields.len() >= 2
+                    && let Some(("String", s)) = fields.last().and_then(node_of)
+                    && let Some(f) = s.get("sval").and_then(Value::as_str)
+                {
+                    self.out.names.fields.push(f.to_owned());
+                }
+            }
+            "AIndirection" => {
+                let selected = names(m.get("indirection"));
+                self.out.names.fields.extend(selected);
             }
             "SubLink" => {
                 let op = names(m.get("oper_name"));

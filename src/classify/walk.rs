@@ -305,6 +305,7 @@ impl Walker {
         }
         let class = StatementClass {
             execute_args,
+            names: Default::default(),
             class: w.class,
             tables: w.tables.into_iter().collect(),
             reason: w.reason,

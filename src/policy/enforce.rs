@@ -49,11 +49,12 @@ impl Inspector for PolicyInspector {
     ) -> Inspection {
         let engine = self.engine();
         let analysis = engine.analyze(sql);
-        let j = engine.judge(
+        let j = engine.judge_in(
             &session.identity,
             &session.role,
             &analysis,
             &memory.prepared,
+            &session.objects,
         );
         let v = &j.overall;
         let mut tables: Vec<String> = analysis

@@ -19,6 +19,7 @@ use globset::{Glob, GlobMatcher};
 use serde::Serialize;
 
 use super::{Kind, PolicyError, PolicySet, Role};
+use crate::classify::objects::UserObjects;
 use crate::classify::{Analysis, Class, StatementClass, TableName};
 
 /// Cache size in entries and the longest statement worth caching.
@@ -191,10 +192,27 @@ impl Engine {
         analysis: &Analysis,
         prepared: &Prepared,
     ) -> Judgement {
+        self.judge_in(identity, role, analysis, prepared, &UserObjects::default())
+    }
+
+    /// [`Engine::judge`] in a database whose user-defined `objects` are
+    /// known: a statement whose names they could take over is `unknown`.
+    pub fn judge_in(
+        &self,
+        identity: &str,
+        role: &str,
+        analysis: &Analysis,
+        prepared: &Prepared,
+        objects: &UserObjects,
+    ) -> Judgement {
         let mut pending = Prepared::default();
         let mut verdicts = Vec::with_capacity(analysis.statements.len());
         for s in &analysis.statements {
-            let (class, reason) = self.effective_class(role, s, prepared, &pending);
+            let (mut class, mut reason) = self.effective_class(role, s, prepared, &pending);
+            let r = self.set.role(role);
+            if let Some(why) = objects.hijack(&s.names, |f| r.is_some_and(|r| is_safe(r, f))) {
+                (class, reason) = (Class::Unknown, why);
+            }
             if let Some(name) = &s.prepares {
                 pending.remember(name, class);
             }

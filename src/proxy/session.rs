@@ -419,7 +419,7 @@ async fn login(
     let upstream_user = role.upstream_user.clone();
     drop(policies);
 
-    let up = shared
+    let mut up = shared
         .upstream
         .connect(&upstream_user, &forwarded)
         .await
@@ -435,6 +435,26 @@ async fn login(
             )
             .with_detail(e.client_detail())
         })?;
+    // The names user-defined objects could take over, for this database and
+    // login; fail closed if they cannot be read.
+    let objects = up
+        .simple_query(crate::classify::objects::QUERY)
+        .await
+        .map(|rows| {
+            crate::classify::objects::UserObjects::from_rows(rows.iter().filter_map(|r| {
+                match (r.first(), r.get(1)) {
+                    (Some(Some(k)), Some(Some(n))) => Some((k.as_str(), n.as_str())),
+                    _ => None,
+                }
+            }))
+        })
+        .map_err(|e| {
+            warn!(error = %e, "reading the upstream's user-defined objects failed");
+            PgError::fatal(
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                "infraveil could not read the upstream database's catalog",
+            )
+        })?;
 
     let info = SessionInfo {
         id,
@@ -448,6 +468,7 @@ async fn login(
             .find(|(k, _)| k.eq_ignore_ascii_case("database"))
             .map(|(_, v)| v.clone())
             .unwrap_or_default(),
+        objects: Arc::new(objects),
     };
     Ok((info, up))
 }
