@@ -355,6 +355,13 @@ async fn user_objects_cannot_take_over_reviewed_names() {
              CREATE OPERATOR = (LEFTARG = text, RIGHTARG = int, FUNCTION = text_eq_int); \
              CREATE DOMAIN dom AS int CHECK (zap(VALUE)); \
              CREATE FUNCTION evil_row(t) RETURNS bool LANGUAGE sql AS 'SELECT zap($1.id)'; \
+             CREATE FUNCTION text_le_int(text, int) RETURNS bool LANGUAGE sql AS 'SELECT zap($2)'; \
+             CREATE OPERATOR <= (LEFTARG = text, RIGHTARG = int, FUNCTION = text_le_int); \
+             CREATE VIEW zapping AS SELECT id, zap(id) FROM t; \
+             CREATE TABLE guarded (id int); INSERT INTO guarded VALUES (1), (2); \
+             ALTER TABLE guarded ENABLE ROW LEVEL SECURITY; ALTER TABLE guarded FORCE ROW LEVEL SECURITY; \
+             CREATE POLICY p ON guarded USING (zap(id)); \
+             GRANT SELECT ON zapping, guarded TO app_write, app_read; \
              GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO app_write, app_read;",
         )
         .unwrap();
@@ -367,6 +374,10 @@ async fn user_objects_cannot_take_over_reviewed_names() {
         "SELECT CAST(1 AS dom)",
         "SELECT t.evil_row FROM t",
         "SELECT (t).evil_row FROM t",
+        "SELECT note FROM t WHERE note BETWEEN 1 AND 3",
+        "SELECT CASE note WHEN 1 THEN 'x' END FROM t",
+        "SELECT * FROM zapping",
+        "SELECT count(*) FROM guarded",
     ] {
         refused(&c, sql).await;
         let e = c.query(sql, &[]).await.expect_err(sql);

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
+use super::TableName;
 use super::functions::{self, Call};
 
 /// Names a statement reaches that a user object of the same name could
@@ -41,6 +42,9 @@ pub struct UserObjects {
     /// A schema named after the login holds objects: `"$user"` comes before
     /// `public` on the default path, so unqualified names may mean it.
     own_schema: Option<String>,
+    /// Views and row-security policies that call user functions: reading
+    /// the relation runs them (`schema.name`).
+    running_code: HashSet<String>,
 }
 
 /// One row per object: kind (`f`, `o`, `t`, `s`) and name. Extension
@@ -69,6 +73,13 @@ UNION SELECT 't', t.typname FROM pg_catalog.pg_cast c \
  JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc \
  JOIN pg_catalog.pg_type t ON t.oid IN (c.castsource, c.casttarget) \
  WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace \
+UNION SELECT 'r', c.relnamespace::pg_catalog.regnamespace::text || '.' || c.relname \
+  FROM pg_catalog.pg_depend d \
+  JOIN pg_catalog.pg_proc p ON d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = d.refobjid \
+  LEFT JOIN pg_catalog.pg_rewrite w ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND w.oid = d.objid \
+  LEFT JOIN pg_catalog.pg_policy y ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND y.oid = d.objid \
+  JOIN pg_catalog.pg_class c ON c.oid = coalesce(w.ev_class, y.polrelid) \
+ WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace \
 UNION SELECT 's', n.nspname FROM pg_catalog.pg_namespace n \
  WHERE n.nspname = current_user \
    AND (EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid) \
@@ -90,6 +101,9 @@ impl UserObjects {
                     o.types.insert(name.to_owned());
                 }
                 "s" => o.own_schema = Some(name.to_owned()),
+                "r" => {
+                    o.running_code.insert(name.to_owned());
+                }
                 _ => {}
             }
         }
@@ -98,7 +112,20 @@ impl UserObjects {
 
     /// Why user code may answer to one of `names`, if it may. `is_safe`
     /// says whether the role lists a function in `safe_functions`.
-    pub fn hijack(&self, names: &Names, is_safe: impl Fn(&str) -> bool) -> Option<String> {
+    pub fn hijack(
+        &self,
+        names: &Names,
+        tables: &[TableName],
+        is_safe: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        if let Some(t) = tables
+            .iter()
+            .find(|t| self.running_code.contains(&t.to_string()))
+        {
+            return Some(format!(
+                "reads {t}, a view or row-security policy that calls a user-defined function"
+            ));
+        }
         // Unreviewed names are unknown already; a reviewed built-in's name
         // with a user function beside it is the trap.
         if let Some(f) = names.functions.iter().find(|f| {
@@ -144,6 +171,26 @@ impl UserObjects {
 mod tests {
     use super::*;
 
+    impl UserObjects {
+        fn hijack_t(&self, n: &Names, is_safe: impl Fn(&str) -> bool) -> Option<String> {
+            self.hijack(n, &[], is_safe)
+        }
+    }
+
+    #[test]
+    fn views_and_policies_that_call_user_code_are_not_reads() {
+        let o = UserObjects::from_rows([("r", "public.v")]);
+        let n = Names::default();
+        assert!(
+            o.hijack(&n, &[TableName::new("public", "v")], |_| false)
+                .is_some()
+        );
+        assert!(
+            o.hijack(&n, &[TableName::new("public", "t")], |_| false)
+                .is_none()
+        );
+    }
+
     #[test]
     fn user_objects_take_over_only_the_names_they_share() {
         let o = UserObjects::from_rows([
@@ -161,31 +208,37 @@ mod tests {
             unqualified_relations: true,
         };
         let never = |_: &str| false;
-        assert!(o.hijack(&names(&["lower"], &[], &[], &[]), never).is_some());
-        assert!(o.hijack(&names(&["upper"], &[], &[], &[]), never).is_none());
-        // Unreviewed functions are the policy's business (safe_functions).
         assert!(
-            o.hijack(&names(&["my_func"], &[], &[], &[]), never)
-                .is_none()
-        );
-        assert!(o.hijack(&names(&[], &["="], &[], &[]), never).is_some());
-        assert!(o.hijack(&names(&[], &["<"], &[], &[]), never).is_none());
-        assert!(o.hijack(&names(&[], &[], &["dom"], &[]), never).is_some());
-        assert!(
-            o.hijack(&names(&[], &[], &[], &["evil_row"]), never)
+            o.hijack_t(&names(&["lower"], &[], &[], &[]), never)
                 .is_some()
         );
         assert!(
-            o.hijack(&names(&[], &[], &[], &["my_func"]), |f| f == "my_func")
+            o.hijack_t(&names(&["upper"], &[], &[], &[]), never)
                 .is_none()
         );
-        assert!(o.hijack(&names(&[], &[], &[], &["id"]), never).is_none());
+        // Unreviewed functions are the policy's business (safe_functions).
+        assert!(
+            o.hijack_t(&names(&["my_func"], &[], &[], &[]), never)
+                .is_none()
+        );
+        assert!(o.hijack_t(&names(&[], &["="], &[], &[]), never).is_some());
+        assert!(o.hijack_t(&names(&[], &["<"], &[], &[]), never).is_none());
+        assert!(o.hijack_t(&names(&[], &[], &["dom"], &[]), never).is_some());
+        assert!(
+            o.hijack_t(&names(&[], &[], &[], &["evil_row"]), never)
+                .is_some()
+        );
+        assert!(
+            o.hijack_t(&names(&[], &[], &[], &["my_func"]), |f| f == "my_func")
+                .is_none()
+        );
+        assert!(o.hijack_t(&names(&[], &[], &[], &["id"]), never).is_none());
         assert!(
             UserObjects::default()
-                .hijack(&names(&["lower"], &["="], &["dom"], &["evil_row"]), never)
+                .hijack_t(&names(&["lower"], &["="], &["dom"], &["evil_row"]), never)
                 .is_none()
         );
         let own = UserObjects::from_rows([("s", "app_read")]);
-        assert!(own.hijack(&names(&[], &[], &[], &[]), never).is_some());
+        assert!(own.hijack_t(&names(&[], &[], &[], &[]), never).is_some());
     }
 }

@@ -585,9 +585,20 @@ impl Reader {
         match kind {
             "RangeVar" => return self.relation(m),
             "FuncCall" => return self.call(m),
-            // BETWEEN's "name" is the keyword, not an operator.
-            "AExpr" if !(11..=14).contains(&int_of(m, "kind")) => {
-                self.operator(&names(m.get("name")));
+            "AExpr" => {
+                if (11..=14).contains(&int_of(m, "kind")) {
+                    // BETWEEN's "name" is the keyword: it compares with
+                    // the types' own <= and >= (< and > when negated).
+                    for op in ["<=", ">=", "<", ">"] {
+                        self.out.names.operators.push(op.to_owned());
+                    }
+                } else {
+                    self.operator(&names(m.get("name")));
+                }
+            }
+            // `CASE x WHEN v` compares with `=`.
+            "CaseExpr" if matches!(m.get("arg"), Some(Value::Object(_))) => {
+                self.out.names.operators.push("=".to_owned());
             }
             "TypeName" => {
                 let n = names(m.get("names"));

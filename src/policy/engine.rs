@@ -210,7 +210,9 @@ impl Engine {
         for s in &analysis.statements {
             let (mut class, mut reason) = self.effective_class(role, s, prepared, &pending);
             let r = self.set.role(role);
-            if let Some(why) = objects.hijack(&s.names, |f| r.is_some_and(|r| is_safe(r, f))) {
+            if let Some(why) =
+                objects.hijack(&s.names, &s.tables, |f| r.is_some_and(|r| is_safe(r, f)))
+            {
                 (class, reason) = (Class::Unknown, why);
             }
             if let Some(name) = &s.prepares {
