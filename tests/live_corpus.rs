@@ -361,7 +361,18 @@ async fn user_objects_cannot_take_over_reviewed_names() {
              CREATE TABLE guarded (id int); INSERT INTO guarded VALUES (1), (2); \
              ALTER TABLE guarded ENABLE ROW LEVEL SECURITY; ALTER TABLE guarded FORCE ROW LEVEL SECURITY; \
              CREATE POLICY p ON guarded USING (zap(id)); \
-             GRANT SELECT ON zapping, guarded TO app_write, app_read; \
+             CREATE VIEW zapping2 AS SELECT * FROM zapping; \
+             CREATE VIEW killing AS SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'nobody'; \
+             CREATE SEQUENCE seq; CREATE VIEW counting AS SELECT nextval('seq'); \
+             CREATE TYPE mood AS ENUM ('ok', 'sad'); \
+             CREATE FUNCTION mood_eq(mood, mood) RETURNS bool LANGUAGE sql AS 'SELECT zap(1)'; \
+             CREATE OPERATOR === (LEFTARG = mood, RIGHTARG = mood, FUNCTION = mood_eq); \
+             CREATE FUNCTION mood_text(mood) RETURNS text LANGUAGE sql AS 'SELECT zap(2)::text'; \
+             CREATE CAST (mood AS text) WITH FUNCTION mood_text(mood) AS IMPLICIT; \
+             CREATE TABLE moods (m mood); INSERT INTO moods VALUES ('ok'); \
+             CREATE DOMAIN dom2 AS dom; \
+             GRANT SELECT ON zapping, zapping2, killing, counting, guarded, moods TO app_write, app_read; \
+             GRANT USAGE ON SEQUENCE seq TO app_write; \
              GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO app_write, app_read;",
         )
         .unwrap();
@@ -378,6 +389,13 @@ async fn user_objects_cannot_take_over_reviewed_names() {
         "SELECT CASE note WHEN 1 THEN 'x' END FROM t",
         "SELECT * FROM zapping",
         "SELECT count(*) FROM guarded",
+        "SELECT * FROM zapping2",
+        "SELECT * FROM killing",
+        "SELECT * FROM counting",
+        "SELECT length(m) FROM moods",
+        "SELECT 'x'::dom2",
+        "SELECT '{1}'::_dom",
+        "SELECT * FROM t WHERE id IN (SELECT id FROM t)",
     ] {
         refused(&c, sql).await;
         let e = c.query(sql, &[]).await.expect_err(sql);

@@ -47,49 +47,89 @@ pub struct UserObjects {
     running_code: HashSet<String>,
 }
 
-/// One row per object: kind (`f`, `o`, `t`, `s`) and name. Extension
-/// members are left out: they are installed by an administrator and the
-/// reviewed list judges the ones people call. Operators count only when
-/// both operands are built-in types: one on a user type is picked only for
-/// values of that type, which come from user objects already judged.
+/// One row per fact: kind, name, and for dependencies a third column.
+///
+/// - `f` user functions, `o` user operators: outside `pg_catalog` and
+///   `information_schema`, and not members of an extension a superuser owns
+///   (the owner of a trusted extension can add objects of their own to it).
+/// - `t` risky types: domains with constraints, types a user cast function
+///   converts, and everything built on them (domains over them, their
+///   arrays, composite types and ranges holding them).
+/// - `r` relations reading which runs code: foreign tables, and tables with
+///   a column of a risky type.
+/// - `c` a view or a table's row-security policy depends on a user function,
+///   operator, risky type or a sequence; `v` … on another relation (the
+///   third column: running code spreads along these).
+/// - `w` a view's definition and `q` a row-security policy's condition (the
+///   third column), classified like any statement, since dependencies on
+///   built-ins are not recorded: anything but a plain read means reading
+///   the relation runs code.
+/// - `s` a schema named after the login holds objects: `"$user"` comes
+///   before `public` on the default path.
 pub const QUERY: &str = "\
-SELECT 'f', p.proname FROM pg_catalog.pg_proc p \
- JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
- WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-                   WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-                     AND d.objid = p.oid AND d.deptype = 'e') \
-UNION SELECT 'o', o.oprname FROM pg_catalog.pg_operator o \
- WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace \
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-                   WHERE d.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass \
-                     AND d.objid = o.oid AND d.deptype = 'e') \
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type t \
-                   WHERE t.oid IN (o.oprleft, o.oprright) \
-                     AND t.typnamespace <> 'pg_catalog'::pg_catalog.regnamespace) \
-UNION SELECT 't', t.typname FROM pg_catalog.pg_type t \
- WHERE t.typtype = 'd' AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.contypid = t.oid) \
-UNION SELECT 't', t.typname FROM pg_catalog.pg_cast c \
- JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc \
- JOIN pg_catalog.pg_type t ON t.oid IN (c.castsource, c.casttarget) \
- WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace \
-UNION SELECT 'r', c.relnamespace::pg_catalog.regnamespace::text || '.' || c.relname \
-  FROM pg_catalog.pg_depend d \
-  JOIN pg_catalog.pg_proc p ON d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = d.refobjid \
+WITH RECURSIVE trusted AS ( \
+  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d \
+  JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid \
+  JOIN pg_catalog.pg_roles r ON r.oid = e.extowner \
+  WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e' AND r.rolsuper), \
+sys AS (SELECT 'pg_catalog'::pg_catalog.regnamespace AS oid \
+        UNION ALL SELECT 'information_schema'::pg_catalog.regnamespace), \
+ufn AS (SELECT p.oid, p.proname FROM pg_catalog.pg_proc p \
+        WHERE p.pronamespace NOT IN (SELECT oid FROM sys) \
+          AND (p.tableoid, p.oid) NOT IN (SELECT classid, objid FROM trusted)), \
+uop AS (SELECT o.oid, o.oprname FROM pg_catalog.pg_operator o \
+        WHERE o.oprnamespace NOT IN (SELECT oid FROM sys) \
+          AND (o.tableoid, o.oid) NOT IN (SELECT classid, objid FROM trusted)), \
+edges AS ( \
+  SELECT oid AS child, typbasetype AS parent FROM pg_catalog.pg_type WHERE typbasetype <> 0 \
+  UNION ALL SELECT oid, typelem FROM pg_catalog.pg_type WHERE typelem <> 0 \
+  UNION ALL SELECT t.oid, a.atttypid FROM pg_catalog.pg_type t \
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid WHERE t.typrelid <> 0 AND a.attnum > 0 \
+  UNION ALL SELECT rngtypid, rngsubtype FROM pg_catalog.pg_range \
+  UNION ALL SELECT rngmultitypid, rngtypid FROM pg_catalog.pg_range), \
+utype AS (SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typnamespace NOT IN (SELECT oid FROM sys) \
+          AND (t.tableoid, t.oid) NOT IN (SELECT classid, objid FROM trusted)), \
+risky(oid) AS ( \
+  SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typtype = 'd' AND t.oid IN (SELECT oid FROM utype) \
+     AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.contypid = t.oid) \
+  UNION SELECT x.oid FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_type x ON x.oid IN (c.castsource, c.casttarget) \
+   WHERE c.castfunc IN (SELECT oid FROM ufn) AND x.oid IN (SELECT oid FROM utype) \
+  UNION SELECT e.child FROM edges e JOIN risky r ON e.parent = r.oid WHERE e.child IN (SELECT oid FROM utype)), \
+rels AS (SELECT c.oid, c.relkind, n.nspname || '.' || c.relname AS name FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.oid NOT IN (SELECT oid FROM sys)), \
+deps AS ( \
+  SELECT coalesce(w.ev_class, y.polrelid) AS rel, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d \
   LEFT JOIN pg_catalog.pg_rewrite w ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND w.oid = d.objid \
   LEFT JOIN pg_catalog.pg_policy y ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND y.oid = d.objid \
-  JOIN pg_catalog.pg_class c ON c.oid = coalesce(w.ev_class, y.polrelid) \
- WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace \
-UNION SELECT 's', n.nspname FROM pg_catalog.pg_namespace n \
+  WHERE d.deptype = 'n' AND (w.oid IS NOT NULL OR y.oid IS NOT NULL)) \
+SELECT 'f', proname, '' FROM ufn \
+UNION SELECT 'o', oprname, '' FROM uop \
+UNION SELECT 't', t.typname, '' FROM pg_catalog.pg_type t WHERE t.oid IN (SELECT oid FROM risky) \
+UNION SELECT 'r', name, '' FROM rels WHERE relkind = 'f' \
+UNION SELECT 'r', r.name, '' FROM rels r JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid \
+ WHERE a.attnum > 0 AND a.atttypid IN (SELECT oid FROM risky) \
+UNION SELECT 'c', r.name, '' FROM deps d JOIN rels r ON r.oid = d.rel \
+ WHERE d.refobjid IN (SELECT oid FROM ufn UNION ALL SELECT oid FROM uop UNION ALL SELECT oid FROM risky) \
+    OR d.refobjid IN (SELECT oid FROM rels WHERE relkind = 'S') \
+UNION SELECT 'v', r.name, o.name FROM deps d JOIN rels r ON r.oid = d.rel \
+  JOIN rels o ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND o.oid = d.refobjid AND o.oid <> r.oid \
+UNION SELECT 'w', r.name, pg_catalog.pg_get_viewdef(r.oid) FROM rels r WHERE r.relkind IN ('v', 'm') \
+UNION SELECT 'q', r.name, 'SELECT ' || pg_catalog.pg_get_expr(y.polqual, y.polrelid) FROM pg_catalog.pg_policy y \
+  JOIN rels r ON r.oid = y.polrelid WHERE y.polqual IS NOT NULL \
+UNION SELECT 's', n.nspname, '' FROM pg_catalog.pg_namespace n \
  WHERE n.nspname = current_user \
    AND (EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid) \
         OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.pronamespace = n.oid))";
 
 impl UserObjects {
     /// From the rows of [`QUERY`]; rows of another shape are ignored.
-    pub fn from_rows<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str)>) -> UserObjects {
+    pub fn from_rows<'a>(
+        rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    ) -> UserObjects {
         let mut o = UserObjects::default();
-        for (kind, name) in rows {
+        let mut spreads: Vec<(String, String)> = Vec::new();
+        let mut definitions: Vec<(String, String)> = Vec::new();
+        for (kind, name, other) in rows {
             match kind {
                 "f" => {
                     o.functions.insert(name.to_owned());
@@ -101,10 +141,34 @@ impl UserObjects {
                     o.types.insert(name.to_owned());
                 }
                 "s" => o.own_schema = Some(name.to_owned()),
-                "r" => {
+                "r" | "c" => {
                     o.running_code.insert(name.to_owned());
                 }
+                "w" | "q" => definitions.push((name.to_owned(), other.to_owned())),
+                "v" => spreads.push((name.to_owned(), other.to_owned())),
                 _ => {}
+            }
+        }
+        // A definition is read as a statement: what is more than a read,
+        // or calls what the reviewed list does not know, runs code.
+        for (relation, text) in &definitions {
+            let a = super::classify(text);
+            if a.class() > super::Class::Read
+                || a.statements.iter().any(|s| !s.functions.is_empty())
+            {
+                o.running_code.insert(relation.clone());
+            }
+        }
+        // A view over a view that runs code runs it too.
+        loop {
+            let before = o.running_code.len();
+            for (view, dep) in &spreads {
+                if o.running_code.contains(dep) {
+                    o.running_code.insert(view.clone());
+                }
+            }
+            if o.running_code.len() == before {
+                break;
             }
         }
         o
@@ -179,7 +243,23 @@ mod tests {
 
     #[test]
     fn views_and_policies_that_call_user_code_are_not_reads() {
-        let o = UserObjects::from_rows([("r", "public.v")]);
+        let o = UserObjects::from_rows([
+            ("r", "public.v", ""),
+            ("v", "public.v2", "public.v"),
+            ("v", "public.v3", "public.v2"),
+            ("w", "public.killer", "SELECT pg_terminate_backend(1)"),
+            ("q", "public.nexts", "SELECT nextval('s') > 0"),
+            ("w", "public.harmless", "SELECT lower(name) FROM t"),
+        ]);
+        let reads = |t: &str| {
+            let (s, n) = t.split_once('.').unwrap();
+            o.hijack(&Names::default(), &[TableName::new(s, n)], |_| false)
+                .is_some()
+        };
+        assert!(reads("public.v3"), "through two views");
+        assert!(reads("public.killer"), "a built-in with effects");
+        assert!(reads("public.nexts"), "a policy that writes");
+        assert!(!reads("public.harmless"));
         let n = Names::default();
         assert!(
             o.hijack(&n, &[TableName::new("public", "v")], |_| false)
@@ -194,11 +274,11 @@ mod tests {
     #[test]
     fn user_objects_take_over_only_the_names_they_share() {
         let o = UserObjects::from_rows([
-            ("f", "lower"),
-            ("f", "evil_row"),
-            ("f", "my_func"),
-            ("o", "="),
-            ("t", "dom"),
+            ("f", "lower", ""),
+            ("f", "evil_row", ""),
+            ("f", "my_func", ""),
+            ("o", "=", ""),
+            ("t", "dom", ""),
         ]);
         let names = |f: &[&str], op: &[&str], t: &[&str], fields: &[&str]| Names {
             functions: f.iter().map(|s| s.to_string()).collect(),
@@ -238,7 +318,7 @@ mod tests {
                 .hijack_t(&names(&["lower"], &["="], &["dom"], &["evil_row"]), never)
                 .is_none()
         );
-        let own = UserObjects::from_rows([("s", "app_read")]);
+        let own = UserObjects::from_rows([("s", "app_read", "")]);
         assert!(own.hijack_t(&names(&[], &[], &[], &[]), never).is_some());
     }
 }

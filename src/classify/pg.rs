@@ -625,6 +625,10 @@ impl Reader {
                 let op = names(m.get("oper_name"));
                 if !op.is_empty() {
                     self.operator(&op);
+                } else if matches!(int_of(m, "sub_link_type"), 2 | 3) {
+                    // `x IN (SELECT …)` and `x NOT IN …`: the grammar
+                    // leaves the name out; PostgreSQL compares with `=`.
+                    self.out.names.operators.push("=".to_owned());
                 }
             }
             "SortBy" => {

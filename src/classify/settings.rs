@@ -144,10 +144,13 @@ fn harmless_search_path(values: &[String]) -> bool {
         ["pg_catalog", rest @ ..] => rest,
         all => all,
     };
-    matches!(
-        rest,
-        ["$user", "public"] | ["public"] | ["$user"] | ["default"] | []
-    ) && !path.is_empty()
+    // An empty path (`''`, as pg_dump sets it) leaves only pg_catalog.
+    let empty = !path.is_empty() && path.iter().all(|p| p.is_empty());
+    empty
+        || matches!(
+            rest,
+            ["$user", "public"] | ["public"] | ["$user"] | ["default"] | []
+        ) && !path.is_empty()
 }
 
 /// Class of changing `name` (case-insensitive, as PostgreSQL treats it) to
@@ -224,7 +227,12 @@ mod tests {
         );
         assert_eq!(on("search_path", &["\"$user\", public"]), Class::Read);
         assert_eq!(on("search_path", &["public, evil"]), Class::Privileged);
-        assert_eq!(on("search_path", &[""]), Class::Privileged);
+        assert_eq!(
+            on("search_path", &[""]),
+            Class::Read,
+            "pg_dump's empty path"
+        );
+        assert_eq!(on("search_path", &["", "evil"]), Class::Privileged);
         assert_eq!(classify("search_path", None).0, Class::Read);
         assert_eq!(classify("role", None).0, Class::Privileged);
     }

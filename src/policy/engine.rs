@@ -118,8 +118,16 @@ impl Scope {
     fn allows(&self, t: &TableName) -> bool {
         // The catalogs are never out of scope: drivers and ORMs read them to
         // work at all, and PostgreSQL's privileges guard the sensitive ones.
+        // Except the views that show other tables' contents (column
+        // statistics hold their most common values) or other sessions'
+        // statements: PostgreSQL shows them for every table the upstream
+        // login can read, which is more than the scope.
         if t.schema == "pg_catalog" || t.schema == "information_schema" {
-            return true;
+            return !REVEALING_CATALOGS.contains(&t.name.as_str())
+                || self
+                    .globs
+                    .iter()
+                    .any(|(s, n)| s.is_match(&t.schema) && n.is_match(&t.name));
         }
         // Schema and table are matched separately, so a quoted name with a
         // dot in it cannot straddle the two.
@@ -128,6 +136,18 @@ impl Scope {
             .any(|(s, n)| s.is_match(&t.schema) && n.is_match(&t.name))
     }
 }
+
+/// Catalog views that reveal data beyond their own: only a role whose
+/// `tables` names them (e.g. `"pg_catalog.pg_stats"`) may read them.
+const REVEALING_CATALOGS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext_data",
+    "pg_stat_activity",
+    "pg_largeobject",
+];
 
 /// Compiled policies plus the classification cache. Built whole and swapped
 /// on reload, which also empties the cache.
@@ -506,6 +526,13 @@ kind = "service"
             Action::Deny,
             "quoted upper-case schema is another schema"
         );
+        // Catalogs are in every scope, but not those that show other
+        // tables' values or other sessions' statements.
+        let allowed = |sql: &str| judge(&e, "h", "ro", sql).action == Action::Allow;
+        assert!(allowed("SELECT relname FROM pg_class"));
+        assert!(allowed("SELECT * FROM information_schema.columns"));
+        assert!(!allowed("SELECT most_common_vals FROM pg_stats"));
+        assert!(!allowed("SELECT query FROM pg_catalog.pg_stat_activity"));
     }
 
     #[test]

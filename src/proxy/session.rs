@@ -442,8 +442,10 @@ async fn login(
         .await
         .map(|rows| {
             crate::classify::objects::UserObjects::from_rows(rows.iter().filter_map(|r| {
-                match (r.first(), r.get(1)) {
-                    (Some(Some(k)), Some(Some(n))) => Some((k.as_str(), n.as_str())),
+                match (r.first(), r.get(1), r.get(2)) {
+                    (Some(Some(k)), Some(Some(n)), Some(Some(o))) => {
+                        Some((k.as_str(), n.as_str(), o.as_str()))
+                    }
                     _ => None,
                 }
             }))

@@ -199,3 +199,5 @@ SELECT now() AT TIME ZONE 'UTC', floor(random() * 10), CEIL(1.5)
 SELECT 'a' LIKE 'a%' ESCAPE '\'
 SELECT * FROM unnest(ARRAY[1, 2]) WITH ORDINALITY
 SELECT txid_current_if_assigned()
+-- pg_dump's session set-up: an empty path leaves only pg_catalog.
+SELECT pg_catalog.set_config('search_path', '', false)
