@@ -422,6 +422,8 @@ async fn user_objects_cannot_take_over_reviewed_names() {
              GRANT USAGE ON SCHEMA app_write TO app_write; GRANT SELECT ON app_write.t TO app_write;",
         )
         .unwrap();
+    // A reading of the catalog serves new sessions for a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let c = p.connect("ops-agent", &db).await;
     refused(&c, "SELECT * FROM t").await;
     c.batch_execute("SELECT * FROM public.t").await.unwrap();

@@ -60,10 +60,10 @@ pub struct UserObjects {
 /// - `c` a view or a table's row-security policy depends on a user function,
 ///   operator, risky type or a sequence; `v` … on another relation (the
 ///   third column: running code spreads along these).
-/// - `w` a view's definition and `q` a row-security policy's condition (the
-///   third column), classified like any statement, since dependencies on
-///   built-ins are not recorded: anything but a plain read means reading
-///   the relation runs code.
+/// - `p` a view's definition or a row-security policy's condition calls the
+///   built-in named in the third column (dependencies on built-ins are not
+///   recorded, so the stored tree is read): one the reviewed list does not
+///   know to be read-only means reading the relation runs code.
 /// - `s` a schema named after the login holds objects: `"$user"` comes
 ///   before `public` on the default path.
 pub const QUERY: &str = "\
@@ -80,21 +80,22 @@ ufn AS (SELECT p.oid, p.proname FROM pg_catalog.pg_proc p \
 uop AS (SELECT o.oid, o.oprname FROM pg_catalog.pg_operator o \
         WHERE o.oprnamespace NOT IN (SELECT oid FROM sys) \
           AND (o.tableoid, o.oid) NOT IN (SELECT classid, objid FROM trusted)), \
+utype AS (SELECT t.oid, t.typbasetype, t.typelem, t.typrelid FROM pg_catalog.pg_type t \
+          WHERE t.typnamespace NOT IN (SELECT oid FROM sys) \
+            AND (t.tableoid, t.oid) NOT IN (SELECT classid, objid FROM trusted)), \
 edges AS ( \
-  SELECT oid AS child, typbasetype AS parent FROM pg_catalog.pg_type WHERE typbasetype <> 0 \
-  UNION ALL SELECT oid, typelem FROM pg_catalog.pg_type WHERE typelem <> 0 \
-  UNION ALL SELECT t.oid, a.atttypid FROM pg_catalog.pg_type t \
+  SELECT oid AS child, typbasetype AS parent FROM utype WHERE typbasetype <> 0 \
+  UNION ALL SELECT oid, typelem FROM utype WHERE typelem <> 0 \
+  UNION ALL SELECT t.oid, a.atttypid FROM utype t \
     JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid WHERE t.typrelid <> 0 AND a.attnum > 0 \
-  UNION ALL SELECT rngtypid, rngsubtype FROM pg_catalog.pg_range \
-  UNION ALL SELECT rngmultitypid, rngtypid FROM pg_catalog.pg_range), \
-utype AS (SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typnamespace NOT IN (SELECT oid FROM sys) \
-          AND (t.tableoid, t.oid) NOT IN (SELECT classid, objid FROM trusted)), \
+  UNION ALL SELECT rngtypid, rngsubtype FROM pg_catalog.pg_range WHERE rngtypid IN (SELECT oid FROM utype) \
+  UNION ALL SELECT rngmultitypid, rngtypid FROM pg_catalog.pg_range WHERE rngtypid IN (SELECT oid FROM utype)), \
 risky(oid) AS ( \
   SELECT t.oid FROM pg_catalog.pg_type t WHERE t.typtype = 'd' AND t.oid IN (SELECT oid FROM utype) \
      AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.contypid = t.oid) \
   UNION SELECT x.oid FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_type x ON x.oid IN (c.castsource, c.casttarget) \
    WHERE c.castfunc IN (SELECT oid FROM ufn) AND x.oid IN (SELECT oid FROM utype) \
-  UNION SELECT e.child FROM edges e JOIN risky r ON e.parent = r.oid WHERE e.child IN (SELECT oid FROM utype)), \
+  UNION SELECT e.child FROM edges e JOIN risky r ON e.parent = r.oid), \
 rels AS (SELECT c.oid, c.relkind, n.nspname || '.' || c.relname AS name FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.oid NOT IN (SELECT oid FROM sys)), \
 deps AS ( \
@@ -113,9 +114,13 @@ UNION SELECT 'c', r.name, '' FROM deps d JOIN rels r ON r.oid = d.rel \
     OR d.refobjid IN (SELECT oid FROM rels WHERE relkind = 'S') \
 UNION SELECT 'v', r.name, o.name FROM deps d JOIN rels r ON r.oid = d.rel \
   JOIN rels o ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND o.oid = d.refobjid AND o.oid <> r.oid \
-UNION SELECT 'w', r.name, pg_catalog.pg_get_viewdef(r.oid) FROM rels r WHERE r.relkind IN ('v', 'm') \
-UNION SELECT 'q', r.name, 'SELECT ' || pg_catalog.pg_get_expr(y.polqual, y.polrelid) FROM pg_catalog.pg_policy y \
-  JOIN rels r ON r.oid = y.polrelid WHERE y.polqual IS NOT NULL \
+UNION SELECT 'p', r.name, p.proname FROM ( \
+    SELECT w.ev_class AS rel, w.ev_action::text AS tree FROM pg_catalog.pg_rewrite w \
+    UNION ALL SELECT y.polrelid, y.polqual::text FROM pg_catalog.pg_policy y WHERE y.polqual IS NOT NULL) d \
+  JOIN rels r ON r.oid = d.rel \
+  CROSS JOIN LATERAL pg_catalog.regexp_matches(d.tree, ':(?:funcid|aggfnoid|winfnoid) (\\d+)', 'g') m \
+  JOIN pg_catalog.pg_proc p ON p.oid = m[1]::pg_catalog.oid \
+ WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace \
 UNION SELECT 's', n.nspname, '' FROM pg_catalog.pg_namespace n \
  WHERE n.nspname = current_user \
    AND (EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid) \
@@ -128,7 +133,6 @@ impl UserObjects {
     ) -> UserObjects {
         let mut o = UserObjects::default();
         let mut spreads: Vec<(String, String)> = Vec::new();
-        let mut definitions: Vec<(String, String)> = Vec::new();
         for (kind, name, other) in rows {
             match kind {
                 "f" => {
@@ -144,19 +148,11 @@ impl UserObjects {
                 "r" | "c" => {
                     o.running_code.insert(name.to_owned());
                 }
-                "w" | "q" => definitions.push((name.to_owned(), other.to_owned())),
+                "p" if !matches!(functions::lookup(other), Call::ReadOnly) => {
+                    o.running_code.insert(name.to_owned());
+                }
                 "v" => spreads.push((name.to_owned(), other.to_owned())),
                 _ => {}
-            }
-        }
-        // A definition is read as a statement: what is more than a read,
-        // or calls what the reviewed list does not know, runs code.
-        for (relation, text) in &definitions {
-            let a = super::classify(text);
-            if a.class() > super::Class::Read
-                || a.statements.iter().any(|s| !s.functions.is_empty())
-            {
-                o.running_code.insert(relation.clone());
             }
         }
         // A view over a view that runs code runs it too.
@@ -247,9 +243,9 @@ mod tests {
             ("r", "public.v", ""),
             ("v", "public.v2", "public.v"),
             ("v", "public.v3", "public.v2"),
-            ("w", "public.killer", "SELECT pg_terminate_backend(1)"),
-            ("q", "public.nexts", "SELECT nextval('s') > 0"),
-            ("w", "public.harmless", "SELECT lower(name) FROM t"),
+            ("p", "public.killer", "pg_terminate_backend"),
+            ("p", "public.nexts", "nextval"),
+            ("p", "public.harmless", "lower"),
         ]);
         let reads = |t: &str| {
             let (s, n) = t.split_once('.').unwrap();

@@ -2,10 +2,12 @@
 //! ([`server`]), one session state machine per client ([`session`]), the
 //! message relay between client and PostgreSQL ([`relay`]), authentication
 //! ([`auth`]), the upstream login ([`upstream`]), TLS ([`tls`]), held
-//! statements waiting for approval ([`hold`]) and the registry that maps
-//! cancel keys and lets grants end live sessions ([`registry`]).
+//! statements waiting for approval ([`hold`]), the upstream databases'
+//! user-defined objects ([`catalog`]) and the registry that maps cancel keys
+//! and lets grants end live sessions ([`registry`]).
 
 pub mod auth;
+pub mod catalog;
 pub mod hold;
 pub mod registry;
 pub mod relay;
@@ -38,6 +40,7 @@ pub struct Shared {
     /// decided (held statements are then refused).
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
     pub audit: crate::audit::Audit,
+    pub catalogs: catalog::Catalogs,
 }
 
 impl Shared {

@@ -91,6 +91,7 @@ impl Server {
                     source,
                 })?;
         let shared = Arc::new(Shared {
+            catalogs: Default::default(),
             limits: config.limits.clone(),
             tls,
             credentials: services.credentials,

@@ -437,19 +437,15 @@ async fn login(
         })?;
     // The names user-defined objects could take over, for this database and
     // login; fail closed if they cannot be read.
-    let objects = up
-        .simple_query(crate::classify::objects::QUERY)
+    let database = forwarded
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("database"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let objects = shared
+        .catalogs
+        .objects(&mut up, &database, &upstream_user)
         .await
-        .map(|rows| {
-            crate::classify::objects::UserObjects::from_rows(rows.iter().filter_map(|r| {
-                match (r.first(), r.get(1), r.get(2)) {
-                    (Some(Some(k)), Some(Some(n)), Some(Some(o))) => {
-                        Some((k.as_str(), n.as_str(), o.as_str()))
-                    }
-                    _ => None,
-                }
-            }))
-        })
         .map_err(|e| {
             warn!(error = %e, "reading the upstream's user-defined objects failed");
             PgError::fatal(
@@ -465,12 +461,8 @@ async fn login(
         credential_id: credential.id,
         client_addr: peer,
         tls: reader.get_mut().is_tls(),
-        database: forwarded
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("database"))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default(),
-        objects: Arc::new(objects),
+        database,
+        objects,
     };
     Ok((info, up))
 }
