@@ -698,6 +698,9 @@ impl Reader {
                 }
             }
             "CopyStmt" => {
+                // The tree cannot tell `TO STDOUT` from `TO ''` (both leave
+                // the file name empty): only the walk's reading decides.
+                self.out.needs_walk = true;
                 if bool_of(m, "is_program") {
                     self.raise(
                         Destructive,

@@ -19,3 +19,10 @@ SELECT 'a' FROM t WHERE x = (
 -- expect-each unknown
 EXPLAIN (ANALYZE off) DROP TABLE orders
 SET SESSION timezone TM 'UTC'
+
+-- Found by the differential fuzzer: PostgreSQL's tree leaves the file name
+-- empty for TO '' as for TO STDOUT, so its reading alone cannot class these.
+-- expect-each privileged
+COPY orders TO ''
+-- expect-each unknown
+COPY orders TO $$$$
