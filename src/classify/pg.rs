@@ -70,16 +70,17 @@ pub(crate) fn is_builtin_operator(op: &str) -> bool {
 }
 
 /// Stack the parse, the JSON conversion and the walk may need: prost
-/// decodes at most 100 nested messages, and each level costs a few
-/// kilobytes in `to_value` and the walk (more in a debug build).
+/// decodes at most 100 nested messages, which costs well under 1 MiB even
+/// in a debug build. A session thread (2 MiB) has that left, so only a
+/// caller deep in its own stack pays for a new one; `Reader::walk` grows
+/// it further node by node if a tree needs more.
+const RED_ZONE: usize = 3 << 19;
 const STACK: usize = 16 << 20;
 
 /// Parse `sql` as PostgreSQL 15 would (standard_conforming_strings on: the
 /// firewall refuses changing it). One entry per statement, in order.
 pub(crate) fn read(sql: &str) -> Result<Vec<PgStatement>, String> {
-    // A session's thread has a 2 MiB stack; grow only when less than half
-    // of STACK is left (the deep-statement path already runs on a big one).
-    stacker::maybe_grow(STACK / 2, STACK, || read_on_stack(sql))
+    stacker::maybe_grow(RED_ZONE, STACK, || read_on_stack(sql))
 }
 
 fn read_on_stack(sql: &str) -> Result<Vec<PgStatement>, String> {
@@ -125,7 +126,7 @@ pub(crate) fn tree_key(sql: &str) -> Result<String, String> {
             _ => {}
         }
     }
-    stacker::maybe_grow(STACK / 2, STACK, || {
+    stacker::maybe_grow(RED_ZONE, STACK, || {
         let parsed = pg_query::parse(sql, 0).map_err(|e| e.to_string())?;
         let mut v = serde_json::to_value(&parsed.protobuf.stmts).map_err(|e| e.to_string())?;
         strip(&mut v);
@@ -420,6 +421,10 @@ impl Reader {
 
     /// Walk any value: nodes by their kind, bare messages by their shape.
     fn walk(&mut self, v: &Value) {
+        stacker::maybe_grow(64 << 10, 1 << 20, || self.walk_here(v))
+    }
+
+    fn walk_here(&mut self, v: &Value) {
         match v {
             Value::Array(items) => {
                 for i in items {
