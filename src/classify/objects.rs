@@ -48,6 +48,9 @@ pub struct UserObjects {
 }
 
 /// One row per fact: kind, name, and for dependencies a third column.
+/// Every function and operator here is one PostgreSQL resolves exactly in
+/// `pg_catalog` (schema-qualified, or an exact built-in signature): the
+/// objects being looked for must not be able to answer this query.
 ///
 /// - `f` user functions, `o` user operators: outside `pg_catalog` and
 ///   `information_schema`, and not members of an extension a superuser owns
@@ -96,7 +99,7 @@ risky(oid) AS ( \
   UNION SELECT x.oid FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_type x ON x.oid IN (c.castsource, c.casttarget) \
    WHERE c.castfunc IN (SELECT oid FROM ufn) AND x.oid IN (SELECT oid FROM utype) \
   UNION SELECT e.child FROM edges e JOIN risky r ON e.parent = r.oid), \
-rels AS (SELECT c.oid, c.relkind, n.nspname || '.' || c.relname AS name FROM pg_catalog.pg_class c \
+rels AS (SELECT c.oid, c.relkind, pg_catalog.concat(n.nspname, '.', c.relname) AS name FROM pg_catalog.pg_class c \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.oid NOT IN (SELECT oid FROM sys)), \
 deps AS ( \
   SELECT coalesce(w.ev_class, y.polrelid) AS rel, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d \
