@@ -227,9 +227,9 @@ impl Engine {
     ) -> Judgement {
         let mut pending = Prepared::default();
         let mut verdicts = Vec::with_capacity(analysis.statements.len());
+        let r = self.set.role(role);
         for s in &analysis.statements {
             let (mut class, mut reason) = self.effective_class(role, s, prepared, &pending);
-            let r = self.set.role(role);
             if let Some(why) =
                 objects.hijack(&s.names, &s.tables, |f| r.is_some_and(|r| is_safe(r, f)))
             {
