@@ -265,6 +265,9 @@ pub struct Limits {
     #[serde(deserialize_with = "duration")]
     pub client_write_timeout: Duration,
     pub max_connections: usize,
+    /// Clients that may be logging in at once (connected, not yet
+    /// authenticated); more are refused until one finishes or times out.
+    pub max_authenticating: usize,
 }
 
 impl Default for Limits {
@@ -275,6 +278,7 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(30),
             client_write_timeout: Duration::from_secs(300),
             max_connections: 1000,
+            max_authenticating: 64,
         }
     }
 }
@@ -349,6 +353,11 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.limits.max_authenticating == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_authenticating must be at least 1".into(),
             ));
         }
         if self.upstream.tls == UpstreamTlsMode::VerifyFull && self.upstream.ca_file.is_none() {

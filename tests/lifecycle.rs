@@ -321,3 +321,106 @@ async fn upstream_failures_do_not_reveal_upstream_details() {
         "{detail}"
     );
 }
+
+/// A start-up `search_path` changes which table an unqualified name means,
+/// as `SET search_path` does: only the default path is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_search_path_is_judged_like_set() {
+    let p = Proxy::start(ProxyOptions::default()).await;
+    for bad in [
+        "billing",
+        "billing, public",
+        "public, pg_catalog",
+        "\"Public\"",
+    ] {
+        let mut raw = Raw::connect(p.port).await;
+        raw.startup(&[("user", "alice"), ("database", "app"), ("search_path", bad)])
+            .await;
+        assert_eq!(raw.until_closed().await, vec!["0A000"], "{bad}");
+    }
+    for good in [
+        "\"$user\", public",
+        "public",
+        "pg_catalog, \"$user\", public",
+    ] {
+        let mut raw = Raw::connect(p.port).await;
+        raw.startup(&[
+            ("user", "alice"),
+            ("database", "app"),
+            ("search_path", good),
+        ])
+        .await;
+        assert_eq!(
+            raw.next().await.tag(),
+            b'R',
+            "{good}: asked to authenticate"
+        );
+    }
+    p.shutdown().await;
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Before login a client may send only small messages, and only so many
+/// clients may be logging in at once: many slow and oversized
+/// unauthenticated connections cannot grow the daemon's memory, and a
+/// logged-in session keeps working throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_clients_are_bounded_in_size_and_number() {
+    let p = Proxy::start(ProxyOptions::with_limits(|l| l.max_authenticating = 8)).await;
+    let mut c = Raw::login(p.port, "alice", "app").await;
+    let before = rss_kib();
+
+    // Oversized: a password message claiming 60 MiB is refused at its header.
+    let mut big = Vec::new();
+    for _ in 0..32 {
+        let mut raw = Raw::connect(p.port).await;
+        raw.startup(&[("user", "alice"), ("database", "app")]).await;
+        assert_eq!(raw.next().await.tag(), b'R');
+        let mut header = vec![b'p'];
+        header.extend_from_slice(&(60i32 << 20).to_be_bytes());
+        raw.send_raw(&header).await;
+        raw.send_raw(&vec![b'x'; 64 << 10]).await;
+        big.push(raw);
+    }
+    for mut raw in big {
+        assert_eq!(
+            raw.until_closed().await.first().map(String::as_str),
+            Some("08P01")
+        );
+    }
+
+    // Slow: clients that send half a start-up packet and wait hold a login
+    // slot until the auth timeout; past the limit they are turned away.
+    let mut slow = Vec::new();
+    let mut turned_away = 0;
+    for _ in 0..24 {
+        let mut raw = Raw::connect(p.port).await;
+        raw.send_raw(&[0, 0, 0, 40, 0, 3]).await;
+        slow.push(raw);
+    }
+    for raw in &mut slow {
+        if let Ok(codes) =
+            tokio::time::timeout(Duration::from_millis(300), raw.until_closed()).await
+            && codes.first().map(String::as_str) == Some("53300")
+        {
+            turned_away += 1;
+        }
+    }
+    assert!(turned_away >= 16, "only {turned_away} of 24 turned away");
+
+    // The logged-in session never noticed.
+    let (_, codes, _) = c.pipeline(&["SELECT 1"]).await;
+    assert!(codes.is_empty());
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "the daemon grew by {grown} KiB");
+    drop(slow);
+    p.shutdown().await;
+}

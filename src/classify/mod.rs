@@ -185,6 +185,12 @@ pub fn leading_keywords(sql: &str) -> Option<Vec<String>> {
     )
 }
 
+/// The class of setting `name` to `value` (a start-up parameter: the text
+/// as the client sent it), with why: the same rules as `SET`.
+pub fn setting(name: &str, value: &str) -> (Class, String) {
+    settings::classify(name, Some(&[value.to_owned()]))
+}
+
 /// PostgreSQL's own reading of `sql`, for the differential test and
 /// fuzzer: the class its tree alone implies (unknown where it calls
 /// unreviewed functions or user operators), and a key that is equal for

@@ -26,6 +26,9 @@ use crate::policy::PolicySet;
 
 pub use server::Server;
 
+/// The largest message a client may send before it is authenticated.
+pub const PRE_AUTH_MAX_MESSAGE: usize = 16 * 1024;
+
 /// Everything sessions share, built once at start-up.
 pub struct Shared {
     pub limits: Limits,
@@ -41,15 +44,21 @@ pub struct Shared {
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
     pub audit: crate::audit::Audit,
     pub catalogs: catalog::Catalogs,
+    /// Clients between connecting and being logged in (`limits.max_authenticating`).
+    pub authenticating: tokio::sync::Semaphore,
 }
 
 impl Shared {
-    /// A frame reader over a client stream, with the configured size limit.
-    pub fn client_reader(
+    /// A frame reader over a client stream that has not logged in yet: no
+    /// message before authentication needs more than a few hundred bytes
+    /// (SCRAM's are the largest), so an unauthenticated client cannot make
+    /// the firewall buffer more than [`PRE_AUTH_MAX_MESSAGE`]. The relay
+    /// reads with the configured limit once the session is logged in.
+    pub fn pre_auth_reader(
         &self,
         stream: stream::Stream,
     ) -> crate::protocol::FrameReader<stream::Stream> {
-        crate::protocol::FrameReader::new(stream, self.limits.max_message_bytes)
+        crate::protocol::FrameReader::new(stream, PRE_AUTH_MAX_MESSAGE)
     }
 
     pub fn policies(&self) -> Arc<PolicySet> {

@@ -83,7 +83,18 @@ async fn serve(
     shutdown: Shutdown,
 ) {
     let _ = tcp.set_nodelay(true);
-    let reader = shared.client_reader(Stream::Plain(tcp));
+    let mut reader = shared.pre_auth_reader(Stream::Plain(tcp));
+    // Unauthenticated clients are bounded in number as well as in message
+    // size, so together they hold a bounded amount of memory.
+    let Ok(authenticating) = shared.authenticating.try_acquire() else {
+        warn!(client = %peer, "too many clients logging in at once");
+        let err = PgError::fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "too many clients are logging in at once; try again",
+        );
+        send_error(reader.get_mut(), &err).await;
+        return;
+    };
     let mut record = ConnectionRecord {
         shared,
         session: id,
@@ -122,6 +133,7 @@ async fn serve(
     })
     .await;
 
+    drop(authenticating);
     let (mut client, info, up) = match setup {
         Ok(Some(s)) => s,
         Ok(None) => return,
@@ -273,7 +285,7 @@ async fn startup(
                     Stream::Plain(tcp) => tcp,
                     // A second SSLRequest inside TLS is a protocol violation.
                     other => {
-                        let r = shared.client_reader(other);
+                        let r = shared.pre_auth_reader(other);
                         return Err((
                             Some(r),
                             PgError::protocol_violation("duplicate SSL request"),
@@ -285,7 +297,7 @@ async fn startup(
                     if tcp.write_all(b"N").await.is_err() {
                         return Ok(Started::Gone);
                     }
-                    reader = shared.client_reader(Stream::Plain(tcp));
+                    reader = shared.pre_auth_reader(Stream::Plain(tcp));
                     continue;
                 };
                 let mut tcp = tcp;
@@ -294,7 +306,7 @@ async fn startup(
                 }
                 match acceptor.accept(tcp).await {
                     Ok(tls) => {
-                        reader = shared.client_reader(Stream::ServerTls(Box::new(tls)));
+                        reader = shared.pre_auth_reader(Stream::ServerTls(Box::new(tls)));
                     }
                     Err(e) => {
                         debug!(error = %e, "TLS handshake failed");
@@ -499,6 +511,17 @@ fn vet_params(params: &StartupParams, user: &str) -> Result<Vec<(String, String)
             }
             "standard_conforming_strings" if !v.eq_ignore_ascii_case("on") => {
                 return refuse("standard_conforming_strings must be on through infraveil".into());
+            }
+            // The classifier resolves names on the default path; a start-up
+            // path must be one `SET search_path` could use unreviewed.
+            "search_path" => {
+                let (class, why) = crate::classify::setting("search_path", v);
+                if class != crate::classify::Class::Read {
+                    return refuse(format!(
+                        "startup parameter search_path \"{v}\" is not allowed through infraveil: {why}"
+                    ));
+                }
+                out.push((k.clone(), v.clone()));
             }
             _ if FORWARDED_PARAMS.contains(&key.as_str()) => {
                 has_db |= key == "database";
