@@ -699,3 +699,34 @@ async fn many_sessions_wait_while_others_keep_working() {
     }
     assert_eq!(total, 100, "each ran once; together they deleted every row");
 }
+
+/// A held statement is shown to approvers, stored and posted redacted, like
+/// its audit record; the approval stays bound to the real text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_statements_are_stored_and_sent_redacted() {
+    let db = db("redacted");
+    let mut hook = receiver().await;
+    let p = proxy(Some(&hook.url), Duration::from_secs(2)).await;
+    let alice = p.issue("alice", "ops").await;
+    let c = p.connect_with("alice", &db, &alice).await;
+    let sql = "DO $$ BEGIN EXECUTE 'ALTER ROLE app_read PASSWORD ''sekrit-1'''; \
+               PERFORM 'host=db password=sekrit-2'; END $$";
+    let run = tokio::spawn(async move { c.batch_execute(sql).await });
+    let req = pending(&p, 1).await.remove(0);
+    assert!(!req.statement.contains("sekrit"), "{}", req.statement);
+    assert!(
+        req.statement.starts_with("DO $$ BEGIN"),
+        "{}",
+        req.statement
+    );
+    let (_, msg) = hook.next().await;
+    assert!(!msg.to_string().contains("sekrit"), "{msg}");
+    // Nobody decides: it times out and never ran.
+    let e = run.await.unwrap().unwrap_err();
+    let m = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(m.contains("approval"), "{e:?}");
+    p.shutdown().await;
+}

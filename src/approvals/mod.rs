@@ -286,6 +286,8 @@ impl Approvals {
         let now = now_ms();
         let req = ApprovalRequest {
             id: format!("a-{}", hex::encode(rand::random::<[u8; 6]>())),
+            // Bound to the exact text; shown, stored and sent redacted, like
+            // the audit record (the hash is of the real statement).
             statement_hash: statement_hash(&new.statement),
             identity: new.identity,
             role: new.role,
@@ -293,7 +295,7 @@ impl Approvals {
             session: new.session,
             client_addr: new.client_addr,
             database: new.database,
-            statement: new.statement,
+            statement: crate::classify::redact(&new.statement).into_owned(),
             class: new.class,
             tables: new.tables,
             rule: new.rule,

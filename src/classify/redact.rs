@@ -12,49 +12,53 @@ use super::lexer;
 /// `sql` with password literals replaced. Text that cannot be tokenized
 /// but mentions a password is withheld entirely.
 pub fn redact(sql: &str) -> Cow<'_, str> {
-    if !sql
-        .as_bytes()
-        .windows(8)
-        .any(|w| w.eq_ignore_ascii_case(b"password"))
-        && !sql.contains("://")
-    {
+    if !mentions_secret(sql) {
         return Cow::Borrowed(sql);
     }
     let Ok(tokens) = lexer::tokenize(sql) else {
         return Cow::Owned("<withheld: may hold a secret and could not be tokenized>".into());
     };
+    // A statement that builds a connection string (`format('password=%s',
+    // $1)`, `'password=' || x`) may carry the secret in any literal of it:
+    // then every literal goes.
+    let builds_conninfo = tokens.iter().any(|t| match &t.token {
+        Token::SingleQuotedString(v)
+        | Token::EscapedStringLiteral(v)
+        | Token::NationalStringLiteral(v)
+        | Token::UnicodeStringLiteral(v) => password_filled_in(v),
+        Token::DollarQuotedString(d) => password_filled_in(&d.value),
+        _ => false,
+    });
     let mut out = String::with_capacity(sql.len());
     let mut after_password = false;
     for t in tokens {
         let token = t.token;
         match &token {
-            Token::Word(w)
-                if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("password") =>
-            {
+            // `PASSWORD 'x'`, and FDW options spelled `"password" 'x'`.
+            Token::Word(w) if w.value.eq_ignore_ascii_case("password") => {
                 after_password = true;
                 out.push_str(&token.to_string());
             }
             Token::Whitespace(_) => out.push_str(&token.to_string()),
-            Token::SingleQuotedString(_)
-            | Token::EscapedStringLiteral(_)
-            | Token::NationalStringLiteral(_)
-            | Token::DollarQuotedString(_)
-            | Token::UnicodeStringLiteral(_)
-                if after_password =>
+            // A routine or DO body: redact inside it, keep the rest readable.
+            Token::DollarQuotedString(d)
+                if !after_password && !builds_conninfo && mentions_secret(&d.value) =>
             {
-                after_password = false;
-                out.push_str("'***'");
+                let tag = d.tag.as_deref().unwrap_or("");
+                out.push_str(&format!("${tag}$"));
+                out.push_str(&redact(&d.value));
+                out.push_str(&format!("${tag}$"));
             }
             Token::SingleQuotedString(v)
             | Token::EscapedStringLiteral(v)
             | Token::NationalStringLiteral(v)
             | Token::UnicodeStringLiteral(v)
-                if conninfo_password(v) =>
+                if after_password || builds_conninfo || hides_secret(v) =>
             {
                 after_password = false;
                 out.push_str("'***'");
             }
-            Token::DollarQuotedString(v) if conninfo_password(&v.value) => {
+            Token::DollarQuotedString(_) if after_password || builds_conninfo => {
                 after_password = false;
                 out.push_str("'***'");
             }
@@ -67,13 +71,44 @@ pub fn redact(sql: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// `host=db password=...` or `postgres://u:...@h`: a connection string with
-/// a secret in it (the whole literal goes; over-redacting is the safe side).
+fn mentions_secret(text: &str) -> bool {
+    text.as_bytes()
+        .windows(8)
+        .any(|w| w.eq_ignore_ascii_case(b"password"))
+        || text.contains("://")
+}
+
+/// `host=db password=...`, `password = ...` or `postgres://u:...@h`: a
+/// connection string with a secret in it (the whole literal goes;
+/// over-redacting is the safe side).
 fn conninfo_password(literal: &str) -> bool {
     let lower = literal.to_ascii_lowercase();
-    lower.split_whitespace().any(|w| w.starts_with("password="))
-        || lower.contains("password =")
-        || (lower.contains("://") && lower.contains('@'))
+    let keyed = lower.match_indices("password").any(|(i, w)| {
+        lower[i + w.len()..]
+            .trim_start_matches(|c: char| c.is_ascii_whitespace())
+            .starts_with('=')
+    });
+    keyed || (lower.contains("://") && lower.contains('@'))
+}
+
+/// A connection string whose password comes from elsewhere: `password=`
+/// with nothing after it, or a placeholder (`%s`, `$1`, `{}`).
+fn password_filled_in(literal: &str) -> bool {
+    let lower = literal.to_ascii_lowercase();
+    lower.match_indices("password").any(|(i, w)| {
+        let rest = lower[i + w.len()..].trim_start_matches(|c: char| c.is_ascii_whitespace());
+        rest.strip_prefix('=').is_some_and(|v| {
+            let v = v.trim_start_matches(|c: char| c.is_ascii_whitespace());
+            v.is_empty() || v.starts_with(['%', '$', '{', '\''])
+        })
+    })
+}
+
+/// A literal holding SQL that sets a password, as `EXECUTE` runs it inside
+/// a routine body (`'ALTER ROLE x PASSWORD ''pw'''`).
+fn hides_secret(literal: &str) -> bool {
+    conninfo_password(literal)
+        || (mentions_secret(literal) && !literal.trim().eq_ignore_ascii_case("password"))
 }
 
 #[cfg(test)]
@@ -114,5 +149,47 @@ mod tests {
         );
         // Not a password: left alone.
         assert_eq!(redact("SELECT 'password'"), "SELECT 'password'");
+    }
+
+    /// The forms an adversarial review found unredacted.
+    #[test]
+    fn quoted_options_spaced_keys_built_strings_and_bodies() {
+        let hidden = |sql: &str, secret: &str| {
+            let r = redact(sql);
+            assert!(!r.contains(secret), "{sql:?} → {r:?}");
+            r.into_owned()
+        };
+        hidden(
+            r#"CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'a', "password" 'sekrit')"#,
+            "sekrit",
+        );
+        hidden(
+            "SELECT dblink_connect('host=db password  = sekrit')",
+            "sekrit",
+        );
+        hidden(
+            "SELECT dblink_connect('host=db password\t=sekrit')",
+            "sekrit",
+        );
+        hidden(
+            "SELECT dblink_connect(format('host=db password=%s', 'sekrit'))",
+            "sekrit",
+        );
+        hidden(
+            "SELECT dblink_connect('host=db password=' || 'sekrit')",
+            "sekrit",
+        );
+        let body = hidden(
+            "DO $$ BEGIN CREATE ROLE app LOGIN PASSWORD 'sekrit'; END $$",
+            "sekrit",
+        );
+        assert!(
+            body.contains("CREATE ROLE app LOGIN PASSWORD '***'"),
+            "{body}"
+        );
+        hidden(
+            "DO $do$ BEGIN EXECUTE 'ALTER ROLE app PASSWORD ''sekrit'''; END $do$",
+            "sekrit",
+        );
     }
 }
