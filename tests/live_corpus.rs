@@ -429,8 +429,3 @@ async fn user_objects_cannot_take_over_reviewed_names() {
     c.batch_execute("SELECT * FROM public.t").await.unwrap();
     p.shutdown().await;
 }
-
-async fn refused(c: &tokio_postgres::Client, sql: &str) {
-    let e = c.batch_execute(sql).await.expect_err(sql);
-    assert_eq!(sqlstate(&e), "42501", "{sql}: {e}");
-}

@@ -29,14 +29,6 @@ fn setup(name: &str) -> String {
     db
 }
 
-/// Run `sql` (simple protocol) and require a 42501 refusal; returns the
-/// server's error for further checks.
-async fn refused(c: &tokio_postgres::Client, sql: &str) -> tokio_postgres::error::DbError {
-    let e = c.batch_execute(sql).await.expect_err(sql);
-    assert_eq!(sqlstate(&e), "42501", "{sql}: {e}");
-    e.as_db_error().expect("a server error").clone()
-}
-
 fn rows(db: &str) -> String {
     cluster().psql(db, "SELECT count(*) FROM t").unwrap()
 }

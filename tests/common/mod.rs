@@ -410,6 +410,14 @@ pub fn private_cluster(opts: ClusterOptions) -> Cluster {
 }
 
 /// The single value of a one-row, one-column query.
+/// Run `sql` (simple protocol) and require the firewall's 42501 refusal;
+/// returns the server's error for further checks.
+pub async fn refused(c: &tokio_postgres::Client, sql: &str) -> tokio_postgres::error::DbError {
+    let e = c.batch_execute(sql).await.expect_err(sql);
+    assert_eq!(sqlstate(&e), "42501", "{sql}: {e}");
+    e.as_db_error().expect("a server error").clone()
+}
+
 pub async fn scalar<T>(c: &tokio_postgres::Client, sql: &str) -> T
 where
     T: for<'a> tokio_postgres::types::FromSql<'a>,
