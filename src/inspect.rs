@@ -2,8 +2,8 @@
 //! extended `Parse`, `FunctionCall`) passes through one [`Inspector`] call that
 //! returns a [`Decision`] before anything is forwarded upstream.
 
-use crate::classify::Class;
-use crate::policy::{ApprovalMode, PolicyError, PolicySet, Prepared};
+use crate::classify::{Class, SessionEffect};
+use crate::policy::{ApprovalMode, PolicyError, PolicySet, PreparedClasses};
 use crate::protocol::{PgError, sqlstate};
 
 /// Who is asking, for the inspector and for logs.
@@ -64,6 +64,23 @@ pub struct Inspection {
     pub rule: Option<String>,
     /// Tables the statement touches, `schema.name`.
     pub tables: Vec<String>,
+    /// Per statement of the string, in order: what it does to the
+    /// session's prepared statements and portals (for the session model).
+    pub effects: Vec<Defines>,
+    /// The string runs a prepared statement (`EXECUTE`), whose class is
+    /// the one that statement has when it runs.
+    pub executes: bool,
+}
+
+/// What one statement does to the session's names, and how the policy
+/// judged the statement it defines (for `PREPARE` and `DECLARE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defines {
+    pub what: SessionEffect,
+    pub class: Class,
+    /// For a hold: each execution of the defined statement needs an
+    /// approval (defining it runs nothing).
+    pub decision: Decision,
 }
 
 impl From<Decision> for Inspection {
@@ -73,6 +90,8 @@ impl From<Decision> for Inspection {
             class: None,
             rule: None,
             tables: Vec::new(),
+            effects: Vec::new(),
+            executes: false,
         }
     }
 }
@@ -90,20 +109,13 @@ impl Decision {
     }
 }
 
-/// What a session remembers between statements for the inspector: the
-/// classes of its prepared statements, for `EXECUTE`.
-#[derive(Debug, Default)]
-pub struct SessionMemory {
-    pub prepared: Prepared,
-}
-
 /// Decides about statements. Implementations must be cheap: this runs on the
 /// hot path of every statement.
 pub trait Inspector: Send + Sync + 'static {
     fn inspect(
         &self,
         session: &SessionInfo,
-        memory: &mut SessionMemory,
+        prepared: &dyn PreparedClasses,
         sql: &str,
         origin: Origin<'_>,
     ) -> Inspection;
@@ -123,7 +135,7 @@ impl Inspector for AllowAll {
     fn inspect(
         &self,
         _: &SessionInfo,
-        _: &mut SessionMemory,
+        _: &dyn PreparedClasses,
         _: &str,
         _: Origin<'_>,
     ) -> Inspection {
@@ -139,7 +151,7 @@ impl Inspector for DenyContaining {
     fn inspect(
         &self,
         _: &SessionInfo,
-        _: &mut SessionMemory,
+        _: &dyn PreparedClasses,
         sql: &str,
         _: Origin<'_>,
     ) -> Inspection {

@@ -592,7 +592,7 @@ async fn extended_protocol_pipelines_hold_in_order() {
     assert_eq!(status, b'I');
     assert_eq!(rows(&db), 0);
 
-    // An approved unnamed statement binds once.
+    // An approval covers one Bind: binding the statement again asks again.
     cluster()
         .psql(
             &db,
@@ -608,9 +608,13 @@ async fn extended_protocol_pipelines_hold_in_order() {
     let id = pending(&p, 1).await[0].id.clone();
     p.veilctl(&["approvals", "approve", &id, "--as", "oncall"])
         .await;
+    let again = pending(&p, 1).await[0].id.clone();
+    assert_ne!(again, id, "the second Bind is a request of its own");
+    p.veilctl(&["approvals", "deny", &again, "--as", "oncall"])
+        .await;
     let (_, codes, _) = raw.until_ready().await;
     assert_eq!(codes, vec!["42501".to_owned()]);
-    // The refused Bind failed the implicit transaction, so PostgreSQL
+    // The denied Bind failed the implicit transaction, so PostgreSQL
     // rolled the DELETE back with it.
     assert_eq!(rows(&db), 5);
 
@@ -624,10 +628,11 @@ async fn extended_protocol_pipelines_hold_in_order() {
         .await;
     let (tags, codes, _) = raw.until_ready().await;
     assert_eq!(codes, vec!["42501".to_owned()]);
-    assert_eq!(tags, b"EZ".to_vec());
+    // Parsing runs nothing and is not held; the Bind is.
+    assert_eq!(tags, b"1EZ".to_vec());
 
-    // A named statement (as drivers prepare them) waits at Parse; once
-    // approved it binds once, and `EXECUTE` of it in SQL is held again.
+    // A named statement (as drivers prepare them) is prepared at once;
+    // each Bind of it is held, with its parameter values, and binds once.
     cluster()
         .psql(
             &db,
@@ -636,21 +641,28 @@ async fn extended_protocol_pipelines_hold_in_order() {
         .unwrap();
     raw.send(&parse("s1", "DELETE FROM t")).await;
     raw.send(&sync()).await;
+    let (tags, codes, _) = raw.until_ready().await;
+    assert!(codes.is_empty(), "{codes:?}");
+    assert_eq!(tags, b"1Z".to_vec());
+    assert!(approvals_of(&p).list(false).is_empty(), "Parse asks nobody");
+    raw.send(&bind("s1")).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
     let id = pending(&p, 1).await[0].id.clone();
     p.veilctl(&["approvals", "approve", &id, "--as", "oncall"])
         .await;
     let (tags, codes, _) = raw.until_ready().await;
     assert!(codes.is_empty(), "{codes:?}");
-    assert_eq!(tags, b"1Z".to_vec());
-    raw.send(&bind("s1")).await;
-    raw.send(&execute()).await;
-    raw.send(&sync()).await;
-    let (_, codes, _) = raw.until_ready().await;
-    assert!(codes.is_empty(), "{codes:?}");
+    assert_eq!(tags, b"2CZ".to_vec());
     assert_eq!(rows(&db), 0);
+    // Executing the same portal again is refused; so is an unapproved Bind.
     raw.send(&bind("s1")).await;
     raw.send(&execute()).await;
     raw.send(&sync()).await;
+    let again = pending(&p, 1).await[0].id.clone();
+    assert_ne!(again, id);
+    p.veilctl(&["approvals", "deny", &again, "--as", "oncall"])
+        .await;
     let (_, codes, _) = raw.until_ready().await;
     assert_eq!(codes, vec!["42501".to_owned()], "second Bind of s1");
 

@@ -386,6 +386,9 @@ fn render_request(v: &ApprovalView, token: &str, csrf: &str, action: Option<&str
         escape(v.class.as_str()),
         escape(&v.statement)
     );
+    if let Some(p) = crate::approvals::notify::shown_params(v) {
+        out.push_str(&row("Runs with parameters", &p));
+    }
     out.push_str(&row("Status", v.status.as_str()));
     out.push_str(&row("Role", &v.role));
     out.push_str(&row("Grant", &v.grant));

@@ -67,10 +67,17 @@ pub struct ApprovalRequest {
     pub session: u64,
     pub client_addr: String,
     pub database: String,
-    /// The exact text, as the client sent it.
+    /// The text, redacted as in the audit log.
     pub statement: String,
-    /// Hex SHA-256 of `statement`.
+    /// Hex SHA-256 of the exact text and, for a prepared statement, the
+    /// parameter values it runs with: what the approval is bound to.
     pub statement_hash: String,
+    /// The parameter values (a prepared statement's `Bind`), as shown.
+    #[serde(default)]
+    pub params: Vec<String>,
+    /// The PostgreSQL user the role runs as when the request was made.
+    #[serde(default)]
+    pub upstream_user: String,
     pub class: Class,
     pub tables: Vec<String>,
     pub rule: String,
@@ -106,6 +113,10 @@ pub struct ApprovalView {
     pub database: String,
     pub statement: String,
     pub statement_hash: String,
+    #[serde(default)]
+    pub params: Vec<String>,
+    #[serde(default)]
+    pub upstream_user: String,
     pub class: Class,
     pub tables: Vec<String>,
     pub rule: String,
@@ -136,6 +147,8 @@ impl ApprovalRequest {
             database: self.database.clone(),
             statement: self.statement.clone(),
             statement_hash: self.statement_hash.clone(),
+            params: self.params.clone(),
+            upstream_user: self.upstream_user.clone(),
             class: self.class,
             tables: self.tables.clone(),
             rule: self.rule.clone(),
@@ -156,16 +169,41 @@ impl ApprovalRequest {
     }
 }
 
+/// What an approval is bound to: one identity in one role, on one
+/// database as one PostgreSQL user, for one text with one set of parameter
+/// values (see [`Binding::hash`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub identity: String,
+    pub role: String,
+    pub database: String,
+    pub upstream_user: String,
+    /// [`statement_hash`] of a simple query's text, or [`bound_hash`] of a
+    /// prepared statement's text and its parameters.
+    pub hash: String,
+}
+
+impl Binding {
+    fn matches(&self, r: &ApprovalRequest) -> bool {
+        r.identity == self.identity
+            && r.role == self.role
+            && r.database == self.database
+            && r.upstream_user == self.upstream_user
+            && r.statement_hash == self.hash
+    }
+}
+
 /// What a session knows when it asks.
 #[derive(Debug, Clone)]
 pub struct NewRequest {
-    pub identity: String,
-    pub role: String,
+    pub binding: Binding,
     pub grant: String,
     pub session: u64,
     pub client_addr: String,
-    pub database: String,
+    /// The exact text (stored redacted).
     pub statement: String,
+    /// Parameter values as shown to approvers (already redacted).
+    pub params: Vec<String>,
     pub class: Class,
     pub tables: Vec<String>,
     pub rule: String,
@@ -217,6 +255,16 @@ pub struct Approvals {
 /// Hex SHA-256 of a statement's exact text.
 pub fn statement_hash(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// Hex SHA-256 of a prepared statement's text and the parameter part of
+/// the `Bind` that runs it (formats and values, exactly as sent).
+pub fn bound_hash(sql: &str, params: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(sql.as_bytes());
+    h.update([0u8]);
+    h.update(params);
+    hex::encode(h.finalize())
 }
 
 impl Approvals {
@@ -288,13 +336,15 @@ impl Approvals {
             id: format!("a-{}", hex::encode(rand::random::<[u8; 6]>())),
             // Bound to the exact text; shown, stored and sent redacted, like
             // the audit record (the hash is of the real statement).
-            statement_hash: statement_hash(&new.statement),
-            identity: new.identity,
-            role: new.role,
+            statement_hash: new.binding.hash,
+            identity: new.binding.identity,
+            role: new.binding.role,
             grant: new.grant,
             session: new.session,
             client_addr: new.client_addr,
-            database: new.database,
+            database: new.binding.database,
+            upstream_user: new.binding.upstream_user,
+            params: new.params,
             statement: crate::classify::redact(&new.statement).into_owned(),
             class: new.class,
             tables: new.tables,
@@ -466,14 +516,11 @@ impl Approvals {
         Ok(())
     }
 
-    /// For `defer`: the approved, unused, unexpired request for exactly this
-    /// statement from this identity and role, marked executed. At most one
-    /// caller gets it.
+    /// For `defer`: the approved, unused, unexpired request for exactly
+    /// this binding, marked executed. At most one caller gets it.
     pub async fn take_approved(
         &self,
-        identity: &str,
-        role: &str,
-        hash: &str,
+        binding: &Binding,
     ) -> Result<Option<ApprovalView>, ApprovalError> {
         let now = now_ms();
         let view = {
@@ -481,9 +528,7 @@ impl Approvals {
             let Some(e) = entries.values_mut().find(|e| {
                 e.req.status == Status::Approved
                     && e.req.expires_at > now
-                    && e.req.identity == identity
-                    && e.req.role == role
-                    && e.req.statement_hash == hash
+                    && binding.matches(&e.req)
             }) else {
                 return Ok(None);
             };
@@ -502,24 +547,15 @@ impl Approvals {
         Ok(Some(view))
     }
 
-    /// For `defer`: a pending request for exactly this statement, so
+    /// For `defer`: a pending request for exactly this binding, so
     /// re-sending it does not page the approvers again.
-    pub fn pending_for(
-        &self,
-        identity: &str,
-        role: &str,
-        hash: &str,
-    ) -> Option<(ApprovalView, String)> {
+    pub fn pending_for(&self, binding: &Binding) -> Option<(ApprovalView, String)> {
         let now = now_ms();
         let entries = self.lock();
         entries
             .values()
             .find(|e| {
-                e.req.status == Status::Pending
-                    && e.req.expires_at > now
-                    && e.req.identity == identity
-                    && e.req.role == role
-                    && e.req.statement_hash == hash
+                e.req.status == Status::Pending && e.req.expires_at > now && binding.matches(&e.req)
             })
             .map(|e| (e.req.view(), self.link(&e.req)))
     }

@@ -129,6 +129,20 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// A prepared statement's parameter values, `$1 = 'a', $2 = NULL`.
+pub fn shown_params(r: &ApprovalView) -> Option<String> {
+    if r.params.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = r
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("${} = {v}", i + 1))
+        .collect();
+    Some(clip(&list.join(", "), MAX_STATEMENT_IN_MESSAGE))
+}
+
 /// The Slack-compatible message for a request.
 pub fn slack_message(r: &ApprovalView, link: &str) -> Value {
     let statement = clip(&r.statement, MAX_STATEMENT_IN_MESSAGE).replace("```", "` ` `");
@@ -137,6 +151,7 @@ pub fn slack_message(r: &ApprovalView, link: &str) -> Value {
     } else {
         r.tables.join(", ")
     };
+    let params = shown_params(r);
     let text = format!(
         "infraveil: {} ({} role) wants to run a {} statement; approval {} by {}",
         r.identity,
@@ -146,12 +161,16 @@ pub fn slack_message(r: &ApprovalView, link: &str) -> Value {
         r.approvers.join(" or ")
     );
     let body = format!(
-        "*{}* (role `{}`, from {}) wants to run a *{}* statement:\n```{}```\n*Tables:* {}\n*Why held:* {} (rule `{}`)\n*Blast radius:*\n{}\n*Approvers:* {} · *expires* {}",
+        "*{}* (role `{}`, from {}, database `{}`) wants to run a *{}* statement:\n```{}```{}\n*Tables:* {}\n*Why held:* {} (rule `{}`)\n*Blast radius:*\n{}\n*Approvers:* {} · *expires* {}",
         r.identity,
         r.role,
         r.client_addr,
+        r.database,
         r.class,
         statement,
+        params
+            .map(|p| format!("\n*With parameters:* `{}`", p.replace('`', "'")))
+            .unwrap_or_default(),
         tables,
         r.reason,
         r.rule,
@@ -189,6 +208,9 @@ pub fn plain_text(r: &ApprovalView, link: &str) -> String {
         r.class,
         clip(&r.statement, MAX_STATEMENT_IN_MESSAGE)
     );
+    if let Some(p) = shown_params(r) {
+        out.push_str(&format!("  with parameters: {p}\n"));
+    }
     for l in &r.preview {
         out.push_str(&format!("  blast radius: {l}\n"));
     }

@@ -142,6 +142,52 @@ pub struct StatementClass {
     /// Names the database's own objects could answer to (see `objects`).
     #[serde(skip)]
     pub names: objects::Names,
+    /// What it does to the session's prepared statements and portals, as
+    /// PostgreSQL's parser reads it.
+    #[serde(skip)]
+    pub session: SessionEffect,
+}
+
+/// What a statement does to the names PostgreSQL keeps for a session: the
+/// proxy's model of the session applies it when PostgreSQL confirms the
+/// statement ran (its command tag).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SessionEffect {
+    #[default]
+    None,
+    /// `PREPARE name AS …`
+    Prepare(String),
+    Deallocate(String),
+    DeallocateAll,
+    /// `DISCARD ALL` (the other DISCARD forms keep statements and portals).
+    DiscardAll,
+    /// `DECLARE name CURSOR …`; `hold` for `WITH HOLD`.
+    Declare {
+        name: String,
+        hold: bool,
+    },
+    Close(String),
+    CloseAll,
+    /// The texts' split into statements is not known: any change to the
+    /// session's names that PostgreSQL reports cannot be placed.
+    Unknown,
+}
+
+impl SessionEffect {
+    /// The command tag PostgreSQL 15 answers this statement with, when it
+    /// changes the session's names.
+    pub fn tag(&self) -> Option<&'static str> {
+        Some(match self {
+            SessionEffect::Prepare(_) => "PREPARE",
+            SessionEffect::Deallocate(_) => "DEALLOCATE",
+            SessionEffect::DeallocateAll => "DEALLOCATE ALL",
+            SessionEffect::DiscardAll => "DISCARD ALL",
+            SessionEffect::Declare { .. } => "DECLARE CURSOR",
+            SessionEffect::Close(_) => "CLOSE CURSOR",
+            SessionEffect::CloseAll => "CLOSE CURSOR ALL",
+            SessionEffect::None | SessionEffect::Unknown => return None,
+        })
+    }
 }
 
 /// Every statement of one query string, in order.
@@ -224,6 +270,7 @@ fn unknown(reason: String) -> StatementClass {
         executes: None,
         execute_args: Class::Unknown,
         names: objects::Names::default(),
+        session: SessionEffect::Unknown,
     }
 }
 
@@ -383,6 +430,7 @@ impl StatementClass {
     }
 
     fn hold_against(&mut self, facts: Option<&walk::Facts>, mut p: pg::PgStatement, depth: usize) {
+        self.session = std::mem::take(&mut p.session);
         // EXECUTE takes its class from the session's PREPARE: never here.
         if facts.is_none() && !p.needs_walk && p.unknown.is_none() && p.kind != "ExecuteStmt" {
             // sqlparser cannot parse it (`TABLE t`, `EXPLAIN ANALYSE …`,
@@ -399,6 +447,7 @@ impl StatementClass {
                 executes: None,
                 execute_args: p.floor,
                 names: p.names,
+                session: std::mem::take(&mut self.session),
             };
             // The walk classifies routine bodies; here nobody else will.
             for (what, body) in &p.sql_bodies {

@@ -49,6 +49,8 @@ pub(crate) struct PgStatement {
     pub needs_walk: bool,
     /// `PREPARE name AS …`: the name.
     pub prepares: Option<String>,
+    /// What it does to the session's prepared statements and portals.
+    pub session: super::SessionEffect,
     /// Names user objects of the database could take over.
     pub names: super::objects::Names,
     /// Quoted SQL-language routine bodies (`FUNCTION`/`PROCEDURE`, text).
@@ -105,12 +107,42 @@ fn read_on_stack(sql: &str) -> Result<Vec<PgStatement>, String> {
                 ));
             }
             r.node(kind, body);
+            r.out.session = session_effect(kind, body);
             if r.out.reason.is_empty() {
                 r.out.reason = "reads only".into();
             }
             Ok(r.out)
         })
         .collect()
+}
+
+/// What a top-level statement does to the names PostgreSQL keeps per
+/// session (prepared statements, portals).
+fn session_effect(kind: &str, body: &Value) -> super::SessionEffect {
+    use super::SessionEffect as E;
+    let Some(m) = body.as_object() else {
+        return E::None;
+    };
+    let name = |key| str_of(m, key).to_owned();
+    match kind {
+        "PrepareStmt" => E::Prepare(name("name")),
+        "DeallocateStmt" if bool_of(m, "isall") || str_of(m, "name").is_empty() => E::DeallocateAll,
+        "DeallocateStmt" => E::Deallocate(name("name")),
+        "DiscardStmt" => {
+            match pg_query::protobuf::DiscardMode::try_from(int_of(m, "target") as i32) {
+                Ok(pg_query::protobuf::DiscardMode::DiscardAll) => E::DiscardAll,
+                _ => E::None,
+            }
+        }
+        // CURSOR_OPT_HOLD: the cursor outlives its transaction.
+        "DeclareCursorStmt" => E::Declare {
+            name: name("portalname"),
+            hold: int_of(m, "options") & 0x0020 != 0,
+        },
+        "ClosePortalStmt" if str_of(m, "portalname").is_empty() => E::CloseAll,
+        "ClosePortalStmt" => E::Close(name("portalname")),
+        _ => E::None,
+    }
 }
 
 /// The parse tree without positions: equal for texts that differ only in

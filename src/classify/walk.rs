@@ -314,6 +314,8 @@ impl Walker {
             base_reason: w.base_reason,
             prepares: w.prepares,
             executes: w.executes,
+            // Only PostgreSQL's reading says (see `StatementClass::hold_against`).
+            session: super::SessionEffect::Unknown,
         };
         (class, w.facts)
     }

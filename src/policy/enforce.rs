@@ -5,9 +5,9 @@ use std::sync::{Arc, RwLock};
 
 use tracing::debug;
 
-use super::engine::{Action, Engine, Verdict};
+use super::engine::{Action, Engine, PreparedClasses, Verdict};
 use super::{PolicyError, PolicySet};
-use crate::inspect::{Decision, Held, Inspection, Inspector, Origin, SessionInfo, SessionMemory};
+use crate::inspect::{Decision, Defines, Held, Inspection, Inspector, Origin, SessionInfo};
 use crate::protocol::{PgError, sqlstate};
 
 /// Enforces the loaded policies. Until the first [`Inspector::reload`] it
@@ -43,9 +43,9 @@ impl Inspector for PolicyInspector {
     fn inspect(
         &self,
         session: &SessionInfo,
-        memory: &mut SessionMemory,
+        prepared: &dyn PreparedClasses,
         sql: &str,
-        origin: Origin<'_>,
+        _origin: Origin<'_>,
     ) -> Inspection {
         let engine = self.engine();
         let analysis = engine.analyze(sql);
@@ -53,10 +53,9 @@ impl Inspector for PolicyInspector {
             &session.identity,
             &session.role,
             &analysis,
-            &memory.prepared,
+            prepared,
             &session.objects,
         );
-        let v = &j.overall;
         let mut tables: Vec<String> = analysis
             .statements
             .iter()
@@ -64,45 +63,48 @@ impl Inspector for PolicyInspector {
             .collect();
         tables.sort();
         tables.dedup();
+        let hold = |v: &Verdict| {
+            Box::new(Held {
+                class: v.class,
+                rule: v.rule.clone(),
+                reason: v.reason.clone(),
+                tables: tables.clone(),
+                approvers: v.approvers.clone(),
+                mode: mode(&engine, session),
+                error: held(v),
+            })
+        };
+        let effects = analysis
+            .statements
+            .iter()
+            .zip(&j.verdicts)
+            .map(|(s, v)| Defines {
+                what: s.session.clone(),
+                class: v.class,
+                decision: match v.action {
+                    Action::Allow => Decision::Allow,
+                    Action::Deny => Decision::Deny(denied(v)),
+                    Action::Hold => Decision::Hold(hold(v)),
+                },
+            })
+            .collect();
+        // A PREPARE the policy holds is held itself, and each execution of
+        // the statement it defines is held again, with its values.
+        let v = &j.overall;
         debug!(class = %v.class, decision = v.action.as_str(), rule = %v.rule, "judged");
         let decision = match v.action {
-            Action::Allow => {
-                memory.prepared.merge(&j.prepared);
-                if let Origin::Parse { statement } = origin
-                    && !statement.is_empty()
-                {
-                    let class = j.verdicts.iter().map(|v| v.class).max();
-                    memory
-                        .prepared
-                        .remember(statement, class.unwrap_or(crate::classify::Class::Read));
-                }
-                Decision::Allow
-            }
+            Action::Allow => Decision::Allow,
             Action::Deny => Decision::Deny(denied(v)),
-            Action::Hold => {
-                let set = engine.policies();
-                let kind = set.identity(&session.identity).map(|i| i.kind);
-                let mode = set
-                    .role(&session.role)
-                    .and_then(|r| r.mode)
-                    .or(kind.map(super::default_mode))
-                    .unwrap_or(super::ApprovalMode::Defer);
-                Decision::Hold(Box::new(Held {
-                    class: v.class,
-                    rule: v.rule.clone(),
-                    reason: v.reason.clone(),
-                    tables: tables.clone(),
-                    approvers: v.approvers.clone(),
-                    mode,
-                    error: held(v),
-                }))
-            }
+            Action::Hold => Decision::Hold(hold(v)),
         };
+        let (class, rule) = (v.class, v.rule.clone());
         Inspection {
             decision,
-            class: Some(v.class),
-            rule: Some(v.rule.clone()),
+            class: Some(class),
+            rule: Some(rule),
             tables,
+            effects,
+            executes: analysis.statements.iter().any(|s| s.executes.is_some()),
         }
     }
 
@@ -112,6 +114,16 @@ impl Inspector for PolicyInspector {
         *guard = engine;
         Ok(())
     }
+}
+
+/// How the identity's approvals work: the role's mode, else its kind's.
+fn mode(engine: &Engine, session: &SessionInfo) -> super::ApprovalMode {
+    let set = engine.policies();
+    let kind = set.identity(&session.identity).map(|i| i.kind);
+    set.role(&session.role)
+        .and_then(|r| r.mode)
+        .or(kind.map(super::default_mode))
+        .unwrap_or(super::ApprovalMode::Defer)
 }
 
 /// The client's error for a denial: rule and class in the message, the

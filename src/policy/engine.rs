@@ -67,6 +67,19 @@ pub struct Prepared {
     classes: HashMap<String, Class>,
 }
 
+/// Where `EXECUTE name` finds the class of `name`: a session's model of
+/// its prepared statements, or a [`Prepared`] map (`veilctl check`).
+pub trait PreparedClasses {
+    /// `None`: no statement of that name exists.
+    fn class_of(&self, name: &str) -> Option<Class>;
+}
+
+impl PreparedClasses for Prepared {
+    fn class_of(&self, name: &str) -> Option<Class> {
+        self.get(name)
+    }
+}
+
 impl Prepared {
     pub fn get(&self, name: &str) -> Option<Class> {
         self.classes.get(name).copied()
@@ -210,7 +223,7 @@ impl Engine {
         identity: &str,
         role: &str,
         analysis: &Analysis,
-        prepared: &Prepared,
+        prepared: &dyn PreparedClasses,
     ) -> Judgement {
         self.judge_in(identity, role, analysis, prepared, &UserObjects::default())
     }
@@ -222,7 +235,7 @@ impl Engine {
         identity: &str,
         role: &str,
         analysis: &Analysis,
-        prepared: &Prepared,
+        prepared: &dyn PreparedClasses,
         objects: &UserObjects,
     ) -> Judgement {
         let mut pending = Prepared::default();
@@ -269,7 +282,7 @@ impl Engine {
         &self,
         role: &str,
         s: &StatementClass,
-        prepared: &Prepared,
+        prepared: &dyn PreparedClasses,
         pending: &Prepared,
     ) -> (Class, String) {
         let (mut class, mut reason) = (s.class, s.reason.clone());
@@ -280,7 +293,7 @@ impl Engine {
             (class, reason) = (s.base_class, s.base_reason.clone());
         }
         if let Some(name) = &s.executes {
-            match pending.get(name).or_else(|| prepared.get(name)) {
+            match pending.get(name).or_else(|| prepared.class_of(name)) {
                 Some(c) => {
                     class = c.max(s.execute_args);
                     reason = format!("EXECUTE {name}: prepared as a {c} statement");

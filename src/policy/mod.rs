@@ -14,7 +14,7 @@ mod enforce;
 pub mod engine;
 
 pub use enforce::PolicyInspector;
-pub use engine::{Action, Engine, Judgement, Prepared, Verdict};
+pub use engine::{Action, Engine, Judgement, Prepared, PreparedClasses, Verdict};
 
 /// Why policies could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -18,3 +18,4 @@ pub const INTERNAL_ERROR: &str = "XX000";
 pub const IO_ERROR: &str = "58030";
 pub const INVALID_CATALOG_NAME: &str = "3D000";
 pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+pub const INVALID_CURSOR_NAME: &str = "34000";

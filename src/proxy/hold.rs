@@ -2,9 +2,10 @@
 //! holds. The relay has already sent everything before it upstream; this
 //! decides whether the held message itself goes on.
 //!
-//! - `defer`: an approved, unused request for exactly this text, identity
-//!   and role lets it run (once). Otherwise the client is refused at once with
-//!   the request's id and link, creating the request if none is pending.
+//! - `defer`: an approved, unused request for exactly this binding
+//!   (identity, role, database, upstream user, text and parameter values)
+//!   lets it run (once). Otherwise the client is refused at once with the
+//!   request's id and link, creating the request if none is pending.
 //! - `wait`: a request is created and the session blocks (only this one)
 //!   until an approver decides, the request expires, the client cancels
 //!   (CancelRequest) or disconnects, or the session is ended.
@@ -16,19 +17,29 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::Shared;
-use crate::approvals::{ApprovalError, ApprovalView, Approvals, NewRequest, Status};
+use crate::approvals::{ApprovalError, ApprovalView, Approvals, Binding, NewRequest, Status};
 use crate::inspect::{Held, SessionInfo};
 use crate::policy::ApprovalMode;
 use crate::protocol::{FrameReader, PgError, sqlstate};
 
 /// What to do with the held message.
 pub enum Outcome {
-    /// Approved: forward it.
-    Run,
+    /// Approved (this request): forward it.
+    Run(String),
     /// Refuse it with this error.
     Refuse(PgError),
     /// The client disconnected while waiting.
     ClientGone,
+}
+
+/// What is held: a statement's text and, for a prepared statement, the
+/// parameter part of its `Bind`.
+pub struct Asked<'a> {
+    pub sql: &'a str,
+    /// Formats and values exactly as sent (bound into the approval).
+    pub params: Option<&'a [u8]>,
+    /// The values as approvers see them (redacted).
+    pub shown: Vec<String>,
 }
 
 /// Decide the fate of a held statement (see the module doc).
@@ -36,43 +47,68 @@ pub async fn hold<R: AsyncRead + Unpin>(
     shared: &Arc<Shared>,
     info: &SessionInfo,
     held: &Held,
-    sql: &str,
+    asked: &Asked<'_>,
     client: &mut FrameReader<R>,
     cancel: &Notify,
 ) -> Outcome {
     let Some(approvals) = &shared.approvals else {
         return Outcome::Refuse(held.error.clone());
     };
-    let hash = crate::approvals::statement_hash(sql);
+    let Some(upstream_user) = shared
+        .policies()
+        .role(&info.role)
+        .map(|r| r.upstream_user.clone())
+    else {
+        return Outcome::Refuse(unavailable_text("the role is no longer defined"));
+    };
+    let binding = Binding {
+        identity: info.identity.clone(),
+        role: info.role.clone(),
+        database: info.database.clone(),
+        upstream_user,
+        hash: match asked.params {
+            Some(p) => crate::approvals::bound_hash(asked.sql, p),
+            None => crate::approvals::statement_hash(asked.sql),
+        },
+    };
+    let q = Question {
+        shared,
+        approvals,
+        info,
+        held,
+        asked,
+        binding,
+    };
     match held.mode {
-        ApprovalMode::Defer => defer(shared, approvals, info, held, sql, &hash).await,
-        ApprovalMode::Wait => wait(shared, approvals, info, held, sql, client, cancel).await,
+        ApprovalMode::Defer => defer(&q).await,
+        ApprovalMode::Wait => wait(&q, client, cancel).await,
     }
 }
 
-async fn defer(
-    shared: &Arc<Shared>,
-    approvals: &Arc<Approvals>,
-    info: &SessionInfo,
-    held: &Held,
-    sql: &str,
-    hash: &str,
-) -> Outcome {
-    match approvals
-        .take_approved(&info.identity, &info.role, hash)
-        .await
-    {
+/// One held statement and everything its request is made of.
+struct Question<'a> {
+    shared: &'a Arc<Shared>,
+    approvals: &'a Arc<Approvals>,
+    info: &'a SessionInfo,
+    held: &'a Held,
+    asked: &'a Asked<'a>,
+    binding: Binding,
+}
+
+async fn defer(q: &Question<'_>) -> Outcome {
+    let (approvals, held) = (q.approvals, q.held);
+    match approvals.take_approved(&q.binding).await {
         Ok(Some(req)) => {
             info!(approval = %req.id, by = ?req.decided_by, "running an approved statement");
-            return Outcome::Run;
+            return Outcome::Run(req.id);
         }
         Ok(None) => {}
         Err(e) => return Outcome::Refuse(unavailable(&e)),
     }
-    if let Some((req, link)) = approvals.pending_for(&info.identity, &info.role, hash) {
+    if let Some((req, link)) = approvals.pending_for(&q.binding) {
         return Outcome::Refuse(deferred(&req, &link, held));
     }
-    match ask(shared, approvals, info, held, sql).await {
+    match ask(q).await {
         Ok((req, _, link)) => Outcome::Refuse(deferred(&req, &link, held)),
         Err(e) => Outcome::Refuse(unavailable(&e)),
     }
@@ -96,15 +132,12 @@ impl Drop for Pending<'_> {
 }
 
 async fn wait<R: AsyncRead + Unpin>(
-    shared: &Arc<Shared>,
-    approvals: &Arc<Approvals>,
-    info: &SessionInfo,
-    held: &Held,
-    sql: &str,
+    q: &Question<'_>,
     client: &mut FrameReader<R>,
     cancel: &Notify,
 ) -> Outcome {
-    let (req, mut rx, _) = match ask(shared, approvals, info, held, sql).await {
+    let (shared, approvals) = (q.shared, q.approvals);
+    let (req, mut rx, _) = match ask(q).await {
         Ok(r) => r,
         Err(e) => return Outcome::Refuse(unavailable(&e)),
     };
@@ -135,7 +168,7 @@ async fn wait<R: AsyncRead + Unpin>(
                             Ok(()) => {
                                 let by = approvals.get(&req.id).and_then(|r| r.decided_by);
                                 info!(approval = %req.id, by = ?by, "approved; running");
-                                Outcome::Run
+                                Outcome::Run(req.id.clone())
                             }
                             Err(e) => Outcome::Refuse(unavailable(&e)),
                         };
@@ -184,38 +217,26 @@ async fn wait<R: AsyncRead + Unpin>(
 
 /// Compute the preview and create the request.
 async fn ask(
-    shared: &Arc<Shared>,
-    approvals: &Arc<Approvals>,
-    info: &SessionInfo,
-    held: &Held,
-    sql: &str,
+    q: &Question<'_>,
 ) -> Result<(ApprovalView, tokio::sync::watch::Receiver<Status>, String), ApprovalError> {
-    let upstream_user = shared
-        .policies()
-        .role(&info.role)
-        .map(|r| r.upstream_user.clone());
-    let preview = match upstream_user {
-        Some(user) => {
-            crate::approvals::preview::preview(
-                &shared.upstream,
-                &user,
-                &info.database,
-                sql,
-                &held.tables,
-            )
-            .await
-        }
-        None => vec!["preview unavailable: the role is no longer defined".to_owned()],
-    };
-    let (req, rx, link) = approvals
+    let (info, held) = (q.info, q.held);
+    let preview = crate::approvals::preview::preview(
+        &q.shared.upstream,
+        &q.binding.upstream_user,
+        &info.database,
+        q.asked.sql,
+        &held.tables,
+    )
+    .await;
+    let (req, rx, link) = q
+        .approvals
         .request(NewRequest {
-            identity: info.identity.clone(),
-            role: info.role.clone(),
+            binding: q.binding.clone(),
             grant: info.credential_id.clone(),
             session: info.id,
             client_addr: info.client_addr.to_string(),
-            database: info.database.clone(),
-            statement: sql.to_owned(),
+            statement: q.asked.sql.to_owned(),
+            params: q.asked.shown.clone(),
             class: held.class,
             tables: held.tables.clone(),
             rule: held.rule.clone(),

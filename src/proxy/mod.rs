@@ -13,6 +13,7 @@ pub mod registry;
 pub mod relay;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod stream;
 pub mod tls;
 pub mod trail;

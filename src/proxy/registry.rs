@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::state::SessionState;
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, mpsc};
 
@@ -29,6 +30,8 @@ struct Entry {
     cancel: Arc<Notify>,
     /// Already told to end; not told again.
     ending: bool,
+    /// Its prepared statements and portals, as the firewall models them.
+    model: Arc<SessionState>,
 }
 
 /// Sessions by the process id we reported to their client.
@@ -45,6 +48,7 @@ pub struct Registration<'a> {
     pub key: i32,
     /// Notified when the client sends a valid cancel request.
     pub cancel: Arc<Notify>,
+    pub model: Arc<SessionState>,
 }
 
 impl Drop for Registration<'_> {
@@ -70,6 +74,7 @@ impl Registry {
         upstream_key: i32,
         credential_id: &str,
         control: mpsc::Sender<Control>,
+        model: Arc<SessionState>,
     ) -> Registration<'_> {
         let mut map = self.lock();
         let (pid, key) = loop {
@@ -90,6 +95,7 @@ impl Registry {
                 control,
                 cancel: cancel.clone(),
                 ending: false,
+                model: model.clone(),
             },
         );
         Registration {
@@ -97,7 +103,19 @@ impl Registry {
             pid,
             key,
             cancel,
+            model,
         }
+    }
+
+    /// The named prepared statements and portals of the session whose
+    /// client was given `pid`, as the firewall models them (sorted; the
+    /// unnamed ones left out), for diagnostics and tests.
+    pub fn names(&self, pid: i32) -> Option<(Vec<String>, Vec<String>)> {
+        let model = self.lock().get(&pid)?.model.clone();
+        let (mut statements, mut portals) = model.names();
+        statements.retain(|n| !n.is_empty());
+        portals.retain(|n| !n.is_empty());
+        Some((statements, portals))
     }
 
     /// The upstream (pid, key) for a client's cancel request, if its key is

@@ -18,12 +18,12 @@
 //! and client and server never disagree about transaction state.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pgwire::messages::extendedquery::{Bind, Parse};
+use pgwire::messages::extendedquery::{Bind, Execute, Parse};
 use pgwire::messages::simplequery::Query;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Notify, mpsc};
@@ -32,11 +32,14 @@ use tracing::{debug, info, info_span, warn};
 use super::Shared;
 use super::hold::{self, Outcome};
 use super::registry::Control;
+use super::state::{Desync, Effect, Gate, Lookup, SessionState, Statement};
 use super::stream::Stream;
-use super::trail::{Decided, Tracker, Trail};
+use super::trail::{Decided, Trail};
 use super::upstream::{MAX_BACKEND_MESSAGE, Upstream};
-use crate::inspect::{Decision, Held, Inspection, Origin, SessionInfo, SessionMemory};
+use crate::classify::{Class, SessionEffect};
+use crate::inspect::{Decision, Held, Inspection, Origin, SessionInfo};
 use crate::metrics::Metrics;
+use crate::policy::PreparedClasses;
 use crate::protocol::frame::FrameError;
 use crate::protocol::{self, ErrorFields, Frame, FrameReader, PgError, sqlstate};
 use crate::shutdown::{Phase, Shutdown};
@@ -79,10 +82,12 @@ enum Carrier<'a> {
     Parse {
         name: Cow<'a, str>,
     },
-    /// A refused `Bind` (of an approved statement, a second time).
+    /// A refused `Bind`.
     Bind {
         portal: Cow<'a, str>,
     },
+    /// A refused `Execute`.
+    Execute,
 }
 
 impl Denials {
@@ -132,6 +137,8 @@ impl Denials {
                 let portal = (!portal.is_empty()).then(|| portal.into_owned());
                 protocol::put(out, &Bind::new(portal, Some(text), vec![], vec![], vec![]))
             }
+            // So does an Execute of a portal that does not exist.
+            Carrier::Execute => protocol::put(out, &Execute::new(Some(text), 0)),
         };
         put.map_err(RelayEnd::Fatal)
     }
@@ -145,7 +152,10 @@ impl Denials {
         }
         let fields = ErrorFields::decode(&frame.bytes)?;
         let code = fields.code()?;
-        if code != sqlstate::SYNTAX_ERROR && code != sqlstate::INVALID_SQL_STATEMENT_NAME {
+        if code != sqlstate::SYNTAX_ERROR
+            && code != sqlstate::INVALID_SQL_STATEMENT_NAME
+            && code != sqlstate::INVALID_CURSOR_NAME
+        {
             return None;
         }
         let msg = fields.message()?;
@@ -179,7 +189,7 @@ pub async fn run(
     shared: &Arc<Shared>,
     mut control: mpsc::Receiver<Control>,
     mut shutdown: Shutdown,
-    (client_pid, cancel): (i32, &Notify),
+    (client_pid, cancel, model): (i32, &Notify, &SessionState),
 ) -> RelayEnd {
     let (client_stream, client_buf) = client.into_parts();
     let (client_rd, mut client_wr) = tokio::io::split(client_stream);
@@ -190,22 +200,19 @@ pub async fn run(
     let mut up_rd = FrameReader::with_buffer(up_rd, up_buf, MAX_BACKEND_MESSAGE);
 
     let denials = Denials::new();
-    let tracker = Tracker::new(info.id, &info.identity);
     let write_timeout = shared.limits.client_write_timeout;
+    let ctx = Ctx {
+        info,
+        shared,
+        denials: &denials,
+    };
 
     let end = {
-        let frontend = client_to_upstream(
-            &mut client_rd,
-            &mut up_wr,
-            info,
-            shared,
-            (&denials, &tracker),
-            cancel,
-        );
+        let frontend = client_to_upstream(&mut client_rd, &mut up_wr, &ctx, model, cancel);
         let backend = upstream_to_client(
             &mut up_rd,
             &mut client_wr,
-            (&denials, &tracker, shared),
+            (&denials, model, shared),
             write_timeout,
             upstream.pid,
             client_pid,
@@ -277,13 +284,15 @@ fn parse_body(body: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// What the frontend keeps between frames.
 struct Frontend<'a> {
-    memory: SessionMemory,
     trail: Trail,
-    tracker: &'a Tracker,
-    /// Prepared statements (by name, `""` for the unnamed one) that ran
-    /// through an approval, and whether they have been bound yet: an
-    /// approval covers one run, so a second `Bind` is refused.
-    approved: HashMap<String, bool>,
+    model: &'a SessionState,
+}
+
+/// What one handler needs besides the frame.
+struct Ctx<'a> {
+    info: &'a SessionInfo,
+    shared: &'a Arc<Shared>,
+    denials: &'a Denials,
 }
 
 /// What to do after one client frame.
@@ -293,16 +302,30 @@ enum Flow {
     Terminate,
     /// The policy holds this statement: ask for approval first.
     Hold(Box<HeldMessage>),
+    /// The message names a statement or portal that a change PostgreSQL
+    /// has not answered yet may have changed: wait for the answer, then
+    /// handle the message again.
+    Stall(Frame),
 }
 
 struct HeldMessage {
     frame: Frame,
     held: Box<Held>,
-    sql: String,
-    /// The statement name of a `Parse` (`None` for a `Query`).
-    parse_name: Option<String>,
-    /// Its number in the audit trail.
-    statement: u64,
+    /// The text approvers see and the approval is bound to.
+    sql: Arc<str>,
+    then: AfterHold,
+}
+
+/// What the held message does once it may run (or is refused).
+enum AfterHold {
+    Query {
+        record: u64,
+        effects: Vec<Effect>,
+    },
+    Bind {
+        portal: String,
+        statement: Arc<Statement>,
+    },
 }
 
 /// The session ends rather than forward anything unaudited.
@@ -312,20 +335,26 @@ fn audit_failed(e: crate::audit::AuditError) -> RelayEnd {
     ))
 }
 
+fn audit_unhealthy() -> PgError {
+    PgError::error(
+        sqlstate::IO_ERROR,
+        "infraveil refuses statements: the audit log cannot be written",
+    )
+    .with_hint("ask the operator to check infraveil's logs and data directory")
+}
+
 async fn client_to_upstream(
     client: &mut FrameReader<ReadHalf<Stream>>,
     up: &mut WriteHalf<Stream>,
-    info: &SessionInfo,
-    shared: &Arc<Shared>,
-    (denials, tracker): (&Denials, &Tracker),
+    ctx: &Ctx<'_>,
+    model: &SessionState,
     cancel: &Notify,
 ) -> RelayEnd {
+    let shared = ctx.shared;
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut state = Frontend {
-        memory: SessionMemory::default(),
-        trail: Trail::new(info),
-        tracker,
-        approved: HashMap::new(),
+        trail: Trail::new(ctx.info),
+        model,
     };
     let protocol_error = |e: &FrameError| {
         Metrics::inc(&shared.metrics.protocol_errors_total);
@@ -342,60 +371,41 @@ async fn client_to_upstream(
         // Take every frame already buffered, so a pipeline goes upstream in
         // one write.
         while let Some(frame) = next.take() {
-            match handle_client_frame(frame, &mut out, info, shared, denials, &mut state) {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Terminate) => {
+            let flow = match handle_client_frame(frame, &mut out, ctx, &mut state) {
+                Ok(flow) => flow,
+                Err(end) => return end,
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Terminate => {
                     if let Err(e) = state.trail.commit(&shared.audit).await {
                         return audit_failed(e);
                     }
                     let _ = up.write_all(&out).await;
                     return RelayEnd::ClientTerminated;
                 }
-                Ok(Flow::Hold(m)) => {
+                Flow::Stall(frame) => {
+                    // Send what came before, let PostgreSQL answer it, then
+                    // decide this message against what really exists.
+                    if let Err(end) = send(&mut state, &mut out, up, shared).await {
+                        return end;
+                    }
+                    if let Err(end) = settle(model, client, shared).await {
+                        return end;
+                    }
+                    next = Some(frame);
+                    continue;
+                }
+                Flow::Hold(m) => {
                     // What came before the held statement runs now; the
                     // rest of the pipeline waits behind it, in order.
-                    if let Err(e) = state.trail.commit(&shared.audit).await {
-                        return audit_failed(e);
+                    if let Err(end) = send(&mut state, &mut out, up, shared).await {
+                        return end;
                     }
-                    if let Err(e) = up.write_all(&out).await {
-                        return RelayEnd::Io(e);
-                    }
-                    out.clear();
-                    let outcome = hold::hold(shared, info, &m.held, &m.sql, client, cancel).await;
-                    let carrier = match &m.parse_name {
-                        Some(name) => Carrier::Parse {
-                            name: Cow::Borrowed(name),
-                        },
-                        None => Carrier::Query,
-                    };
-                    match outcome {
-                        Outcome::Run => {
-                            out.extend_from_slice(&m.frame.bytes);
-                            match &m.parse_name {
-                                Some(name) => state.trail.parsed(name, m.statement),
-                                None => state.tracker.query(m.statement),
-                            }
-                            if let Some(name) = &m.parse_name {
-                                state.approved.insert(name.clone(), false);
-                                // `EXECUTE name` in SQL is judged by this
-                                // class, so it is held again.
-                                if !name.is_empty() {
-                                    state.memory.prepared.remember(name, m.held.class);
-                                }
-                            }
-                        }
-                        Outcome::Refuse(e) => {
-                            if m.parse_name.is_none() {
-                                state.tracker.query(m.statement);
-                            }
-                            if let Err(end) = denials.refuse(&mut out, carrier, e) {
-                                return end;
-                            }
-                        }
-                        Outcome::ClientGone => return RelayEnd::ClientClosed,
+                    if let Err(end) = release(*m, &mut out, ctx, &mut state, client, cancel).await {
+                        return end;
                     }
                 }
-                Err(end) => return end,
             }
             if out.len() < FLUSH_AT {
                 next = match client.try_frame() {
@@ -406,43 +416,185 @@ async fn client_to_upstream(
         }
         // Records of data-changing statements are durable before the
         // statements go upstream (one wait for the whole batch).
-        if let Err(e) = state.trail.commit(&shared.audit).await {
-            return audit_failed(e);
+        if let Err(end) = send(&mut state, &mut out, up, shared).await {
+            return end;
         }
-        if let Err(e) = up.write_all(&out).await {
-            return RelayEnd::Io(e);
-        }
+    }
+}
+
+/// Make pending records durable (as needed), then send what is queued.
+async fn send(
+    state: &mut Frontend<'_>,
+    out: &mut BytesMut,
+    up: &mut WriteHalf<Stream>,
+    shared: &Shared,
+) -> Result<(), RelayEnd> {
+    if let Err(e) = state.trail.commit(&shared.audit).await {
+        return Err(audit_failed(e));
+    }
+    if !out.is_empty() {
+        up.write_all(out).await.map_err(RelayEnd::Io)?;
         out.clear();
     }
+    Ok(())
+}
+
+/// Wait until PostgreSQL has answered everything sent, reading ahead from
+/// the client only to notice it leaving.
+async fn settle(
+    model: &SessionState,
+    client: &mut FrameReader<ReadHalf<Stream>>,
+    shared: &Shared,
+) -> Result<(), RelayEnd> {
+    let mut watch_client = true;
+    let settled = model.settled();
+    tokio::pin!(settled);
+    loop {
+        tokio::select! {
+            _ = &mut settled => return Ok(()),
+            more = client.fill(), if watch_client => match more {
+                Ok(true) => watch_client = client.buffered() < shared.limits.max_message_bytes,
+                Ok(false) | Err(_) => return Err(RelayEnd::ClientClosed),
+            },
+        }
+    }
+}
+
+/// Ask for approval of a held message, then forward or refuse it.
+async fn release(
+    m: HeldMessage,
+    out: &mut BytesMut,
+    ctx: &Ctx<'_>,
+    state: &mut Frontend<'_>,
+    client: &mut FrameReader<ReadHalf<Stream>>,
+    cancel: &Notify,
+) -> Result<(), RelayEnd> {
+    let params = match &m.then {
+        AfterHold::Bind { .. } => bind_parts(m.frame.body()).and_then(|b| b.params),
+        AfterHold::Query { .. } => None,
+    };
+    let asked = hold::Asked {
+        sql: &m.sql,
+        params,
+        shown: params.map(|p| shown_params(&m.sql, p)).unwrap_or_default(),
+    };
+    let outcome = hold::hold(ctx.shared, ctx.info, &m.held, &asked, client, cancel).await;
+    match (outcome, m.then) {
+        (Outcome::ClientGone, _) => return Err(RelayEnd::ClientClosed),
+        (Outcome::Run(_), AfterHold::Query { record, effects }) => {
+            state.model.query(record, effects);
+            out.extend_from_slice(&m.frame.bytes);
+        }
+        (Outcome::Run(approval), AfterHold::Bind { portal, statement }) => {
+            state.model.bind(&portal, statement, Some(approval));
+            out.extend_from_slice(&m.frame.bytes);
+        }
+        (Outcome::Refuse(e), AfterHold::Query { record, .. }) => {
+            state.model.query(record, Vec::new());
+            ctx.denials.refuse(out, Carrier::Query, e)?;
+        }
+        (Outcome::Refuse(e), AfterHold::Bind { portal, .. }) => {
+            state.model.bind(&portal, refused(), None);
+            ctx.denials.refuse(
+                out,
+                Carrier::Bind {
+                    portal: portal.into(),
+                },
+                e,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Stands in for a statement that was refused: its message fails upstream.
+fn refused() -> Arc<Statement> {
+    Statement::new(Arc::from(""), 0, None, Gate::Refused)
+}
+
+/// Parameter values as approvers see them: text values quoted, binary ones
+/// in hex, NULL as NULL; a value that looks like a secret, or any value of
+/// a statement that builds a connection string, as `'***'`.
+fn shown_params(sql: &str, params: &[u8]) -> Vec<String> {
+    const MAX_SHOWN: usize = 200;
+    let Some((formats, values, _)) = bind_values(params) else {
+        return vec!["<unreadable parameters>".into()];
+    };
+    let all_secret = crate::classify::redact(sql).as_ref() != sql;
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let binary = match formats.len() {
+                0 => false,
+                1 => formats[0] == 1,
+                _ => formats.get(i) == Some(&1),
+            };
+            let Some(v) = v else {
+                return "NULL".to_owned();
+            };
+            let text = match std::str::from_utf8(v) {
+                Ok(t) if !binary => format!("'{}'", t.replace('\'', "''")),
+                _ => format!("'\\x{}'", hex::encode(v)),
+            };
+            if all_secret || crate::classify::redact(&text).as_ref() != text {
+                return "'***'".to_owned();
+            }
+            if text.len() > MAX_SHOWN {
+                let mut end = MAX_SHOWN;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                return format!("{}… ({} bytes)", &text[..end], v.len());
+            }
+            text
+        })
+        .collect()
 }
 
 /// Inspect one client frame and queue what goes upstream.
 fn handle_client_frame(
     frame: Frame,
     out: &mut BytesMut,
-    info: &SessionInfo,
-    shared: &Arc<Shared>,
-    denials: &Denials,
+    ctx: &Ctx<'_>,
     state: &mut Frontend<'_>,
 ) -> Result<Flow, RelayEnd> {
-    let (carrier, sql) = match frame.tag() {
-        b'Q' => match frame.body().split_last() {
-            Some((0, sql)) => (Carrier::Query, sql),
-            _ => return Err(bad_message("Query")),
-        },
-        b'P' => match parse_body(frame.body()) {
-            Some((name, sql)) => (
-                Carrier::Parse {
-                    name: String::from_utf8_lossy(name),
-                },
-                sql,
-            ),
-            None => return Err(bad_message("Parse")),
-        },
+    match frame.tag() {
+        b'Q' => on_query(frame, out, ctx, state),
+        b'P' => on_parse(frame, out, ctx, state),
+        b'B' => on_bind(frame, out, ctx, state),
+        b'E' => on_execute(frame, out, ctx, state),
+        b'C' => {
+            // Applied to the model when PostgreSQL answers CloseComplete.
+            match frame.body() {
+                [kind, name @ .., 0] => {
+                    let name = String::from_utf8_lossy(name);
+                    state.model.close(*kind == b'P', &name);
+                }
+                _ => return Err(bad_message("Close")),
+            }
+            forward(out, &frame)
+        }
+        b'D' => {
+            state.model.describe();
+            forward(out, &frame)
+        }
+        b'S' => {
+            state.model.sync();
+            forward(out, &frame)
+        }
+        // PostgreSQL ignores a Sync during COPY: the model must know
+        // where the COPY ends.
+        b'c' | b'f' => {
+            state.model.copy_end();
+            forward(out, &frame)
+        }
+        // Flush and COPY data carry no statement: forwarded.
+        b'H' | b'd' => forward(out, &frame),
         b'F' => {
             // The function is named by OID and its arguments are opaque:
             // nothing to inspect, so it never runs.
-            shared.metrics.statement(None, Metrics::DENY);
+            ctx.shared.metrics.statement(None, Metrics::DENY);
             let e = PgError::error(
                 sqlstate::FEATURE_NOT_SUPPORTED,
                 "the FunctionCall protocol message is not supported through infraveil",
@@ -458,197 +610,485 @@ fn handle_client_frame(
                     tables: Vec::new(),
                 },
             );
-            state.tracker.query(n);
-            denials.refuse(out, Carrier::Query, e)?;
-            return Ok(Flow::Continue);
+            state.model.query(n, Vec::new());
+            ctx.denials.refuse(out, Carrier::Query, e)?;
+            Ok(Flow::Continue)
         }
         b'X' => {
             out.extend_from_slice(&frame.bytes);
-            return Ok(Flow::Terminate);
-        }
-        b'B' => {
-            let Some((portal, statement)) = bind_names(frame.body()) else {
-                return Err(bad_message("Bind"));
-            };
-            // An approved statement runs once: its second Bind is refused.
-            if let Some(bound) = state
-                .approved
-                .get_mut(String::from_utf8_lossy(statement).as_ref())
-            {
-                if *bound {
-                    let e = PgError::error(
-                        sqlstate::INSUFFICIENT_PRIVILEGE,
-                        "an approved statement runs once; prepare it again to ask for a new approval",
-                    );
-                    let portal = String::from_utf8_lossy(portal);
-                    denials.refuse(out, Carrier::Bind { portal }, e)?;
-                    return Ok(Flow::Continue);
-                }
-                *bound = true;
-            }
-            state.trail.bound(
-                &String::from_utf8_lossy(portal),
-                &String::from_utf8_lossy(statement),
-            );
-            out.extend_from_slice(&frame.bytes);
-            return Ok(Flow::Continue);
-        }
-        b'E' => {
-            let body = frame.body();
-            let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-            let n = state.trail.execute(&String::from_utf8_lossy(&body[..end]));
-            state.tracker.execute(n);
-            out.extend_from_slice(&frame.bytes);
-            return Ok(Flow::Continue);
-        }
-        b'S' => {
-            state.tracker.sync();
-            out.extend_from_slice(&frame.bytes);
-            return Ok(Flow::Continue);
-        }
-        b'C' => {
-            // Closing an approved named statement ends its approval. (A
-            // failed re-Parse of the same name would not replace it, so only
-            // Close does.)
-            if let [b'S', name @ .., 0] = frame.body() {
-                state
-                    .approved
-                    .remove(String::from_utf8_lossy(name).as_ref());
-            }
-            out.extend_from_slice(&frame.bytes);
-            return Ok(Flow::Continue);
-        }
-        // Describe, Flush and the COPY messages carry no statement text:
-        // forwarded untouched.
-        b'D' | b'H' | b'd' | b'c' | b'f' => {
-            out.extend_from_slice(&frame.bytes);
-            return Ok(Flow::Continue);
+            Ok(Flow::Terminate)
         }
         t => {
-            Metrics::inc(&shared.metrics.protocol_errors_total);
-            return Err(RelayEnd::Fatal(PgError::protocol_violation(format!(
+            Metrics::inc(&ctx.shared.metrics.protocol_errors_total);
+            Err(RelayEnd::Fatal(PgError::protocol_violation(format!(
                 "invalid frontend message type {t}"
-            ))));
-        }
-    };
-    // A lossy (owned) statement name means it was not valid UTF-8 either.
-    let name_ok = !matches!(
-        &carrier,
-        Carrier::Parse {
-            name: Cow::Owned(_)
-        }
-    );
-    // A new Query or unnamed Parse replaces the unnamed statement.
-    match &carrier {
-        Carrier::Parse { name } if !name.is_empty() => {}
-        _ => {
-            state.approved.remove("");
+            ))))
         }
     }
-    let text = match statement_text(sql) {
+}
+
+fn forward(out: &mut BytesMut, frame: &Frame) -> Result<Flow, RelayEnd> {
+    out.extend_from_slice(&frame.bytes);
+    Ok(Flow::Continue)
+}
+
+/// Where `EXECUTE name` inside a statement finds `name`'s class: the
+/// session model, as PostgreSQL will see it. A name whose state is not yet
+/// answered is noted, so the statement waits and is judged again.
+struct ModelClasses<'a> {
+    model: &'a SessionState,
+    unsettled: std::cell::Cell<bool>,
+}
+
+impl PreparedClasses for ModelClasses<'_> {
+    fn class_of(&self, name: &str) -> Option<Class> {
+        match self.model.statement(name) {
+            Lookup::Found(s) => Some(s.class.unwrap_or(Class::Unknown)),
+            Lookup::Missing => None,
+            Lookup::Unsettled => {
+                self.unsettled.set(true);
+                Some(Class::Unknown)
+            }
+            Lookup::Skipped => Some(Class::Unknown),
+        }
+    }
+}
+
+/// The statement text of a `Query` or `Parse` and the judgement of it.
+struct Judged<'a> {
+    text: Result<&'a str, PgError>,
+    inspection: Inspection,
+}
+
+impl Judged<'_> {
+    /// The text as logged (lossy when it is not valid UTF-8).
+    fn logged(&self, raw: &[u8]) -> String {
+        match self.text {
+            Ok(sql) => sql.to_owned(),
+            Err(_) => String::from_utf8_lossy(raw).into_owned(),
+        }
+    }
+}
+
+/// Judge statement text; `None` when a name it runs is not settled yet.
+fn judge<'a>(
+    raw: &'a [u8],
+    name_ok: bool,
+    origin: Origin<'_>,
+    ctx: &Ctx<'_>,
+    model: &SessionState,
+) -> Option<Judged<'a>> {
+    let text = match statement_text(raw) {
         Ok(sql) if name_ok => Ok(sql),
         Ok(_) => Err(invalid_utf8()),
         Err(e) => Err(e),
     };
     let inspection = match &text {
         // Fail closed: nothing runs that the log cannot record.
-        Ok(_) if !shared.audit.healthy() => counted(
-            shared,
-            Decision::Deny(
-                PgError::error(
-                    sqlstate::IO_ERROR,
-                    "infraveil refuses statements: the audit log cannot be written",
-                )
-                .with_hint("ask the operator to check infraveil's logs and data directory"),
-            ),
-        ),
+        Ok(_) if !ctx.shared.audit.healthy() => {
+            counted(ctx.shared, Decision::Deny(audit_unhealthy()))
+        }
         Ok(sql) => {
-            let origin = match &carrier {
-                Carrier::Parse { name } => Origin::Parse {
-                    statement: name.as_ref(),
-                },
-                _ => Origin::SimpleQuery,
+            let classes = ModelClasses {
+                model,
+                unsettled: std::cell::Cell::new(false),
             };
-            decide(shared, info, &mut state.memory, sql, origin)
-        }
-        Err(e) => counted(shared, Decision::Deny(e.clone())),
-    };
-    let Inspection {
-        decision,
-        class,
-        rule,
-        tables,
-    } = inspection;
-    let (via, parse_name) = match &carrier {
-        Carrier::Parse { name } => ("parse", Some(name.as_ref())),
-        _ => ("query", None),
-    };
-    let lossy;
-    let logged: &str = match &text {
-        Ok(sql) => sql,
-        Err(_) => {
-            lossy = String::from_utf8_lossy(sql);
-            &lossy
-        }
-    };
-    // Called in exactly one arm below: it moves rule and tables into the record.
-    let decided = move |decision| Decided {
-        class,
-        decision,
-        rule,
-        tables,
-    };
-    match decision {
-        Decision::Allow => {
-            let n = state.trail.statement(via, logged, decided("allow"));
-            match parse_name {
-                Some(name) => state.trail.parsed(name, n),
-                None => state.tracker.query(n),
+            let inspection = decide(ctx.shared, ctx.info, &classes, sql, origin);
+            if classes.unsettled.get() {
+                return None;
             }
-            out.extend_from_slice(&frame.bytes)
+            inspection
+        }
+        Err(e) => counted(ctx.shared, Decision::Deny(e.clone())),
+    };
+    Some(Judged { text, inspection })
+}
+
+/// The model's view of what a string's statements define.
+fn effects(inspection: &mut Inspection, text: &Arc<str>, record: u64) -> Vec<Effect> {
+    std::mem::take(&mut inspection.effects)
+        .into_iter()
+        .map(|d| {
+            let statement = match &d.what {
+                SessionEffect::Prepare(_) => Some(Statement::new(
+                    text.clone(),
+                    record,
+                    Some(d.class),
+                    gate(d.class, d.decision),
+                )),
+                // A SQL cursor is read with FETCH; through the protocol it
+                // runs only if it is a plain read.
+                SessionEffect::Declare { .. } => Some(Statement::new(
+                    text.clone(),
+                    record,
+                    Some(d.class),
+                    match gate(d.class, d.decision) {
+                        Gate::Free => Gate::Free,
+                        _ => Gate::Refused,
+                    },
+                )),
+                _ => None,
+            };
+            Effect {
+                what: d.what,
+                statement,
+            }
+        })
+        .collect()
+}
+
+/// What executing a statement of this class needs, as the policy decided.
+fn gate(class: Class, decision: Decision) -> Gate {
+    match decision {
+        Decision::Allow if class == Class::Read => Gate::Free,
+        Decision::Allow => Gate::Recorded,
+        Decision::Hold(h) => Gate::Approval(h),
+        Decision::Deny(_) => Gate::Refused,
+    }
+}
+
+fn on_query(
+    frame: Frame,
+    out: &mut BytesMut,
+    ctx: &Ctx<'_>,
+    state: &mut Frontend<'_>,
+) -> Result<Flow, RelayEnd> {
+    let Some((0, raw)) = frame.body().split_last() else {
+        return Err(bad_message("Query"));
+    };
+    let Some(mut j) = judge(raw, true, Origin::SimpleQuery, ctx, state.model) else {
+        return Ok(Flow::Stall(frame));
+    };
+    let logged = j.logged(raw);
+    let (class, rule, tables) = (
+        j.inspection.class,
+        j.inspection.rule.take(),
+        std::mem::take(&mut j.inspection.tables),
+    );
+    let decided = |decision| Decided {
+        class,
+        decision,
+        rule,
+        tables,
+    };
+    match std::mem::replace(&mut j.inspection.decision, Decision::Allow) {
+        Decision::Allow => {
+            let n = state.trail.statement("query", &logged, decided("allow"));
+            let effects = effects(&mut j.inspection, &Arc::from(logged.as_str()), n);
+            state.model.query(n, effects);
+            forward(out, &frame)
         }
         Decision::Deny(e) => {
-            let n = state.trail.statement(via, logged, decided("deny"));
-            if parse_name.is_none() {
-                state.tracker.query(n);
-            }
-            denials.refuse(out, carrier, e)?
+            let n = state.trail.statement("query", &logged, decided("deny"));
+            state.model.query(n, Vec::new());
+            ctx.denials.refuse(out, Carrier::Query, e)?;
+            Ok(Flow::Continue)
         }
         Decision::Hold(held) => {
-            let statement = state.trail.statement(via, logged, decided("hold"));
-            let sql = logged.to_owned();
-            let parse_name = parse_name.map(str::to_owned);
-            return Ok(Flow::Hold(Box::new(HeldMessage {
+            let n = state.trail.statement("query", &logged, decided("hold"));
+            let sql: Arc<str> = Arc::from(logged.as_str());
+            let effects = effects(&mut j.inspection, &sql, n);
+            Ok(Flow::Hold(Box::new(HeldMessage {
                 frame,
                 held,
                 sql,
-                parse_name,
-                statement,
-            })));
+                then: AfterHold::Query { record: n, effects },
+            })))
         }
     }
-    Ok(Flow::Continue)
 }
 
-/// Split a `Bind` body into (portal, statement name).
-fn bind_names(body: &[u8]) -> Option<(&[u8], &[u8])> {
+fn on_parse(
+    frame: Frame,
+    out: &mut BytesMut,
+    ctx: &Ctx<'_>,
+    state: &mut Frontend<'_>,
+) -> Result<Flow, RelayEnd> {
+    let Some((name, raw)) = parse_body(frame.body()) else {
+        return Err(bad_message("Parse"));
+    };
+    // A name that is not valid UTF-8 is refused with the statement.
+    let name_ok = std::str::from_utf8(name).is_ok();
+    let name = String::from_utf8_lossy(name).into_owned();
+    let origin = Origin::Parse { statement: &name };
+    let Some(mut j) = judge(raw, name_ok, origin, ctx, state.model) else {
+        return Ok(Flow::Stall(frame));
+    };
+    let logged = j.logged(raw);
+    let (class, rule, tables) = (
+        j.inspection.class,
+        j.inspection.rule.take(),
+        std::mem::take(&mut j.inspection.tables),
+    );
+    let decided = |decision| Decided {
+        class,
+        decision,
+        rule,
+        tables,
+    };
+    let mut decision = std::mem::replace(&mut j.inspection.decision, Decision::Allow);
+    // `EXECUTE name` as a prepared statement would run whatever `name` is
+    // when it is executed, not what it is now.
+    if j.inspection.executes && !matches!(decision, Decision::Deny(_)) {
+        decision = Decision::Deny(
+            PgError::error(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                "infraveil does not prepare EXECUTE statements",
+            )
+            .with_hint("send EXECUTE as a simple query, or bind the prepared statement itself"),
+        );
+    }
+    // Without approvals configured a held statement can never run: say so
+    // at once.
+    if let Decision::Hold(h) = &decision
+        && ctx.shared.approvals.is_none()
+    {
+        decision = Decision::Deny(h.error.clone());
+    }
+    let (word, refusal) = match &decision {
+        Decision::Allow => ("allow", None),
+        // Parsing runs nothing: a held statement is prepared, and each
+        // Bind of it asks for an approval with its parameter values.
+        Decision::Hold(_) => ("hold", None),
+        Decision::Deny(e) => ("deny", Some(e.clone())),
+    };
+    let n = state.trail.statement("parse", &logged, decided(word));
+    let text: Arc<str> = Arc::from(logged.as_str());
+    let mut effects = effects(&mut j.inspection, &text, n);
+    let c = class.unwrap_or(Class::Unknown);
+    match refusal {
+        None => {
+            // One statement per Parse: what it defines, if anything, is
+            // applied when an execution of it completes.
+            let effect = effects.pop().filter(|_| effects.is_empty());
+            let statement = Arc::new(Statement {
+                text,
+                record: n,
+                class: Some(c),
+                gate: gate(c, decision),
+                effect,
+            });
+            state.model.parse(&name, statement);
+            forward(out, &frame)
+        }
+        Some(e) => {
+            state.model.parse(&name, refused());
+            ctx.denials
+                .refuse(out, Carrier::Parse { name: name.into() }, e)?;
+            Ok(Flow::Continue)
+        }
+    }
+}
+
+fn on_bind(
+    frame: Frame,
+    out: &mut BytesMut,
+    ctx: &Ctx<'_>,
+    state: &mut Frontend<'_>,
+) -> Result<Flow, RelayEnd> {
+    let Some(bind) = bind_parts(frame.body()) else {
+        return Err(bad_message("Bind"));
+    };
+    let (Ok(portal), Ok(name)) = (
+        std::str::from_utf8(bind.portal),
+        std::str::from_utf8(bind.statement),
+    ) else {
+        state.model.bind("", refused(), None);
+        ctx.denials
+            .refuse(out, Carrier::Bind { portal: "".into() }, invalid_utf8())?;
+        return Ok(Flow::Continue);
+    };
+    let refuse = |out: &mut BytesMut, model: &SessionState, e: PgError| {
+        model.bind(portal, refused(), None);
+        ctx.denials.refuse(
+            out,
+            Carrier::Bind {
+                portal: portal.into(),
+            },
+            e,
+        )?;
+        Ok(Flow::Continue)
+    };
+    let statement = match state.model.statement(name) {
+        Lookup::Unsettled => return Ok(Flow::Stall(frame)),
+        // PostgreSQL skips it; the model does too.
+        Lookup::Skipped => {
+            state.model.bind(portal, refused(), None);
+            return forward(out, &frame);
+        }
+        Lookup::Missing => {
+            let e = PgError::error(
+                sqlstate::INVALID_SQL_STATEMENT_NAME,
+                if name.is_empty() {
+                    "unnamed prepared statement does not exist".to_owned()
+                } else {
+                    format!("prepared statement \"{name}\" does not exist")
+                },
+            );
+            return refuse(out, state.model, e);
+        }
+        Lookup::Found(s) => s,
+    };
+    match &statement.gate {
+        Gate::Free | Gate::Recorded => {
+            state.model.bind(portal, statement.clone(), None);
+            forward(out, &frame)
+        }
+        Gate::Refused => {
+            let e = PgError::error(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                "infraveil refused this statement when it was prepared",
+            );
+            refuse(out, state.model, e)
+        }
+        Gate::Approval(_) if !ctx.shared.audit.healthy() => {
+            refuse(out, state.model, audit_unhealthy())
+        }
+        Gate::Approval(held) => Ok(Flow::Hold(Box::new(HeldMessage {
+            held: held.clone(),
+            sql: statement.text.clone(),
+            then: AfterHold::Bind {
+                portal: portal.to_owned(),
+                statement: statement.clone(),
+            },
+            frame,
+        }))),
+    }
+}
+
+fn on_execute(
+    frame: Frame,
+    out: &mut BytesMut,
+    ctx: &Ctx<'_>,
+    state: &mut Frontend<'_>,
+) -> Result<Flow, RelayEnd> {
+    let body = frame.body();
+    let Some(end) = body.iter().position(|&b| b == 0) else {
+        return Err(bad_message("Execute"));
+    };
+    let name = String::from_utf8_lossy(&body[..end]);
+    let refuse = |out: &mut BytesMut, model: &SessionState, e: PgError| {
+        model.execute(0, None);
+        ctx.denials.refuse(out, Carrier::Execute, e)?;
+        Ok(Flow::Continue)
+    };
+    let portal = match state.model.portal(&name) {
+        Lookup::Unsettled => return Ok(Flow::Stall(frame)),
+        Lookup::Skipped => {
+            state.model.execute(0, None);
+            return forward(out, &frame);
+        }
+        Lookup::Missing => {
+            let e = PgError::error(
+                sqlstate::INVALID_CURSOR_NAME,
+                format!("portal \"{name}\" does not exist"),
+            );
+            return refuse(out, state.model, e);
+        }
+        Lookup::Found(p) => p,
+    };
+    let statement = &portal.statement;
+    match &statement.gate {
+        Gate::Free => {}
+        Gate::Refused => {
+            let e = PgError::error(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!("infraveil does not run portal \"{name}\" through the protocol"),
+            )
+            .with_hint("read a SQL cursor with FETCH");
+            return refuse(out, state.model, e);
+        }
+        Gate::Approval(_) if portal.approval.is_none() => {
+            let e = PgError::error(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                "this portal was bound without an approval",
+            );
+            return refuse(out, state.model, e);
+        }
+        Gate::Recorded | Gate::Approval(_) => {
+            if !portal.take_run() {
+                let e = PgError::error(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "an approved statement runs once; bind it again to ask for a new approval",
+                );
+                return refuse(out, state.model, e);
+            }
+            if !ctx.shared.audit.healthy() {
+                return refuse(out, state.model, audit_unhealthy());
+            }
+            // Durable before it goes upstream, whatever name it was
+            // prepared or bound under.
+            state.trail.execute(statement.record, &name);
+        }
+    }
+    state
+        .model
+        .execute(statement.record, statement.effect.clone());
+    forward(out, &frame)
+}
+
+/// The parts of a `Bind` message.
+struct BindParts<'a> {
+    portal: &'a [u8],
+    statement: &'a [u8],
+    /// Parameter formats and values, as sent (`None` without values).
+    params: Option<&'a [u8]>,
+}
+
+/// Split a `Bind` body; `None` when it is malformed.
+fn bind_parts(body: &[u8]) -> Option<BindParts<'_>> {
     let portal_end = body.iter().position(|&b| b == 0)?;
     let rest = &body[portal_end + 1..];
     let stmt_end = rest.iter().position(|&b| b == 0)?;
-    Some((&body[..portal_end], &rest[..stmt_end]))
+    let tail = &rest[stmt_end + 1..];
+    let (_, values, used) = bind_values(tail)?;
+    Some(BindParts {
+        portal: &body[..portal_end],
+        statement: &rest[..stmt_end],
+        // Without values the text alone says what runs, as in a simple query.
+        params: (!values.is_empty()).then(|| &tail[..used]),
+    })
+}
+
+/// Parameter format codes and values at the start of a `Bind`'s parameter
+/// part, and the bytes they take.
+#[allow(clippy::type_complexity)]
+fn bind_values(all: &[u8]) -> Option<(Vec<i16>, Vec<Option<&[u8]>>, usize)> {
+    let mut b = all;
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = (b.get(..n)?, b.get(n..)?);
+        *b = tail;
+        Some(head)
+    }
+    let i16_of = |s: &[u8]| i16::from_be_bytes([s[0], s[1]]);
+    let nf = i16_of(take(&mut b, 2)?);
+    let formats = (0..nf.max(0))
+        .map(|_| take(&mut b, 2).map(i16_of))
+        .collect::<Option<Vec<_>>>()?;
+    let nv = i16_of(take(&mut b, 2)?);
+    let mut values = Vec::with_capacity(nv.max(0) as usize);
+    for _ in 0..nv.max(0) {
+        let len = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
+        values.push(if len < 0 {
+            None
+        } else {
+            Some(take(&mut b, len as usize)?)
+        });
+    }
+    Some((formats, values, all.len() - b.len()))
 }
 
 /// Ask the inspector, inside a per-statement span, and count the decision.
 fn decide(
     shared: &Shared,
     info: &SessionInfo,
-    memory: &mut SessionMemory,
+    prepared: &dyn PreparedClasses,
     sql: &str,
     origin: Origin<'_>,
 ) -> Inspection {
     let span = info_span!("statement", origin = ?origin);
     let _g = span.enter();
-    let inspection = shared.inspector.inspect(info, memory, sql, origin);
+    let inspection = shared.inspector.inspect(info, prepared, sql, origin);
     let outcome = match &inspection.decision {
         Decision::Allow => Metrics::ALLOW,
         Decision::Deny(e) => {
@@ -697,7 +1137,7 @@ async fn write_with_timeout<W: AsyncWrite + Unpin>(
 async fn upstream_to_client(
     up: &mut FrameReader<ReadHalf<Stream>>,
     client: &mut WriteHalf<Stream>,
-    (denials, tracker, shared): (&Denials, &Tracker, &Shared),
+    (denials, model, shared): (&Denials, &SessionState, &Shared),
     write_timeout: Duration,
     upstream_pid: i32,
     client_pid: i32,
@@ -727,8 +1167,21 @@ async fn upstream_to_client(
                     bytes: e.to_bytes(),
                 };
             }
-            if matches!(frame.tag(), b'C' | b'E' | b'I' | b's' | b'Z') {
-                for e in tracker.on_backend(&frame) {
+            if matches!(
+                frame.tag(),
+                b'1' | b'2' | b'3' | b'C' | b'E' | b'G' | b'I' | b's' | b'T' | b'n' | b'Z'
+            ) {
+                let events = match model.on_backend(&frame) {
+                    Ok(events) => events,
+                    Err(Desync(why)) => {
+                        warn!(%why, "session model out of step with PostgreSQL");
+                        return RelayEnd::Fatal(PgError::fatal(
+                            sqlstate::PROTOCOL_VIOLATION,
+                            "infraveil lost track of this session's prepared statements; the session is ended",
+                        ));
+                    }
+                };
+                for e in events {
                     // Waits when the log's queue is full: a session that
                     // outruns the log slows down instead of piling up
                     // events. An error means the log has failed; the writer

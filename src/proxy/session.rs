@@ -150,9 +150,13 @@ async fn serve(
     record.grant = Some(info.credential_id.clone());
     record.reason = "ended during login".into();
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(4);
-    let reg = shared
-        .registry
-        .register(up.pid, up.secret_key, &info.credential_id, control_tx);
+    let reg = shared.registry.register(
+        up.pid,
+        up.secret_key,
+        &info.credential_id,
+        control_tx,
+        Arc::new(super::state::SessionState::new(info.id, &info.identity)),
+    );
     // A grant revoked or expired between the password check and this
     // registration was missed by the sweep: check once more, now that any
     // later change will find this session.
@@ -194,7 +198,7 @@ async fn serve(
         shared,
         control_rx,
         shutdown,
-        (reg.pid, &reg.cancel),
+        (reg.pid, &reg.cancel, &reg.model),
     )
     .await;
     record.reason = match &end {

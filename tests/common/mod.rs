@@ -453,6 +453,8 @@ pub async fn psql(url: &str, args: &[&str]) -> (bool, String, String) {
 /// [`Raw::send_frame`] and [`Raw::send_raw`].
 pub struct Raw {
     pub reader: FrameReader<TcpStream>,
+    /// The process id BackendKeyData gave (0 before login).
+    pub pid: i32,
 }
 
 impl Raw {
@@ -461,6 +463,7 @@ impl Raw {
         let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         Raw {
             reader: FrameReader::new(s, 1 << 30),
+            pid: 0,
         }
     }
 
@@ -499,6 +502,7 @@ impl Raw {
         loop {
             let f = raw.next().await;
             match f.tag() {
+                b'K' => raw.pid = i32::from_be_bytes(f.body()[..4].try_into().unwrap()),
                 b'Z' => return raw,
                 b'E' => panic!("login failed: {:?}", f.bytes),
                 _ => {}
@@ -564,6 +568,12 @@ impl Raw {
             self.send(&execute()).await;
         }
         self.send(&sync()).await;
+        self.until_ready().await
+    }
+
+    /// One simple Query; returns what [`Raw::until_ready`] returns.
+    pub async fn pipeline_query(&mut self, sql: &str) -> (Vec<u8>, Vec<String>, u8) {
+        self.send(&query(sql)).await;
         self.until_ready().await
     }
 

@@ -1,0 +1,364 @@
+//! One approval, one execution, one record: a regression test per way the
+//! protocol-level review ran an approved statement more than once, ran what
+//! nobody approved, or hid an execution from the audit log.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use infraveil::approvals::Status;
+use pgwire::messages::extendedquery::{Bind, Close};
+use serde_json::Value;
+
+async fn proxy() -> Proxy {
+    Proxy::start(ProxyOptions {
+        policies_dir: Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/policies/approvals"),
+        ),
+        approvals: infraveil::config::ApprovalsConfig {
+            timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+        ..ProxyOptions::with_grants()
+    })
+    .await
+}
+
+fn db(name: &str) -> String {
+    let db = fresh_db(name);
+    cluster()
+        .psql(
+            &db,
+            "CREATE TABLE t (id int PRIMARY KEY, v text);
+             INSERT INTO t SELECT g, 'x' FROM generate_series(1, 20) g;
+             CREATE TABLE w (v int);
+             ALTER TABLE t OWNER TO app_owner; ALTER TABLE w OWNER TO app_owner;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON t TO app_write;",
+        )
+        .unwrap();
+    db
+}
+
+fn has_row(db: &str, id: i32) -> bool {
+    cluster()
+        .psql(db, &format!("SELECT count(*) FROM t WHERE id = {id}"))
+        .unwrap()
+        .trim()
+        == "1"
+}
+
+fn bind_with(portal: &str, stmt: &str, value: i32) -> Bind {
+    Bind::new(
+        (!portal.is_empty()).then(|| portal.into()),
+        (!stmt.is_empty()).then(|| stmt.into()),
+        vec![],
+        vec![Some(Bytes::from(value.to_string()))],
+        vec![],
+    )
+}
+
+/// Approve every pending request of `identity`; returns how many.
+async fn approve_pending(p: &Proxy, identity: &str) -> Vec<infraveil::approvals::ApprovalView> {
+    let approvals = p.running().shared.approvals.clone().unwrap();
+    let mut out = vec![];
+    for _ in 0..100 {
+        out = approvals
+            .list(false)
+            .into_iter()
+            .filter(|r| r.identity == identity && r.status == Status::Pending)
+            .collect();
+        if !out.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!out.is_empty(), "no pending request of {identity}");
+    for r in &out {
+        let (ok, _, err) = p
+            .veilctl(&["approvals", "approve", &r.id, "--as", "oncall"])
+            .await;
+        assert!(ok, "{err}");
+    }
+    out
+}
+
+async fn audit(p: &Proxy) -> Vec<Value> {
+    let (ok, out, err) = p.veilctl(&["audit", "export"]).await;
+    assert!(ok, "{err}");
+    out.lines()
+        .map(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            serde_json::from_str(r["payload"].as_str().unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// Mechanism 1: an approved SQL `PREPARE` is one statement in the same
+/// namespace as protocol ones; every Bind of it needs its own approval for
+/// its own values, and SQL `EXECUTE` is held too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_sql_prepare_never_becomes_an_unlimited_statement() {
+    let db = db("prepare_once");
+    let p = proxy().await;
+    let bot = p.issue("bot-a", "bot").await;
+    let mut raw = Raw::login_with(p.port, "bot-a", &db, &bot).await;
+    let prepare = "PREPARE d(int) AS DELETE FROM t WHERE id = $1";
+    let (_, codes, _) = raw.pipeline_query(prepare).await;
+    assert_eq!(codes, vec!["42501"], "the PREPARE is held");
+    let reqs = approve_pending(&p, "bot-a").await;
+    assert!(reqs[0].params.is_empty());
+    let (_, codes, _) = raw.pipeline_query(prepare).await;
+    assert!(codes.is_empty(), "{codes:?}");
+    assert_eq!(
+        p.running().shared.registry.names(raw.pid).unwrap().0,
+        vec!["d"]
+    );
+
+    // Bind d [6]: asks, with the value shown.
+    for _ in 0..2 {
+        raw.send(&bind_with("", "d", 6)).await;
+        raw.send(&execute()).await;
+        raw.send(&sync()).await;
+        let (_, codes, _) = raw.until_ready().await;
+        assert_eq!(codes, vec!["42501"]);
+    }
+    assert!(has_row(&db, 6));
+    let reqs = approve_pending(&p, "bot-a").await;
+    assert_eq!(reqs.len(), 1, "asking twice pages once");
+    assert_eq!(reqs[0].params, vec!["'6'"]);
+    // Approved for 6: 7 is still asked for, 6 runs once.
+    raw.send(&bind_with("", "d", 7)).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["42501"], "other values are not approved");
+    assert!(has_row(&db, 7));
+    raw.send(&bind_with("", "d", 6)).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert!(codes.is_empty(), "{codes:?}");
+    assert!(!has_row(&db, 6));
+    raw.send(&bind_with("", "d", 6)).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["42501"], "an approval runs once");
+    // SQL EXECUTE of it is held as well.
+    let (_, codes, _) = raw.pipeline_query("EXECUTE d(8)").await;
+    assert_eq!(codes, vec!["42501"]);
+    assert!(has_row(&db, 8));
+}
+
+/// Mechanism 2: after one approved run, nothing a client can send (a Close
+/// PostgreSQL skips, a Query, a re-Parse) makes the statement bind again
+/// without a new approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn skipped_messages_cannot_reset_an_approval() {
+    let db = db("no_reset");
+    let p = proxy().await;
+    let bot = p.issue("bot-a", "bot").await;
+    let mut raw = Raw::login_with(p.port, "bot-a", &db, &bot).await;
+    raw.send(&parse("s", "DELETE FROM t WHERE id = $1")).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    raw.send(&bind_with("", "s", 5)).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    approve_pending(&p, "bot-a").await;
+    raw.send(&bind_with("", "s", 5)).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert!(codes.is_empty(), "{codes:?}");
+    cluster()
+        .psql(&db, "INSERT INTO t VALUES (5, 'back')")
+        .unwrap();
+
+    // A refused Bind, then a Close PostgreSQL skips, then Sync.
+    raw.send(&bind_with("", "s", 5)).await;
+    raw.send(&Close::new(b'S', Some("s".into()))).await;
+    raw.send(&sync()).await;
+    let (tags, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["42501"]);
+    assert_eq!(tags, b"EZ".to_vec(), "the Close was skipped");
+    assert_eq!(
+        p.running().shared.registry.names(raw.pid).unwrap().0,
+        vec!["s"],
+        "the firewall skipped it too"
+    );
+    // The unnamed statement, with a Query in between.
+    raw.send(&parse("", "DELETE FROM t WHERE id = $1")).await;
+    raw.send(&bind_with("", "", 5)).await;
+    raw.send(&query("SELECT 1")).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    for stmt in ["s", ""] {
+        raw.send(&parse("", "DELETE FROM t WHERE id = $1")).await;
+        raw.send(&bind_with("", stmt, 5)).await;
+        raw.send(&execute()).await;
+        raw.send(&sync()).await;
+        let (_, codes, _) = raw.until_ready().await;
+        assert_eq!(codes, vec!["42501"], "Bind of {stmt:?} asks again");
+    }
+    assert!(has_row(&db, 5));
+}
+
+/// Mechanism 4: re-using a name (a duplicate Parse PostgreSQL rejects, or
+/// Close and SQL PREPARE) never hides an execution: each Execute of a
+/// data-changing statement has its durable record naming that statement,
+/// and its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reused_names_never_hide_executions() {
+    let db = db("reuse");
+    let p = proxy().await;
+    let alice = p.issue("alice", "ops").await;
+    let mut raw = Raw::login_with(p.port, "alice", &db, &alice).await;
+    raw.send(&parse("s1", "INSERT INTO w VALUES (1)")).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    raw.send(&parse("s1", "SELECT 1")).await;
+    raw.send(&sync()).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["42P05"], "PostgreSQL keeps the first s1");
+    raw.send(&bind("s1")).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let (tags, _, _) = raw.until_ready().await;
+    assert_eq!(tags, b"2CZ".to_vec());
+    // Close and SQL PREPARE of the same name.
+    raw.send(&Close::new(b'S', Some("s1".into()))).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    raw.send(&query("PREPARE s1 AS INSERT INTO w VALUES (2)"))
+        .await;
+    raw.until_ready().await;
+    raw.send(&bind("s1")).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    let rows = cluster()
+        .psql(&db, "SELECT string_agg(v::text, ',' ORDER BY v) FROM w")
+        .unwrap();
+    assert_eq!(rows.trim(), "1,2");
+
+    let all = audit(&p).await;
+    let text_of = |n: &Value| {
+        all.iter()
+            .find(|v| v["type"] == "statement" && v["statement"] == *n && v["identity"] == "alice")
+            .map(|v| v["text"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let executes: Vec<String> = all
+        .iter()
+        .filter(|v| v["type"] == "statement.execute" && v["identity"] == "alice")
+        .map(|v| text_of(&v["statement"]))
+        .collect();
+    assert_eq!(
+        executes,
+        vec![
+            "INSERT INTO w VALUES (1)".to_owned(),
+            "PREPARE s1 AS INSERT INTO w VALUES (2)".to_owned()
+        ]
+    );
+    for v in all
+        .iter()
+        .filter(|v| v["type"] == "statement.execute" && v["identity"] == "alice")
+    {
+        let outcome = all
+            .iter()
+            .find(|o| {
+                o["type"] == "statement.outcome"
+                    && o["statement"] == v["statement"]
+                    && o["seq"].as_u64() > v["seq"].as_u64()
+            })
+            .unwrap_or_else(|| panic!("no outcome for {v}"));
+        assert_eq!(outcome["tags"][0], "INSERT 0 1", "{outcome}");
+    }
+}
+
+/// Mechanism 6: a `defer` approval is bound to the database (and the
+/// upstream user): approved with one database's preview, it does not run
+/// on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_is_bound_to_its_database() {
+    let staging = db("staging");
+    let production = db("production");
+    let p = proxy().await;
+    let bot = p.issue("bot-a", "bot").await;
+    let stmt = "DELETE FROM t WHERE id = 3";
+    let on_staging = p.connect_with("bot-a", &staging, &bot).await;
+    assert_eq!(
+        sqlstate(&on_staging.batch_execute(stmt).await.unwrap_err()),
+        "42501"
+    );
+    let reqs = approve_pending(&p, "bot-a").await;
+    assert_eq!(reqs[0].database, staging);
+    let on_production = p.connect_with("bot-a", &production, &bot).await;
+    let e = on_production.batch_execute(stmt).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "approved for staging only");
+    assert!(has_row(&production, 3));
+    on_staging.batch_execute(stmt).await.unwrap();
+    assert!(!has_row(&staging, 3));
+    assert!(has_row(&production, 3));
+}
+
+/// Mechanism 7: a Query PostgreSQL skips in an aborted pipeline is recorded
+/// as skipped, and the outcomes after it stay with their own statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outcomes_stay_with_their_statements_across_skipped_messages() {
+    let db = db("outcomes");
+    let p = proxy().await;
+    let alice = p.issue("alice", "ops").await;
+    let mut raw = Raw::login_with(p.port, "alice", &db, &alice).await;
+    raw.send(&parse("", "SELECT 1/0")).await;
+    raw.send(&bind("")).await;
+    raw.send(&execute()).await;
+    raw.send(&query("INSERT INTO w VALUES (3)")).await;
+    raw.send(&sync()).await;
+    raw.send(&query("INSERT INTO w VALUES (4)")).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["22012"]);
+    raw.until_ready().await;
+    let rows = cluster()
+        .psql(&db, "SELECT string_agg(v::text, ',') FROM w")
+        .unwrap();
+    assert_eq!(rows.trim(), "4");
+
+    let mut all = vec![];
+    for _ in 0..50 {
+        all = audit(&p).await;
+        if all
+            .iter()
+            .filter(|v| v["type"] == "statement.outcome" && v["identity"] == "alice")
+            .count()
+            >= 3
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let number = |text: &str| {
+        all.iter()
+            .find(|v| v["type"] == "statement" && v["text"] == text)
+            .map(|v| v["statement"].clone())
+            .unwrap()
+    };
+    let outcome = |n: &Value| {
+        all.iter()
+            .find(|v| v["type"] == "statement.outcome" && v["statement"] == *n)
+            .cloned()
+            .unwrap_or_else(|| panic!("no outcome for statement {n}"))
+    };
+    assert_eq!(
+        outcome(&number("INSERT INTO w VALUES (3)"))["outcome"],
+        "skipped"
+    );
+    let four = outcome(&number("INSERT INTO w VALUES (4)"));
+    assert_eq!(four["outcome"], "ok");
+    assert_eq!(four["tags"][0], "INSERT 0 1");
+}
