@@ -807,6 +807,23 @@ fn on_parse(
     let Some((name, raw)) = parse_body(frame.body()) else {
         return Err(bad_message("Parse"));
     };
+    // The model keeps what PostgreSQL keeps; a session may not make it
+    // grow without bound.
+    if state.model.oversized() {
+        let name = String::from_utf8_lossy(name).into_owned();
+        state.model.parse(&name, refused());
+        let e = PgError::error(
+            sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "infraveil keeps at most {} prepared statements and portals per session",
+                super::state::MAX_NAMES
+            ),
+        )
+        .with_hint("close or DEALLOCATE statements no longer used");
+        ctx.denials
+            .refuse(out, Carrier::Parse { name: name.into() }, e)?;
+        return Ok(Flow::Continue);
+    }
     // A name that is not valid UTF-8 is refused with the statement.
     let name_ok = std::str::from_utf8(name).is_ok();
     let name = String::from_utf8_lossy(name).into_owned();
