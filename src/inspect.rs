@@ -66,10 +66,8 @@ pub struct Inspection {
     pub tables: Vec<String>,
     /// Per statement of the string, in order: what it does to the
     /// session's prepared statements and portals (for the session model).
+    /// Empty when none of them changes any.
     pub effects: Vec<Defines>,
-    /// The string runs a prepared statement (`EXECUTE`), whose class is
-    /// the one that statement has when it runs.
-    pub executes: bool,
 }
 
 /// What one statement does to the session's names, and how the policy
@@ -91,12 +89,20 @@ impl From<Decision> for Inspection {
             rule: None,
             tables: Vec::new(),
             effects: Vec::new(),
-            executes: false,
         }
     }
 }
 
 impl Decision {
+    /// `allow`, `deny` or `hold`, as the audit log writes it.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny(_) => "deny",
+            Decision::Hold(_) => "hold",
+        }
+    }
+
     /// A policy denial naming the rule that denied it.
     pub fn deny(rule: &str, reason: impl Into<String>) -> Decision {
         Decision::Deny(

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,10 +52,6 @@ impl Receiver {
     }
 }
 
-fn policies() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/policies/approvals")
-}
-
 const SIGNING_SECRET: &str = "webhook-signing-secret";
 
 /// A proxy with the approvals fixture policies, admin API, no dev
@@ -75,14 +70,10 @@ async fn proxy(webhook: Option<&str>, timeout: Duration) -> Proxy {
             retries: 1,
         }
     });
-    Proxy::start(ProxyOptions {
-        policies_dir: Some(policies()),
-        approvals: infraveil::config::ApprovalsConfig {
-            timeout,
-            webhook,
-            ..Default::default()
-        },
-        ..ProxyOptions::with_grants()
+    approvals_proxy(infraveil::config::ApprovalsConfig {
+        timeout,
+        webhook,
+        ..Default::default()
     })
     .await
 }
@@ -90,11 +81,9 @@ async fn proxy(webhook: Option<&str>, timeout: Duration) -> Proxy {
 /// A database with `t` (100 rows), a view and a child table depending on
 /// it, writable by the test roles.
 fn db(name: &str) -> String {
-    let db = fresh_db(name);
-    cluster()
-        .psql(
-            &db,
-            "CREATE TABLE t (id int PRIMARY KEY, v text);
+    fresh_db_with(
+        name,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
              INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g;
              CREATE VIEW tv AS SELECT * FROM t;
              CREATE TABLE child (id int PRIMARY KEY, t_id int REFERENCES t);
@@ -103,9 +92,7 @@ fn db(name: &str) -> String {
              GRANT SELECT, INSERT, UPDATE, DELETE ON t TO app_write;
              GRANT SELECT ON t TO app_read;
              ANALYZE t;",
-        )
-        .unwrap();
-    db
+    )
 }
 
 fn rows(db: &str) -> i64 {

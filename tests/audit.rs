@@ -67,16 +67,6 @@ async fn export(p: &Proxy, extra: &[&str]) -> String {
     out
 }
 
-fn payloads(jsonl: &str) -> Vec<Value> {
-    jsonl
-        .lines()
-        .map(|l| {
-            let r: Value = serde_json::from_str(l).unwrap();
-            serde_json::from_str(r["payload"].as_str().unwrap()).unwrap()
-        })
-        .collect()
-}
-
 /// Export until `pred` holds for the payloads (reads are flushed within
 /// the read window, outcomes after the answer).
 async fn export_until(p: &Proxy, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,33 +12,15 @@ use infraveil::approvals::Status;
 use pgwire::messages::extendedquery::{Bind, Close};
 use serde_json::Value;
 
-async fn proxy() -> Proxy {
-    Proxy::start(ProxyOptions {
-        policies_dir: Some(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/policies/approvals"),
-        ),
-        approvals: infraveil::config::ApprovalsConfig {
-            timeout: Duration::from_secs(60),
-            ..Default::default()
-        },
-        ..ProxyOptions::with_grants()
-    })
-    .await
-}
-
 fn db(name: &str) -> String {
-    let db = fresh_db(name);
-    cluster()
-        .psql(
-            &db,
-            "CREATE TABLE t (id int PRIMARY KEY, v text);
+    fresh_db_with(
+        name,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
              INSERT INTO t SELECT g, 'x' FROM generate_series(1, 20) g;
              CREATE TABLE w (v int);
              ALTER TABLE t OWNER TO app_owner; ALTER TABLE w OWNER TO app_owner;
              GRANT SELECT, INSERT, UPDATE, DELETE ON t TO app_write;",
-        )
-        .unwrap();
-    db
+    )
 }
 
 fn has_row(db: &str, id: i32) -> bool {
@@ -58,6 +39,15 @@ fn bind_with(portal: &str, stmt: &str, value: i32) -> Bind {
         vec![Some(Bytes::from(value.to_string()))],
         vec![],
     )
+}
+
+/// Bind `stmt` with one value, execute the unnamed portal, Sync; returns
+/// the error codes.
+async fn run_bound(raw: &mut Raw, stmt: &str, value: i32) -> Vec<String> {
+    raw.send(&bind_with("", stmt, value)).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await.1
 }
 
 /// Approve every pending request of `identity`; returns how many.
@@ -85,24 +75,13 @@ async fn approve_pending(p: &Proxy, identity: &str) -> Vec<infraveil::approvals:
     out
 }
 
-async fn audit(p: &Proxy) -> Vec<Value> {
-    let (ok, out, err) = p.veilctl(&["audit", "export"]).await;
-    assert!(ok, "{err}");
-    out.lines()
-        .map(|l| {
-            let r: Value = serde_json::from_str(l).unwrap();
-            serde_json::from_str(r["payload"].as_str().unwrap()).unwrap()
-        })
-        .collect()
-}
-
 /// Mechanism 1: an approved SQL `PREPARE` is one statement in the same
 /// namespace as protocol ones; every Bind of it needs its own approval for
 /// its own values, and SQL `EXECUTE` is held too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_approved_sql_prepare_never_becomes_an_unlimited_statement() {
     let db = db("prepare_once");
-    let p = proxy().await;
+    let p = approvals_fixture().await;
     let bot = p.issue("bot-a", "bot").await;
     let mut raw = Raw::login_with(p.port, "bot-a", &db, &bot).await;
     let prepare = "PREPARE d(int) AS DELETE FROM t WHERE id = $1";
@@ -119,10 +98,7 @@ async fn an_approved_sql_prepare_never_becomes_an_unlimited_statement() {
 
     // Bind d [6]: asks, with the value shown.
     for _ in 0..2 {
-        raw.send(&bind_with("", "d", 6)).await;
-        raw.send(&execute()).await;
-        raw.send(&sync()).await;
-        let (_, codes, _) = raw.until_ready().await;
+        let codes = run_bound(&mut raw, "d", 6).await;
         assert_eq!(codes, vec!["42501"]);
     }
     assert!(has_row(&db, 6));
@@ -130,22 +106,13 @@ async fn an_approved_sql_prepare_never_becomes_an_unlimited_statement() {
     assert_eq!(reqs.len(), 1, "asking twice pages once");
     assert_eq!(reqs[0].params, vec!["'6'"]);
     // Approved for 6: 7 is still asked for, 6 runs once.
-    raw.send(&bind_with("", "d", 7)).await;
-    raw.send(&execute()).await;
-    raw.send(&sync()).await;
-    let (_, codes, _) = raw.until_ready().await;
+    let codes = run_bound(&mut raw, "d", 7).await;
     assert_eq!(codes, vec!["42501"], "other values are not approved");
     assert!(has_row(&db, 7));
-    raw.send(&bind_with("", "d", 6)).await;
-    raw.send(&execute()).await;
-    raw.send(&sync()).await;
-    let (_, codes, _) = raw.until_ready().await;
+    let codes = run_bound(&mut raw, "d", 6).await;
     assert!(codes.is_empty(), "{codes:?}");
     assert!(!has_row(&db, 6));
-    raw.send(&bind_with("", "d", 6)).await;
-    raw.send(&execute()).await;
-    raw.send(&sync()).await;
-    let (_, codes, _) = raw.until_ready().await;
+    let codes = run_bound(&mut raw, "d", 6).await;
     assert_eq!(codes, vec!["42501"], "an approval runs once");
     // SQL EXECUTE of it is held as well.
     let (_, codes, _) = raw.pipeline_query("EXECUTE d(8)").await;
@@ -159,21 +126,15 @@ async fn an_approved_sql_prepare_never_becomes_an_unlimited_statement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn skipped_messages_cannot_reset_an_approval() {
     let db = db("no_reset");
-    let p = proxy().await;
+    let p = approvals_fixture().await;
     let bot = p.issue("bot-a", "bot").await;
     let mut raw = Raw::login_with(p.port, "bot-a", &db, &bot).await;
     raw.send(&parse("s", "DELETE FROM t WHERE id = $1")).await;
     raw.send(&sync()).await;
     raw.until_ready().await;
-    raw.send(&bind_with("", "s", 5)).await;
-    raw.send(&execute()).await;
-    raw.send(&sync()).await;
-    raw.until_ready().await;
+    run_bound(&mut raw, "s", 5).await;
     approve_pending(&p, "bot-a").await;
-    raw.send(&bind_with("", "s", 5)).await;
-    raw.send(&execute()).await;
-    raw.send(&sync()).await;
-    let (_, codes, _) = raw.until_ready().await;
+    let codes = run_bound(&mut raw, "s", 5).await;
     assert!(codes.is_empty(), "{codes:?}");
     cluster()
         .psql(&db, "INSERT INTO t VALUES (5, 'back')")
@@ -199,10 +160,7 @@ async fn skipped_messages_cannot_reset_an_approval() {
     raw.until_ready().await;
     for stmt in ["s", ""] {
         raw.send(&parse("", "DELETE FROM t WHERE id = $1")).await;
-        raw.send(&bind_with("", stmt, 5)).await;
-        raw.send(&execute()).await;
-        raw.send(&sync()).await;
-        let (_, codes, _) = raw.until_ready().await;
+        let codes = run_bound(&mut raw, stmt, 5).await;
         assert_eq!(codes, vec!["42501"], "Bind of {stmt:?} asks again");
     }
     assert!(has_row(&db, 5));
@@ -215,7 +173,7 @@ async fn skipped_messages_cannot_reset_an_approval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reused_names_never_hide_executions() {
     let db = db("reuse");
-    let p = proxy().await;
+    let p = approvals_fixture().await;
     let alice = p.issue("alice", "ops").await;
     let mut raw = Raw::login_with(p.port, "alice", &db, &alice).await;
     raw.send(&parse("s1", "INSERT INTO w VALUES (1)")).await;
@@ -246,7 +204,7 @@ async fn reused_names_never_hide_executions() {
         .unwrap();
     assert_eq!(rows.trim(), "1,2");
 
-    let all = audit(&p).await;
+    let all = p.audit_payloads(&[]).await;
     let text_of = |n: &Value| {
         all.iter()
             .find(|v| v["type"] == "statement" && v["statement"] == *n && v["identity"] == "alice")
@@ -288,7 +246,7 @@ async fn reused_names_never_hide_executions() {
 async fn an_approval_is_bound_to_its_database() {
     let staging = db("staging");
     let production = db("production");
-    let p = proxy().await;
+    let p = approvals_fixture().await;
     let bot = p.issue("bot-a", "bot").await;
     let stmt = "DELETE FROM t WHERE id = 3";
     let on_staging = p.connect_with("bot-a", &staging, &bot).await;
@@ -312,7 +270,7 @@ async fn an_approval_is_bound_to_its_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outcomes_stay_with_their_statements_across_skipped_messages() {
     let db = db("outcomes");
-    let p = proxy().await;
+    let p = approvals_fixture().await;
     let alice = p.issue("alice", "ops").await;
     let mut raw = Raw::login_with(p.port, "alice", &db, &alice).await;
     raw.send(&parse("", "SELECT 1/0")).await;
@@ -331,7 +289,7 @@ async fn outcomes_stay_with_their_statements_across_skipped_messages() {
 
     let mut all = vec![];
     for _ in 0..50 {
-        all = audit(&p).await;
+        all = p.audit_payloads(&[]).await;
         if all
             .iter()
             .filter(|v| v["type"] == "statement.outcome" && v["identity"] == "alice")

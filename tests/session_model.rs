@@ -20,7 +20,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,29 +47,11 @@ fn seed() -> u64 {
         .unwrap_or(0x5eed_0013)
 }
 
-fn policies() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/policies/approvals")
-}
-
-async fn proxy() -> Proxy {
-    Proxy::start(ProxyOptions {
-        policies_dir: Some(policies()),
-        approvals: infraveil::config::ApprovalsConfig {
-            timeout: Duration::from_secs(120),
-            ..Default::default()
-        },
-        ..ProxyOptions::with_grants()
-    })
-    .await
-}
-
 /// A database with the tables and sequences the pipelines use.
 fn db(name: &str) -> String {
-    let db = fresh_db(name);
-    cluster()
-        .psql(
-            &db,
-            "CREATE TABLE t (id int PRIMARY KEY, v text);
+    fresh_db_with(
+        name,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
              INSERT INTO t SELECT g, 'x' FROM generate_series(1, 20) g;
              CREATE TABLE w_log (v int, hit bigint);
              CREATE TABLE h_log (v int, hit bigint);
@@ -80,9 +61,7 @@ fn db(name: &str) -> String {
              ALTER SEQUENCE w_hits OWNER TO app_owner; ALTER SEQUENCE h_hits OWNER TO app_owner;
              GRANT SELECT, INSERT ON h_log TO app_write;
              GRANT USAGE ON SEQUENCE h_hits TO app_write;",
-        )
-        .unwrap();
-    db
+    )
 }
 
 /// One protocol message of a pipeline.
@@ -272,17 +251,6 @@ async fn sequence_hits(db: &str, seq: &str) -> i64 {
     out.trim().parse().unwrap()
 }
 
-async fn audit(p: &Proxy) -> Vec<Value> {
-    let (ok, out, err) = p.veilctl(&["audit", "export"]).await;
-    assert!(ok, "export failed: {err}");
-    out.lines()
-        .map(|l| {
-            let r: Value = serde_json::from_str(l).unwrap();
-            serde_json::from_str(r["payload"].as_str().unwrap()).unwrap()
-        })
-        .collect()
-}
-
 /// The first keyword of what a statement record's text runs (for a
 /// `PREPARE … AS`, the prepared statement's).
 fn runs(text: &str) -> String {
@@ -373,7 +341,7 @@ fn outcomes_name_their_statements(t: &Trail) {
 async fn random_pipelines_keep_the_model_equal_to_postgres_and_every_run_recorded() {
     let via = db("model_via");
     let direct_db = db("model_direct");
-    let p = proxy().await;
+    let p = approvals_fixture().await;
     let alice = p.issue("alice", "ops").await;
     let mut fw = Raw::login_with(p.port, "alice", &via, &alice).await;
     let pw = cluster()
@@ -420,7 +388,7 @@ async fn random_pipelines_keep_the_model_equal_to_postgres_and_every_run_recorde
     // for each.
     let hits_via = sequence_hits(&via, "w_hits").await;
     assert_eq!(hits_via, sequence_hits(&direct_db, "w_hits").await);
-    let all = audit(&p).await;
+    let all = p.audit_payloads(&[]).await;
     let t = trail_of(&all, "alice");
     let mut ok = 0;
     let mut erred = 0;
@@ -475,7 +443,7 @@ async fn random_pipelines_keep_the_model_equal_to_postgres_and_every_run_recorde
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn held_statements_run_only_as_often_and_with_the_values_approved() {
     let db = db("model_held");
-    let p = proxy().await;
+    let p = approvals_fixture().await;
     let bot = p.issue("bot-a", "bot").await;
     let mut raw = Raw::login_with(p.port, "bot-a", &db, &bot).await;
     let mut rng = StdRng::seed_from_u64(seed() ^ 0xb07);
@@ -565,7 +533,7 @@ async fn held_statements_run_only_as_often_and_with_the_values_approved() {
             allowed.get(v)
         );
     }
-    let all = audit(&p).await;
+    let all = p.audit_payloads(&[]).await;
     let t = trail_of(&all, "bot-a");
     outcomes_name_their_statements(&t);
     assert!(

@@ -386,7 +386,7 @@ fn render_request(v: &ApprovalView, token: &str, csrf: &str, action: Option<&str
         escape(v.class.as_str()),
         escape(&v.statement)
     );
-    if let Some(p) = crate::approvals::notify::shown_params(v) {
+    if let Some(p) = crate::approvals::notify::params_line(v) {
         out.push_str(&row("Runs with parameters", &p));
     }
     out.push_str(&row("Status", v.status.as_str()));

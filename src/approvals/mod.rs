@@ -257,13 +257,29 @@ pub fn statement_hash(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
 }
 
-/// Hex SHA-256 of a prepared statement's text and the parameter part of
-/// the `Bind` that runs it (formats and values, exactly as sent).
-pub fn bound_hash(sql: &str, params: &[u8]) -> String {
+/// Parameter values of a `Bind`, with each one's format (`true`: binary).
+pub type Values<'a> = &'a [(bool, Option<&'a [u8]>)];
+
+/// What an approval of a prepared statement is bound to: hex SHA-256 of
+/// its text and each parameter's format and bytes. Without values it is
+/// [`statement_hash`], so an approval of the same text as a simple query
+/// covers it.
+pub fn bound_hash(sql: &str, values: Values<'_>) -> String {
+    if values.is_empty() {
+        return statement_hash(sql);
+    }
     let mut h = Sha256::new();
     h.update(sql.as_bytes());
-    h.update([0u8]);
-    h.update(params);
+    for (binary, v) in values {
+        h.update([0u8, u8::from(*binary)]);
+        match v {
+            Some(v) => {
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(v);
+            }
+            None => h.update(u64::MAX.to_be_bytes()),
+        }
+    }
     hex::encode(h.finalize())
 }
 

@@ -129,8 +129,33 @@ fn clip(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// Parameter values as approvers see them: text quoted, binary in hex,
+/// NULL as NULL; a value that looks like a secret, or every value of a
+/// statement that builds a connection string, as `'***'`.
+pub fn show_values(sql: &str, values: super::Values<'_>) -> Vec<String> {
+    const MAX_SHOWN: usize = 200;
+    let all_secret = crate::classify::redact(sql).as_ref() != sql;
+    values
+        .iter()
+        .map(|(binary, v)| {
+            let Some(v) = v else {
+                return "NULL".to_owned();
+            };
+            let text = match std::str::from_utf8(v) {
+                Ok(t) if !binary => format!("'{}'", t.replace('\'', "''")),
+                _ => format!("'\\x{}'", hex::encode(v)),
+            };
+            if all_secret || crate::classify::redact(&text).as_ref() != text {
+                "'***'".to_owned()
+            } else {
+                clip(&text, MAX_SHOWN)
+            }
+        })
+        .collect()
+}
+
 /// A prepared statement's parameter values, `$1 = 'a', $2 = NULL`.
-pub fn shown_params(r: &ApprovalView) -> Option<String> {
+pub fn params_line(r: &ApprovalView) -> Option<String> {
     if r.params.is_empty() {
         return None;
     }
@@ -151,7 +176,7 @@ pub fn slack_message(r: &ApprovalView, link: &str) -> Value {
     } else {
         r.tables.join(", ")
     };
-    let params = shown_params(r);
+    let params = params_line(r);
     let text = format!(
         "infraveil: {} ({} role) wants to run a {} statement; approval {} by {}",
         r.identity,
@@ -208,7 +233,7 @@ pub fn plain_text(r: &ApprovalView, link: &str) -> String {
         r.class,
         clip(&r.statement, MAX_STATEMENT_IN_MESSAGE)
     );
-    if let Some(p) = shown_params(r) {
+    if let Some(p) = params_line(r) {
         out.push_str(&format!("  with parameters: {p}\n"));
     }
     for l in &r.preview {
@@ -257,6 +282,34 @@ mod tests {
         let hex_sig = sig.strip_prefix("v1=").unwrap();
         let msg = format!("{ts}.{{\"a\":1}}");
         ring::hmac::verify(&key, msg.as_bytes(), &hex::decode(hex_sig).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn values_are_shown_quoted_in_hex_or_redacted_and_bound_by_format() {
+        let values: &[(bool, Option<&[u8]>)] =
+            &[(false, Some(b"it's")), (true, Some(&[1, 2])), (false, None)];
+        assert_eq!(
+            show_values("SELECT $1, $2, $3", values),
+            vec!["'it''s'", "'\\x0102'", "NULL"]
+        );
+        let conninfo: &[(bool, Option<&[u8]>)] = &[(false, Some(b"host=h password=s3cret"))];
+        assert_eq!(
+            show_values("SELECT dblink_connect($1)", conninfo),
+            vec!["'***'"]
+        );
+        // Text and binary of the same bytes are different approvals; no
+        // values is the text alone.
+        let text: &[(bool, Option<&[u8]>)] = &[(false, Some(b"1"))];
+        let binary: &[(bool, Option<&[u8]>)] = &[(true, Some(b"1"))];
+        let sql = "DELETE FROM t WHERE id = $1";
+        assert_ne!(
+            super::super::bound_hash(sql, text),
+            super::super::bound_hash(sql, binary)
+        );
+        assert_eq!(
+            super::super::bound_hash(sql, &[]),
+            super::super::statement_hash(sql)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use tracing::debug;
 
 use super::engine::{Action, Engine, PreparedClasses, Verdict};
 use super::{PolicyError, PolicySet};
+use crate::classify::SessionEffect;
 use crate::inspect::{Decision, Defines, Held, Inspection, Inspector, Origin, SessionInfo};
 use crate::protocol::{PgError, sqlstate};
 
@@ -45,7 +46,7 @@ impl Inspector for PolicyInspector {
         session: &SessionInfo,
         prepared: &dyn PreparedClasses,
         sql: &str,
-        _origin: Origin<'_>,
+        origin: Origin<'_>,
     ) -> Inspection {
         let engine = self.engine();
         let analysis = engine.analyze(sql);
@@ -63,8 +64,10 @@ impl Inspector for PolicyInspector {
             .collect();
         tables.sort();
         tables.dedup();
-        let hold = |v: &Verdict| {
-            Box::new(Held {
+        let decision_of = |v: &Verdict| match v.action {
+            Action::Allow => Decision::Allow,
+            Action::Deny => Decision::Deny(denied(v)),
+            Action::Hold => Decision::Hold(Box::new(Held {
                 class: v.class,
                 rule: v.rule.clone(),
                 reason: v.reason.clone(),
@@ -72,39 +75,53 @@ impl Inspector for PolicyInspector {
                 approvers: v.approvers.clone(),
                 mode: mode(&engine, session),
                 error: held(v),
-            })
+            })),
         };
-        let effects = analysis
+        // What the statements do to the session's names, for its model;
+        // nothing to build for the strings (nearly all) that change none.
+        let effects = if analysis
             .statements
             .iter()
-            .zip(&j.verdicts)
-            .map(|(s, v)| Defines {
-                what: s.session.clone(),
-                class: v.class,
-                decision: match v.action {
-                    Action::Allow => Decision::Allow,
-                    Action::Deny => Decision::Deny(denied(v)),
-                    Action::Hold => Decision::Hold(hold(v)),
-                },
-            })
-            .collect();
+            .all(|s| s.session == SessionEffect::None)
+        {
+            Vec::new()
+        } else {
+            analysis
+                .statements
+                .iter()
+                .zip(&j.verdicts)
+                .map(|(s, v)| Defines {
+                    what: s.session.clone(),
+                    class: v.class,
+                    decision: decision_of(v),
+                })
+                .collect()
+        };
         // A PREPARE the policy holds is held itself, and each execution of
         // the statement it defines is held again, with its values.
         let v = &j.overall;
         debug!(class = %v.class, decision = v.action.as_str(), rule = %v.rule, "judged");
-        let decision = match v.action {
-            Action::Allow => Decision::Allow,
-            Action::Deny => Decision::Deny(denied(v)),
-            Action::Hold => Decision::Hold(hold(v)),
-        };
-        let (class, rule) = (v.class, v.rule.clone());
+        let mut decision = decision_of(v);
+        // `EXECUTE name` as a prepared statement would run whatever `name`
+        // is when it is executed, not what it is now.
+        if let Origin::Parse { .. } = origin
+            && !matches!(decision, Decision::Deny(_))
+            && analysis.statements.iter().any(|s| s.executes.is_some())
+        {
+            decision = Decision::Deny(
+                PgError::error(
+                    sqlstate::INSUFFICIENT_PRIVILEGE,
+                    "infraveil does not prepare EXECUTE statements",
+                )
+                .with_hint("send EXECUTE as a simple query, or bind the prepared statement itself"),
+            );
+        }
         Inspection {
             decision,
-            class: Some(class),
-            rule: Some(rule),
+            class: Some(v.class),
+            rule: Some(v.rule.clone()),
             tables,
             effects,
-            executes: analysis.statements.iter().any(|s| s.executes.is_some()),
         }
     }
 

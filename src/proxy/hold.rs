@@ -33,13 +33,10 @@ pub enum Outcome {
 }
 
 /// What is held: a statement's text and, for a prepared statement, the
-/// parameter part of its `Bind`.
+/// parameter values of its `Bind` (bound into the approval and shown).
 pub struct Asked<'a> {
     pub sql: &'a str,
-    /// Formats and values exactly as sent (bound into the approval).
-    pub params: Option<&'a [u8]>,
-    /// The values as approvers see them (redacted).
-    pub shown: Vec<String>,
+    pub values: crate::approvals::Values<'a>,
 }
 
 /// Decide the fate of a held statement (see the module doc).
@@ -66,10 +63,7 @@ pub async fn hold<R: AsyncRead + Unpin>(
         role: info.role.clone(),
         database: info.database.clone(),
         upstream_user,
-        hash: match asked.params {
-            Some(p) => crate::approvals::bound_hash(asked.sql, p),
-            None => crate::approvals::statement_hash(asked.sql),
-        },
+        hash: crate::approvals::bound_hash(asked.sql, asked.values),
     };
     let q = Question {
         shared,
@@ -236,7 +230,7 @@ async fn ask(
             session: info.id,
             client_addr: info.client_addr.to_string(),
             statement: q.asked.sql.to_owned(),
-            params: q.asked.shown.clone(),
+            params: crate::approvals::notify::show_values(q.asked.sql, q.asked.values),
             class: held.class,
             tables: held.tables.clone(),
             rule: held.rule.clone(),

@@ -37,7 +37,7 @@ use super::stream::Stream;
 use super::trail::{Decided, Trail};
 use super::upstream::{MAX_BACKEND_MESSAGE, Upstream};
 use crate::classify::{Class, SessionEffect};
-use crate::inspect::{Decision, Held, Inspection, Origin, SessionInfo};
+use crate::inspect::{Decision, Defines, Held, Inspection, Origin, SessionInfo};
 use crate::metrics::Metrics;
 use crate::policy::PreparedClasses;
 use crate::protocol::frame::FrameError;
@@ -469,14 +469,19 @@ async fn release(
     client: &mut FrameReader<ReadHalf<Stream>>,
     cancel: &Notify,
 ) -> Result<(), RelayEnd> {
-    let params = match &m.then {
-        AfterHold::Bind { .. } => bind_parts(m.frame.body()).and_then(|b| b.params),
+    // The values a held Bind runs with are part of what is approved; a
+    // Bind whose values cannot be read is refused.
+    let bind = match &m.then {
+        AfterHold::Bind { .. } => match decode_bind(&m.frame) {
+            Some(b) => Some(b),
+            None => return Err(bad_message("Bind")),
+        },
         AfterHold::Query { .. } => None,
     };
+    let values = bind.as_ref().map(bind_values).unwrap_or_default();
     let asked = hold::Asked {
         sql: &m.sql,
-        params,
-        shown: params.map(|p| shown_params(&m.sql, p)).unwrap_or_default(),
+        values: &values,
     };
     let outcome = hold::hold(ctx.shared, ctx.info, &m.held, &asked, client, cancel).await;
     match (outcome, m.then) {
@@ -510,46 +515,6 @@ async fn release(
 /// Stands in for a statement that was refused: its message fails upstream.
 fn refused() -> Arc<Statement> {
     Statement::new(Arc::from(""), 0, None, Gate::Refused)
-}
-
-/// Parameter values as approvers see them: text values quoted, binary ones
-/// in hex, NULL as NULL; a value that looks like a secret, or any value of
-/// a statement that builds a connection string, as `'***'`.
-fn shown_params(sql: &str, params: &[u8]) -> Vec<String> {
-    const MAX_SHOWN: usize = 200;
-    let Some((formats, values, _)) = bind_values(params) else {
-        return vec!["<unreadable parameters>".into()];
-    };
-    let all_secret = crate::classify::redact(sql).as_ref() != sql;
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let binary = match formats.len() {
-                0 => false,
-                1 => formats[0] == 1,
-                _ => formats.get(i) == Some(&1),
-            };
-            let Some(v) = v else {
-                return "NULL".to_owned();
-            };
-            let text = match std::str::from_utf8(v) {
-                Ok(t) if !binary => format!("'{}'", t.replace('\'', "''")),
-                _ => format!("'\\x{}'", hex::encode(v)),
-            };
-            if all_secret || crate::classify::redact(&text).as_ref() != text {
-                return "'***'".to_owned();
-            }
-            if text.len() > MAX_SHOWN {
-                let mut end = MAX_SHOWN;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                return format!("{}… ({} bytes)", &text[..end], v.len());
-            }
-            text
-        })
-        .collect()
 }
 
 /// Inspect one client frame and queue what goes upstream.
@@ -656,17 +621,23 @@ impl PreparedClasses for ModelClasses<'_> {
 
 /// The statement text of a `Query` or `Parse` and the judgement of it.
 struct Judged<'a> {
-    text: Result<&'a str, PgError>,
+    /// The text as logged (lossy when it is not valid UTF-8).
+    logged: Cow<'a, str>,
     inspection: Inspection,
 }
 
 impl Judged<'_> {
-    /// The text as logged (lossy when it is not valid UTF-8).
-    fn logged(&self, raw: &[u8]) -> String {
-        match self.text {
-            Ok(sql) => sql.to_owned(),
-            Err(_) => String::from_utf8_lossy(raw).into_owned(),
-        }
+    /// Record the statement with the decision made (moving rule and tables
+    /// into the record); returns its number.
+    fn record(&mut self, trail: &mut Trail, via: &'static str) -> u64 {
+        let i = &mut self.inspection;
+        let decided = Decided {
+            class: i.class,
+            decision: i.decision.word(),
+            rule: i.rule.take(),
+            tables: std::mem::take(&mut i.tables),
+        };
+        trail.statement(via, &self.logged, decided)
     }
 }
 
@@ -701,34 +672,31 @@ fn judge<'a>(
         }
         Err(e) => counted(ctx.shared, Decision::Deny(e.clone())),
     };
-    Some(Judged { text, inspection })
+    let logged = match text {
+        Ok(sql) => Cow::Borrowed(sql),
+        Err(_) => String::from_utf8_lossy(raw),
+    };
+    Some(Judged { logged, inspection })
 }
 
-/// The model's view of what a string's statements define.
-fn effects(inspection: &mut Inspection, text: &Arc<str>, record: u64) -> Vec<Effect> {
-    std::mem::take(&mut inspection.effects)
+/// The model's view of what a string's statements define; `text` gives
+/// the string (only asked for when a statement defines something).
+fn effects(defines: Vec<Defines>, text: impl Fn() -> Arc<str>, record: u64) -> Vec<Effect> {
+    defines
         .into_iter()
         .map(|d| {
+            let gate = gate(d.class, d.decision);
             let statement = match &d.what {
-                SessionEffect::Prepare(_) => Some(Statement::new(
-                    text.clone(),
-                    record,
-                    Some(d.class),
-                    gate(d.class, d.decision),
-                )),
+                SessionEffect::Prepare(_) => Some(gate),
                 // A SQL cursor is read with FETCH; through the protocol it
                 // runs only if it is a plain read.
-                SessionEffect::Declare { .. } => Some(Statement::new(
-                    text.clone(),
-                    record,
-                    Some(d.class),
-                    match gate(d.class, d.decision) {
-                        Gate::Free => Gate::Free,
-                        _ => Gate::Refused,
-                    },
-                )),
+                SessionEffect::Declare { .. } => Some(match gate {
+                    Gate::Free => Gate::Free,
+                    _ => Gate::Refused,
+                }),
                 _ => None,
-            };
+            }
+            .map(|gate| Statement::new(text(), record, Some(d.class), gate));
             Effect {
                 what: d.what,
                 statement,
@@ -759,35 +727,24 @@ fn on_query(
     let Some(mut j) = judge(raw, true, Origin::SimpleQuery, ctx, state.model) else {
         return Ok(Flow::Stall(frame));
     };
-    let logged = j.logged(raw);
-    let (class, rule, tables) = (
-        j.inspection.class,
-        j.inspection.rule.take(),
-        std::mem::take(&mut j.inspection.tables),
-    );
-    let decided = |decision| Decided {
-        class,
-        decision,
-        rule,
-        tables,
-    };
+    let n = j.record(&mut state.trail, "query");
+    let defines = std::mem::take(&mut j.inspection.effects);
+    let sql = &j.logged;
     match std::mem::replace(&mut j.inspection.decision, Decision::Allow) {
         Decision::Allow => {
-            let n = state.trail.statement("query", &logged, decided("allow"));
-            let effects = effects(&mut j.inspection, &Arc::from(logged.as_str()), n);
-            state.model.query(n, effects);
+            state
+                .model
+                .query(n, effects(defines, || Arc::from(&**sql), n));
             forward(out, &frame)
         }
         Decision::Deny(e) => {
-            let n = state.trail.statement("query", &logged, decided("deny"));
             state.model.query(n, Vec::new());
             ctx.denials.refuse(out, Carrier::Query, e)?;
             Ok(Flow::Continue)
         }
         Decision::Hold(held) => {
-            let n = state.trail.statement("query", &logged, decided("hold"));
-            let sql: Arc<str> = Arc::from(logged.as_str());
-            let effects = effects(&mut j.inspection, &sql, n);
+            let sql: Arc<str> = Arc::from(&**sql);
+            let effects = effects(defines, || sql.clone(), n);
             Ok(Flow::Hold(Box::new(HeldMessage {
                 frame,
                 held,
@@ -807,11 +764,12 @@ fn on_parse(
     let Some((name, raw)) = parse_body(frame.body()) else {
         return Err(bad_message("Parse"));
     };
+    // A name that is not valid UTF-8 is refused with the statement.
+    let name_ok = std::str::from_utf8(name).is_ok();
+    let name = String::from_utf8_lossy(name).into_owned();
     // The model keeps what PostgreSQL keeps; a session may not make it
     // grow without bound.
     if state.model.oversized() {
-        let name = String::from_utf8_lossy(name).into_owned();
-        state.model.parse(&name, refused());
         let e = PgError::error(
             sqlstate::PROGRAM_LIMIT_EXCEEDED,
             format!(
@@ -820,79 +778,51 @@ fn on_parse(
             ),
         )
         .with_hint("close or DEALLOCATE statements no longer used");
+        state.model.parse(&name, refused());
         ctx.denials
             .refuse(out, Carrier::Parse { name: name.into() }, e)?;
         return Ok(Flow::Continue);
     }
-    // A name that is not valid UTF-8 is refused with the statement.
-    let name_ok = std::str::from_utf8(name).is_ok();
-    let name = String::from_utf8_lossy(name).into_owned();
     let origin = Origin::Parse { statement: &name };
     let Some(mut j) = judge(raw, name_ok, origin, ctx, state.model) else {
         return Ok(Flow::Stall(frame));
     };
-    let logged = j.logged(raw);
-    let (class, rule, tables) = (
-        j.inspection.class,
-        j.inspection.rule.take(),
-        std::mem::take(&mut j.inspection.tables),
-    );
-    let decided = |decision| Decided {
-        class,
-        decision,
-        rule,
-        tables,
-    };
-    let mut decision = std::mem::replace(&mut j.inspection.decision, Decision::Allow);
-    // `EXECUTE name` as a prepared statement would run whatever `name` is
-    // when it is executed, not what it is now.
-    if j.inspection.executes && !matches!(decision, Decision::Deny(_)) {
-        decision = Decision::Deny(
-            PgError::error(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                "infraveil does not prepare EXECUTE statements",
-            )
-            .with_hint("send EXECUTE as a simple query, or bind the prepared statement itself"),
-        );
-    }
-    // Without approvals configured a held statement can never run: say so
-    // at once.
-    if let Decision::Hold(h) = &decision
+    // Parsing runs nothing: a held statement is prepared, and each Bind of
+    // it asks for an approval with its parameter values. Without approvals
+    // configured it could never run: refused at once.
+    if let Decision::Hold(h) = &j.inspection.decision
         && ctx.shared.approvals.is_none()
     {
-        decision = Decision::Deny(h.error.clone());
+        j.inspection.decision = Decision::Deny(h.error.clone());
     }
-    let (word, refusal) = match &decision {
-        Decision::Allow => ("allow", None),
-        // Parsing runs nothing: a held statement is prepared, and each
-        // Bind of it asks for an approval with its parameter values.
-        Decision::Hold(_) => ("hold", None),
-        Decision::Deny(e) => ("deny", Some(e.clone())),
-    };
-    let n = state.trail.statement("parse", &logged, decided(word));
-    let text: Arc<str> = Arc::from(logged.as_str());
-    let mut effects = effects(&mut j.inspection, &text, n);
-    let c = class.unwrap_or(Class::Unknown);
-    match refusal {
-        None => {
-            // One statement per Parse: what it defines, if anything, is
-            // applied when an execution of it completes.
-            let effect = effects.pop().filter(|_| effects.is_empty());
-            let statement = Arc::new(Statement {
-                text,
-                record: n,
-                class: Some(c),
-                gate: gate(c, decision),
-                effect,
-            });
-            state.model.parse(&name, statement);
-            forward(out, &frame)
-        }
-        Some(e) => {
+    let n = j.record(&mut state.trail, "parse");
+    let class = j.inspection.class.unwrap_or(Class::Unknown);
+    match std::mem::replace(&mut j.inspection.decision, Decision::Allow) {
+        Decision::Deny(e) => {
             state.model.parse(&name, refused());
             ctx.denials
                 .refuse(out, Carrier::Parse { name: name.into() }, e)?;
             Ok(Flow::Continue)
+        }
+        decision => {
+            let text: Arc<str> = Arc::from(&*j.logged);
+            // One statement per Parse: what it defines, if anything, is
+            // applied when an execution of it completes.
+            let mut effects = effects(
+                std::mem::take(&mut j.inspection.effects),
+                || text.clone(),
+                n,
+            );
+            let effect = effects.pop().filter(|_| effects.is_empty());
+            let statement = Arc::new(Statement {
+                text,
+                record: n,
+                class: Some(class),
+                gate: gate(class, decision),
+                effect,
+            });
+            state.model.parse(&name, statement);
+            forward(out, &frame)
         }
     }
 }
@@ -903,13 +833,10 @@ fn on_bind(
     ctx: &Ctx<'_>,
     state: &mut Frontend<'_>,
 ) -> Result<Flow, RelayEnd> {
-    let Some(bind) = bind_parts(frame.body()) else {
+    let Some((portal, name)) = bind_names(frame.body()) else {
         return Err(bad_message("Bind"));
     };
-    let (Ok(portal), Ok(name)) = (
-        std::str::from_utf8(bind.portal),
-        std::str::from_utf8(bind.statement),
-    ) else {
+    let (Ok(portal), Ok(name)) = (std::str::from_utf8(portal), std::str::from_utf8(name)) else {
         state.model.bind("", refused(), None);
         ctx.denials
             .refuse(out, Carrier::Bind { portal: "".into() }, invalid_utf8())?;
@@ -983,13 +910,15 @@ fn on_execute(
     let Some(end) = body.iter().position(|&b| b == 0) else {
         return Err(bad_message("Execute"));
     };
-    let name = String::from_utf8_lossy(&body[..end]);
     let refuse = |out: &mut BytesMut, model: &SessionState, e: PgError| {
         model.execute(0, None);
         ctx.denials.refuse(out, Carrier::Execute, e)?;
         Ok(Flow::Continue)
     };
-    let portal = match state.model.portal(&name) {
+    let Ok(name) = std::str::from_utf8(&body[..end]) else {
+        return refuse(out, state.model, invalid_utf8());
+    };
+    let portal = match state.model.portal(name) {
         Lookup::Unsettled => return Ok(Flow::Stall(frame)),
         Lookup::Skipped => {
             state.model.execute(0, None);
@@ -1035,7 +964,7 @@ fn on_execute(
             }
             // Durable before it goes upstream, whatever name it was
             // prepared or bound under.
-            state.trail.execute(statement.record, &name);
+            state.trail.execute(statement.record, name);
         }
     }
     state
@@ -1044,55 +973,40 @@ fn on_execute(
     forward(out, &frame)
 }
 
-/// The parts of a `Bind` message.
-struct BindParts<'a> {
-    portal: &'a [u8],
-    statement: &'a [u8],
-    /// Parameter formats and values, as sent (`None` without values).
-    params: Option<&'a [u8]>,
-}
-
-/// Split a `Bind` body; `None` when it is malformed.
-fn bind_parts(body: &[u8]) -> Option<BindParts<'_>> {
+/// The portal and statement names of a `Bind` body; `None` when it is
+/// malformed. Values are left to PostgreSQL, except for a held statement.
+fn bind_names(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let portal_end = body.iter().position(|&b| b == 0)?;
     let rest = &body[portal_end + 1..];
     let stmt_end = rest.iter().position(|&b| b == 0)?;
-    let tail = &rest[stmt_end + 1..];
-    let (_, values, used) = bind_values(tail)?;
-    Some(BindParts {
-        portal: &body[..portal_end],
-        statement: &rest[..stmt_end],
-        // Without values the text alone says what runs, as in a simple query.
-        params: (!values.is_empty()).then(|| &tail[..used]),
-    })
+    Some((&body[..portal_end], &rest[..stmt_end]))
 }
 
-/// Parameter format codes and values at the start of a `Bind`'s parameter
-/// part, and the bytes they take.
-#[allow(clippy::type_complexity)]
-fn bind_values(all: &[u8]) -> Option<(Vec<i16>, Vec<Option<&[u8]>>, usize)> {
-    let mut b = all;
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = (b.get(..n)?, b.get(n..)?);
-        *b = tail;
-        Some(head)
-    }
-    let i16_of = |s: &[u8]| i16::from_be_bytes([s[0], s[1]]);
-    let nf = i16_of(take(&mut b, 2)?);
-    let formats = (0..nf.max(0))
-        .map(|_| take(&mut b, 2).map(i16_of))
-        .collect::<Option<Vec<_>>>()?;
-    let nv = i16_of(take(&mut b, 2)?);
-    let mut values = Vec::with_capacity(nv.max(0) as usize);
-    for _ in 0..nv.max(0) {
-        let len = i32::from_be_bytes(take(&mut b, 4)?.try_into().ok()?);
-        values.push(if len < 0 {
-            None
-        } else {
-            Some(take(&mut b, len as usize)?)
-        });
-    }
-    Some((formats, values, all.len() - b.len()))
+/// A whole `Bind`, decoded by pgwire.
+fn decode_bind(frame: &Frame) -> Option<Bind> {
+    use pgwire::messages::{DecodeContext, Message};
+    let mut bytes = frame.bytes.clone();
+    Bind::decode(&mut bytes, &DecodeContext::default())
+        .ok()
+        .flatten()
+}
+
+/// Each parameter value with its format (`true`: binary): one format code
+/// for all, or one per value.
+fn bind_values(b: &Bind) -> Vec<(bool, Option<&[u8]>)> {
+    let f = &b.parameter_format_codes;
+    b.parameters
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let code = if f.len() == 1 {
+                f[0]
+            } else {
+                f.get(i).copied().unwrap_or(0)
+            };
+            (code == 1, v.as_deref())
+        })
+        .collect()
 }
 
 /// Ask the inspector, inside a per-statement span, and count the decision.

@@ -312,34 +312,12 @@ impl SessionState {
 
     pub fn statement(&self, name: &str) -> Lookup<Statement> {
         let g = self.lock();
-        if g.skipping && g.syncs == 0 {
-            return Lookup::Skipped;
-        }
-        match g.open_statements.get(name) {
-            Some(Some(s)) => Lookup::Found(s.clone()),
-            Some(None) => Lookup::Missing,
-            None if g.boundaries > 0 => Lookup::Unsettled,
-            None => g
-                .statements
-                .get(name)
-                .map_or(Lookup::Missing, |s| Lookup::Found(s.clone())),
-        }
+        g.resolve(&g.open_statements, &g.statements, name)
     }
 
     pub fn portal(&self, name: &str) -> Lookup<Portal> {
         let g = self.lock();
-        if g.skipping && g.syncs == 0 {
-            return Lookup::Skipped;
-        }
-        match g.open_portals.get(name) {
-            Some(Some(p)) => Lookup::Found(p.clone()),
-            Some(None) => Lookup::Missing,
-            None if g.boundaries > 0 => Lookup::Unsettled,
-            None => g
-                .portals
-                .get(name)
-                .map_or(Lookup::Missing, |p| Lookup::Found(p.clone())),
-        }
+        g.resolve(&g.open_portals, &g.portals, name)
     }
 
     /// Wait until lookups are settled: PostgreSQL has answered every
@@ -556,6 +534,28 @@ impl SessionState {
 }
 
 impl Inner {
+    /// `name` as PostgreSQL will resolve it after what was sent so far:
+    /// changes in the open segment first, then (if nothing sent is still
+    /// unanswered) the confirmed table.
+    fn resolve<T>(
+        &self,
+        open: &HashMap<Box<str>, Option<Arc<T>>>,
+        confirmed: &HashMap<Box<str>, Arc<T>>,
+        name: &str,
+    ) -> Lookup<T> {
+        if self.skipping && self.syncs == 0 {
+            return Lookup::Skipped;
+        }
+        match open.get(name) {
+            Some(Some(x)) => Lookup::Found(x.clone()),
+            Some(None) => Lookup::Missing,
+            None if self.boundaries > 0 => Lookup::Unsettled,
+            None => confirmed
+                .get(name)
+                .map_or(Lookup::Missing, |x| Lookup::Found(x.clone())),
+        }
+    }
+
     /// The frontend sent a `Sync` or `Query`: what it sends next is judged
     /// against PostgreSQL's answers, not against assumptions.
     fn boundary(&mut self) {

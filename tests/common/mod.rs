@@ -53,6 +53,13 @@ pub fn fresh_db(name: &str) -> String {
     db
 }
 
+/// [`fresh_db`], set up by `sql` (run as the cluster superuser).
+pub fn fresh_db_with(name: &str, sql: &str) -> String {
+    let db = fresh_db(name);
+    cluster().psql(&db, sql).expect("set up the database");
+    db
+}
+
 pub fn scratch_dir() -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let d = std::env::temp_dir().join(format!(
@@ -261,6 +268,16 @@ impl Proxy {
         let (ok, out, err) = self.veilctl(&all).await;
         assert!(ok, "veilctl {args:?} failed: {err}");
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("veilctl {args:?}: {e}: {out}"))
+    }
+
+    /// The payload of every record of the live log, through `veilctl audit
+    /// export EXTRA`.
+    pub async fn audit_payloads(&self, extra: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = vec!["audit", "export"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = self.veilctl(&args).await;
+        assert!(ok, "export failed: {err}");
+        payloads(&out)
     }
 
     /// Issue a grant in-process (no CLI round trip); returns the password.
@@ -585,6 +602,40 @@ impl Raw {
         }
         codes
     }
+}
+
+/// The payloads of exported audit records (JSON lines).
+pub fn payloads(jsonl: &str) -> Vec<serde_json::Value> {
+    jsonl
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            serde_json::from_str(r["payload"].as_str().unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// A proxy enforcing the approvals fixture (`testdata/policies/approvals`:
+/// `alice` in `ops`, agents `bot-a` and `bot-b` in `bot`, approver
+/// `oncall`), with grants only and the admin API.
+pub async fn approvals_proxy(approvals: infraveil::config::ApprovalsConfig) -> Proxy {
+    Proxy::start(ProxyOptions {
+        policies_dir: Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/policies/approvals"),
+        ),
+        approvals,
+        ..ProxyOptions::with_grants()
+    })
+    .await
+}
+
+/// [`approvals_proxy`] with requests that expire after a minute.
+pub async fn approvals_fixture() -> Proxy {
+    approvals_proxy(infraveil::config::ApprovalsConfig {
+        timeout: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await
 }
 
 /// The SQLSTATE of an `ErrorResponse` frame.
