@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use infraveil::approvals::Status;
+use infraveil::protocol::ErrorFields;
 use pgwire::messages::extendedquery::{Bind, Close};
 use serde_json::Value;
 
@@ -19,7 +20,8 @@ fn db(name: &str) -> String {
              INSERT INTO t SELECT g, 'x' FROM generate_series(1, 20) g;
              CREATE TABLE w (v int);
              ALTER TABLE t OWNER TO app_owner; ALTER TABLE w OWNER TO app_owner;
-             GRANT SELECT, INSERT, UPDATE, DELETE ON t TO app_write;",
+             GRANT SELECT, INSERT, UPDATE, DELETE ON t TO app_write;
+             GRANT INSERT ON w TO app_write;",
     )
 }
 
@@ -319,4 +321,193 @@ async fn outcomes_stay_with_their_statements_across_skipped_messages() {
     let four = outcome(&number("INSERT INTO w VALUES (4)"));
     assert_eq!(four["outcome"], "ok");
     assert_eq!(four["tags"][0], "INSERT 0 1");
+}
+
+fn count(db: &str, sql: &str) -> i64 {
+    cluster().psql(db, sql).unwrap().trim().parse().unwrap()
+}
+
+fn encoded<M: pgwire::messages::Message>(m: &M) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    m.encode(&mut b).unwrap();
+    b.to_vec()
+}
+
+/// Found by review: a COPY that fails on bad data left the model "in COPY"
+/// and "skipping" for good, so every later Bind and Execute went upstream
+/// unchecked. Now the COPY ends with its request, and a message the model
+/// believes PostgreSQL will skip is refused rather than forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_copy_leaves_nothing_unchecked() {
+    let db = db("copy_error");
+    let p = approvals_fixture().await;
+    let bot = p.issue("bot-a", "bot").await;
+    let mut raw = Raw::login_with(p.port, "bot-a", &db, &bot).await;
+    raw.send(&parse("a", "DELETE FROM t WHERE id = $1")).await;
+    raw.send(&parse("c", "COPY w FROM STDIN")).await;
+    raw.send(&bind("c")).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    approve_pending(&p, "bot-a").await;
+    raw.send(&bind("c")).await;
+    raw.send(&execute()).await;
+    raw.send_frame(b'H', b"").await;
+    let f = raw.next().await;
+    assert_eq!(f.tag(), b'2', "{:?}", error_code(&f));
+    let f = raw.next().await;
+    assert_eq!(
+        f.tag(),
+        b'G',
+        "{:?}",
+        ErrorFields::decode(&f.bytes).map(|e| e.message().map(str::to_owned))
+    );
+    raw.send(&copy_data("not-an-int\n")).await;
+    assert_eq!(error_code(&raw.next().await).as_deref(), Some("22P02"));
+    let mut batch = encoded(&sync());
+    for id in 1..=10 {
+        batch.extend(encoded(&bind_with("", "a", id)));
+        batch.extend(encoded(&execute()));
+    }
+    batch.extend(encoded(&sync()));
+    raw.send_raw(&batch).await;
+    raw.until_ready().await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(
+        codes,
+        vec!["42501"],
+        "the first Bind is held, the rest skipped"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM t"), 20);
+    // The session is still in step.
+    let (_, codes, _) = raw.pipeline_query("SELECT 1").await;
+    assert!(codes.is_empty(), "{codes:?}");
+}
+
+/// Found by review: FETCH ran a portal bound through the protocol with no
+/// execute record (and, for a held statement, beside its one approved
+/// Execute). Such a portal runs only by Execute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetch_cannot_run_a_portal_that_changes_data() {
+    let db = db("fetch");
+    let p = approvals_fixture().await;
+    let alice = p.issue("alice", "ops").await;
+    let mut raw = Raw::login_with(p.port, "alice", &db, &alice).await;
+    raw.send(&parse("ins", "INSERT INTO w VALUES (42) RETURNING v"))
+        .await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    for sql in ["FETCH ALL FROM p", "MOVE ALL IN p"] {
+        raw.pipeline_query("BEGIN").await;
+        raw.send(&Bind::new(
+            Some("p".into()),
+            Some("ins".into()),
+            vec![],
+            vec![],
+            vec![],
+        ))
+        .await;
+        raw.send(&sync()).await;
+        raw.until_ready().await;
+        let (_, codes, _) = raw.pipeline_query(sql).await;
+        assert_eq!(codes, vec!["42501"], "{sql}");
+        raw.pipeline_query("ROLLBACK").await;
+    }
+    raw.pipeline_query("COMMIT").await;
+    assert_eq!(count(&db, "SELECT count(*) FROM w"), 0);
+    // A SQL cursor is read with FETCH as always.
+    raw.pipeline_query("BEGIN").await;
+    raw.pipeline_query("DECLARE c CURSOR FOR SELECT 1").await;
+    let (_, codes, _) = raw.pipeline_query("FETCH ALL FROM c").await;
+    assert!(codes.is_empty(), "{codes:?}");
+}
+
+/// Found by review: an approval of `EXECUTE x` was bound to that text, so
+/// redefining `x` afterwards ran something else under it. The approval
+/// names what `x` is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_execute_is_bound_to_what_the_name_is() {
+    let db = db("exec_swap");
+    let p = approvals_fixture().await;
+    let bot = p.issue("bot-a", "bot").await;
+    let mut raw = Raw::login_with(p.port, "bot-a", &db, &bot).await;
+    raw.send(&parse("x", "INSERT INTO w VALUES (1)")).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    let (_, codes, _) = raw.pipeline_query("EXECUTE x").await;
+    assert_eq!(codes, vec!["42501"]);
+    let reqs = approve_pending(&p, "bot-a").await;
+    assert!(
+        reqs[0]
+            .statement
+            .contains("where x is: INSERT INTO w VALUES (1)"),
+        "{}",
+        reqs[0].statement
+    );
+    raw.send(&Close::new(b'S', Some("x".into()))).await;
+    raw.send(&parse("x", "DELETE FROM t")).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    let (_, codes, _) = raw.pipeline_query("EXECUTE x").await;
+    assert_eq!(codes, vec!["42501"], "a new meaning needs a new approval");
+    assert_eq!(count(&db, "SELECT count(*) FROM t"), 20);
+}
+
+/// Found by review: the parameter types a Parse gives were not part of the
+/// approval, so the same bytes could run with another meaning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_is_bound_to_parameter_types() {
+    use pgwire::messages::extendedquery::Parse;
+    let db = db("param_types");
+    let p = approvals_fixture().await;
+    let bot = p.issue("bot-a", "bot").await;
+    let mut raw = Raw::login_with(p.port, "bot-a", &db, &bot).await;
+    let sql = "DELETE FROM t WHERE id > length($1)";
+    let value = Bind::new(
+        None,
+        Some("d".into()),
+        vec![],
+        vec![Some(Bytes::from_static(b"\\x41"))],
+        vec![],
+    );
+    raw.send(&Parse::new(Some("d".into()), sql.into(), vec![25]))
+        .await;
+    raw.send(&value).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    let reqs = approve_pending(&p, "bot-a").await;
+    assert_eq!(reqs[0].params, vec!["'\\x41' (type oid 25)"]);
+    raw.send(&Close::new(b'S', Some("d".into()))).await;
+    raw.send(&Parse::new(Some("d".into()), sql.into(), vec![17]))
+        .await;
+    raw.send(&value).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["42501"], "bytea is not what was approved");
+    assert_eq!(count(&db, "SELECT count(*) FROM t"), 20);
+}
+
+/// Found by review: a message that had to wait for PostgreSQL's answer to
+/// a COPY waited on data the client had sent behind it, for ever. During
+/// COPY nothing waits; what PostgreSQL would not run is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_waits_behind_a_copy() {
+    let db = db("copy_wait");
+    let p = approvals_fixture().await;
+    let alice = p.issue("alice", "ops").await;
+    let mut raw = Raw::login_with(p.port, "alice", &db, &alice).await;
+    raw.send(&query("COPY w FROM STDIN")).await;
+    assert_eq!(raw.next().await.tag(), b'G');
+    raw.send(&execute()).await;
+    raw.send(&copy_data("1\n")).await;
+    raw.send(&copy_done()).await;
+    // PostgreSQL ends the COPY over the unexpected message; the session
+    // answers (an error or a closed connection), it does not hang.
+    tokio::time::timeout(Duration::from_secs(10), raw.reader.next())
+        .await
+        .expect("an answer, not a hang")
+        .ok();
+    assert_eq!(count(&db, "SELECT count(*) FROM w"), 0);
 }

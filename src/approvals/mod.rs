@@ -261,15 +261,21 @@ pub fn statement_hash(sql: &str) -> String {
 pub type Values<'a> = &'a [(bool, Option<&'a [u8]>)];
 
 /// What an approval of a prepared statement is bound to: hex SHA-256 of
-/// its text and each parameter's format and bytes. Without values it is
+/// its text, the parameter types it was prepared with, and each
+/// parameter's format and bytes. Without types or values it is
 /// [`statement_hash`], so an approval of the same text as a simple query
 /// covers it.
-pub fn bound_hash(sql: &str, values: Values<'_>) -> String {
-    if values.is_empty() {
+pub fn bound_hash(sql: &str, types: &[u32], values: Values<'_>) -> String {
+    if values.is_empty() && types.iter().all(|&t| t == 0) {
         return statement_hash(sql);
     }
     let mut h = Sha256::new();
     h.update(sql.as_bytes());
+    h.update([0u8]);
+    h.update((types.len() as u64).to_be_bytes());
+    for t in types {
+        h.update(t.to_be_bytes());
+    }
     for (binary, v) in values {
         h.update([0u8, u8::from(*binary)]);
         match v {

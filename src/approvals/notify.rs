@@ -132,24 +132,30 @@ fn clip(s: &str, max: usize) -> String {
 /// Parameter values as approvers see them: text quoted, binary in hex,
 /// NULL as NULL; a value that looks like a secret, or every value of a
 /// statement that builds a connection string, as `'***'`.
-pub fn show_values(sql: &str, values: super::Values<'_>) -> Vec<String> {
+pub fn show_values(sql: &str, types: &[u32], values: super::Values<'_>) -> Vec<String> {
     const MAX_SHOWN: usize = 200;
     let all_secret = crate::classify::redact(sql).as_ref() != sql;
+    let typed = |i: usize, shown: String| match types.get(i) {
+        Some(&t) if t != 0 => format!("{shown} (type oid {t})"),
+        _ => shown,
+    };
     values
         .iter()
-        .map(|(binary, v)| {
+        .enumerate()
+        .map(|(i, (binary, v))| {
             let Some(v) = v else {
-                return "NULL".to_owned();
+                return typed(i, "NULL".to_owned());
             };
             let text = match std::str::from_utf8(v) {
                 Ok(t) if !binary => format!("'{}'", t.replace('\'', "''")),
                 _ => format!("'\\x{}'", hex::encode(v)),
             };
-            if all_secret || crate::classify::redact(&text).as_ref() != text {
+            let shown = if all_secret || crate::classify::redact(&text).as_ref() != text {
                 "'***'".to_owned()
             } else {
                 clip(&text, MAX_SHOWN)
-            }
+            };
+            typed(i, shown)
         })
         .collect()
 }
@@ -289,12 +295,12 @@ mod tests {
         let values: &[(bool, Option<&[u8]>)] =
             &[(false, Some(b"it's")), (true, Some(&[1, 2])), (false, None)];
         assert_eq!(
-            show_values("SELECT $1, $2, $3", values),
+            show_values("SELECT $1, $2, $3", &[], values),
             vec!["'it''s'", "'\\x0102'", "NULL"]
         );
         let conninfo: &[(bool, Option<&[u8]>)] = &[(false, Some(b"host=h password=s3cret"))];
         assert_eq!(
-            show_values("SELECT dblink_connect($1)", conninfo),
+            show_values("SELECT dblink_connect($1)", &[], conninfo),
             vec!["'***'"]
         );
         // Text and binary of the same bytes are different approvals; no
@@ -302,14 +308,11 @@ mod tests {
         let text: &[(bool, Option<&[u8]>)] = &[(false, Some(b"1"))];
         let binary: &[(bool, Option<&[u8]>)] = &[(true, Some(b"1"))];
         let sql = "DELETE FROM t WHERE id = $1";
-        assert_ne!(
-            super::super::bound_hash(sql, text),
-            super::super::bound_hash(sql, binary)
-        );
-        assert_eq!(
-            super::super::bound_hash(sql, &[]),
-            super::super::statement_hash(sql)
-        );
+        use super::super::{bound_hash, statement_hash};
+        assert_ne!(bound_hash(sql, &[], text), bound_hash(sql, &[], binary));
+        // So are the same bytes as text and as bytea.
+        assert_ne!(bound_hash(sql, &[25], text), bound_hash(sql, &[17], text));
+        assert_eq!(bound_hash(sql, &[], &[]), statement_hash(sql));
     }
 
     #[test]

@@ -168,6 +168,8 @@ pub enum SessionEffect {
     },
     Close(String),
     CloseAll,
+    /// `FETCH` or `MOVE` on a portal: runs it, whatever made it.
+    Fetch(String),
     /// The texts' split into statements is not known: any change to the
     /// session's names that PostgreSQL reports cannot be placed.
     Unknown,
@@ -185,7 +187,7 @@ impl SessionEffect {
             SessionEffect::Declare { .. } => "DECLARE CURSOR",
             SessionEffect::Close(_) => "CLOSE CURSOR",
             SessionEffect::CloseAll => "CLOSE CURSOR ALL",
-            SessionEffect::None | SessionEffect::Unknown => return None,
+            SessionEffect::None | SessionEffect::Fetch(_) | SessionEffect::Unknown => return None,
         })
     }
 }

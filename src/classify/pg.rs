@@ -141,6 +141,7 @@ fn session_effect(kind: &str, body: &Value) -> super::SessionEffect {
         },
         "ClosePortalStmt" if str_of(m, "portalname").is_empty() => E::CloseAll,
         "ClosePortalStmt" => E::Close(name("portalname")),
+        "FetchStmt" => E::Fetch(name("portalname")),
         _ => E::None,
     }
 }

@@ -14,6 +14,7 @@ pub const CANNOT_CONNECT_NOW: &str = "57P03";
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
 pub const INTERNAL_ERROR: &str = "XX000";
 pub const IO_ERROR: &str = "58030";
 pub const INVALID_CATALOG_NAME: &str = "3D000";

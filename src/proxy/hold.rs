@@ -36,6 +36,8 @@ pub enum Outcome {
 /// parameter values of its `Bind` (bound into the approval and shown).
 pub struct Asked<'a> {
     pub sql: &'a str,
+    /// The parameter types the statement was prepared with (OIDs).
+    pub types: &'a [u32],
     pub values: crate::approvals::Values<'a>,
 }
 
@@ -63,7 +65,7 @@ pub async fn hold<R: AsyncRead + Unpin>(
         role: info.role.clone(),
         database: info.database.clone(),
         upstream_user,
-        hash: crate::approvals::bound_hash(asked.sql, asked.values),
+        hash: crate::approvals::bound_hash(asked.sql, asked.types, asked.values),
     };
     let q = Question {
         shared,
@@ -230,7 +232,11 @@ async fn ask(
             session: info.id,
             client_addr: info.client_addr.to_string(),
             statement: q.asked.sql.to_owned(),
-            params: crate::approvals::notify::show_values(q.asked.sql, q.asked.values),
+            params: crate::approvals::notify::show_values(
+                q.asked.sql,
+                q.asked.types,
+                q.asked.values,
+            ),
             class: held.class,
             tables: held.tables.clone(),
             rule: held.rule.clone(),

@@ -266,7 +266,7 @@ fn invalid_utf8() -> PgError {
 }
 
 /// Split a `Parse` body into (statement name, query text).
-fn parse_body(body: &[u8]) -> Option<(&[u8], &[u8])> {
+fn parse_body(body: &[u8]) -> Option<(&[u8], &[u8], Vec<u32>)> {
     let name_end = body.iter().position(|&b| b == 0)?;
     let rest = &body[name_end + 1..];
     let q_end = rest.iter().position(|&b| b == 0)?;
@@ -279,7 +279,11 @@ fn parse_body(body: &[u8]) -> Option<(&[u8], &[u8])> {
     if n < 0 || tail.len() != 2 + 4 * n as usize {
         return None;
     }
-    Some((&body[..name_end], &rest[..q_end]))
+    let types = tail[2..]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Some((&body[..name_end], &rest[..q_end], types))
 }
 
 /// What the frontend keeps between frames.
@@ -313,6 +317,8 @@ struct HeldMessage {
     held: Box<Held>,
     /// The text approvers see and the approval is bound to.
     sql: Arc<str>,
+    /// For a Bind: the statement's parameter types (also bound).
+    param_types: Vec<u32>,
     then: AfterHold,
 }
 
@@ -446,14 +452,22 @@ async fn settle(
     client: &mut FrameReader<ReadHalf<Stream>>,
     shared: &Shared,
 ) -> Result<(), RelayEnd> {
-    let mut watch_client = true;
     let settled = model.settled();
     tokio::pin!(settled);
     loop {
         tokio::select! {
             _ = &mut settled => return Ok(()),
-            more = client.fill(), if watch_client => match more {
-                Ok(true) => watch_client = client.buffered() < shared.limits.max_message_bytes,
+            more = client.fill() => match more {
+                // A client that sends this much while its own answers are
+                // pending is not waiting for them: end the session rather
+                // than stop noticing it.
+                Ok(true) if client.buffered() >= shared.limits.max_message_bytes => {
+                    return Err(RelayEnd::Fatal(PgError::fatal(
+                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                        "too much sent while infraveil waited for PostgreSQL's answer",
+                    )));
+                }
+                Ok(true) => {}
                 Ok(false) | Err(_) => return Err(RelayEnd::ClientClosed),
             },
         }
@@ -481,6 +495,7 @@ async fn release(
     let values = bind.as_ref().map(bind_values).unwrap_or_default();
     let asked = hold::Asked {
         sql: &m.sql,
+        types: &m.param_types,
         values: &values,
     };
     let outcome = hold::hold(ctx.shared, ctx.info, &m.held, &asked, client, cancel).await;
@@ -510,6 +525,15 @@ async fn release(
         }
     }
     Ok(())
+}
+
+/// For a message PostgreSQL would not run either (it is skipping until
+/// Sync, or reading COPY data): only seen if the model were wrong.
+fn not_running() -> PgError {
+    PgError::error(
+        sqlstate::IN_FAILED_SQL_TRANSACTION,
+        "infraveil refused this message: PostgreSQL is not running commands until the next Sync or the end of COPY",
+    )
 }
 
 /// Stands in for a statement that was refused: its message fails upstream.
@@ -603,12 +627,18 @@ fn forward(out: &mut BytesMut, frame: &Frame) -> Result<Flow, RelayEnd> {
 struct ModelClasses<'a> {
     model: &'a SessionState,
     unsettled: std::cell::Cell<bool>,
+    /// The statements found, by name: what an `EXECUTE` runs.
+    found: std::cell::RefCell<Vec<(String, Arc<Statement>)>>,
 }
 
 impl PreparedClasses for ModelClasses<'_> {
     fn class_of(&self, name: &str) -> Option<Class> {
         match self.model.statement(name) {
-            Lookup::Found(s) => Some(s.class.unwrap_or(Class::Unknown)),
+            Lookup::Found(s) => {
+                let class = s.class.unwrap_or(Class::Unknown);
+                self.found.borrow_mut().push((name.to_owned(), s));
+                Some(class)
+            }
             Lookup::Missing => None,
             Lookup::Unsettled => {
                 self.unsettled.set(true);
@@ -624,6 +654,8 @@ struct Judged<'a> {
     /// The text as logged (lossy when it is not valid UTF-8).
     logged: Cow<'a, str>,
     inspection: Inspection,
+    /// The prepared statements its `EXECUTE`s run, by name.
+    executes: Vec<(String, Arc<Statement>)>,
 }
 
 impl Judged<'_> {
@@ -654,6 +686,7 @@ fn judge<'a>(
         Ok(_) => Err(invalid_utf8()),
         Err(e) => Err(e),
     };
+    let mut executes = Vec::new();
     let inspection = match &text {
         // Fail closed: nothing runs that the log cannot record.
         Ok(_) if !ctx.shared.audit.healthy() => {
@@ -663,11 +696,13 @@ fn judge<'a>(
             let classes = ModelClasses {
                 model,
                 unsettled: std::cell::Cell::new(false),
+                found: Default::default(),
             };
             let inspection = decide(ctx.shared, ctx.info, &classes, sql, origin);
             if classes.unsettled.get() {
                 return None;
             }
+            executes = classes.found.into_inner();
             inspection
         }
         Err(e) => counted(ctx.shared, Decision::Deny(e.clone())),
@@ -676,7 +711,40 @@ fn judge<'a>(
         Ok(sql) => Cow::Borrowed(sql),
         Err(_) => String::from_utf8_lossy(raw),
     };
-    Some(Judged { logged, inspection })
+    let mut j = Judged {
+        logged,
+        inspection,
+        executes,
+    };
+    // FETCH and MOVE run a portal: one bound through the protocol from a
+    // statement that is not a read runs only by Execute, where it is
+    // recorded (and approved).
+    for d in &j.inspection.effects {
+        let SessionEffect::Fetch(portal) = &d.what else {
+            continue;
+        };
+        match fetch_allowed(model, portal) {
+            None => return None,
+            Some(Ok(())) => {}
+            Some(Err(e)) => j.inspection.decision = Decision::Deny(e),
+        }
+    }
+    Some(j)
+}
+
+/// Whether FETCH / MOVE may run `portal` (`None`: not settled yet).
+fn fetch_allowed(model: &SessionState, portal: &str) -> Option<Result<(), PgError>> {
+    match model.portal(portal) {
+        Lookup::Unsettled => None,
+        Lookup::Found(p) if p.bound && !matches!(p.statement.gate, Gate::Free) => {
+            Some(Err(PgError::error(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!("FETCH of portal \"{portal}\" would run a statement that changes data"),
+            )
+            .with_hint("Execute the portal instead")))
+        }
+        _ => Some(Ok(())),
+    }
 }
 
 /// The model's view of what a string's statements define; `text` gives
@@ -743,16 +811,33 @@ fn on_query(
             Ok(Flow::Continue)
         }
         Decision::Hold(held) => {
-            let sql: Arc<str> = Arc::from(&**sql);
-            let effects = effects(defines, || sql.clone(), n);
+            let text: Arc<str> = Arc::from(&**sql);
+            let effects = effects(defines, || text.clone(), n);
+            let sql = Arc::from(with_executed(sql, &j.executes));
+            drop(j);
             Ok(Flow::Hold(Box::new(HeldMessage {
                 frame,
                 held,
                 sql,
+                param_types: Vec::new(),
                 then: AfterHold::Query { record: n, effects },
             })))
         }
     }
+}
+
+/// The text approvers see and approve for a string that runs prepared
+/// statements: it names what each `EXECUTE` runs, so redefining the name
+/// afterwards needs an approval of its own.
+fn with_executed(sql: &str, executes: &[(String, Arc<Statement>)]) -> String {
+    let mut out = sql.to_owned();
+    for (name, s) in executes {
+        out.push_str(&format!("\n-- where {name} is: {}", s.text));
+        if s.param_types.iter().any(|&t| t != 0) {
+            out.push_str(&format!(" (parameter types {:?})", s.param_types));
+        }
+    }
+    out
 }
 
 fn on_parse(
@@ -761,7 +846,7 @@ fn on_parse(
     ctx: &Ctx<'_>,
     state: &mut Frontend<'_>,
 ) -> Result<Flow, RelayEnd> {
-    let Some((name, raw)) = parse_body(frame.body()) else {
+    let Some((name, raw, param_types)) = parse_body(frame.body()) else {
         return Err(bad_message("Parse"));
     };
     // A name that is not valid UTF-8 is refused with the statement.
@@ -820,6 +905,7 @@ fn on_parse(
                 class: Some(class),
                 gate: gate(class, decision),
                 effect,
+                param_types,
             });
             state.model.parse(&name, statement);
             forward(out, &frame)
@@ -856,10 +942,9 @@ fn on_bind(
     let statement = match state.model.statement(name) {
         Lookup::Unsettled => return Ok(Flow::Stall(frame)),
         // PostgreSQL skips it; the model does too.
-        Lookup::Skipped => {
-            state.model.bind(portal, refused(), None);
-            return forward(out, &frame);
-        }
+        // PostgreSQL will not run it; neither is it forwarded, in case the
+        // model is wrong about that.
+        Lookup::Skipped => return refuse(out, state.model, not_running()),
         Lookup::Missing => {
             let e = PgError::error(
                 sqlstate::INVALID_SQL_STATEMENT_NAME,
@@ -891,6 +976,7 @@ fn on_bind(
         Gate::Approval(held) => Ok(Flow::Hold(Box::new(HeldMessage {
             held: held.clone(),
             sql: statement.text.clone(),
+            param_types: statement.param_types.clone(),
             then: AfterHold::Bind {
                 portal: portal.to_owned(),
                 statement: statement.clone(),
@@ -920,10 +1006,7 @@ fn on_execute(
     };
     let portal = match state.model.portal(name) {
         Lookup::Unsettled => return Ok(Flow::Stall(frame)),
-        Lookup::Skipped => {
-            state.model.execute(0, None);
-            return forward(out, &frame);
-        }
+        Lookup::Skipped => return refuse(out, state.model, not_running()),
         Lookup::Missing => {
             let e = PgError::error(
                 sqlstate::INVALID_CURSOR_NAME,
@@ -934,6 +1017,18 @@ fn on_execute(
         Lookup::Found(p) => p,
     };
     let statement = &portal.statement;
+    // A prepared FETCH or MOVE runs the portal it names, as it is now.
+    if let Some(Effect {
+        what: SessionEffect::Fetch(target),
+        ..
+    }) = &statement.effect
+    {
+        match fetch_allowed(state.model, target) {
+            None => return Ok(Flow::Stall(frame)),
+            Some(Err(e)) => return refuse(out, state.model, e),
+            Some(Ok(())) => {}
+        }
+    }
     match &statement.gate {
         Gate::Free => {}
         Gate::Refused => {
@@ -1159,7 +1254,10 @@ mod tests {
         b.put_slice(b"s1\0select $1\0");
         b.put_i16(1);
         b.put_u32(23);
-        assert_eq!(parse_body(&b), Some((&b"s1"[..], &b"select $1"[..])));
+        assert_eq!(
+            parse_body(&b),
+            Some((&b"s1"[..], &b"select $1"[..], vec![23]))
+        );
         assert_eq!(parse_body(b"s1\0select"), None);
         assert_eq!(parse_body(b"\0select 1\0\x00\x05"), None);
     }

@@ -63,6 +63,8 @@ pub struct Statement {
     /// What running it does to the session's names (a `PREPARE` or
     /// `DEALLOCATE` sent as a protocol statement).
     pub effect: Option<Effect>,
+    /// The parameter types its `Parse` gave (OIDs; 0: inferred).
+    pub param_types: Vec<u32>,
 }
 
 impl Statement {
@@ -73,6 +75,7 @@ impl Statement {
             class,
             gate,
             effect: None,
+            param_types: Vec::new(),
         })
     }
 }
@@ -87,6 +90,8 @@ pub struct Portal {
     spent: AtomicBool,
     /// A `WITH HOLD` cursor, which outlives its transaction.
     holdable: bool,
+    /// Made by a protocol `Bind` (not a SQL `DECLARE`).
+    pub bound: bool,
     /// The transaction it was made in (see [`Inner::txn`]).
     txn: u64,
 }
@@ -105,7 +110,8 @@ pub enum Lookup<T> {
     Missing,
     /// A change sent behind a `Sync` or `Query` is not answered yet.
     Unsettled,
-    /// PostgreSQL is skipping messages until `Sync`: this one will not run.
+    /// PostgreSQL will not run this message as a command: it is skipping
+    /// until `Sync` after an error, or reading COPY data.
     Skipped,
 }
 
@@ -237,6 +243,7 @@ impl SessionState {
             approval,
             spent: AtomicBool::new(false),
             holdable: false,
+            bound: true,
             txn: g.txn,
         });
         g.open_portals.insert(name.into(), Some(portal.clone()));
@@ -328,7 +335,7 @@ impl SessionState {
             let notified = self.answered.notified();
             {
                 let g = self.lock();
-                if g.boundaries == 0 || (g.skipping && g.syncs == 0) {
+                if g.boundaries == 0 || g.copying || (g.skipping && g.syncs == 0) {
                     return;
                 }
             }
@@ -399,6 +406,8 @@ impl SessionState {
             }
             b'C' => {
                 let tag = cstring(frame.body());
+                // A COPY ends with its command's completion.
+                g.copying = false;
                 match g.queue.front_mut() {
                     Some(Step::Query { effects, tags, .. }) => {
                         let effect = effects
@@ -434,6 +443,9 @@ impl SessionState {
             b'E' => {
                 let code =
                     ErrorFields::decode(&frame.bytes).and_then(|f| f.code().map(str::to_owned));
+                // A COPY that fails is over: PostgreSQL reads messages
+                // again (and Syncs count again).
+                g.copying = false;
                 // An error aborts the transaction: its portals can never
                 // run again (a ROLLBACK drops them).
                 let txn = g.txn;
@@ -543,7 +555,9 @@ impl Inner {
         confirmed: &HashMap<Box<str>, Arc<T>>,
         name: &str,
     ) -> Lookup<T> {
-        if self.skipping && self.syncs == 0 {
+        // PostgreSQL runs nothing now: it is reading COPY data, or skipping
+        // until a Sync after an error.
+        if self.copying || (self.skipping && self.syncs == 0) {
             return Lookup::Skipped;
         }
         match open.get(name) {
@@ -646,6 +660,7 @@ impl Inner {
                     approval: None,
                     spent: AtomicBool::new(false),
                     holdable: hold,
+                    bound: false,
                     txn: self.txn,
                 };
                 self.portals.insert(name.into(), Arc::new(portal));
