@@ -511,3 +511,126 @@ async fn nothing_waits_behind_a_copy() {
         .ok();
     assert_eq!(count(&db, "SELECT count(*) FROM w"), 0);
 }
+
+/// Found by a second review: a `PREPARE` or `DEALLOCATE` sent as a protocol
+/// statement changed the name only when its Execute completed, so a Bind of
+/// that name later in the same segment was judged against the old
+/// statement, and an approved PREPARE's DELETE ran three times unrecorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prepare_sent_as_a_protocol_statement_counts_at_once() {
+    let db = db("protocol_prepare");
+    let p = approvals_fixture().await;
+    let bot = p.issue("bot-a", "bot").await;
+    let mut raw = Raw::login_with(p.port, "bot-a", &db, &bot).await;
+    raw.send(&parse("x", "SELECT 1")).await;
+    raw.send(&parse("dx", "DEALLOCATE x")).await;
+    raw.send(&parse(
+        "px",
+        "PREPARE x(int) AS DELETE FROM t WHERE id > $1",
+    ))
+    .await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    assert_eq!(run_bound_none(&mut raw, "px").await, vec!["42501"]);
+    approve_pending(&p, "bot-a").await;
+    let mut batch = encoded(&bind("dx"));
+    batch.extend(encoded(&execute()));
+    batch.extend(encoded(&bind("px")));
+    batch.extend(encoded(&execute()));
+    for v in [15, 10, 5] {
+        batch.extend(encoded(&bind_with("", "x", v)));
+        batch.extend(encoded(&execute()));
+    }
+    batch.extend(encoded(&sync()));
+    raw.send_raw(&batch).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["42501"], "the first Bind of the new x is held");
+    assert_eq!(count(&db, "SELECT count(*) FROM t"), 20);
+    assert_eq!(
+        p.running().shared.registry.names(raw.pid).unwrap().0,
+        vec!["dx", "px", "x"]
+    );
+}
+
+async fn run_bound_none(raw: &mut Raw, stmt: &str) -> Vec<String> {
+    raw.send(&bind(stmt)).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    raw.until_ready().await.1
+}
+
+/// Found by a second review: after `ROLLBACK TO SAVEPOINT` the model had
+/// forgotten a protocol portal PostgreSQL still had, and FETCH ran it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetch_is_refused_after_rollback_to_savepoint() {
+    let db = db("fetch_savepoint");
+    let p = approvals_fixture().await;
+    let alice = p.issue("alice", "ops").await;
+    let mut raw = Raw::login_with(p.port, "alice", &db, &alice).await;
+    raw.send(&parse("ins", "INSERT INTO w VALUES (42) RETURNING v"))
+        .await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    raw.pipeline_query("BEGIN").await;
+    raw.send(&Bind::new(
+        Some("p".into()),
+        Some("ins".into()),
+        vec![],
+        vec![],
+        vec![],
+    ))
+    .await;
+    raw.send(&sync()).await;
+    raw.until_ready().await;
+    raw.pipeline_query("SAVEPOINT s").await;
+    let (_, codes, _) = raw.pipeline_query("SELECT 1/0").await;
+    assert_eq!(codes, vec!["22012"]);
+    raw.pipeline_query("ROLLBACK TO SAVEPOINT s").await;
+    let (_, codes, _) = raw.pipeline_query("FETCH ALL FROM p").await;
+    assert_eq!(codes, vec!["42501"]);
+    raw.pipeline_query("COMMIT").await;
+    assert_eq!(count(&db, "SELECT count(*) FROM w"), 0);
+}
+
+/// Found by a second review: rewinding a scroll cursor whose query is not
+/// a plain read ran its query again, as often as the client liked, under
+/// one approval of the DECLARE. Such a cursor is read onward only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cursor_that_changes_data_is_not_rewound() {
+    let db = db("scroll");
+    cluster()
+        .psql(
+            &db,
+            "CREATE SEQUENCE s; ALTER SEQUENCE s OWNER TO app_owner;
+             GRANT USAGE, UPDATE ON SEQUENCE s TO app_write;",
+        )
+        .unwrap();
+    let p = approvals_fixture().await;
+    let bot = p.issue("bot-a", "bot").await;
+    let mut raw = Raw::login_with(p.port, "bot-a", &db, &bot).await;
+    let declare = "DECLARE c SCROLL CURSOR FOR SELECT nextval('s') FROM generate_series(1, 3)";
+    for rewind in [
+        "MOVE ABSOLUTE 0 IN c",
+        "FETCH BACKWARD ALL FROM c",
+        "FETCH FIRST FROM c",
+    ] {
+        raw.pipeline_query("BEGIN").await;
+        let (_, codes, _) = raw.pipeline_query(declare).await;
+        assert_eq!(codes, vec!["42501"], "held");
+        raw.pipeline_query("ROLLBACK").await;
+        approve_pending(&p, "bot-a").await;
+        raw.pipeline_query("BEGIN").await;
+        let (_, codes, _) = raw.pipeline_query(declare).await;
+        assert!(codes.is_empty(), "{codes:?}");
+        let (_, codes, _) = raw.pipeline_query("FETCH ALL FROM c").await;
+        assert!(
+            codes.is_empty(),
+            "onward is the one approved run: {codes:?}"
+        );
+        let (_, codes, _) = raw.pipeline_query(rewind).await;
+        assert_eq!(codes, vec!["42501"], "{rewind}");
+        raw.pipeline_query("ROLLBACK").await;
+    }
+    // Three approvals, three runs of three rows each.
+    assert_eq!(count(&db, "SELECT last_value FROM s"), 9);
+}

@@ -178,7 +178,7 @@ async fn send(raw: &mut Raw, m: &Msg) {
 /// Send a pipeline, then `Sync` and an empty query, and read every answer
 /// up to the marker's `ReadyForQuery`. Returns the answers (tag, SQLSTATE)
 /// and the transaction status.
-async fn run(raw: &mut Raw, msgs: &[Msg]) -> (Vec<(u8, Option<String>)>, u8) {
+async fn run(raw: &mut Raw, msgs: &[Msg], who: &str) -> (Vec<(u8, Option<String>)>, u8) {
     for m in msgs {
         send(raw, m).await;
     }
@@ -191,7 +191,7 @@ async fn run(raw: &mut Raw, msgs: &[Msg]) -> (Vec<(u8, Option<String>)>, u8) {
     loop {
         let f = match tokio::time::timeout(Duration::from_secs(8), raw.reader.next()).await {
             Ok(Ok(Some(f))) => f,
-            other => panic!("no answer ({other:?}) after {seen:?} to {msgs:?}"),
+            other => panic!("{who}: no answer ({other:?}) after {seen:?} to {msgs:?}"),
         };
         // Notices and parameter changes are not part of the comparison.
         if matches!(f.tag(), b'N' | b'S') {
@@ -353,8 +353,8 @@ async fn random_pipelines_keep_the_model_equal_to_postgres_and_every_run_recorde
     for round in 0..rounds() {
         let msgs = pipeline(&mut rng, &ALICE);
         eprintln!("round {round}: {msgs:?}");
-        let (through, status) = run(&mut fw, &msgs).await;
-        let (mut expected, direct_status) = run(&mut direct, &msgs).await;
+        let (through, status) = run(&mut fw, &msgs, "firewall").await;
+        let (mut expected, direct_status) = run(&mut direct, &msgs, "direct").await;
         // Where the answers may differ: a statement the firewall refuses
         // gets the firewall's reason, where PostgreSQL would refuse it too
         // (`25P02` in an aborted transaction; `26000` for SQL `EXECUTE` of
@@ -478,7 +478,7 @@ async fn held_statements_run_only_as_often_and_with_the_values_approved() {
     for round in 0..rounds() {
         let msgs = pipeline(&mut rng, &BOT);
         eprintln!("round {round}: {msgs:?}");
-        let (_, status) = run(&mut raw, &msgs).await;
+        let (_, status) = run(&mut raw, &msgs, "firewall").await;
         if status != b'E' {
             let model = firewall_names(&p, &raw);
             let truth = names_in_postgres(&mut raw).await;
@@ -511,8 +511,12 @@ async fn held_statements_run_only_as_often_and_with_the_values_approved() {
     for r in &executed {
         let value = match r.params.first() {
             Some(v) => v.trim_matches('\'').to_owned(),
+            // `EXECUTE s1(N)`, then what s1 is.
             None => r
                 .statement
+                .lines()
+                .next()
+                .unwrap_or("")
                 .trim_start_matches("EXECUTE s1(")
                 .trim_end_matches(')')
                 .to_owned(),

@@ -169,7 +169,11 @@ pub enum SessionEffect {
     Close(String),
     CloseAll,
     /// `FETCH` or `MOVE` on a portal: runs it, whatever made it.
-    Fetch(String),
+    /// `forward`: only onward (a rewind can run a cursor's query again).
+    Fetch {
+        name: String,
+        forward: bool,
+    },
     /// The texts' split into statements is not known: any change to the
     /// session's names that PostgreSQL reports cannot be placed.
     Unknown,
@@ -187,7 +191,9 @@ impl SessionEffect {
             SessionEffect::Declare { .. } => "DECLARE CURSOR",
             SessionEffect::Close(_) => "CLOSE CURSOR",
             SessionEffect::CloseAll => "CLOSE CURSOR ALL",
-            SessionEffect::None | SessionEffect::Fetch(_) | SessionEffect::Unknown => return None,
+            SessionEffect::None | SessionEffect::Fetch { .. } | SessionEffect::Unknown => {
+                return None;
+            }
         })
     }
 }

@@ -141,7 +141,12 @@ fn session_effect(kind: &str, body: &Value) -> super::SessionEffect {
         },
         "ClosePortalStmt" if str_of(m, "portalname").is_empty() => E::CloseAll,
         "ClosePortalStmt" => E::Close(name("portalname")),
-        "FetchStmt" => E::Fetch(name("portalname")),
+        "FetchStmt" => E::Fetch {
+            name: name("portalname"),
+            forward: pg_query::protobuf::FetchDirection::try_from(int_of(m, "direction") as i32)
+                == Ok(pg_query::protobuf::FetchDirection::FetchForward)
+                && int_of(m, "how_many") >= 0,
+        },
         _ => E::None,
     }
 }

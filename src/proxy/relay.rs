@@ -720,10 +720,10 @@ fn judge<'a>(
     // statement that is not a read runs only by Execute, where it is
     // recorded (and approved).
     for d in &j.inspection.effects {
-        let SessionEffect::Fetch(portal) = &d.what else {
+        let SessionEffect::Fetch { name, forward } = &d.what else {
             continue;
         };
-        match fetch_allowed(model, portal) {
+        match fetch_allowed(model, name, *forward) {
             None => return None,
             Some(Ok(())) => {}
             Some(Err(e)) => j.inspection.decision = Decision::Deny(e),
@@ -732,16 +732,25 @@ fn judge<'a>(
     Some(j)
 }
 
-/// Whether FETCH / MOVE may run `portal` (`None`: not settled yet).
-fn fetch_allowed(model: &SessionState, portal: &str) -> Option<Result<(), PgError>> {
+/// Whether FETCH / MOVE may run `portal` (`None`: not settled yet). A
+/// portal bound through the protocol from a statement that is not a read
+/// runs only by Execute, where it is recorded (and approved); a SQL cursor
+/// that is not a plain read only onward, as rewinding runs its query again.
+fn fetch_allowed(model: &SessionState, portal: &str, forward: bool) -> Option<Result<(), PgError>> {
+    let refuse = |why: &str| {
+        Some(Err(PgError::error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("FETCH of portal \"{portal}\" {why}"),
+        )))
+    };
     match model.portal(portal) {
         Lookup::Unsettled => None,
-        Lookup::Found(p) if p.bound && !matches!(p.statement.gate, Gate::Free) => {
-            Some(Err(PgError::error(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                format!("FETCH of portal \"{portal}\" would run a statement that changes data"),
-            )
-            .with_hint("Execute the portal instead")))
+        Lookup::Found(p) if matches!(p.statement.gate, Gate::Free) => Some(Ok(())),
+        Lookup::Found(p) if p.bound => {
+            refuse("would run a statement that changes data; Execute the portal instead")
+        }
+        Lookup::Found(_) if !forward => {
+            refuse("backwards would run the cursor's query again, which is not a plain read")
         }
         _ => Some(Ok(())),
     }
@@ -1019,11 +1028,14 @@ fn on_execute(
     let statement = &portal.statement;
     // A prepared FETCH or MOVE runs the portal it names, as it is now.
     if let Some(Effect {
-        what: SessionEffect::Fetch(target),
+        what: SessionEffect::Fetch {
+            name: target,
+            forward,
+        },
         ..
     }) = &statement.effect
     {
-        match fetch_allowed(state.model, target) {
+        match fetch_allowed(state.model, target, *forward) {
             None => return Ok(Flow::Stall(frame)),
             Some(Err(e)) => return refuse(out, state.model, e),
             Some(Ok(())) => {}

@@ -92,8 +92,6 @@ pub struct Portal {
     holdable: bool,
     /// Made by a protocol `Bind` (not a SQL `DECLARE`).
     pub bound: bool,
-    /// The transaction it was made in (see [`Inner::txn`]).
-    txn: u64,
 }
 
 impl Portal {
@@ -176,8 +174,6 @@ struct Inner {
     /// PostgreSQL reported an error in the extended protocol and skips
     /// messages until the next `Sync`.
     skipping: bool,
-    /// Counts transactions ended (`ReadyForQuery` idle).
-    txn: u64,
     /// Statements of the current `Query` PostgreSQL has completed.
     completed: usize,
     /// PostgreSQL is reading COPY data and the client has not ended it:
@@ -244,7 +240,6 @@ impl SessionState {
             spent: AtomicBool::new(false),
             holdable: false,
             bound: true,
-            txn: g.txn,
         });
         g.open_portals.insert(name.into(), Some(portal.clone()));
         g.queue.push_back(Step::Bind {
@@ -274,7 +269,13 @@ impl SessionState {
     /// An `Execute` of a portal made from statement record `record` (0:
     /// refused, it runs nothing).
     pub fn execute(&self, record: u64, effect: Option<Effect>) {
-        self.lock().queue.push_back(Step::Execute {
+        let mut g = self.lock();
+        // What running it does to the names counts for the rest of the
+        // segment, like a Parse or Close sent before.
+        if let Some(e) = &effect {
+            g.open_effect(e);
+        }
+        g.queue.push_back(Step::Execute {
             record,
             started: Instant::now(),
             effect,
@@ -446,10 +447,9 @@ impl SessionState {
                 // A COPY that fails is over: PostgreSQL reads messages
                 // again (and Syncs count again).
                 g.copying = false;
-                // An error aborts the transaction: its portals can never
-                // run again (a ROLLBACK drops them).
-                let txn = g.txn;
-                g.portals.retain(|_, p| p.holdable && p.txn < txn);
+                // The transaction's portals stay: nothing runs in an aborted
+                // transaction, ROLLBACK TO SAVEPOINT revives those made
+                // before it, and ROLLBACK ends them (ReadyForQuery idle).
                 match g.queue.front_mut() {
                     Some(Step::Query { sqlstate, .. }) => {
                         sqlstate.get_or_insert(code.unwrap_or_default());
@@ -510,7 +510,6 @@ impl SessionState {
                 }
                 g.skipping = false;
                 if status == b'I' {
-                    g.txn += 1;
                     g.portals.retain(|_, p| p.holdable);
                 }
                 self.answered.notify_waiters();
@@ -599,6 +598,64 @@ impl Inner {
         self.copying = true;
     }
 
+    /// A statement that changes names was sent: lookups for the rest of
+    /// the segment see the change (if it fails, PostgreSQL skips them).
+    fn open_effect(&mut self, e: &Effect) {
+        let forget_statements = |g: &mut Inner| {
+            let names: Vec<Box<str>> = g
+                .statements
+                .keys()
+                .chain(g.open_statements.keys())
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect();
+            for n in names {
+                g.open_statements.insert(n, None);
+            }
+        };
+        let forget_portals = |g: &mut Inner| {
+            let names: Vec<Box<str>> = g
+                .portals
+                .keys()
+                .chain(g.open_portals.keys())
+                .cloned()
+                .collect();
+            for n in names {
+                g.open_portals.insert(n, None);
+            }
+        };
+        match (&e.what, &e.statement) {
+            (SessionEffect::Prepare(name), Some(s)) => {
+                self.open_statements
+                    .insert(name.as_str().into(), Some(s.clone()));
+            }
+            (SessionEffect::Deallocate(name), _) => {
+                self.open_statements.insert(name.as_str().into(), None);
+            }
+            (SessionEffect::DeallocateAll, _) => forget_statements(self),
+            (SessionEffect::DiscardAll, _) => {
+                forget_statements(self);
+                forget_portals(self);
+            }
+            (SessionEffect::Declare { name, .. }, Some(statement)) => {
+                let portal = Portal {
+                    statement: statement.clone(),
+                    approval: None,
+                    spent: AtomicBool::new(false),
+                    holdable: false,
+                    bound: false,
+                };
+                self.open_portals
+                    .insert(name.as_str().into(), Some(Arc::new(portal)));
+            }
+            (SessionEffect::Close(name), _) => {
+                self.open_portals.insert(name.as_str().into(), None);
+            }
+            (SessionEffect::CloseAll, _) => forget_portals(self),
+            _ => {}
+        }
+    }
+
     fn pop_front(&mut self) -> Option<Step> {
         let step = self.queue.pop_front()?;
         match step {
@@ -661,7 +718,6 @@ impl Inner {
                     spent: AtomicBool::new(false),
                     holdable: hold,
                     bound: false,
-                    txn: self.txn,
                 };
                 self.portals.insert(name.into(), Arc::new(portal));
             }
