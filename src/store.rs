@@ -22,6 +22,7 @@ const GRANTS: &str = "grants";
 const APPROVALS: &str = "approvals";
 const AUDIT: &str = "audit";
 const META: &str = "meta";
+const APPROVERS: &str = "approvers";
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,7 @@ pub struct Store {
     approvals: sled::Tree,
     audit: sled::Tree,
     meta: sled::Tree,
+    approvers: sled::Tree,
     dir: PathBuf,
     // Held for the life of the store; the OS drops the lock with the file.
     _lock: File,
@@ -80,12 +82,14 @@ impl Store {
         let approvals = db.open_tree(APPROVALS)?;
         let audit = db.open_tree(AUDIT)?;
         let meta = db.open_tree(META)?;
+        let approvers = db.open_tree(APPROVERS)?;
         Ok(Store {
             db,
             grants,
             approvals,
             audit,
             meta,
+            approvers,
             dir: data_dir.to_owned(),
             _lock: lock,
         })
@@ -147,6 +151,20 @@ impl Store {
     /// Every approval request, in id order.
     pub fn approvals(&self) -> Result<Vec<ApprovalRequest>, StoreError> {
         all(&self.approvals, "approval")
+    }
+
+    /// Insert or replace an approver secret (not yet durable).
+    pub fn put_approver_secret<T: serde::Serialize>(
+        &self,
+        id: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        put(&self.approvers, id, value, "approver secret")
+    }
+
+    /// Every approver secret, in id order.
+    pub fn approver_secrets<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        all(&self.approvers, "approver secret")
     }
 
     /// Append audit records (keyed by big-endian `seq`, so the tree's order

@@ -10,89 +10,28 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use common::*;
 use infraveil::approvals::{ApprovalView, Status};
-use tokio::sync::mpsc;
-
-/// A Slack-style webhook receiver: every POST is handed to the test.
-struct Receiver {
-    url: String,
-    rx: mpsc::UnboundedReceiver<(HeaderMap, serde_json::Value)>,
-}
-
-async fn receiver() -> Receiver {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let tx = tx.clone();
-            async move {
-                let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                let _ = tx.send((headers, v));
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Receiver { url, rx }
-}
-
-impl Receiver {
-    async fn next(&mut self) -> (HeaderMap, serde_json::Value) {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
-            .await
-            .expect("a webhook message")
-            .unwrap()
-    }
-}
 
 const SIGNING_SECRET: &str = "webhook-signing-secret";
 
 /// A proxy with the approvals fixture policies, admin API, no dev
 /// credentials, and (optionally) the webhook.
 async fn proxy(webhook: Option<&str>, timeout: Duration) -> Proxy {
-    let dir = scratch_dir();
-    let webhook = webhook.map(|url| {
-        std::fs::write(dir.join("hook-url"), url).unwrap();
-        std::fs::write(dir.join("hook-secret"), SIGNING_SECRET).unwrap();
-        infraveil::config::WebhookConfig {
-            url: infraveil::config::SecretSource::file(dir.join("hook-url")),
-            signing_secret: Some(infraveil::config::SecretSource::file(
-                dir.join("hook-secret"),
-            )),
-            timeout: Duration::from_millis(800),
-            retries: 1,
+    match webhook {
+        Some(url) => approvals_proxy_with_webhook(url, SIGNING_SECRET, timeout).await,
+        None => {
+            approvals_proxy(infraveil::config::ApprovalsConfig {
+                timeout,
+                ..Default::default()
+            })
+            .await
         }
-    });
-    approvals_proxy(infraveil::config::ApprovalsConfig {
-        timeout,
-        webhook,
-        ..Default::default()
-    })
-    .await
+    }
 }
 
-/// A database with `t` (100 rows), a view and a child table depending on
-/// it, writable by the test roles.
 fn db(name: &str) -> String {
-    fresh_db_with(
-        name,
-        "CREATE TABLE t (id int PRIMARY KEY, v text);
-             INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g;
-             CREATE VIEW tv AS SELECT * FROM t;
-             CREATE TABLE child (id int PRIMARY KEY, t_id int REFERENCES t);
-             ALTER TABLE t OWNER TO app_owner; ALTER VIEW tv OWNER TO app_owner;
-             ALTER TABLE child OWNER TO app_owner;
-             GRANT SELECT, INSERT, UPDATE, DELETE ON t TO app_write;
-             GRANT SELECT ON t TO app_read;
-             ANALYZE t;",
-    )
+    approvals_db(name)
 }
 
 fn rows(db: &str) -> i64 {
@@ -175,13 +114,6 @@ async fn decide_on_page(link: &str, approver: &str, secret: &str, decision: &str
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-fn approve_url(message: &serde_json::Value) -> String {
-    let buttons = &message["blocks"][1]["elements"];
-    assert_eq!(buttons[0]["text"]["text"], "Approve", "{message}");
-    assert_eq!(buttons[1]["text"]["text"], "Deny");
-    buttons[0]["url"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wait_mode_approved_on_the_page_runs_and_returns_the_real_result() {
     let db = db("approve");
@@ -202,7 +134,10 @@ async fn wait_mode_approved_on_the_page_runs_and_returns_the_real_result() {
     );
     let section = msg["blocks"][0]["text"]["text"].as_str().unwrap();
     assert!(section.contains("DELETE FROM t"), "{section}");
-    assert!(section.contains("would affect about 100 rows"), "{section}");
+    assert!(
+        section.contains("would affect all 100 rows of public.t (exact count)"),
+        "{section}"
+    );
     let ts = headers["x-infraveil-timestamp"].to_str().unwrap();
     let sig = headers["x-infraveil-signature"].to_str().unwrap();
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SIGNING_SECRET.as_bytes());
@@ -312,15 +247,15 @@ async fn wait_mode_denied_and_timed_out() {
     assert!(
         req.preview
             .iter()
-            .any(|l| l.contains("public.t: about 100 rows")),
+            .any(|l| l.contains("public.t: 100 rows (exact count)")),
         "{:?}",
         req.preview
     );
     assert!(
         req.preview
             .iter()
-            .any(|l| l.contains("view tv") && l.contains("child")),
-        "cascade preview: {:?}",
+            .any(|l| l.contains("referenced by: child") && !l.contains("view tv")),
+        "TRUNCATE … CASCADE empties referencing tables (and never views): {:?}",
         req.preview
     );
     // Not an approver of this role.
@@ -727,5 +662,215 @@ async fn held_statements_are_stored_and_sent_redacted() {
         .map(|d| d.message().to_owned())
         .unwrap_or_default();
     assert!(m.contains("approval"), "{e:?}");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_messages_escape_slack_control_characters() {
+    let db = db("slack_escape");
+    let mut hook = receiver().await;
+    let p = proxy(Some(&hook.url), Duration::from_secs(60)).await;
+    let alice = p.issue("alice", "ops").await;
+    let c = p.connect_with("alice", &db, &alice).await;
+    let sql = "/* <https://evil.example|click to approve> & <!channel> ``` */ DELETE FROM t -- `x`";
+    let run = tokio::spawn(async move { c.batch_execute(sql).await });
+    let (_, msg) = hook.next().await;
+    let section = msg["blocks"][0]["text"]["text"].as_str().unwrap();
+    // No link, mention or early end of the code block reaches Slack: the
+    // control characters arrive escaped and show as themselves.
+    assert!(!section.contains("<https://evil"), "{section}");
+    assert!(!section.contains("<!channel>"), "{section}");
+    assert!(
+        section.contains("&lt;https://evil.example|click to approve&gt; &amp; &lt;!channel&gt;"),
+        "{section}"
+    );
+    let block_start = section.find("```").unwrap();
+    let block_end = section[block_start + 3..].find("```").unwrap() + block_start + 3;
+    let shown = &section[block_start + 3..block_end];
+    assert!(
+        shown.contains("DELETE FROM t"),
+        "the fence closed early: {section}"
+    );
+    assert!(
+        !msg["text"].as_str().unwrap().contains('<'),
+        "the notification text is escaped too: {msg}"
+    );
+    let id = pending(&p, 1).await.remove(0).id;
+    approvals_of(&p).cancel(&id, "test over");
+    let _ = run.await;
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_and_cancellation_are_posted_to_chat() {
+    let db = db("followups");
+    let mut hook = receiver().await;
+    let p = proxy(Some(&hook.url), Duration::from_secs(2)).await;
+    let alice = p.issue("alice", "ops").await;
+    let c = p.connect_with("alice", &db, &alice).await;
+    // Nobody decides: the request expires and chat is told.
+    let e = c.batch_execute("DELETE FROM t").await.unwrap_err();
+    assert!(format!("{e:?}").contains("timed out"), "{e:?}");
+    let (_, first) = hook.next().await;
+    assert_eq!(first["blocks"].as_array().unwrap().len(), 2, "with buttons");
+    let expired = hook.next_saying("expired").await;
+    assert_eq!(
+        expired["blocks"].as_array().unwrap().len(),
+        1,
+        "a follow-up has no buttons: {expired}"
+    );
+    assert!(
+        expired["blocks"][0]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("link is spent"),
+        "{expired}"
+    );
+    // The client cancels: chat is told that too.
+    let cancel = c.cancel_token();
+    let run = tokio::spawn(async move { c.batch_execute("DELETE FROM t").await });
+    hook.next_saying("wants to run").await;
+    cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let _ = run.await;
+    hook.next_saying("cancelled").await;
+    assert_eq!(rows(&db), 100);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_preview_counts_small_tables_exactly_and_lists_only_outside_dependents() {
+    let db = fresh_db_with(
+        "preview_counts",
+        "CREATE TABLE fresh (id int PRIMARY KEY CHECK (id > 0), v text DEFAULT 'x');
+         CREATE INDEX ON fresh (v);
+         INSERT INTO fresh SELECT g FROM generate_series(1, 100) g;
+         CREATE VIEW fresh_v AS SELECT id FROM fresh;
+         CREATE TABLE refs (id int PRIMARY KEY, f int REFERENCES fresh);
+         CREATE TABLE one (id int);
+         INSERT INTO one VALUES (1);
+         ALTER TABLE fresh OWNER TO app_owner; ALTER VIEW fresh_v OWNER TO app_owner;
+         ALTER TABLE refs OWNER TO app_owner; ALTER TABLE one OWNER TO app_owner;",
+    );
+    // Never analysed: reltuples is -1 and the planner would guess from
+    // pages (over 1000 rows for these 100).
+    assert_eq!(
+        cluster()
+            .psql(
+                &db,
+                "SELECT reltuples FROM pg_class WHERE relname = 'fresh'"
+            )
+            .unwrap()
+            .trim(),
+        "-1"
+    );
+    let p = proxy(None, Duration::from_secs(30)).await;
+    let alice = p.issue("alice", "ops").await;
+    let c = Arc::new(p.connect_with("alice", &db, &alice).await);
+    let held = |sql: &'static str| {
+        let c = c.clone();
+        tokio::spawn(async move { c.batch_execute(sql).await })
+    };
+
+    let run = held("DELETE FROM fresh");
+    let req = pending(&p, 1).await.remove(0);
+    let preview = req.preview.join("\n");
+    assert!(
+        preview.contains("DELETE would affect all 100 rows of public.fresh (exact count)"),
+        "{preview}"
+    );
+    assert!(
+        preview.contains("public.fresh: 100 rows (exact count)"),
+        "{preview}"
+    );
+    approvals_of(&p).cancel(&req.id, "next");
+    let _ = run.await;
+
+    let run = held("DROP TABLE fresh CASCADE");
+    let req = pending(&p, 1).await.remove(0);
+    let preview = req.preview.join("\n");
+    assert!(preview.contains("view fresh_v"), "{preview}");
+    assert!(
+        preview.contains("constraint refs_f_fkey on table refs"),
+        "{preview}"
+    );
+    // Its own CHECK constraint, index, default and key go with it: not listed.
+    for own in [
+        "fresh_id_check",
+        "fresh_v_idx",
+        "fresh_pkey",
+        "default value",
+    ] {
+        assert!(!preview.contains(own), "{own} listed in:\n{preview}");
+    }
+    approvals_of(&p).cancel(&req.id, "next");
+    let _ = run.await;
+
+    let run = held("DELETE FROM one");
+    let req = pending(&p, 1).await.remove(0);
+    let preview = req.preview.join("\n");
+    assert!(
+        preview.contains("DELETE would affect all 1 row of public.one (exact count)"),
+        "{preview}"
+    );
+    assert!(!preview.contains(" 1 rows"), "{preview}");
+    approvals_of(&p).cancel(&req.id, "done");
+    let _ = run.await;
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approver_secrets_sign_in_on_the_page_and_nowhere_else() {
+    let db = db("approver_secrets");
+    let p = proxy(None, Duration::from_secs(60)).await;
+    // Only approvers can be enrolled.
+    let (ok, _, err) = p
+        .veilctl(&["approvers", "enroll", "--identity", "bot-a"])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("not an approver"), "{err}");
+    let e = p
+        .veilctl_json(&["approvers", "enroll", "--identity", "oncall"])
+        .await;
+    let (id, secret) = (
+        e["id"].as_str().unwrap().to_owned(),
+        e["secret"].as_str().unwrap().to_owned(),
+    );
+    assert!(secret.starts_with("vap_"), "{e}");
+    let list = p.veilctl_json(&["approvers", "list"]).await;
+    assert_eq!(list[0]["id"], id.as_str());
+    assert!(list[0].get("secret").is_none() && list[0].get("verifier").is_none());
+
+    // It never opens a PostgreSQL session.
+    let e = p.try_connect("oncall", &db, &secret).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "28P01");
+
+    // oncall holds no grant at all, and still decides with it.
+    let alice = p.issue("alice", "ops").await;
+    let c = p.connect_with("alice", &db, &alice).await;
+    let run = tokio::spawn(async move { c.execute("DELETE FROM t", &[]).await });
+    let req = pending(&p, 1).await.remove(0);
+    let link = approvals_of(&p).link_for(&req.id).unwrap();
+    // Revoked, it signs in no more.
+    p.veilctl_json(&["approvers", "revoke", &id]).await;
+    let (status, body) = decide_on_page(&link, "oncall", &secret, "approve").await;
+    assert_eq!(status, 403, "{body}");
+    let e2 = p
+        .veilctl_json(&["approvers", "enroll", "--identity", "oncall"])
+        .await;
+    let fresh = e2["secret"].as_str().unwrap();
+    let (status, body) = decide_on_page(&link, "oncall", fresh, "approve").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(run.await.unwrap().unwrap(), 100);
+    let events: Vec<String> = p
+        .audit_payloads(&[])
+        .await
+        .iter()
+        .filter_map(|v| v["type"].as_str().map(str::to_owned))
+        .filter(|e| e.starts_with("approver."))
+        .collect();
+    assert_eq!(
+        events,
+        ["approver.enrolled", "approver.revoked", "approver.enrolled"]
+    );
     p.shutdown().await;
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{AdminState, ApiError, ListQuery};
+use crate::approvals::approvers::{ApproverError, ApproverView, Enrolled};
 use crate::approvals::{ApprovalError, ApprovalView, Approvals, Status};
 use crate::proxy::auth::CredentialState;
 
@@ -112,6 +113,66 @@ async fn decide_api(
     Ok(Json(view))
 }
 
+// ---- Approver secrets (admin token) -------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct EnrollRequest {
+    identity: String,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+impl From<ApproverError> for ApiError {
+    fn from(e: ApproverError) -> ApiError {
+        let status = match &e {
+            ApproverError::NotAnApprover(_) => StatusCode::BAD_REQUEST,
+            ApproverError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApproverError::Revoked(_) => StatusCode::CONFLICT,
+            ApproverError::Derive | ApproverError::Store(_) | ApproverError::Audit(_) => {
+                tracing::error!(error = %e, "approver secret store failure");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+pub async fn enroll(
+    State(state): State<AdminState>,
+    body: Result<Json<EnrollRequest>, JsonRejection>,
+) -> Result<Json<Enrolled>, ApiError> {
+    let Json(req) = body?;
+    let by = req
+        .by
+        .as_deref()
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .unwrap_or("admin");
+    let policies = state.shared.policies();
+    let enrolled = approvals(&state)?
+        .approvers
+        .enroll(req.identity.trim(), by, &policies)
+        .await?;
+    Ok(Json(enrolled))
+}
+
+pub async fn approvers_list(
+    State(state): State<AdminState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<ApproverView>>, ApiError> {
+    let Query(q) = q?;
+    Ok(Json(approvals(&state)?.approvers.list(q.all)))
+}
+
+pub async fn approver_revoke(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<ApproverView>, ApiError> {
+    Ok(Json(
+        approvals(&state)?.approvers.revoke(&id, "admin").await?,
+    ))
+}
+
 // ---- The page ------------------------------------------------------------
 
 const CSRF_COOKIE: &str = "veil_csrf";
@@ -202,7 +263,9 @@ pub async fn decide_page(
     if approvals.by_link(&id, &form.t).is_err() {
         return bad_link();
     }
-    if !same_origin(&headers) || !csrf_ok(&headers, &form.csrf) {
+    if !same_origin(&headers, approvals.public_origin().as_deref())
+        || !csrf_ok(&headers, &form.csrf)
+    {
         return message_page(
             StatusCode::FORBIDDEN,
             "Refused",
@@ -225,12 +288,12 @@ pub async fn decide_page(
     if let Err(e) = approvals.may_decide(&id, &approver, &policies) {
         return decision_error(e);
     }
-    if !signs_in(&state, &approver, form.secret).await {
+    if !signs_in(&state, approvals, &approver, form.secret).await {
         tracing::info!(approval = %id, %approver, "approval page: wrong credential");
         return message_page(
             StatusCode::FORBIDDEN,
             "Refused",
-            "That secret is not an active credential of this approver.",
+            "That secret is not an approver secret or an active grant secret of this approver. Ask an admin for one: veilctl approvers enroll --identity NAME",
         );
     }
     match approvals
@@ -241,22 +304,38 @@ pub async fn decide_page(
             StatusCode::OK,
             if approve { "Approved" } else { "Denied" },
             &format!(
-                "Request {} was {} by {}.",
+                "Request {} was {} by {}. {} This link is now spent.",
                 v.id,
                 v.status.as_str(),
-                v.decided_by.unwrap_or_default()
+                v.decided_by.as_deref().unwrap_or_default(),
+                if !approve {
+                    format!("{} gets an error saying so.", v.identity)
+                } else if v.mode == crate::policy::ApprovalMode::Defer {
+                    format!(
+                        "Nothing has run yet: the statement runs once when {} sends it again.",
+                        v.identity
+                    )
+                } else {
+                    "The waiting session runs the statement now.".to_owned()
+                }
             ),
         ),
         Err(e) => decision_error(e),
     }
 }
 
-/// Whether `secret` is the secret of one of `approver`'s active credentials.
-async fn signs_in(state: &AdminState, approver: &str, secret: String) -> bool {
+/// Whether `secret` is one of `approver`'s approver secrets or the secret
+/// of one of their active grants.
+async fn signs_in(
+    state: &AdminState,
+    approvals: &Approvals,
+    approver: &str,
+    secret: String,
+) -> bool {
     if secret.is_empty() {
         return false;
     }
-    let verifiers: Vec<_> = state
+    let mut verifiers: Vec<_> = state
         .shared
         .credentials
         .candidates(approver)
@@ -264,6 +343,7 @@ async fn signs_in(state: &AdminState, approver: &str, secret: String) -> bool {
         .filter(|c| c.state == CredentialState::Active)
         .map(|c| c.credential.verifier)
         .collect();
+    verifiers.extend(approvals.approvers.verifiers(approver));
     tokio::task::spawn_blocking(move || {
         // Every candidate is checked, so timing does not say which matched.
         verifiers
@@ -275,13 +355,31 @@ async fn signs_in(state: &AdminState, approver: &str, secret: String) -> bool {
     .unwrap_or(false)
 }
 
-/// A POST from a page on this origin: if the browser says where it came
-/// from (`Origin`), it must be this host.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+/// A POST from the approval page itself. Browsers say where a request
+/// comes from: `Sec-Fetch-Site` (must be `same-origin`) and `Origin` on
+/// every POST (must be this host, or the configured public URL when a
+/// proxy in front rewrites `Host`; `null`, sent from sandboxed or opaque
+/// contexts, is refused). A client that sends neither is not a browser a
+/// cross-site page could drive; the CSRF cookie and the approver's secret
+/// still bind it.
+fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+    {
+        return false;
+    }
+    let Some(origin) = text(header::ORIGIN) else {
         return true;
     };
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+    if public_origin.is_some_and(|p| p.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let Some(host) = text(header::HOST) else {
         return false;
     };
     origin
@@ -355,10 +453,12 @@ fn page_response(status: StatusCode, body: String) -> Response {
     let mut resp = (status, Html(html)).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The token is in the URL: never send it onwards.
+    // The token is in the URL: never send it to another origin. Not
+    // `no-referrer`: with it, browsers send `Origin: null` on the form's own
+    // POST, and the origin check could not tell it from a forged one.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
@@ -378,20 +478,35 @@ fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
 }
 
 fn render_request(v: &ApprovalView, token: &str, csrf: &str, action: Option<&str>) -> String {
+    use crate::approvals::notify::{params_line, relative, story, what_approving_does};
     let row = |k: &str, val: &str| format!("<tr><th>{k}</th><td>{}</td></tr>", escape(val));
+    let who = if v.kind.is_empty() {
+        v.identity.clone()
+    } else {
+        format!("{} ({})", v.identity, v.kind)
+    };
     let mut out = format!(
         "<h1>Approval request {}</h1><p><b>{}</b> wants to run a <b>{}</b> statement.</p><pre>{}</pre><table>",
         escape(&v.id),
-        escape(&v.identity),
+        escape(&who),
         escape(v.class.as_str()),
         escape(&v.statement)
     );
-    if let Some(p) = crate::approvals::notify::params_line(v) {
+    if let Some(p) = params_line(v) {
         out.push_str(&row("Runs with parameters", &p));
     }
-    out.push_str(&row("Status", v.status.as_str()));
+    out.push_str(&row("Status", &story(v)));
+    if v.status == Status::Pending {
+        out.push_str(&row("Approving", &what_approving_does(v)));
+    }
     out.push_str(&row("Role", &v.role));
-    out.push_str(&row("Grant", &v.grant));
+    out.push_str(&row(
+        "Grant",
+        &match &v.grant_reason {
+            Some(r) => format!("{} (reason: {r})", v.grant),
+            None => format!("{} (no reason given)", v.grant),
+        },
+    ));
     out.push_str(&row("From", &v.client_addr));
     out.push_str(&row("Database", &v.database));
     out.push_str(&row(
@@ -413,14 +528,29 @@ fn render_request(v: &ApprovalView, token: &str, csrf: &str, action: Option<&str
     ));
     out.push_str(&row("Approvers", &v.approvers.join(", ")));
     out.push_str(&row("Requested", &v.created_at));
-    out.push_str(&row("Expires", &v.expires_at));
-    if let Some(by) = &v.decided_by {
-        out.push_str(&row("Decided by", by));
+    let expiry = if v.status == Status::Pending {
+        format!("{} ({})", relative(v.expires_ms), v.expires_at)
+    } else {
+        v.expires_at.clone()
+    };
+    out.push_str(&row("Expires", &expiry));
+    if let (Some(by), Some(at)) = (&v.decided_by, &v.decided_at) {
+        let when = v.decided_ms.map(relative).unwrap_or_default();
+        out.push_str(&row("Decided", &format!("by {by}, {at} ({when})")));
     }
-    out.push_str("</table>");
+    if let Some(note) = &v.note {
+        out.push_str(&row("Note", note));
+    }
+    if let Some(o) = &v.outcome {
+        out.push_str(&row("Outcome", o));
+    }
+    out.push_str(&format!(
+        "<tr><th>Statement SHA-256</th><td><code>{}</code></td></tr></table>",
+        escape(&v.statement_hash)
+    ));
     if v.status != Status::Pending {
         out.push_str(&format!(
-            "<p>This request is <b>{}</b>; nothing more can be decided.</p>",
+            "<p class=\"spent\">This link is spent: the request is <b>{}</b> and nothing more can be decided.</p>",
             v.status.as_str()
         ));
         return out;
@@ -430,8 +560,8 @@ fn render_request(v: &ApprovalView, token: &str, csrf: &str, action: Option<&str
         "<h2>Decide</h2><form method=\"post\" action=\"/approvals/{id}\">\
          <input type=\"hidden\" name=\"t\" value=\"{t}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <p><label>Approver <input name=\"approver\" required autocomplete=\"username\"></label></p>\
-         <p><label>Your secret (from your grant) <input name=\"secret\" type=\"password\" required autocomplete=\"current-password\"></label></p>\
-         <p><label>Note <input name=\"note\"></label></p>\
+         <p><label>Your secret (an approver secret from <code>veilctl approvers enroll</code>, or the secret of one of your grants) <input name=\"secret\" type=\"password\" required autocomplete=\"current-password\"></label></p>\
+         <p><label>Note <input name=\"note\" maxlength=\"500\"></label></p>\
          <p><button class=\"approve{ca}\" name=\"decision\" value=\"approve\">Approve</button>\
          <button class=\"deny{cd}\" name=\"decision\" value=\"deny\">Deny</button></p></form>",
         id = escape(&v.id),
@@ -465,19 +595,45 @@ mod tests {
     }
 
     #[test]
-    fn origin_must_match_host_when_given() {
+    fn origin_must_match_host_or_public_url_when_given() {
         let mut h = HeaderMap::new();
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, None));
         h.insert(header::HOST, HeaderValue::from_static("veil.example:6433"));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://veil.example:6433"),
         );
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, None));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        assert!(!same_origin(&h));
+        assert!(!same_origin(&h, None));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!same_origin(&h, None));
+        // Behind a proxy that rewrites Host, the public URL's origin.
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:6433"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://veil.example"),
+        );
+        assert!(same_origin(&h, Some("https://veil.example")));
+        assert!(!same_origin(&h, Some("https://other.example")));
+    }
+
+    #[test]
+    fn fetch_metadata_must_say_same_origin() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("veil.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://veil.example"),
+        );
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&h, None));
+        for site in ["same-site", "cross-site", "none"] {
+            h.insert("sec-fetch-site", HeaderValue::from_static(site));
+            assert!(!same_origin(&h, None), "{site}");
+        }
     }
 }

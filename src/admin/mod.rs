@@ -56,6 +56,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
+        .route(
+            "/v1/approvers",
+            get(approvals::approvers_list).post(approvals::enroll),
+        )
+        .route(
+            "/v1/approvers/{id}/revoke",
+            post(approvals::approver_revoke),
+        )
         .route("/v1/audit/public-key", get(audit::public_key))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/checkpoint", get(audit::checkpoint))

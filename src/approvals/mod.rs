@@ -26,6 +26,7 @@ use crate::policy::{ApprovalMode, PolicySet};
 use crate::shutdown::{Phase, Shutdown};
 use crate::store::{Store, StoreError};
 
+pub mod approvers;
 pub mod notify;
 pub mod preview;
 mod token;
@@ -78,6 +79,12 @@ pub struct ApprovalRequest {
     /// The PostgreSQL user the role runs as when the request was made.
     #[serde(default)]
     pub upstream_user: String,
+    /// The identity's kind (`human`, `ci`, `service`, `agent`).
+    #[serde(default)]
+    pub kind: String,
+    /// Why the session's grant was issued (often a ticket).
+    #[serde(default)]
+    pub grant_reason: Option<String>,
     pub class: Class,
     pub tables: Vec<String>,
     pub rule: String,
@@ -95,6 +102,10 @@ pub struct ApprovalRequest {
     pub decided_via: Option<String>,
     pub note: Option<String>,
     pub executed_at: Option<u64>,
+    /// What PostgreSQL answered when the approved statement ran
+    /// (`ran: DELETE 100`, `failed: SQLSTATE 23503`).
+    #[serde(default)]
+    pub outcome: Option<String>,
     /// How telling the approvers went.
     pub notification: Option<String>,
     /// Nonce of the link token (the token is not stored).
@@ -117,6 +128,10 @@ pub struct ApprovalView {
     pub params: Vec<String>,
     #[serde(default)]
     pub upstream_user: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub grant_reason: Option<String>,
     pub class: Class,
     pub tables: Vec<String>,
     pub rule: String,
@@ -132,7 +147,15 @@ pub struct ApprovalView {
     pub decided_via: Option<String>,
     pub note: Option<String>,
     pub executed_at: Option<String>,
+    #[serde(default)]
+    pub outcome: Option<String>,
     pub notification: Option<String>,
+    /// Unix milliseconds of `expires_at` and `decided_at`, for relative
+    /// times on the page ("in 8 min").
+    #[serde(skip)]
+    pub expires_ms: u64,
+    #[serde(skip)]
+    pub decided_ms: Option<u64>,
 }
 
 impl ApprovalRequest {
@@ -149,6 +172,8 @@ impl ApprovalRequest {
             statement_hash: self.statement_hash.clone(),
             params: self.params.clone(),
             upstream_user: self.upstream_user.clone(),
+            kind: self.kind.clone(),
+            grant_reason: self.grant_reason.clone(),
             class: self.class,
             tables: self.tables.clone(),
             rule: self.rule.clone(),
@@ -164,7 +189,10 @@ impl ApprovalRequest {
             decided_via: self.decided_via.clone(),
             note: self.note.clone(),
             executed_at: self.executed_at.map(rfc3339),
+            outcome: self.outcome.clone(),
             notification: self.notification.clone(),
+            expires_ms: self.expires_at,
+            decided_ms: self.decided_at,
         }
     }
 }
@@ -204,6 +232,8 @@ pub struct NewRequest {
     pub statement: String,
     /// Parameter values as shown to approvers (already redacted).
     pub params: Vec<String>,
+    pub kind: String,
+    pub grant_reason: Option<String>,
     pub class: Class,
     pub tables: Vec<String>,
     pub rule: String,
@@ -237,6 +267,20 @@ struct Entry {
     req: ApprovalRequest,
     /// Waiting sessions watch the status.
     tx: watch::Sender<Status>,
+    /// The last message posted about this request: the next one waits for
+    /// it, so chat shows a request's story in order.
+    posted: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Entry {
+    fn new(req: ApprovalRequest) -> Entry {
+        let (tx, _) = watch::channel(req.status);
+        Entry {
+            req,
+            tx,
+            posted: None,
+        }
+    }
 }
 
 /// Approval requests: stored, indexed in memory, watched by waiting
@@ -250,6 +294,8 @@ pub struct Approvals {
     notifier: Notifier,
     /// Base of approval links; set once the admin listener is bound.
     public_url: OnceLock<String>,
+    /// Approvers' own page credentials.
+    pub approvers: approvers::Approvers,
 }
 
 /// Hex SHA-256 of a statement's exact text.
@@ -306,11 +352,11 @@ impl Approvals {
                 req.note = Some("the firewall restarted while the session waited".into());
                 store.put_approval(&req)?;
             }
-            let (tx, _) = watch::channel(req.status);
-            entries.insert(req.id.clone(), Entry { req, tx });
+            entries.insert(req.id.clone(), Entry::new(req));
         }
         store.flush_blocking()?;
         Ok(Approvals {
+            approvers: approvers::Approvers::open(store.clone(), audit.clone())?,
             store,
             audit,
             links,
@@ -323,6 +369,12 @@ impl Approvals {
 
     pub fn set_public_url(&self, url: &str) {
         let _ = self.public_url.set(url.trim_end_matches('/').to_owned());
+    }
+
+    /// `scheme://host[:port]` of the public URL links are built on.
+    pub fn public_origin(&self) -> Option<String> {
+        let u = url::Url::parse(self.public_url.get()?).ok()?;
+        Some(u.origin().ascii_serialization())
     }
 
     pub fn timeout(&self) -> Duration {
@@ -347,6 +399,11 @@ impl Approvals {
         )
     }
 
+    /// The page link of request `id`.
+    pub fn link_for(&self, id: &str) -> Option<String> {
+        self.lock().get(id).map(|e| self.link(&e.req))
+    }
+
     /// Store a new request (durably), then tell the approvers in the
     /// background. Returns the request, a watch on its status and its link.
     pub async fn request(
@@ -367,6 +424,8 @@ impl Approvals {
             database: new.binding.database,
             upstream_user: new.binding.upstream_user,
             params: new.params,
+            kind: new.kind,
+            grant_reason: new.grant_reason,
             statement: crate::classify::redact(&new.statement).into_owned(),
             class: new.class,
             tables: new.tables,
@@ -383,6 +442,7 @@ impl Approvals {
             decided_via: None,
             note: None,
             executed_at: None,
+            outcome: None,
             notification: None,
             link_nonce: token::Links::nonce(),
         };
@@ -402,14 +462,6 @@ impl Approvals {
             .await?;
         self.store.put_approval(&req)?;
         self.store.flush().await?;
-        let (tx, rx) = watch::channel(Status::Pending);
-        self.lock().insert(
-            req.id.clone(),
-            Entry {
-                req: req.clone(),
-                tx,
-            },
-        );
         let link = self.link(&req);
         tracing::info!(
             approval = %req.id,
@@ -418,10 +470,15 @@ impl Approvals {
             mode = ?req.mode,
             "approval requested"
         );
+        let entry = Entry::new(req.clone());
+        let rx = entry.tx.subscribe();
         let me = self.clone();
         let view = req.view();
         let l = link.clone();
-        tokio::spawn(async move {
+        // Spawned under the lock, so its bookkeeping finds the entry.
+        let mut entries = self.lock();
+        let entry = entries.entry(req.id.clone()).or_insert(entry);
+        entry.posted = Some(tokio::spawn(async move {
             let outcome = me.notifier.send(&view, &l).await;
             if let Err(e) = &outcome {
                 tracing::warn!(approval = %view.id, error = %e, "approvers could not be notified; the request stays decidable with veilctl approvals");
@@ -432,7 +489,8 @@ impl Approvals {
                     Err(e) => format!("failed: {e}"),
                 });
             });
-        });
+        }));
+        drop(entries);
         Ok((req, rx, link))
     }
 
@@ -445,6 +503,41 @@ impl Approvals {
             if let Err(err) = self.store.put_approval(&e.req) {
                 tracing::warn!(approval = %id, error = %err, "could not store an approval update");
             }
+        }
+    }
+
+    /// Tell the approvers what became of a request (decided, cancelled,
+    /// expired, ran), after whatever was posted about it before.
+    fn follow_up(&self, e: &mut Entry) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let view = e.req.view();
+        let before = e.posted.take();
+        let notifier = self.notifier.clone();
+        e.posted = Some(rt.spawn(async move {
+            if let Some(b) = before {
+                let _ = b.await;
+            }
+            if let Err(err) = notifier.send_update(&view).await {
+                tracing::warn!(approval = %view.id, error = %err, "could not post what became of an approval request");
+            }
+        }));
+    }
+
+    /// What PostgreSQL answered when an approved statement ran: kept on the
+    /// request and posted to the approvers.
+    pub fn finished(&self, id: &str, outcome: String) {
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(id) {
+            if e.req.outcome.is_some() {
+                return;
+            }
+            e.req.outcome = Some(outcome);
+            if let Err(err) = self.store.put_approval(&e.req) {
+                tracing::warn!(approval = %id, error = %err, "could not store an approval's outcome");
+            }
+            self.follow_up(e);
         }
     }
 
@@ -476,6 +569,7 @@ impl Approvals {
             e.req.decided_via = Some(via.to_owned());
             e.req.note = note.filter(|n| !n.trim().is_empty());
             self.store.put_approval(&e.req)?;
+            self.follow_up(e);
             (e.req.view(), e.tx.clone())
         };
         // Durable (and audited) before the waiting session acts on it.
@@ -595,6 +689,7 @@ impl Approvals {
                 tracing::warn!(approval = %id, error = %err, "could not store a cancellation");
             }
             e.tx.send_replace(Status::Cancelled);
+            self.follow_up(e);
             self.audit.enqueue_now(Event::ApprovalDecided {
                 approval: id.to_owned(),
                 status: "cancelled".into(),
@@ -619,6 +714,7 @@ impl Approvals {
                     tracing::warn!(approval = %e.req.id, error = %err, "could not store an expiry");
                 }
                 e.tx.send_replace(Status::Expired);
+                self.follow_up(e);
                 self.audit.enqueue_now(Event::ApprovalDecided {
                     approval: e.req.id.clone(),
                     status: "expired".into(),

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::ApprovalView;
+use super::{ApprovalView, Status};
 use crate::config::{ConfigError, WebhookConfig};
 
 /// A function that shows approval messages (the demo prints them).
@@ -174,45 +174,155 @@ pub fn params_line(r: &ApprovalView) -> Option<String> {
     Some(clip(&list.join(", "), MAX_STATEMENT_IN_MESSAGE))
 }
 
-/// The Slack-compatible message for a request.
+/// Text for Slack's `mrkdwn`: `&`, `<` and `>` are its control characters
+/// (`<https://x|label>` is a link, `<!channel>` a mention); escaped, they
+/// show as themselves.
+pub fn mrkdwn(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A code block showing `s` as it reads: escaped, and with a zero-width
+/// space after every backtick, so no run of them in the text can end the
+/// block early (or merge with its fences).
+fn code_block(s: &str) -> String {
+    let lead = if s.starts_with('`') { "\u{200b}" } else { "" };
+    format!("```{lead}{}```", mrkdwn(s).replace('`', "`\u{200b}"))
+}
+
+/// Inline code: a backtick would end it, so it shows as a modifier letter.
+fn inline_code(s: &str) -> String {
+    format!("`{}`", mrkdwn(s).replace('`', "\u{2cb}"))
+}
+
+/// "in 8 min", "3 min ago": how far `ms` (Unix milliseconds) is from now.
+pub fn relative(ms: u64) -> String {
+    let now = crate::grants::now_ms();
+    let (d, future) = if ms >= now {
+        (ms - now, true)
+    } else {
+        (now - ms, false)
+    };
+    let secs = d / 1000;
+    let span = if secs < 60 {
+        format!("{secs} s")
+    } else if secs < 2 * 3600 {
+        format!("{} min", secs.div_ceil(60))
+    } else if secs < 2 * 86_400 {
+        format!("{} h", secs / 3600)
+    } else {
+        format!("{} days", secs / 86_400)
+    };
+    if future {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
+}
+
+/// `alice (human)`, or just the name when the kind is not known.
+fn who(r: &ApprovalView) -> String {
+    if r.kind.is_empty() {
+        r.identity.clone()
+    } else {
+        format!("{} ({})", r.identity, r.kind)
+    }
+}
+
+/// What approving does, in the approver's words.
+pub fn what_approving_does(r: &ApprovalView) -> String {
+    match r.mode {
+        crate::policy::ApprovalMode::Wait => format!(
+            "{}'s session is waiting: approving runs the statement once, now",
+            r.identity
+        ),
+        crate::policy::ApprovalMode::Defer => format!(
+            "approving runs nothing by itself: the statement runs once when {} sends it again",
+            r.identity
+        ),
+    }
+}
+
+/// What became of a request, in one line (for follow-ups and the page).
+pub fn story(r: &ApprovalView) -> String {
+    let by = r.decided_by.as_deref().unwrap_or("nobody");
+    let mut out = match r.status {
+        Status::Pending => "pending".to_owned(),
+        Status::Approved => format!("approved by {by}"),
+        Status::Denied => format!("denied by {by}"),
+        Status::Executed => format!("approved by {by}, and run"),
+        Status::Expired => "expired: nobody decided in time".to_owned(),
+        Status::Cancelled => "cancelled".to_owned(),
+    };
+    if let Some(n) = &r.note {
+        out.push_str(&format!(" (note: {n})"));
+    }
+    if let Some(o) = &r.outcome {
+        out.push_str(&format!("; {o}"));
+    } else if r.status == Status::Approved {
+        out.push_str(&format!("; {}", what_approving_does(r)));
+    }
+    out
+}
+
+/// The Slack-compatible message for a request. Every piece of text that
+/// came from a user (statement, names, reasons, parameter values, the
+/// preview) is escaped for `mrkdwn`.
 pub fn slack_message(r: &ApprovalView, link: &str) -> Value {
-    let statement = clip(&r.statement, MAX_STATEMENT_IN_MESSAGE).replace("```", "` ` `");
+    let statement = clip(&r.statement, MAX_STATEMENT_IN_MESSAGE);
     let tables = if r.tables.is_empty() {
         "-".to_owned()
     } else {
         r.tables.join(", ")
     };
     let params = params_line(r);
-    let text = format!(
+    let text = mrkdwn(&format!(
         "infraveil: {} ({} role) wants to run a {} statement; approval {} by {}",
         r.identity,
         r.role,
         r.class,
         r.id,
         r.approvers.join(" or ")
-    );
-    let body = format!(
-        "*{}* (role `{}`, from {}, database `{}`) wants to run a *{}* statement:\n```{}```{}\n*Tables:* {}\n*Why held:* {} (rule `{}`)\n*Blast radius:*\n{}\n*Approvers:* {} · *expires* {}",
-        r.identity,
-        r.role,
-        r.client_addr,
-        r.database,
+    ));
+    let mut body = format!(
+        "*{}* (role {}, from {}, database {}) wants to run a *{}* statement:\n{}",
+        mrkdwn(&who(r)),
+        inline_code(&r.role),
+        mrkdwn(&r.client_addr),
+        inline_code(&r.database),
         r.class,
-        statement,
-        params
-            .map(|p| format!("\n*With parameters:* `{}`", p.replace('`', "'")))
-            .unwrap_or_default(),
-        tables,
-        r.reason,
-        r.rule,
+        code_block(&statement),
+    );
+    if let Some(p) = params {
+        body.push_str(&format!("\n*With parameters:*\n{}", code_block(&p)));
+    }
+    if let Some(reason) = &r.grant_reason {
+        body.push_str(&format!("\n*Grant reason:* {}", mrkdwn(reason)));
+    }
+    body.push_str(&format!(
+        "\n*Tables:* {}\n*Why held:* {} (rule {})\n*Blast radius:*\n{}\n*{}.*\n*Approvers:* {} · *expires* {} ({}) · statement sha256 {}",
+        mrkdwn(&tables),
+        mrkdwn(&r.reason),
+        inline_code(&r.rule),
         r.preview
             .iter()
-            .map(|l| format!("• {l}"))
+            .map(|l| format!("• {}", mrkdwn(l)))
             .collect::<Vec<_>>()
             .join("\n"),
-        r.approvers.join(", "),
+        mrkdwn(&capitalised(&what_approving_does(r))),
+        mrkdwn(&r.approvers.join(", ")),
+        relative(r.expires_ms),
         r.expires_at,
-    );
+        inline_code(&r.statement_hash[..r.statement_hash.len().min(16)]),
+    ));
     json!({
         "text": text,
         "blocks": [
@@ -229,12 +339,43 @@ pub fn slack_message(r: &ApprovalView, link: &str) -> Value {
     })
 }
 
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// The follow-up posted when a request is decided, cancelled, expires or
+/// runs: no buttons, so chat no longer offers a spent link.
+pub fn slack_follow_up(r: &ApprovalView) -> Value {
+    let text = mrkdwn(&format!(
+        "infraveil: approval {} ({}, {} statement) is {}",
+        r.id,
+        r.identity,
+        r.class,
+        story(r)
+    ));
+    let body = format!(
+        "*Approval {}* for *{}*: {}\n{}\nThe approval link is spent; nothing more can be decided.",
+        mrkdwn(&r.id),
+        mrkdwn(&who(r)),
+        mrkdwn(&story(r)),
+        code_block(&clip(&r.statement, 300)),
+    );
+    json!({
+        "text": text,
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": body}}]
+    })
+}
+
 /// The same request as plain text, for the log and the terminal.
 pub fn plain_text(r: &ApprovalView, link: &str) -> String {
     let mut out = format!(
         "approval {} needed: {} (role {}) wants to run a {} statement\n  {}\n",
         r.id,
-        r.identity,
+        who(r),
         r.role,
         r.class,
         clip(&r.statement, MAX_STATEMENT_IN_MESSAGE)
@@ -242,12 +383,17 @@ pub fn plain_text(r: &ApprovalView, link: &str) -> String {
     if let Some(p) = params_line(r) {
         out.push_str(&format!("  with parameters: {p}\n"));
     }
+    if let Some(reason) = &r.grant_reason {
+        out.push_str(&format!("  grant reason: {reason}\n"));
+    }
     for l in &r.preview {
         out.push_str(&format!("  blast radius: {l}\n"));
     }
     out.push_str(&format!(
-        "  approvers: {}; open {link}\n  or: veilctl approvals approve {} --as NAME\n",
+        "  {}\n  approvers: {}; expires {}; open {link}\n  or: veilctl approvals approve {} --as NAME\n",
+        what_approving_does(r),
         r.approvers.join(", "),
+        relative(r.expires_ms),
         r.id
     ));
     out
@@ -273,6 +419,18 @@ impl Notifier {
                 Ok("printed".to_owned())
             }
             Notifier::Webhook(w) => w.post(&slack_message(r, link)).await,
+        }
+    }
+
+    /// Tell the approvers what became of a request.
+    pub async fn send_update(&self, r: &ApprovalView) -> Result<String, String> {
+        match self {
+            Notifier::Log => Ok("logged".to_owned()),
+            Notifier::Sink(f) => {
+                f(&format!("approval {}: {}", r.id, story(r)));
+                Ok("printed".to_owned())
+            }
+            Notifier::Webhook(w) => w.post(&slack_follow_up(r)).await,
         }
     }
 }
@@ -313,6 +471,28 @@ mod tests {
         // So are the same bytes as text and as bytea.
         assert_ne!(bound_hash(sql, &[25], text), bound_hash(sql, &[17], text));
         assert_eq!(bound_hash(sql, &[], &[]), statement_hash(sql));
+    }
+
+    #[test]
+    fn slack_control_characters_are_escaped_and_fences_cannot_close_early() {
+        assert_eq!(
+            mrkdwn("<https://evil.example|ok> & <!channel>"),
+            "&lt;https://evil.example|ok&gt; &amp; &lt;!channel&gt;"
+        );
+        let block = code_block("SELECT 1 /* ``` */ ``");
+        // Only the two fences remain as runs of three backticks.
+        assert_eq!(block.matches("```").count(), 2, "{block}");
+        assert!(block.starts_with("```") && block.ends_with("```"));
+        assert!(!code_block("`x").starts_with("````"));
+        assert_eq!(inline_code("a`b"), "`a\u{2cb}b`");
+    }
+
+    #[test]
+    fn relative_times_read_naturally() {
+        let now = crate::grants::now_ms();
+        assert_eq!(relative(now + 8 * 60_000 - 500), "in 8 min");
+        assert_eq!(relative(now.saturating_sub(30_000)), "30 s ago");
+        assert_eq!(relative(now + 5 * 3_600_000 + 1_000), "in 5 h");
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub enum Event {
         tags: Vec<String>,
         rows: Option<u64>,
         sqlstate: Option<String>,
+        /// The approval the statement ran under, when it was held.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
         duration_ms: f64,
     },
     #[serde(rename = "grant.issued")]
@@ -128,6 +131,18 @@ pub enum Event {
     },
     #[serde(rename = "approval.executed")]
     ApprovalExecuted { approval: String },
+    #[serde(rename = "approver.enrolled")]
+    ApproverEnrolled {
+        approver: String,
+        identity: String,
+        by: String,
+    },
+    #[serde(rename = "approver.revoked")]
+    ApproverRevoked {
+        approver: String,
+        identity: String,
+        by: String,
+    },
     /// The head of the chain at this point, signed as part of it; keep it
     /// elsewhere to detect a truncated tail (`veilctl audit verify
     /// --expect-head SEQ:HASH`).

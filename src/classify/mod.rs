@@ -58,6 +58,16 @@ pub enum Class {
 }
 
 impl Class {
+    /// Every class, least severe first.
+    pub const ALL: [Class; 6] = [
+        Class::Read,
+        Class::Write,
+        Class::Ddl,
+        Class::Destructive,
+        Class::Privileged,
+        Class::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Class::Read => "read",
@@ -532,7 +542,7 @@ impl StatementClass {
                 self.class = Class::Unknown;
                 self.reason = format!(
                     "calls {f}(), which infraveil does not know to be free of side effects \
-                     (a role may list it in safe_functions)"
+                     (if it is, whoever maintains the infraveil policies can list it in the role's safe_functions)"
                 );
             }
         }

@@ -350,7 +350,7 @@ impl Walker {
             self.class = Class::Unknown;
             self.reason = format!(
                 "calls {name}(), which infraveil does not know to be free of side effects \
-                 (a role may list it in safe_functions)"
+                 (if it is, whoever maintains the infraveil policies can list it in the role's safe_functions)"
             );
         }
         self.functions.insert(name);

@@ -502,6 +502,10 @@ impl CredentialSource for Grants {
             CredentialState::Gone
         }
     }
+
+    fn reason(&self, credential_id: &str) -> Option<String> {
+        self.index().by_id.get(credential_id)?.reason.clone()
+    }
 }
 
 /// The policy checks of an issue request; returns the grant's lifetime

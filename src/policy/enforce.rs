@@ -146,14 +146,18 @@ fn mode(engine: &Engine, session: &SessionInfo) -> super::ApprovalMode {
 /// The client's error for a denial: rule and class in the message, the
 /// classifier's reason in DETAIL.
 pub fn denied(v: &Verdict) -> PgError {
-    PgError::error(
+    let e = PgError::error(
         sqlstate::INSUFFICIENT_PRIVILEGE,
         format!(
             "infraveil denied this {} statement (rule {})",
             v.class, v.rule
         ),
     )
-    .with_detail(v.reason.clone())
+    .with_detail(v.reason.clone());
+    match &v.advice {
+        Some(a) => e.with_hint(a.clone()),
+        None => e,
+    }
 }
 
 /// The client's error for a held statement when no approval can be asked

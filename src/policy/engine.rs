@@ -57,6 +57,10 @@ pub struct Verdict {
     /// For holds: who may approve.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
+    /// For denials: what the role does allow, and where the class is
+    /// allowed instead, in the user's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
 }
 
 /// Classes remembered for the session's prepared statements (`PREPARE`
@@ -268,6 +272,7 @@ impl Engine {
                 class: analysis.class(),
                 reason: "every statement is allowed".into(),
                 approvers: Vec::new(),
+                advice: None,
             });
         Judgement {
             verdicts,
@@ -323,6 +328,7 @@ impl Engine {
             class,
             reason,
             approvers: Vec::new(),
+            advice: None,
         };
         let Some(ident) = self.set.identity(identity) else {
             return verdict(
@@ -382,7 +388,81 @@ impl Engine {
         if action == Action::Hold {
             v.approvers = role.approvers.clone();
         }
+        if action == Action::Deny {
+            v.advice = Some(self.advice(identity, ident, role_name, role, class));
+        }
         v
+    }
+
+    /// Why a class is denied in the user's terms: what the role allows
+    /// and holds, and which of the identity's other roles would take it.
+    fn advice(
+        &self,
+        identity: &str,
+        ident: &super::Identity,
+        role_name: &str,
+        role: &Role,
+        class: Class,
+    ) -> String {
+        let list = |c: &[Class]| c.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ");
+        // What the kind's defaults add for classes the role does not list.
+        let by_kind = |want: Action| -> Vec<Class> {
+            Class::ALL
+                .iter()
+                .copied()
+                .filter(|c| {
+                    !role.allow.contains(c)
+                        && !role.approve.contains(c)
+                        && !role.deny.contains(c)
+                        && kind_default(ident.kind, *c) == want
+                })
+                .collect()
+        };
+        let mut allows: Vec<Class> = role.allow.clone();
+        allows.extend(by_kind(Action::Allow));
+        allows.sort();
+        let mut holds: Vec<Class> = role.approve.clone();
+        if !role.approvers.is_empty() {
+            holds.extend(by_kind(Action::Hold));
+        }
+        holds.sort();
+        let mut out = if allows.is_empty() {
+            format!("role {role_name} allows no class of statement")
+        } else {
+            format!("role {role_name} allows only {}", list(&allows))
+        };
+        if !holds.is_empty() {
+            out.push_str(&format!(
+                " and holds {} for approval by {}",
+                list(&holds),
+                role.approvers.join(", ")
+            ));
+        }
+        let others: Vec<&str> = ident
+            .roles
+            .iter()
+            .chain(ident.standing.iter())
+            .filter(|r| r.as_str() != role_name)
+            .filter(|r| {
+                self.set.role(r).is_some_and(|o| {
+                    o.allow.contains(&class)
+                        || (o.approve.contains(&class) && !o.approvers.is_empty())
+                })
+            })
+            .map(String::as_str)
+            .collect();
+        if !others.is_empty() {
+            out.push_str(&format!(
+                "; {class} statements need a grant in role {} (ask an admin: veilctl grants issue --identity {identity} --role {} --ttl 1h --reason TICKET)",
+                others.join(" or "),
+                others[0]
+            ));
+        } else {
+            out.push_str(&format!(
+                "; no role {identity} may be granted runs {class} statements: ask whoever maintains the infraveil policies"
+            ));
+        }
+        out
     }
 }
 
@@ -463,6 +543,7 @@ allow = ["read"]
 safe_functions = ["my_func", "util.score"]
 [identities.h]
 kind = "human"
+roles = ["ro", "dep"]
 [identities.boss]
 kind = "human"
 [identities.bot]
@@ -472,6 +553,29 @@ kind = "agent"
 [identities.svc]
 kind = "service"
 "#;
+
+    #[test]
+    fn denials_say_what_the_role_allows_and_where_to_go() {
+        let e = engine(POLICY);
+        let v = judge(&e, "h", "ro", "UPDATE t SET a = 1 WHERE id = 1");
+        assert_eq!((v.action, v.rule.as_str()), (Action::Deny, "kinds.human"));
+        assert_eq!(
+            v.advice.as_deref(),
+            Some(
+                "role ro allows only read; write statements need a grant in role dep \
+                 (ask an admin: veilctl grants issue --identity h --role dep --ttl 1h --reason TICKET)"
+            )
+        );
+        let v = judge(&e, "h", "dep", "GRANT ALL ON t TO public");
+        assert_eq!(
+            v.advice.as_deref(),
+            Some(
+                "role dep allows only read, write, ddl and holds destructive for approval by boss; \
+                 no role h may be granted runs privileged statements: ask whoever maintains the infraveil policies"
+            )
+        );
+        assert_eq!(judge(&e, "h", "ro", "SELECT 1").advice, None);
+    }
 
     #[test]
     fn role_lists_then_kind_defaults() {

@@ -231,6 +231,16 @@ impl PolicySet {
         self.roles.get(name)
     }
 
+    /// Whether `name` is a defined identity named among some role's
+    /// approvers.
+    pub fn is_approver(&self, name: &str) -> bool {
+        self.identities.contains_key(name)
+            && self
+                .roles
+                .values()
+                .any(|r| r.approvers.iter().any(|a| a == name))
+    }
+
     pub fn identity(&self, name: &str) -> Option<&Identity> {
         self.identities.get(name)
     }

@@ -69,9 +69,15 @@ impl PgError {
     /// The one answer to every failed login: it never says whether the
     /// identity exists, so the firewall cannot be used to enumerate them.
     pub fn auth_failed(user: &str) -> Self {
+        // One hint for every failure (unknown user, wrong secret, expired
+        // or revoked grant): it tells a user where to look and an attacker
+        // nothing.
         Self::fatal(
             sqlstate::INVALID_PASSWORD,
             format!("password authentication failed for user \"{user}\""),
+        )
+        .with_hint(
+            "the secret is wrong, or the grant expired or was revoked; an admin can see which with: veilctl grants list --all",
         )
     }
 

@@ -135,6 +135,10 @@ pub trait CredentialSource: Send + Sync + 'static {
     fn candidates(&self, identity: &str) -> Vec<Candidate>;
     /// The current state of a credential, checked for live sessions.
     fn state(&self, credential_id: &str) -> CredentialState;
+    /// Why a credential was issued (a grant's `--reason`), for approvers.
+    fn reason(&self, _credential_id: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Derives per-identity SCRAM salts from one secret key, so salts are stable

@@ -237,6 +237,13 @@ async fn ask(
                 q.asked.types,
                 q.asked.values,
             ),
+            kind: q
+                .shared
+                .policies()
+                .identity(&info.identity)
+                .map(|i| crate::policy::engine::kind_name(i.kind).to_owned())
+                .unwrap_or_default(),
+            grant_reason: q.shared.credentials.reason(&info.credential_id),
             class: held.class,
             tables: held.tables.clone(),
             rule: held.rule.clone(),

@@ -36,6 +36,7 @@ use super::state::{Desync, Effect, Gate, Lookup, SessionState, Statement};
 use super::stream::Stream;
 use super::trail::{Decided, Trail};
 use super::upstream::{MAX_BACKEND_MESSAGE, Upstream};
+use crate::audit::Event;
 use crate::classify::{Class, SessionEffect};
 use crate::inspect::{Decision, Defines, Held, Inspection, Origin, SessionInfo};
 use crate::metrics::Metrics;
@@ -501,8 +502,8 @@ async fn release(
     let outcome = hold::hold(ctx.shared, ctx.info, &m.held, &asked, client, cancel).await;
     match (outcome, m.then) {
         (Outcome::ClientGone, _) => return Err(RelayEnd::ClientClosed),
-        (Outcome::Run(_), AfterHold::Query { record, effects }) => {
-            state.model.query(record, effects);
+        (Outcome::Run(approval), AfterHold::Query { record, effects }) => {
+            state.model.query(record, effects, Some(approval));
             out.extend_from_slice(&m.frame.bytes);
         }
         (Outcome::Run(approval), AfterHold::Bind { portal, statement }) => {
@@ -510,7 +511,7 @@ async fn release(
             out.extend_from_slice(&m.frame.bytes);
         }
         (Outcome::Refuse(e), AfterHold::Query { record, .. }) => {
-            state.model.query(record, Vec::new());
+            state.model.query(record, Vec::new(), None);
             ctx.denials.refuse(out, Carrier::Query, e)?;
         }
         (Outcome::Refuse(e), AfterHold::Bind { portal, .. }) => {
@@ -534,6 +535,27 @@ fn not_running() -> PgError {
         sqlstate::IN_FAILED_SQL_TRANSACTION,
         "infraveil refused this message: PostgreSQL is not running commands until the next Sync or the end of COPY",
     )
+}
+
+/// What an approved statement's outcome record says, for its approvers.
+fn ran(e: &Event) -> String {
+    let Event::Outcome {
+        outcome,
+        tags,
+        sqlstate,
+        ..
+    } = e
+    else {
+        return String::new();
+    };
+    match *outcome {
+        "ok" => format!("ran: {}", tags.join("; ")),
+        "skipped" => "did not run: an earlier statement in its pipeline failed".to_owned(),
+        _ => format!(
+            "failed: SQLSTATE {}",
+            sqlstate.as_deref().unwrap_or("unknown")
+        ),
+    }
 }
 
 /// Stands in for a statement that was refused: its message fails upstream.
@@ -599,7 +621,7 @@ fn handle_client_frame(
                     tables: Vec::new(),
                 },
             );
-            state.model.query(n, Vec::new());
+            state.model.query(n, Vec::new(), None);
             ctx.denials.refuse(out, Carrier::Query, e)?;
             Ok(Flow::Continue)
         }
@@ -811,11 +833,11 @@ fn on_query(
         Decision::Allow => {
             state
                 .model
-                .query(n, effects(defines, || Arc::from(&**sql), n));
+                .query(n, effects(defines, || Arc::from(&**sql), n), None);
             forward(out, &frame)
         }
         Decision::Deny(e) => {
-            state.model.query(n, Vec::new());
+            state.model.query(n, Vec::new(), None);
             ctx.denials.refuse(out, Carrier::Query, e)?;
             Ok(Flow::Continue)
         }
@@ -1006,7 +1028,7 @@ fn on_execute(
         return Err(bad_message("Execute"));
     };
     let refuse = |out: &mut BytesMut, model: &SessionState, e: PgError| {
-        model.execute(0, None);
+        model.execute(0, None, None);
         ctx.denials.refuse(out, Carrier::Execute, e)?;
         Ok(Flow::Continue)
     };
@@ -1074,9 +1096,11 @@ fn on_execute(
             state.trail.execute(statement.record, name);
         }
     }
-    state
-        .model
-        .execute(statement.record, statement.effect.clone());
+    state.model.execute(
+        statement.record,
+        statement.effect.clone(),
+        portal.approval.clone(),
+    );
     forward(out, &frame)
 }
 
@@ -1220,6 +1244,13 @@ async fn upstream_to_client(
                     }
                 };
                 for e in events {
+                    if let Event::Outcome {
+                        approval: Some(id), ..
+                    } = &e
+                        && let Some(approvals) = &shared.approvals
+                    {
+                        approvals.finished(id, ran(&e));
+                    }
                     // Waits when the log's queue is full: a session that
                     // outruns the log slows down instead of piling up
                     // events. An error means the log has failed; the writer

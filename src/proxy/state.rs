@@ -141,6 +141,7 @@ enum Step {
         record: u64,
         started: Instant,
         effect: Option<Effect>,
+        approval: Option<String>,
     },
     Query {
         record: u64,
@@ -148,6 +149,7 @@ enum Step {
         tags: Vec<String>,
         sqlstate: Option<String>,
         effects: Vec<Effect>,
+        approval: Option<String>,
     },
     Sync,
     /// The client ended a COPY (`CopyDone` / `CopyFail`).
@@ -267,8 +269,8 @@ impl SessionState {
     }
 
     /// An `Execute` of a portal made from statement record `record` (0:
-    /// refused, it runs nothing).
-    pub fn execute(&self, record: u64, effect: Option<Effect>) {
+    /// refused, it runs nothing), run under `approval` if it was held.
+    pub fn execute(&self, record: u64, effect: Option<Effect>, approval: Option<String>) {
         let mut g = self.lock();
         // What running it does to the names counts for the rest of the
         // segment, like a Parse or Close sent before.
@@ -279,6 +281,7 @@ impl SessionState {
             record,
             started: Instant::now(),
             effect,
+            approval,
         });
     }
 
@@ -302,9 +305,10 @@ impl SessionState {
         }
     }
 
-    /// A simple `Query` (statement record `record`) and the changes its
-    /// statements make to the session's names, in order.
-    pub fn query(&self, record: u64, effects: Vec<Effect>) {
+    /// A simple `Query` (statement record `record`, run under `approval`
+    /// if it was held) and the changes its statements make to the
+    /// session's names, in order.
+    pub fn query(&self, record: u64, effects: Vec<Effect>, approval: Option<String>) {
         let mut g = self.lock();
         g.boundary();
         g.queue.push_back(Step::Query {
@@ -313,6 +317,7 @@ impl SessionState {
             tags: Vec::new(),
             sqlstate: None,
             effects,
+            approval,
         });
     }
 
@@ -423,10 +428,18 @@ impl SessionState {
                             record,
                             started,
                             effect,
+                            approval,
                         }) = g.pop_front()
                         {
                             g.apply(&tag, effect.map(|e| (e.what, e.statement)))?;
-                            out.push(self.outcome(record, started, "ok", vec![tag], None));
+                            out.push(self.outcome(
+                                record,
+                                started,
+                                "ok",
+                                vec![tag],
+                                None,
+                                approval,
+                            ));
                         }
                     }
                     _ => {}
@@ -435,10 +448,13 @@ impl SessionState {
             b'I' | b's' => {
                 if matches!(g.queue.front(), Some(Step::Execute { .. }))
                     && let Some(Step::Execute {
-                        record, started, ..
+                        record,
+                        started,
+                        approval,
+                        ..
                     }) = g.pop_front()
                 {
-                    out.push(self.outcome(record, started, "ok", vec![], None));
+                    out.push(self.outcome(record, started, "ok", vec![], None, approval));
                 }
             }
             b'E' => {
@@ -459,9 +475,19 @@ impl SessionState {
                     Some(_) => {
                         match g.pop_front() {
                             Some(Step::Execute {
-                                record, started, ..
+                                record,
+                                started,
+                                approval,
+                                ..
                             }) => {
-                                out.push(self.outcome(record, started, "error", vec![], code));
+                                out.push(self.outcome(
+                                    record,
+                                    started,
+                                    "error",
+                                    vec![],
+                                    code,
+                                    approval,
+                                ));
                             }
                             // An unnamed Parse drops the old unnamed
                             // statement before it can fail.
@@ -485,23 +511,39 @@ impl SessionState {
                             started,
                             tags,
                             sqlstate,
+                            approval,
                             ..
                         }) if !g.skipping => {
                             // A Query drops the unnamed statement first.
                             g.statements.remove("");
                             g.portals.remove("");
                             let outcome = if sqlstate.is_some() { "error" } else { "ok" };
-                            out.push(self.outcome(record, started, outcome, tags, sqlstate));
+                            out.push(
+                                self.outcome(record, started, outcome, tags, sqlstate, approval),
+                            );
                             break;
                         }
                         // Skipped by PostgreSQL after an error.
                         Some(Step::Execute {
-                            record, started, ..
+                            record,
+                            started,
+                            approval,
+                            ..
                         })
                         | Some(Step::Query {
-                            record, started, ..
+                            record,
+                            started,
+                            approval,
+                            ..
                         }) => {
-                            out.push(self.outcome(record, started, "skipped", vec![], None));
+                            out.push(self.outcome(
+                                record,
+                                started,
+                                "skipped",
+                                vec![],
+                                None,
+                                approval,
+                            ));
                         }
                         Some(other) if g.skipping => drop(other),
                         Some(other) => return Err(unexpected("ReadyForQuery", Some(other))),
@@ -526,6 +568,7 @@ impl SessionState {
         outcome: &'static str,
         tags: Vec<String>,
         sqlstate: Option<String>,
+        approval: Option<String>,
     ) -> Event {
         let rows = tags
             .iter()
@@ -539,6 +582,7 @@ impl SessionState {
             tags,
             rows,
             sqlstate,
+            approval,
             duration_ms: (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         }
     }
@@ -819,7 +863,7 @@ mod tests {
         m.close(false, "s1");
         m.on_backend(&error("08P01")).unwrap();
         assert!(matches!(m.statement("s1"), Lookup::Skipped));
-        m.query(7, Vec::new());
+        m.query(7, Vec::new(), None);
         m.sync();
         let done = outcomes(m.on_backend(&frame(b'Z', b"I")).unwrap());
         assert_eq!(done, vec![(7, "skipped")]);
@@ -829,11 +873,11 @@ mod tests {
     #[test]
     fn outcomes_pair_with_their_own_requests() {
         let m = SessionState::new(1, "a");
-        m.execute(1, None);
-        m.execute(2, None);
-        m.execute(3, None);
+        m.execute(1, None, None);
+        m.execute(2, None, None);
+        m.execute(3, None, None);
         m.sync();
-        m.execute(4, None);
+        m.execute(4, None, None);
         m.sync();
         let o = |f| outcomes(m.on_backend(&f).unwrap());
         assert_eq!(o(frame(b'C', b"UPDATE 1\0")), vec![(1, "ok")]);
@@ -856,7 +900,7 @@ mod tests {
                 statement: None,
             },
         ];
-        m.query(5, effects);
+        m.query(5, effects, None);
         m.on_backend(&frame(b'C', b"PREPARE\0")).unwrap();
         m.on_backend(&frame(b'C', b"SELECT 1\0")).unwrap();
         m.on_backend(&frame(b'Z', b"I")).unwrap();
@@ -867,7 +911,7 @@ mod tests {
         m.on_backend(&frame(b'Z', b"I")).unwrap();
         assert!(matches!(m.statement("d"), Lookup::Missing));
         // A tag the model cannot place ends the session.
-        m.query(6, Vec::new());
+        m.query(6, Vec::new(), None);
         assert!(m.on_backend(&frame(b'C', b"DEALLOCATE ALL\0")).is_err());
     }
 
@@ -875,7 +919,7 @@ mod tests {
     fn a_sync_during_copy_is_ignored_like_postgres_does() {
         let m = SessionState::new(1, "a");
         m.bind("", read(1), None);
-        m.execute(1, None);
+        m.execute(1, None, None);
         m.sync();
         m.on_backend(&frame(b'2', b"")).unwrap();
         m.on_backend(&frame(b'G', b"")).unwrap();

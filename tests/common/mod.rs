@@ -687,3 +687,100 @@ pub fn copy_done() -> CopyDone {
 pub fn copy_fail(message: &str) -> CopyFail {
     CopyFail::new(message.into())
 }
+
+/// A Slack-style webhook receiver: every POST is handed to the test.
+pub struct Receiver {
+    pub url: String,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(axum::http::HeaderMap, serde_json::Value)>,
+}
+
+pub async fn receiver() -> Receiver {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    let _ = tx.send((headers, v));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Receiver { url, rx }
+}
+
+impl Receiver {
+    pub async fn next(&mut self) -> (axum::http::HeaderMap, serde_json::Value) {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+            .await
+            .expect("a webhook message")
+            .unwrap()
+    }
+
+    /// The next message whose `text` contains `needle` (follow-ups of
+    /// other requests may come first).
+    pub async fn next_saying(&mut self, needle: &str) -> serde_json::Value {
+        loop {
+            let (_, m) = self.next().await;
+            if m["text"].as_str().is_some_and(|t| t.contains(needle)) {
+                return m;
+            }
+        }
+    }
+}
+
+/// The approvals fixture with a webhook (signed with `signing_secret`) and
+/// requests that expire after `timeout`.
+pub async fn approvals_proxy_with_webhook(
+    url: &str,
+    signing_secret: &str,
+    timeout: Duration,
+) -> Proxy {
+    let dir = scratch_dir();
+    std::fs::write(dir.join("hook-url"), url).unwrap();
+    std::fs::write(dir.join("hook-secret"), signing_secret).unwrap();
+    approvals_proxy(infraveil::config::ApprovalsConfig {
+        timeout,
+        webhook: Some(infraveil::config::WebhookConfig {
+            url: SecretSource::file(dir.join("hook-url")),
+            signing_secret: Some(SecretSource::file(dir.join("hook-secret"))),
+            timeout: Duration::from_millis(800),
+            retries: 1,
+        }),
+        ..Default::default()
+    })
+    .await
+}
+
+/// A database with `t` (100 rows), a view and a child table depending on
+/// it, writable by the test roles.
+pub fn approvals_db(name: &str) -> String {
+    fresh_db_with(
+        name,
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+             INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g;
+             CREATE VIEW tv AS SELECT * FROM t;
+             CREATE TABLE child (id int PRIMARY KEY, t_id int REFERENCES t);
+             ALTER TABLE t OWNER TO app_owner; ALTER VIEW tv OWNER TO app_owner;
+             ALTER TABLE child OWNER TO app_owner;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON t TO app_write;
+             GRANT SELECT ON t TO app_read;
+             ANALYZE t;",
+    )
+}
+
+/// The Approve button's link in a webhook message.
+pub fn approve_url(message: &serde_json::Value) -> String {
+    let buttons = &message["blocks"][1]["elements"];
+    assert_eq!(buttons[0]["text"]["text"], "Approve", "{message}");
+    assert_eq!(buttons[1]["text"]["text"], "Deny");
+    buttons[0]["url"].as_str().unwrap().to_owned()
+}

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod api;
 mod approvals;
+mod approvers;
 mod audit;
 mod check;
 mod grants;
@@ -62,6 +63,11 @@ enum Command {
     Approvals {
         #[command(subcommand)]
         command: ApprovalsCommand,
+    },
+    /// Approvers' own secrets for signing in on approval pages.
+    Approvers {
+        #[command(subcommand)]
+        command: ApproversCommand,
     },
     /// The signed, hash-chained audit log.
     Audit {
@@ -151,6 +157,26 @@ enum ApprovalsCommand {
         #[arg(long)]
         note: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ApproversCommand {
+    /// Give an approver a long-lived secret that signs them in on approval
+    /// pages and can do nothing else (shown once).
+    Enroll {
+        #[arg(long)]
+        identity: String,
+        /// Who is enrolling them, for the audit log.
+        #[arg(long, default_value = "admin")]
+        by: String,
+    },
+    /// Approver secrets; with --all also revoked ones.
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke an approver secret.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -255,6 +281,13 @@ fn main() -> anyhow::Result<()> {
             ApprovalsCommand::Deny { id, approver, note } => {
                 approvals::decide(&api, &id, &approver, note, false, json_out)?
             }
+        },
+        Command::Approvers { command } => match command {
+            ApproversCommand::Enroll { identity, by } => {
+                approvers::enroll(&api, &identity, &by, json_out)?
+            }
+            ApproversCommand::List { all } => approvers::list(&api, all, json_out)?,
+            ApproversCommand::Revoke { id } => approvers::revoke(&api, &id, json_out)?,
         },
         Command::Check { .. } | Command::Audit { .. } => unreachable!("handled above"),
     }
