@@ -133,9 +133,11 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
 
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], opts.port)),
+        // Clients must use TLS (the default with a certificate): the demo
+        // shows the setup worth copying.
         tls: Some(TlsConfig {
-            cert: tls.join("cert.pem"),
-            key: tls.join("key.pem"),
+            require: Some(true),
+            ..TlsConfig::new(tls.join("cert.pem"), tls.join("key.pem"))
         }),
         upstream: UpstreamConfig {
             host: "127.0.0.1".into(),
