@@ -48,14 +48,25 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(infraveil::cli::stderr_colours())
         .init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
     init_tracing();
-    match cli.command {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(cli.command)));
+    if let Err(e) = result {
+        infraveil::cli::exit(e.as_ref());
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             let running = infraveil::daemon::start(&config, Arc::new(PolicyInspector::empty()))

@@ -188,8 +188,14 @@ enum GrantsCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        infraveil::cli::exit(e.as_ref());
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Check {
         sql,
         identity,
