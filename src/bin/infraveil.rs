@@ -39,6 +39,11 @@ enum Command {
         /// Slack-compatible webhook for approval requests.
         #[arg(long)]
         webhook_url: Option<String>,
+        /// Also write the printed variables here as `export NAME='value'`
+        /// lines (mode 0600), for `source PATH` in another terminal. They are
+        /// always written to `$VEIL_DATA_DIR/env`; both go when the demo stops.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
     },
 }
 
@@ -78,6 +83,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             port,
             admin_port,
             webhook_url,
+            env_file,
         } => {
             // Without a webhook, approval requests are shown right here.
             let sink: infraveil::approvals::notify::Sink = Arc::new(|text: &str| {
@@ -90,18 +96,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 admin_port,
                 webhook_url,
                 approval_sink: Some(sink),
+                env_file,
             })
             .await
             .context("cannot start the demo")?;
+            // Each alone on a line, `NAME=value`: scripts read these.
             let mut out = std::io::stdout().lock();
-            writeln!(out, "DATABASE_URL={}", d.database_url)?;
-            writeln!(out, "VEIL_ADMIN_URL={}", d.admin_url)?;
-            writeln!(out, "VEIL_ADMIN_TOKEN={}", d.admin_token)?;
-            writeln!(out, "VEIL_DATA_DIR={}", d.data_dir.display())?;
-            // oncall's own demo grant, to sign in on approval pages.
-            writeln!(out, "VEIL_APPROVER_SECRET={}", d.approver_secret)?;
+            for (name, value) in d.env_vars() {
+                writeln!(out, "{name}={value}")?;
+            }
             out.flush()?;
             drop(out);
+            for path in d.env_files() {
+                tracing::info!("in another terminal: source {}", path.display());
+            }
             tracing::info!(
                 "demo running; try: psql \"$DATABASE_URL\"  (Ctrl-C stops and cleans up)"
             );
