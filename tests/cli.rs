@@ -1,7 +1,8 @@
 //! What a person sees from the binaries when something is wrong: one
 //! `error:` line (and its causes), never a backtrace, whatever
 //! `RUST_BACKTRACE` says; log lines without colour codes when stderr is not
-//! a terminal. No PostgreSQL needed.
+//! a terminal; `veilctl check` outside the repository saying where it
+//! looked. No PostgreSQL needed.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -43,6 +44,43 @@ fn user_errors_are_one_line_with_rust_backtrace_set() {
     no_backtrace(&err);
     assert!(err.starts_with("error: no admin API address"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn check_outside_the_repository_says_where_it_looked() {
+    let dir = common::scratch_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_veilctl"))
+        .args(["check", "DROP TABLE orders", "--identity", "alice"])
+        .current_dir(&dir)
+        .env_remove("VEIL_POLICIES")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    no_backtrace(&err);
+    assert!(
+        err.contains("looked for policies/ in the current directory"),
+        "{err}"
+    );
+    assert!(err.contains(&dir.display().to_string()), "{err}");
+    assert!(err.contains("--policies DIR"), "{err}");
+    // Pointed at the repository's, it works from anywhere.
+    let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let out = Command::new(env!("CARGO_BIN_EXE_veilctl"))
+        .args([
+            "check",
+            "SELECT 1",
+            "--identity",
+            "alice",
+            "--policies",
+            policies,
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A daemon whose stderr is a pipe logs without ANSI escapes; one that

@@ -223,8 +223,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Health => {
             api.healthz()?;
-            if !api.has_token() {
+            if let Some(problem) = api.token_problem() {
                 println!("ok");
+                eprintln!("note: {problem}");
                 return Ok(());
             }
             api.get_text("/metrics")?;
