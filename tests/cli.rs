@@ -83,8 +83,10 @@ fn check_outside_the_repository_says_where_it_looked() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A daemon whose stderr is a pipe logs without ANSI escapes; one that
-/// cannot start says why in `error:` and `caused by:` lines.
+/// A daemon whose stderr is a pipe logs without ANSI escapes, and
+/// `infraveil healthcheck` (the container HEALTHCHECK) passes on its admin
+/// API and fails once it is gone; a daemon that cannot start says why in
+/// `error:` and `caused by:` lines.
 #[test]
 fn daemon_logs_to_a_pipe_without_colours_and_fails_in_plain_words() {
     let dir = common::scratch_dir();
@@ -95,9 +97,13 @@ fn daemon_logs_to_a_pipe_without_colours_and_fails_in_plain_words() {
              policies_dir = \"{policies}\"\n\
              [upstream]\n\
              host = \"127.0.0.1\"\n\
-             port = 1\n"
+             port = 1\n\
+             [admin]\n\
+             listen = \"127.0.0.1:0\"\n\
+             token = {{ file = \"admin-token\" }}\n"
         )
     };
+    std::fs::write(dir.join("admin-token"), "t0ken").unwrap();
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
@@ -116,19 +122,50 @@ fn daemon_logs_to_a_pipe_without_colours_and_fails_in_plain_words() {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !seen.contains("listening for PostgreSQL clients") {
+    while !(seen.contains("listening for PostgreSQL clients")
+        && seen.contains("admin API listening"))
+    {
         assert!(Instant::now() < deadline, "no listening line: {seen}");
         let line = lines.next().expect("the daemon logs").unwrap();
         seen.push_str(&line);
         seen.push('\n');
     }
     assert!(!seen.contains('\x1b'), "colour codes in a pipe: {seen:?}");
+    let admin = seen
+        .split("admin API listening addr=Some(")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("admin address in {seen}"))
+        .to_owned();
+    let healthcheck = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_infraveil"))
+            .args(["healthcheck", "--url", url])
+            .output()
+            .unwrap()
+    };
+    let healthz = format!("http://{admin}/healthz");
+    let ok = healthcheck(&healthz);
+    assert!(ok.status.success(), "{}", stderr_of(&ok));
+    let missing = healthcheck(&format!("http://{admin}/nope"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr_of(&missing).contains("answered 404"),
+        "{}",
+        stderr_of(&missing)
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     assert!(child.wait().unwrap().success());
+    let down = healthcheck(&healthz);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(
+        stderr_of(&down).starts_with(&format!("error: {healthz} did not answer")),
+        "{}",
+        stderr_of(&down)
+    );
 
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, config("no-such-policies")).unwrap();

@@ -1,10 +1,12 @@
-//! `infraveil`: the firewall daemon (`serve`) and the sandbox (`demo`).
+//! `infraveil`: the firewall daemon (`serve`), the sandbox (`demo`) and a
+//! container health probe (`healthcheck`).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use infraveil::config::Config;
 use infraveil::demo::{self, DemoOptions};
@@ -45,6 +47,12 @@ enum Command {
         #[arg(long)]
         env_file: Option<PathBuf>,
     },
+    /// Exit 0 if the admin API answers `/healthz`, 1 otherwise: a
+    /// container HEALTHCHECK for images without curl.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:6433/healthz")]
+        url: String,
+    },
 }
 
 fn init_tracing() {
@@ -59,12 +67,19 @@ fn init_tracing() {
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(cli.command)));
+    let result = match cli.command {
+        // No runtime, no logging: a probe runs every few seconds and its
+        // output lands in `docker inspect`.
+        Command::Healthcheck { url } => healthcheck(&url),
+        command => {
+            init_tracing();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")
+                .and_then(|rt| rt.block_on(run(command)))
+        }
+    };
     if let Err(e) = result {
         infraveil::cli::exit(e.as_ref());
     }
@@ -119,6 +134,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             d.run_until_signal().await?;
         }
+        Command::Healthcheck { .. } => unreachable!("run without a runtime in main"),
+    }
+    Ok(())
+}
+
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    infraveil::proxy::tls::install_default_provider();
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .get(url)
+        .send()
+        .with_context(|| format!("{url} did not answer"))?;
+    if !resp.status().is_success() {
+        bail!("{url} answered {}", resp.status());
     }
     Ok(())
 }
