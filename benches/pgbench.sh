@@ -7,7 +7,9 @@
 # UPDATE/INSERT waits for its record to be durable, group-committed), in
 # simple and prepared mode, direct and proxied, interleaved over several
 # rounds so machine noise hits both sides alike, and prints proxied/direct as
-# a ratio. BENCH_SCRIPTS="select-only" runs only the reads.
+# a ratio. BENCH_SCRIPTS="select-only" runs only the reads. PROFILE=profiling
+# builds the firewall with line-level debug info, for `perf record -p` on it
+# (release binaries keep only the symbol table).
 #
 #   benches/pgbench.sh [seconds-per-run] [rounds]
 set -euo pipefail
@@ -19,8 +21,9 @@ CLIENTS=8
 PGBIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$PGBIN/initdb" ] || { echo "initdb not found; apt-get install postgresql" >&2; exit 1; }
 
-cargo build --release --bin infraveil >&2
-BIN=$PWD/target/release/infraveil
+PROFILE=${PROFILE:-release}
+cargo build --profile "$PROFILE" --bin infraveil >&2
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE/infraveil
 
 WORK=$(mktemp -d /tmp/infraveil-bench-XXXX)
 chmod 711 "$WORK"

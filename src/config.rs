@@ -33,7 +33,8 @@ pub enum ConfigError {
 pub struct Config {
     /// Address of the PostgreSQL listener, e.g. `127.0.0.1:6432`.
     pub listen: SocketAddr,
-    /// TLS for clients; without it only plaintext connections are accepted.
+    /// TLS for clients; without a certificate only plaintext connections
+    /// are accepted.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     pub upstream: UpstreamConfig,
@@ -62,11 +63,33 @@ fn default_policies_dir() -> PathBuf {
     PathBuf::from("policies")
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[tls]`: the certificate clients see, and whether they must use it.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// PEM certificate chain; set together with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Refuse clients that do not negotiate TLS (`FATAL 28000` before any
+    /// authentication). Default: on when a certificate is configured, since
+    /// the grant secrets and every statement would otherwise cross the
+    /// network in the clear at the client's choice.
+    #[serde(default)]
+    pub require: Option<bool>,
+}
+
+impl TlsConfig {
+    /// A certificate and key, TLS required (the default with a certificate).
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> TlsConfig {
+        TlsConfig {
+            cert: Some(cert.into()),
+            key: Some(key.into()),
+            require: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -324,8 +347,7 @@ impl Config {
             fix(k);
         }
         if let Some(tls) = &mut self.tls {
-            fix(&mut tls.cert);
-            fix(&mut tls.key);
+            tls.cert.iter_mut().chain(tls.key.iter_mut()).for_each(fix);
         }
         if let Some(ca) = &mut self.upstream.ca_file {
             fix(ca);
@@ -365,6 +387,22 @@ impl Config {
                 "upstream.tls = \"verify-full\" needs upstream.ca_file".into(),
             ));
         }
+        if let Some(tls) = &self.tls {
+            match (&tls.cert, &tls.key, tls.require) {
+                (Some(_), Some(_), _) | (None, None, None | Some(false)) => {}
+                (None, None, Some(true)) => {
+                    return Err(ConfigError::Invalid(
+                        "tls.require = true needs tls.cert and tls.key: without a certificate no client can use TLS"
+                            .into(),
+                    ));
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "tls.cert and tls.key go together: set both, or neither".into(),
+                    ));
+                }
+            }
+        }
         self.database_url()?;
         if self.admin.listen.is_some() && self.admin.token.is_none() {
             return Err(ConfigError::Invalid(
@@ -377,6 +415,23 @@ impl Config {
 }
 
 impl Config {
+    /// The certificate and key files clients are offered, if any.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        let tls = self.tls.as_ref()?;
+        Some((tls.cert.as_deref()?, tls.key.as_deref()?))
+    }
+
+    /// Whether clients that do not negotiate TLS are refused: `tls.require`,
+    /// by default whether a certificate is configured.
+    pub fn tls_required(&self) -> bool {
+        // `require = true` without a certificate fails validation; a config
+        // built in code that skips it refuses every client rather than none.
+        self.tls
+            .as_ref()
+            .and_then(|t| t.require)
+            .unwrap_or(self.tls_files().is_some())
+    }
+
     /// The URL clients connect with, without credentials (see
     /// [`GrantsConfig::database_url`]).
     pub fn database_url(&self) -> Result<url::Url, ConfigError> {
@@ -388,7 +443,7 @@ impl Config {
                     std::net::IpAddr::V6(ip) => format!("[{ip}]"),
                     ip => ip.to_string(),
                 };
-                let tls = if self.tls.is_some() {
+                let tls = if self.tls_files().is_some() {
                     "?sslmode=require"
                 } else {
                     ""
@@ -446,6 +501,59 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("lsiten"), "{e}");
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let base = r#"
+            listen = "127.0.0.1:6432"
+            data_dir = "/tmp/x"
+            [upstream]
+            host = "127.0.0.1"
+            port = 5432
+            "#;
+        let c: Config =
+            toml::from_str(&format!("{base}\n{text}")).map_err(|e| ConfigError::Parse {
+                path: "t.toml".into(),
+                message: e.to_string(),
+            })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn tls_require_defaults_to_whether_a_certificate_is_configured() {
+        let cert = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let cases = [
+            ("", false),
+            (cert, true),
+            (&format!("{cert}require = true"), true),
+            (&format!("{cert}require = false"), false),
+            ("[tls]\nrequire = false", false),
+        ];
+        for (text, required) in cases {
+            let c = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(c.tls_required(), required, "{text}");
+        }
+        let plain = parse("").unwrap();
+        assert!(!plain.database_url().unwrap().as_str().contains("sslmode"));
+        let tls = parse(cert).unwrap();
+        assert!(
+            tls.database_url()
+                .unwrap()
+                .as_str()
+                .ends_with("?sslmode=require")
+        );
+    }
+
+    #[test]
+    fn tls_require_without_a_certificate_is_an_error() {
+        let e = parse("[tls]\nrequire = true").unwrap_err().to_string();
+        assert!(
+            e.contains("tls.require = true needs tls.cert and tls.key"),
+            "{e}"
+        );
+        let e = parse("[tls]\ncert = \"c.pem\"").unwrap_err().to_string();
+        assert!(e.contains("go together"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `infraveil demo`: a sandbox on the same code path as `serve`. Starts a
 //! throwaway PostgreSQL with the sample schema and the upstream roles the
 //! example policies need, writes a config (secrets in 0600 files, a
-//! self-signed TLS certificate), runs the firewall in front of it and issues a
-//! real grant for the printed `DATABASE_URL`.
+//! self-signed TLS certificate), runs the firewall in front of it (TLS
+//! required) and issues a real grant for the printed `DATABASE_URL`. The
+//! printed variables are also written as a shell file to `source` in another
+//! terminal, since nobody can `eval` a running process's output there.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub struct DemoOptions {
     /// Post approval requests here; without it they go to `approval_sink`.
     pub webhook_url: Option<String>,
     pub approval_sink: Option<crate::approvals::notify::Sink>,
+    /// Write the variables here too (besides `<data_dir>/env`).
+    pub env_file: Option<PathBuf>,
 }
 
 /// The approver the example policies name for `deployer`.
@@ -56,6 +60,15 @@ pub enum DemoError {
     Cert(String),
     #[error("cannot issue the demo grant: {0}")]
     Grant(#[from] GrantError),
+    #[error("cannot write {path}: {source}")]
+    EnvFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing to overwrite {0}: it was not written by infraveil demo (pick another --env-file)"
+    )]
+    EnvFileTaken(PathBuf),
 }
 
 /// A running demo; dropping it removes the data directory and stops
@@ -69,6 +82,73 @@ pub struct Demo {
     pub data_dir: PathBuf,
     pub running: Running,
     cluster: Cluster,
+    /// The shell files written with [`Demo::env_vars`]; removed on stop.
+    env_files: Vec<PathBuf>,
+}
+
+/// A throwaway table, so a reader of the quickstart can approve a `DROP` and
+/// still have `orders` to try Deny on. Created as the owner of the sample
+/// schema, like the rest of it.
+const DEMO_EXTRAS: &str = "SET ROLE app_owner;
+CREATE TABLE public.old_exports (
+    id          bigserial PRIMARY KEY,
+    exported_at timestamptz NOT NULL DEFAULT now(),
+    file        text NOT NULL
+);
+INSERT INTO public.old_exports (file)
+SELECT 'export-' || g || '.csv' FROM generate_series(1, 12) g;
+RESET ROLE;
+ANALYZE public.old_exports;
+";
+
+/// First line of every env file the demo writes: the mark that lets a
+/// later demo overwrite it, and keeps it from overwriting anything else.
+const ENV_FILE_MARK: &str = "# written by infraveil demo";
+
+/// `value` as one single-quoted shell word: `'` becomes `'\''`.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// The text of an env file: the mark, then `export NAME='value'` lines.
+fn env_file_text(vars: &[(&'static str, String)]) -> String {
+    let mut text = format!(
+        "{ENV_FILE_MARK} (pid {}); it is deleted when the demo stops\n",
+        std::process::id()
+    );
+    for (name, value) in vars {
+        text.push_str(&format!("export {name}={}\n", shell_quote(value)));
+    }
+    text
+}
+
+/// Write `text` to `path` with mode 0600 (it holds the admin token and
+/// grant secrets), unless `path` holds something the demo did not write.
+fn write_env_file(path: &Path, text: &str) -> Result<(), DemoError> {
+    use std::io::Write;
+    let io = |source| DemoError::EnvFile {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(old) = std::fs::File::open(path) {
+        use std::io::Read;
+        let mut head = Vec::new();
+        let _ = old.take(ENV_FILE_MARK.len() as u64).read_to_end(&mut head);
+        if head != ENV_FILE_MARK.as_bytes() {
+            return Err(DemoError::EnvFileTaken(path.to_owned()));
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    // `mode` applies only to a file created now; an old one keeps its own.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)
 }
 
 fn write_secret(path: &Path, value: &str) -> std::io::Result<()> {
@@ -88,6 +168,7 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
             ..Default::default()
         })
     })?;
+    tokio::task::block_in_place(|| cluster.psql("app", DEMO_EXTRAS))?;
 
     let data_dir = std::env::temp_dir().join(format!(
         "infraveil-demo-{}-{}",
@@ -133,9 +214,11 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
 
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], opts.port)),
+        // Clients must use TLS (the default with a certificate): the demo
+        // shows the setup worth copying.
         tls: Some(TlsConfig {
-            cert: tls.join("cert.pem"),
-            key: tls.join("key.pem"),
+            require: Some(true),
+            ..TlsConfig::new(tls.join("cert.pem"), tls.join("key.pem"))
         }),
         upstream: UpstreamConfig {
             host: "127.0.0.1".into(),
@@ -213,15 +296,30 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
             .admin_addr
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], opts.admin_port)))
     );
-    Ok(Demo {
+    let mut demo = Demo {
         approver_secret: approver.password,
         database_url,
         admin_url,
         admin_token,
+        env_files: Vec::new(),
         data_dir,
         running,
         cluster,
-    })
+    };
+    let text = env_file_text(&demo.env_vars());
+    for path in std::iter::once(demo.data_dir.join("env")).chain(opts.env_file.clone()) {
+        // On an error `demo` drops, which stops PostgreSQL, and the caller
+        // exits, which ends the firewall's tasks; remove what was written.
+        if let Err(e) = write_env_file(&path, &text) {
+            for written in &demo.env_files {
+                let _ = std::fs::remove_file(written);
+            }
+            let _ = std::fs::remove_dir_all(&demo.data_dir);
+            return Err(e);
+        }
+        demo.env_files.push(path);
+    }
+    Ok(demo)
 }
 
 fn demo_readme(config: &Config) -> String {
@@ -237,17 +335,81 @@ fn demo_readme(config: &Config) -> String {
 }
 
 impl Demo {
+    /// What the demo tells its user, in order: `DATABASE_URL`,
+    /// `VEIL_ADMIN_URL`, `VEIL_ADMIN_TOKEN`, `VEIL_DATA_DIR` and
+    /// `VEIL_APPROVER_SECRET` (oncall's own grant, for approval pages).
+    pub fn env_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", self.database_url.clone()),
+            ("VEIL_ADMIN_URL", self.admin_url.clone()),
+            ("VEIL_ADMIN_TOKEN", self.admin_token.clone()),
+            ("VEIL_DATA_DIR", self.data_dir.display().to_string()),
+            ("VEIL_APPROVER_SECRET", self.approver_secret.clone()),
+        ]
+    }
+
+    /// The shell files holding [`Demo::env_vars`]: `<data_dir>/env`, then
+    /// the `--env-file`, if one was given.
+    pub fn env_files(&self) -> &[PathBuf] {
+        &self.env_files
+    }
+
     /// Run until SIGINT/SIGTERM, then clean up.
     pub async fn run_until_signal(self) -> std::io::Result<()> {
         let Demo {
             running,
             cluster,
             data_dir,
+            env_files,
             ..
         } = self;
         let result = running.until_signal().await;
         tokio::task::block_in_place(|| drop(cluster));
+        // Their secrets die with the demo; a stale file would only mislead.
+        for f in &env_files {
+            let _ = std::fs::remove_file(f);
+        }
         let _ = std::fs::remove_dir_all(&data_dir);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_lines_are_single_shell_words() {
+        assert_eq!(shell_quote("plain"), "'plain'");
+        assert_eq!(shell_quote("it's $HOME `x`"), r"'it'\''s $HOME `x`'");
+        let text = env_file_text(&[("A", "x y".into()), ("B", "'".into())]);
+        let mut lines = text.lines();
+        assert!(lines.next().unwrap().starts_with(ENV_FILE_MARK));
+        assert_eq!(lines.next(), Some("export A='x y'"));
+        assert_eq!(lines.next(), Some(r"export B=''\'''"));
+    }
+
+    #[test]
+    fn env_file_never_overwrites_a_file_it_did_not_write() {
+        let dir = std::env::temp_dir().join(format!("veil-envfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let theirs = dir.join("bashrc");
+        std::fs::write(&theirs, "alias ll='ls -l'\n").unwrap();
+        let e = write_env_file(&theirs, "x").unwrap_err();
+        assert!(matches!(e, DemoError::EnvFileTaken(_)), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&theirs).unwrap(),
+            "alias ll='ls -l'\n"
+        );
+        // Its own, from an earlier run, is rewritten (and made 0600).
+        let ours = dir.join("env");
+        std::fs::write(&ours, format!("{ENV_FILE_MARK} (pid 1)\n")).unwrap();
+        std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = env_file_text(&[("A", "1".into())]);
+        write_env_file(&ours, &text).unwrap();
+        assert_eq!(std::fs::read_to_string(&ours).unwrap(), text);
+        let mode = std::fs::metadata(&ours).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

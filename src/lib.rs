@@ -33,11 +33,14 @@
 //! - [`demo`] — `infraveil demo`: the sandbox with the firewall in front.
 //! - [`shutdown`] — the graceful-shutdown signal passed to every task.
 //! - [`metrics`] — counters rendered for Prometheus.
+//! - [`cli`] — what both binaries share with a person at their edge: one
+//!   `error:` line (never a backtrace) and colours only on a terminal.
 
 pub mod admin;
 pub mod approvals;
 pub mod audit;
 pub mod classify;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;

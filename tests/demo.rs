@@ -1,19 +1,37 @@
-//! `infraveil demo` as a user runs it: the four lines, a working
-//! `psql "$DATABASE_URL"` over TLS, the admin API and `veilctl`, a held
-//! `DROP TABLE` approved from the printed link, clean-up on Ctrl-C.
+//! `infraveil demo` as a user runs it: the printed lines, the same
+//! variables in a file to `source` in another terminal, a working
+//! `psql "$DATABASE_URL"` over TLS (and a plaintext client refused), the
+//! admin API and `veilctl`, a held `DROP TABLE old_exports` approved from
+//! the printed link, a `DROP TABLE orders` denied with `veilctl`, clean-up
+//! on Ctrl-C.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[test]
 fn demo_prints_urls_serves_psql_and_cleans_up() {
+    let scratch = std::env::temp_dir().join(format!("infraveil-demo-test-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let env_file = scratch.join("demo.env");
     let mut child = Command::new(env!("CARGO_BIN_EXE_infraveil"))
-        .args(["demo", "--port", "0", "--admin-port", "0"])
+        .args(["demo", "--port", "0", "--admin-port", "0", "--env-file"])
+        .arg(&env_file)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The log, kept for the checks below; the demo blocks if nobody reads.
+    let (logged, log) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if logged.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let mut vars = std::collections::HashMap::new();
@@ -39,6 +57,67 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
     assert_eq!(vars["VEIL_ADMIN_TOKEN"].len(), 48);
     let data_dir = std::path::PathBuf::from(&vars["VEIL_DATA_DIR"]);
     assert!(data_dir.exists());
+
+    // The same variables as shell exports, in the data directory and in
+    // --env-file, readable only by their owner; the log says how to use them.
+    let sourced = data_dir.join("env");
+    for f in [&sourced, &env_file] {
+        let text = std::fs::read_to_string(f).unwrap();
+        for name in [
+            "DATABASE_URL",
+            "VEIL_ADMIN_URL",
+            "VEIL_ADMIN_TOKEN",
+            "VEIL_DATA_DIR",
+            "VEIL_APPROVER_SECRET",
+        ] {
+            let line = format!("export {name}='{}'", vars[name]);
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    let hint = format!("in another terminal: source {}", sourced.display());
+    let mut logs = String::new();
+    while !logs.contains(&hint) {
+        let line = log
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("the log says how to source the file: {logs}"));
+        logs.push_str(&line);
+        logs.push('\n');
+    }
+    assert!(!logs.contains('\x1b'), "colour codes in a pipe: {logs:?}");
+    // veilctl takes the admin URL and token from the sourced environment.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{}' && exec '{}' health",
+            env_file.display(),
+            env!("CARGO_BIN_EXE_veilctl")
+        ))
+        .env_remove("VEIL_ADMIN_URL")
+        .env_remove("VEIL_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok (token accepted)"
+    );
+
+    // TLS is required: a plaintext client is refused before it logs in.
+    let plain = url.replace("sslmode=require", "sslmode=disable");
+    let out = Command::new("psql")
+        .arg(&plain)
+        .args(["-X", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connection requires TLS"), "{err}");
 
     let out = Command::new("psql")
         .arg(url)
@@ -163,16 +242,17 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
 
     // The round trip: a held DROP TABLE waits, the demo prints the request
     // with its link, oncall approves on the page, the DROP runs.
-    let drop = {
+    let run_psql = |sql: &'static str| {
         let url = url.clone();
         std::thread::spawn(move || {
             Command::new("psql")
                 .arg(url)
-                .args(["-X", "-c", "DROP TABLE orders"])
+                .args(["-X", "-c", sql])
                 .output()
                 .unwrap()
         })
     };
+    let drop = run_psql("DROP TABLE old_exports");
     let mut message = String::new();
     let link = loop {
         let line = messages
@@ -184,7 +264,7 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
             break l.trim().to_owned();
         }
     };
-    assert!(message.contains("DROP TABLE orders"), "{message}");
+    assert!(message.contains("DROP TABLE old_exports"), "{message}");
     assert!(message.contains("blast radius"), "{message}");
     let page = http.get(&link).send().unwrap();
     assert_eq!(page.status(), 200);
@@ -223,6 +303,39 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "DROP TABLE");
 
+    // The other way: DROP TABLE orders, denied from a terminal.
+    let drop = run_psql("DROP TABLE orders");
+    let id = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let pending = veilctl_json(&["approvals", "list"]);
+            let found = pending.as_array().unwrap().iter().find_map(|a| {
+                (a["statement"] == "DROP TABLE orders")
+                    .then(|| a["id"].as_str().unwrap().to_owned())
+            });
+            if let Some(id) = found {
+                break id;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "DROP TABLE orders is not pending: {pending}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let denied = veilctl_json(&["approvals", "deny", &id, "--as", "oncall"]);
+    assert_eq!(denied["status"], "denied", "{denied}");
+    let out = drop.join().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("denied by oncall"), "{err}");
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-X", "-A", "-t", "-c", "SELECT count(*) FROM orders"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -241,4 +354,6 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!data_dir.exists(), "demo data dir removed");
+    assert!(!env_file.exists(), "the --env-file and its secrets removed");
+    let _ = std::fs::remove_dir_all(scratch);
 }

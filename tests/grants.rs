@@ -324,7 +324,11 @@ async fn policy_refusals_are_clear() {
         ),
         (
             &["--identity", "alice", "--role", "readonly", "--ttl", "soon"],
-            "invalid duration",
+            "--ttl \"soon\": not a duration",
+        ),
+        (
+            &["--identity", "alice", "--role", "readonly", "--ttl", "10"],
+            "error: --ttl 10: give a unit, like 90s, 15m or 1h",
         ),
     ];
     for (args, want) in cases {
@@ -409,8 +413,86 @@ async fn admin_api_refuses_bad_tokens_and_veilctl_says_why() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(
+        body["error"], "the request body is not valid JSON",
+        "{body}"
+    );
+    // A bad field is named in plain words, without serde's position in a
+    // body the user never saw.
+    let r = http
+        .post(format!("{admin}/v1/grants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"identity": "alice", "role": "readonly", "ttl": "10"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("field ttl: invalid duration \"10\""),
+        "{error}"
+    );
+    assert!(
+        !error.contains("line 1") && !error.contains("Failed to"),
+        "{error}"
+    );
+    let r = http
+        .get(format!("{admin}/v1/grants?all=yes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["error"], "field all: provided string was not `true` or `false`",
+        "{body}"
+    );
     assert_eq!(p.running().grants.list(true).len(), 0);
+
+    // An empty or missing token is said to be missing, before any request
+    // (the closed port would answer "cannot reach" otherwise), in one line
+    // even with RUST_BACKTRACE set.
+    let without = |token: Option<&str>, args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_veilctl"));
+        cmd.args(args)
+            .env("VEIL_ADMIN_URL", &url)
+            .env("RUST_BACKTRACE", "1");
+        match token {
+            Some(t) => cmd.env("VEIL_ADMIN_TOKEN", t),
+            None => cmd.env_remove("VEIL_ADMIN_TOKEN"),
+        };
+        cmd.output()
+    };
+    for (token, args, want) in [
+        (
+            Some(""),
+            &["grants", "list"][..],
+            "the admin token is set but empty",
+        ),
+        (
+            Some("x"),
+            &["--token", "", "grants", "list"][..],
+            "the admin token is set but empty",
+        ),
+        (None, &["grants", "list"][..], "the admin token is not set"),
+        (
+            None,
+            &["approvals", "list"][..],
+            "the admin token is not set",
+        ),
+    ] {
+        let out = without(token, args).await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(&format!("error: {want}")),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("VEIL_ADMIN_TOKEN"), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

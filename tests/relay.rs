@@ -2,7 +2,7 @@
 //! and extended query, binary formats, portals with row limits, pipelining
 //! with an error in the middle, COPY both ways, LISTEN/NOTIFY, notices,
 //! cancel (tokio-postgres and psql Ctrl-C), TLS (tokio-postgres and psql
-//! verify-full).
+//! verify-full), `[tls] require` and cancel requests beside it.
 
 mod common;
 
@@ -356,4 +356,139 @@ async fn tls_with_tokio_postgres_and_psql() {
     let (ok, _, err) = psql(&url, &["-c", "SELECT 1"]).await;
     assert!(!ok);
     assert!(err.contains("SSL"), "{err}");
+}
+
+/// `[tls] require` (the default with a certificate): a client that does not
+/// negotiate TLS gets `FATAL 28000` in plain text before authentication;
+/// TLS clients work, and so do their cancel requests, which psql (libpq
+/// before PostgreSQL 17) sends unencrypted on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_required_refuses_plaintext_but_not_cancel_requests() {
+    let db = fresh_db("tlsreq");
+    let proxy = Proxy::start(ProxyOptions {
+        tls: true,
+        admin: true,
+        ..Default::default()
+    })
+    .await;
+    let cert = proxy.cert_path.clone().unwrap();
+
+    // The refusal comes first, before any authentication request.
+    let mut raw = Raw::connect(proxy.port).await;
+    raw.startup(&[("user", "alice"), ("database", &db)]).await;
+    let f = raw.next().await;
+    assert_eq!(f.tag(), b'E', "{:?}", f.bytes);
+    let fields = infraveil::protocol::ErrorFields::decode(&f.bytes).unwrap();
+    assert_eq!(fields.code(), Some("28000"));
+    assert_eq!(
+        fields.message(),
+        Some("connection requires TLS (sslmode=require or stronger)")
+    );
+    assert!(String::from_utf8_lossy(&f.bytes).contains("FATAL"));
+    assert_eq!(raw.until_closed().await, Vec::<String>::new());
+
+    // tokio-postgres without TLS, and psql with sslmode=disable.
+    let e = proxy.try_connect("alice", &db, PASSWORD).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "28000", "{e}");
+    let plain = format!(
+        "postgres://alice:{PASSWORD}@127.0.0.1:{}/{db}?sslmode=disable",
+        proxy.port
+    );
+    let (ok, _, err) = psql(&plain, &["-c", "SELECT 1"]).await;
+    assert!(!ok);
+    assert!(err.contains("connection requires TLS"), "{err}");
+    // sslmode=prefer (libpq's default) and allow end up on TLS.
+    for mode in ["prefer", "allow", "require"] {
+        let url = format!(
+            "postgres://alice:{PASSWORD}@127.0.0.1:{}/{db}?sslmode={mode}",
+            proxy.port
+        );
+        let (ok, out, err) = psql(&url, &["-c", "SELECT 'in'"]).await;
+        assert!(ok, "sslmode={mode}: {err}");
+        assert_eq!(out.trim(), "in", "sslmode={mode}");
+    }
+
+    // Cancel over TLS (tokio-postgres negotiates TLS for it too).
+    let cfg = format!(
+        "host=localhost port={} user=alice password={PASSWORD} dbname={db} sslmode=require",
+        proxy.port
+    );
+    let (c, conn) = tokio_postgres::connect(&cfg, tls_connector(&cert))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let token = c.cancel_token();
+    let connector = tls_connector(&cert);
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(connector).await.unwrap();
+    });
+    let e = c.batch_execute("SELECT pg_sleep(30)").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "57014");
+    canceller.await.unwrap();
+    assert_eq!(scalar::<i32>(&c, "SELECT 1::int").await, 1);
+
+    // psql's Ctrl-C: the session is TLS, the cancel request is not.
+    let url = format!(
+        "postgres://alice:{PASSWORD}@localhost:{}/{db}?sslmode=verify-full&sslrootcert={}",
+        proxy.port,
+        cert.display()
+    );
+    let child = tokio::process::Command::new("psql")
+        .arg(&url)
+        .args(["-X", "-c", "SELECT pg_sleep(30)"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("psql ended after Ctrl-C")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+
+    // The refused attempts are in the audit log, with why.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = proxy
+        .audit_payloads(&[])
+        .await
+        .into_iter()
+        .filter(|p| {
+            p["type"] == "connection.closed"
+                && p["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("requires TLS"))
+        })
+        .count();
+    assert!(refused >= 3, "{refused} refusals recorded");
+}
+
+/// `require = false` with a certificate offers TLS and still admits plain
+/// clients (for a migration period, say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_optional_still_allows_plaintext() {
+    let db = fresh_db("tlsopt");
+    let proxy = Proxy::start(ProxyOptions {
+        tls: true,
+        tls_require: Some(false),
+        ..Default::default()
+    })
+    .await;
+    let c = proxy.connect("alice", &db).await;
+    assert_eq!(scalar::<i32>(&c, "SELECT 7::int").await, 7);
+    let url = format!(
+        "postgres://alice:{PASSWORD}@localhost:{}/{db}?sslmode=verify-full&sslrootcert={}",
+        proxy.port,
+        proxy.cert_path.as_ref().unwrap().display()
+    );
+    let (ok, out, err) = psql(&url, &["-c", "SELECT 'secure'"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "secure");
 }

@@ -168,12 +168,134 @@ impl IntoResponse for ApiError {
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, r.body_text())
+        use axum::extract::rejection::JsonRejection as J;
+        let message = match &r {
+            J::JsonDataError(_) => {
+                match find::<serde_path_to_error::Error<serde_json::Error>>(&r) {
+                    Some(e) => field_error(e.path(), &without_position(e.inner())),
+                    None => r.body_text(),
+                }
+            }
+            J::JsonSyntaxError(_) => "the request body is not valid JSON".to_owned(),
+            J::MissingJsonContentType(_) => {
+                "the request body must be JSON (Content-Type: application/json)".to_owned()
+            }
+            _ => r.body_text(),
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 }
 
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(r: axum::extract::rejection::QueryRejection) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, r.body_text())
+        // serde_urlencoded's error is serde's plain value error.
+        let message = match find::<serde_path_to_error::Error<serde::de::value::Error>>(&r) {
+            Some(e) => field_error(e.path(), &e.inner().to_string()),
+            None => r.body_text(),
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+/// The error of type `T` in `err`'s chain of causes. axum keeps the
+/// deserializer's error, with the path to the bad field, as the source of
+/// its rejections; their own text prefixes it with "Failed to deserialize
+/// the JSON body into the target type" and ends it with serde_json's
+/// position in a body the user never wrote (veilctl did).
+fn find<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        if let Some(t) = c.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// `field ttl: invalid duration ...`, or the message alone when the error
+/// is about the whole body (a missing field names itself).
+fn field_error(path: &serde_path_to_error::Path, message: &str) -> String {
+    use serde_path_to_error::Segment;
+    if path.iter().all(|s| matches!(s, Segment::Unknown)) {
+        return message.to_owned();
+    }
+    format!("field {path}: {message}")
+}
+
+/// serde_json's message without its " at line L column C" suffix (built
+/// from the error's own line and column, so only that suffix goes).
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&suffix) {
+        Some(message) => message.to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::rejection::{JsonRejection, QueryRejection};
+    use axum::extract::{FromRequest, Query};
+    use axum::http::{Request, Uri};
+
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        identity: String,
+        #[serde(default, deserialize_with = "ttl")]
+        ttl: Option<u64>,
+    }
+
+    fn ttl<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        Err(serde::de::Error::custom(format!(
+            "invalid duration {s:?}; use e.g. 90s"
+        )))
+    }
+
+    async fn json_error(body: &str) -> String {
+        let req = Request::post("/")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_owned()))
+            .unwrap();
+        let r: JsonRejection = Json::<Body>::from_request(req, &()).await.unwrap_err();
+        ApiError::from(r).message
+    }
+
+    #[tokio::test]
+    async fn json_rejections_name_the_field_without_positions() {
+        assert_eq!(
+            json_error(r#"{"identity": "alice", "ttl": "10"}"#).await,
+            "field ttl: invalid duration \"10\"; use e.g. 90s"
+        );
+        assert_eq!(
+            json_error(r#"{"ttl": "10s"}"#).await,
+            "field ttl: invalid duration \"10s\"; use e.g. 90s"
+        );
+        assert_eq!(json_error("{}").await, "missing field `identity`");
+        assert_eq!(
+            json_error(r#"{"identity": 7}"#).await,
+            "field identity: invalid type: integer `7`, expected a string"
+        );
+        assert_eq!(
+            json_error("{not json").await,
+            "the request body is not valid JSON"
+        );
+    }
+
+    #[test]
+    fn query_rejections_name_the_parameter() {
+        let uri: Uri = "/v1/grants?all=yes".parse().unwrap();
+        let r: QueryRejection = Query::<ListQuery>::try_from_uri(&uri).unwrap_err();
+        assert_eq!(
+            ApiError::from(r).message,
+            "field all: provided string was not `true` or `false`"
+        );
     }
 }

@@ -1,10 +1,12 @@
-//! `infraveil`: the firewall daemon (`serve`) and the sandbox (`demo`).
+//! `infraveil`: the firewall daemon (`serve`), the sandbox (`demo`) and a
+//! container health probe (`healthcheck`).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use infraveil::config::Config;
 use infraveil::demo::{self, DemoOptions};
@@ -39,6 +41,17 @@ enum Command {
         /// Slack-compatible webhook for approval requests.
         #[arg(long)]
         webhook_url: Option<String>,
+        /// Also write the printed variables here as `export NAME='value'`
+        /// lines (mode 0600), for `source PATH` in another terminal. They are
+        /// always written to `$VEIL_DATA_DIR/env`; both go when the demo stops.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+    },
+    /// Exit 0 if the admin API answers `/healthz`, 1 otherwise: a
+    /// container HEALTHCHECK for images without curl.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:6433/healthz")]
+        url: String,
     },
 }
 
@@ -48,14 +61,32 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(infraveil::cli::stderr_colours())
         .init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    init_tracing();
-    match cli.command {
+    let result = match cli.command {
+        // No runtime, no logging: a probe runs every few seconds and its
+        // output lands in `docker inspect`.
+        Command::Healthcheck { url } => healthcheck(&url),
+        command => {
+            init_tracing();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")
+                .and_then(|rt| rt.block_on(run(command)))
+        }
+    };
+    if let Err(e) = result {
+        infraveil::cli::exit(e.as_ref());
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             let running = infraveil::daemon::start(&config, Arc::new(PolicyInspector::empty()))
@@ -67,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             port,
             admin_port,
             webhook_url,
+            env_file,
         } => {
             // Without a webhook, approval requests are shown right here.
             let sink: infraveil::approvals::notify::Sink = Arc::new(|text: &str| {
@@ -79,18 +111,20 @@ async fn main() -> anyhow::Result<()> {
                 admin_port,
                 webhook_url,
                 approval_sink: Some(sink),
+                env_file,
             })
             .await
             .context("cannot start the demo")?;
+            // Each alone on a line, `NAME=value`: scripts read these.
             let mut out = std::io::stdout().lock();
-            writeln!(out, "DATABASE_URL={}", d.database_url)?;
-            writeln!(out, "VEIL_ADMIN_URL={}", d.admin_url)?;
-            writeln!(out, "VEIL_ADMIN_TOKEN={}", d.admin_token)?;
-            writeln!(out, "VEIL_DATA_DIR={}", d.data_dir.display())?;
-            // oncall's own demo grant, to sign in on approval pages.
-            writeln!(out, "VEIL_APPROVER_SECRET={}", d.approver_secret)?;
+            for (name, value) in d.env_vars() {
+                writeln!(out, "{name}={value}")?;
+            }
             out.flush()?;
             drop(out);
+            for path in d.env_files() {
+                tracing::info!("in another terminal: source {}", path.display());
+            }
             tracing::info!(
                 "demo running; try: psql \"$DATABASE_URL\"  (Ctrl-C stops and cleans up)"
             );
@@ -100,6 +134,21 @@ async fn main() -> anyhow::Result<()> {
             );
             d.run_until_signal().await?;
         }
+        Command::Healthcheck { .. } => unreachable!("run without a runtime in main"),
+    }
+    Ok(())
+}
+
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    infraveil::proxy::tls::install_default_provider();
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .get(url)
+        .send()
+        .with_context(|| format!("{url} did not answer"))?;
+    if !resp.status().is_success() {
+        bail!("{url} answered {}", resp.status());
     }
     Ok(())
 }

@@ -34,6 +34,11 @@ pub const PRE_AUTH_MAX_MESSAGE: usize = 16 * 1024;
 pub struct Shared {
     pub limits: Limits,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `[tls] require`: a startup packet over plain TCP is refused. Cancel
+    /// requests are not: libpq before PostgreSQL 17 sends them unencrypted
+    /// even for TLS sessions, and PostgreSQL itself serves them before any
+    /// `hostssl` rule applies.
+    pub tls_required: bool,
     pub credentials: Arc<dyn auth::CredentialSource>,
     pub policies: RwLock<Arc<PolicySet>>,
     pub inspector: Arc<dyn Inspector>,

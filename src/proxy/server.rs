@@ -65,9 +65,9 @@ impl Server {
         policies: Arc<PolicySet>,
         services: Services,
     ) -> Result<Server, ServerError> {
-        let tls = match &config.tls {
-            Some(t) => Some(tokio_rustls::TlsAcceptor::from(super::tls::server_config(
-                &t.cert, &t.key,
+        let tls = match config.tls_files() {
+            Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(super::tls::server_config(
+                cert, key,
             )?)),
             None => None,
         };
@@ -95,6 +95,7 @@ impl Server {
             authenticating: tokio::sync::Semaphore::new(config.limits.max_authenticating),
             limits: config.limits.clone(),
             tls,
+            tls_required: config.tls_required(),
             credentials: services.credentials,
             policies: RwLock::new(policies),
             inspector: services.inspector,
@@ -127,7 +128,12 @@ impl Server {
     ) {
         let limit = Arc::new(Semaphore::new(self.shared.limits.max_connections));
         let mut sessions = JoinSet::new();
-        info!(addr = %self.local_addr(), tls = self.shared.tls.is_some(), "listening for PostgreSQL clients");
+        info!(
+            addr = %self.local_addr(),
+            tls = self.shared.tls.is_some(),
+            tls_required = self.shared.tls_required,
+            "listening for PostgreSQL clients"
+        );
         loop {
             tokio::select! {
                 _ = shutdown.reached(Phase::Draining) => break,

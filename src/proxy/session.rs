@@ -1,5 +1,6 @@
 //! One client connection, as an explicit state machine:
-//! startup (TLS / GSS negotiation, cancel requests) → authenticating →
+//! startup (TLS / GSS negotiation, cancel requests, the `[tls] require`
+//! refusal of plaintext clients) → authenticating →
 //! connecting upstream → relaying (see [`super::relay`]) → closed.
 
 use std::net::SocketAddr;
@@ -51,6 +52,9 @@ const FORWARDED_PARAMS: &[&str] = &[
 /// What the startup phase produced.
 enum Started {
     Session(FrameReader<Stream>, StartupParams),
+    /// A startup packet over plain TCP while `[tls] require` is on: refused
+    /// with this error, in plain text, before any authentication.
+    NeedsTls(FrameReader<Stream>, PgError),
     /// A cancel request was handled; the connection is done.
     Cancelled,
     /// The client went away before saying anything useful.
@@ -111,6 +115,14 @@ async fn serve(
             Ok(Started::Session(r, p)) => {
                 record.opened(peer, r.get_ref().is_tls()).await;
                 (r, p)
+            }
+            Ok(Started::NeedsTls(mut reader, err)) => {
+                // Audited like any connection, so plaintext attempts (a
+                // misconfigured client, a downgrade) are visible.
+                record.opened(peer, false).await;
+                record.reason = err.message.clone();
+                send_error(reader.get_mut(), &err).await;
+                return None;
             }
             Ok(Started::Cancelled) | Ok(Started::Gone) => return None,
             Err((mut reader, err)) => {
@@ -327,9 +339,30 @@ async fn startup(
                 cancel(shared, pid, key).await;
                 return Ok(Started::Cancelled);
             }
-            StartupPacket::Startup(params) => return Ok(Started::Session(reader, params)),
+            StartupPacket::Startup(params) => {
+                if shared.tls_required && !reader.get_ref().is_tls() {
+                    info!(
+                        user = params.user().unwrap_or(""),
+                        "client without TLS refused: [tls] require is on"
+                    );
+                    return Ok(Started::NeedsTls(reader, needs_tls()));
+                }
+                return Ok(Started::Session(reader, params));
+            }
         }
     }
+}
+
+/// The refusal of a plaintext client when `[tls] require` is on. 28000, as
+/// PostgreSQL answers a client no `hostssl`-only rule admits.
+fn needs_tls() -> PgError {
+    PgError::fatal(
+        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+        "connection requires TLS (sslmode=require or stronger)",
+    )
+    .with_hint(
+        "connect with sslmode=require, or verify-full with sslrootcert naming the firewall's CA certificate",
+    )
 }
 
 /// Forward a cancel request if it names a live session with the right key.

@@ -74,6 +74,8 @@ pub fn scratch_dir() -> PathBuf {
 pub struct ProxyOptions {
     pub inspector: Arc<dyn Inspector>,
     pub tls: bool,
+    /// `[tls] require`; `None` keeps the default (required with a cert).
+    pub tls_require: Option<bool>,
     pub limits: Limits,
     pub upstream_port: Option<u16>,
     /// Upstream TLS mode and CA file.
@@ -121,6 +123,7 @@ impl Default for ProxyOptions {
         ProxyOptions {
             inspector: Arc::new(AllowAll),
             tls: false,
+            tls_require: None,
             limits: Limits {
                 shutdown_grace: Duration::from_secs(2),
                 ..Limits::default()
@@ -176,8 +179,8 @@ impl Proxy {
             std::fs::write(dir.join("key.pem"), key).unwrap();
             cert_path = Some(dir.join("cert.pem"));
             Some(TlsConfig {
-                cert: dir.join("cert.pem"),
-                key: dir.join("key.pem"),
+                require: opts.tls_require,
+                ..TlsConfig::new(dir.join("cert.pem"), dir.join("key.pem"))
             })
         } else {
             None

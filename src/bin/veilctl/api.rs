@@ -12,18 +12,35 @@ use serde::de::DeserializeOwned;
 
 pub struct Api {
     base: String,
-    token: Option<String>,
+    token: Token,
     http: Client,
     /// For exports and verification, which take as long as the log is big.
     long: Client,
 }
 
+/// The admin token as given. An empty one (`VEIL_ADMIN_TOKEN=` left over in
+/// a shell, `--token ''`) is not sent: the daemon would only answer 401,
+/// which reads as "the token is wrong" when it is missing.
+enum Token {
+    Missing,
+    Empty,
+    Given(String),
+}
+
+/// Where the token comes from, for the messages that ask for it.
+const TOKEN_HELP: &str = "export VEIL_ADMIN_TOKEN=... or pass --token (`infraveil demo` prints it and writes it to $VEIL_DATA_DIR/env; the docker setup keeps it in docker/secrets/admin-token)";
+
 impl Api {
     pub fn new(base: Option<String>, token: Option<String>) -> anyhow::Result<Api> {
         let base = base
-            .context("no admin API address: set --admin-url or VEIL_ADMIN_URL")?
-            .trim_end_matches('/')
-            .to_owned();
+            .map(|b| b.trim().trim_end_matches('/').to_owned())
+            .filter(|b| !b.is_empty())
+            .context("no admin API address: set --admin-url or VEIL_ADMIN_URL (`infraveil demo` prints it)")?;
+        let token = match token {
+            None => Token::Missing,
+            Some(t) if t.trim().is_empty() => Token::Empty,
+            Some(t) => Token::Given(t.trim().to_owned()),
+        };
         let http = Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
@@ -63,8 +80,15 @@ impl Api {
         Ok(())
     }
 
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
+    /// Why no token will be sent, if none will.
+    pub fn token_problem(&self) -> Option<String> {
+        match &self.token {
+            Token::Given(_) => None,
+            Token::Missing => Some(format!("the admin token is not set: {TOKEN_HELP}")),
+            Token::Empty => Some(format!(
+                "the admin token is set but empty (VEIL_ADMIN_TOKEN= or --token ''): {TOKEN_HELP}"
+            )),
+        }
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -92,11 +116,10 @@ impl Api {
     }
 
     fn authed(&self, req: RequestBuilder) -> anyhow::Result<RequestBuilder> {
-        let token = self
-            .token
-            .as_deref()
-            .context("no admin token: set --token or VEIL_ADMIN_TOKEN")?;
-        Ok(req.bearer_auth(token))
+        if let Token::Given(token) = &self.token {
+            return Ok(req.bearer_auth(token));
+        }
+        bail!("{}", self.token_problem().unwrap_or_default())
     }
 
     fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {

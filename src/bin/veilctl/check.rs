@@ -21,6 +21,9 @@ pub fn run(
         print(&analysis, None, json_out);
         return Ok(0);
     };
+    if !dir.is_dir() {
+        bail!("{}", missing_dir(dir));
+    }
     let set = PolicySet::load_dir(dir)
         .with_context(|| format!("cannot load policies from {}", dir.display()))?;
     let Some(ident) = set.identity(identity) else {
@@ -61,6 +64,25 @@ pub fn run(
         .expect("at least one role");
     print(&analysis, Some((identity, &best, &verdicts)), json_out);
     Ok(if best.1.action == Action::Allow { 0 } else { 1 })
+}
+
+/// Where `check` looked, and how to point it elsewhere: the default
+/// (`policies`, relative) only works from the repository's root.
+fn missing_dir(dir: &Path) -> String {
+    if dir.is_relative() {
+        let cwd = std::env::current_dir()
+            .map(|d| format!(" ({})", d.display()))
+            .unwrap_or_default();
+        return format!(
+            "veilctl check looked for {}/ in the current directory{cwd} and found none; \
+             run it from the repository, or pick a policy directory with --policies DIR (or VEIL_POLICIES)",
+            dir.display()
+        );
+    }
+    format!(
+        "policy directory {} does not exist; pick one with --policies DIR (or VEIL_POLICIES)",
+        dir.display()
+    )
 }
 
 type Decided<'a> = (&'a str, &'a (String, Verdict), &'a [(String, Verdict)]);

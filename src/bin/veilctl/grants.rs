@@ -1,5 +1,6 @@
 //! `veilctl grants issue|list|revoke`.
 
+use anyhow::bail;
 use infraveil::grants::{GrantView, Issued};
 use serde_json::json;
 
@@ -15,6 +16,9 @@ pub struct IssueArgs {
 }
 
 pub fn issue(api: &Api, a: IssueArgs, json_out: bool) -> anyhow::Result<()> {
+    if let Some(ttl) = &a.ttl {
+        check_duration("--ttl", ttl)?;
+    }
     let body = json!({
         "identity": a.identity,
         "role": a.role,
@@ -37,6 +41,19 @@ pub fn issue(api: &Api, a: IssueArgs, json_out: bool) -> anyhow::Result<()> {
     println!("  password:      {}", issued.password);
     println!("  DATABASE_URL={}", issued.database_url);
     Ok(())
+}
+
+/// Say what is wrong with a duration here, in the flag's terms, rather
+/// than sending it and relaying the daemon's parse error.
+fn check_duration(flag: &str, value: &str) -> anyhow::Result<()> {
+    if infraveil::config::parse_duration(value).is_ok() {
+        return Ok(());
+    }
+    let number = value.trim();
+    if !number.is_empty() && number.parse::<f64>().is_ok() {
+        bail!("{flag} {value}: give a unit, like 90s, 15m or 1h");
+    }
+    bail!("{flag} {value:?}: not a duration; write a number and a unit, like 90s, 15m or 1h")
 }
 
 pub fn list(api: &Api, all: bool, json_out: bool) -> anyhow::Result<()> {
@@ -121,4 +138,23 @@ pub fn revoke(
         if ended == 1 { "" } else { "s" }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_duration;
+
+    #[test]
+    fn durations_are_checked_before_sending() {
+        assert!(check_duration("--ttl", "90s").is_ok());
+        assert!(check_duration("--ttl", "1h30m").is_ok());
+        assert_eq!(
+            check_duration("--ttl", "10").unwrap_err().to_string(),
+            "--ttl 10: give a unit, like 90s, 15m or 1h"
+        );
+        assert_eq!(
+            check_duration("--ttl", "soon").unwrap_err().to_string(),
+            "--ttl \"soon\": not a duration; write a number and a unit, like 90s, 15m or 1h"
+        );
+    }
 }

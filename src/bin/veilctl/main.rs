@@ -214,8 +214,14 @@ enum GrantsCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        infraveil::cli::exit(e.as_ref());
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Check {
         sql,
         identity,
@@ -243,8 +249,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Health => {
             api.healthz()?;
-            if !api.has_token() {
+            if let Some(problem) = api.token_problem() {
                 println!("ok");
+                eprintln!("note: {problem}");
                 return Ok(());
             }
             api.get_text("/metrics")?;
