@@ -60,6 +60,10 @@ pub enum DemoError {
     Cert(String),
     #[error("cannot issue the demo grant: {0}")]
     Grant(#[from] GrantError),
+    #[error("cannot enroll the demo approver: {0}")]
+    Approver(#[from] crate::approvals::approvers::ApproverError),
+    #[error("the demo runs without approvals")]
+    NoApprovals,
     #[error("cannot write {path}: {source}")]
     EnvFile {
         path: PathBuf,
@@ -275,20 +279,15 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
         )
         .await?;
     let database_url = issued.database_url;
-    // The approver needs a credential of their own to sign in on the
-    // approval page.
+    // The approver signs in on approval pages with an approver secret:
+    // it reaches no database and outlives any grant.
     let approver = running
-        .grants
-        .issue(
-            &running.shared.policies(),
-            IssueRequest {
-                identity: DEMO_APPROVER.into(),
-                role: "readonly".into(),
-                ttl: Some(DEMO_TTL),
-                reason: Some("infraveil demo approver".into()),
-                issued_by: Some("demo".into()),
-            },
-        )
+        .shared
+        .approvals
+        .as_ref()
+        .ok_or(DemoError::NoApprovals)?
+        .approvers
+        .enroll(DEMO_APPROVER, "demo", &running.shared.policies())
         .await?;
     let admin_url = format!(
         "http://{}",
@@ -297,7 +296,7 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], opts.admin_port)))
     );
     let mut demo = Demo {
-        approver_secret: approver.password,
+        approver_secret: approver.secret,
         database_url,
         admin_url,
         admin_token,
