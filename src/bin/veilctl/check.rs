@@ -99,6 +99,9 @@ fn print(a: &Analysis, decided: Option<Decided<'_>>, json_out: bool) {
             out["role"] = json!(role);
             out["rule"] = json!(v.rule);
             out["reason"] = json!(v.reason);
+            if let Some(a) = &v.advice {
+                out["advice"] = json!(a);
+            }
             if !v.approvers.is_empty() {
                 out["approvers"] = json!(v.approvers);
             }
@@ -133,6 +136,9 @@ fn print(a: &Analysis, decided: Option<Decided<'_>>, json_out: bool) {
             v.rule
         );
         println!("  {}", v.reason);
+        if let Some(a) = &v.advice {
+            println!("  {a}");
+        }
         if !v.approvers.is_empty() {
             println!("  approvers: {}", v.approvers.join(", "));
         }
