@@ -23,6 +23,7 @@ const APPROVALS: &str = "approvals";
 const AUDIT: &str = "audit";
 const META: &str = "meta";
 const APPROVERS: &str = "approvers";
+const AUDIT_SET_ASIDE: &str = "audit-set-aside";
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +179,45 @@ impl Store {
         }
         self.audit.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Audit records from the last one backwards.
+    pub fn audit_backwards(&self) -> impl Iterator<Item = Result<Record, StoreError>> + '_ {
+        self.audit.iter().rev().map(|item| {
+            let (k, v) = item?;
+            audit_record(&k, &v)
+        })
+    }
+
+    /// Move the records after the log's last signature into the
+    /// `audit-set-aside` tree (kept, for whoever investigates), so the
+    /// firewall can chain on from its own last signed record. Returns the
+    /// seqs moved. For an operator, with the daemon stopped.
+    pub fn audit_set_aside_unsigned_tail(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let mut tail = Vec::new();
+        for r in self.audit_backwards() {
+            let r = r?;
+            if r.sig.is_some() {
+                break;
+            }
+            tail.push(r.seq);
+        }
+        let (Some(&head), Some(&first)) = (tail.first(), tail.last()) else {
+            return Ok(None);
+        };
+        let aside = self.db.open_tree(AUDIT_SET_ASIDE)?;
+        for seq in &tail {
+            let key = seq.to_be_bytes();
+            if let Some(v) = self.audit.get(key)? {
+                aside.insert(key, v)?;
+            }
+        }
+        aside.flush()?;
+        for seq in &tail {
+            self.audit.remove(seq.to_be_bytes())?;
+        }
+        self.flush_blocking()?;
+        Ok(Some((first, head)))
     }
 
     /// The last audit record.

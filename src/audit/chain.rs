@@ -1,10 +1,15 @@
 //! The record format and its checks, with no I/O: what `veilctl audit
 //! verify`, the daemon and any outside verifier agree on.
 //!
-//! A record is `{seq, prev, payload, hash, sig}`: `payload` is the exact
-//! signed JSON text of the event, `hash` is hex SHA-256 of the 32 `prev`
-//! bytes followed by the UTF-8 payload bytes (the first record's `prev` is
-//! 64 zeros), and `sig` is the hex Ed25519 signature of the 32 `hash` bytes.
+//! A record is `{seq, prev, payload, hash, sig?}`: `payload` is the exact
+//! JSON text of the event, `hash` is hex SHA-256 of the 32 `prev` bytes
+//! followed by the UTF-8 payload bytes (the first record's `prev` is 64
+//! zeros), and `sig`, on the last record of each written batch and on
+//! every checkpoint, is the hex Ed25519 signature of the 32 `hash` bytes.
+//! Each hash covers every record before it, so one signature vouches for
+//! the whole chain up to its record; records after the last signature were
+//! not written by the firewall (it stores each batch atomically with its
+//! signed last record), and a full chain that ends in them fails.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -20,7 +25,8 @@ pub struct Record {
     pub prev: String,
     pub payload: String,
     pub hash: String,
-    pub sig: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 pub fn hash(prev: &[u8; 32], payload: &str) -> [u8; 32] {
@@ -35,8 +41,13 @@ pub fn sign(key: &SigningKey, digest: &[u8; 32]) -> String {
     hex::encode(key.sign(digest).to_bytes())
 }
 
-/// Hash and sign a payload as record `seq` after `prev`.
-pub fn seal(seq: u64, prev: &[u8; 32], payload: String, key: &SigningKey) -> (Record, [u8; 32]) {
+/// Hash a payload as record `seq` after `prev`, and sign it if `key`.
+pub fn seal(
+    seq: u64,
+    prev: &[u8; 32],
+    payload: String,
+    key: Option<&SigningKey>,
+) -> (Record, [u8; 32]) {
     let digest = hash(prev, &payload);
     (
         Record {
@@ -44,7 +55,7 @@ pub fn seal(seq: u64, prev: &[u8; 32], payload: String, key: &SigningKey) -> (Re
             prev: hex::encode(prev),
             payload,
             hash: hex::encode(digest),
-            sig: sign(key, &digest),
+            sig: key.map(|k| sign(k, &digest)),
         },
         digest,
     )
@@ -70,6 +81,8 @@ pub enum Fault {
     Truncated,
     /// A field is not well-formed (not hex, wrong length).
     Malformed,
+    /// The chain ends in records no signature vouches for.
+    Unsigned,
 }
 
 impl Fault {
@@ -83,6 +96,7 @@ impl Fault {
             Fault::Payload => "payload",
             Fault::Truncated => "truncated",
             Fault::Malformed => "malformed",
+            Fault::Unsigned => "unsigned",
         }
     }
 }
@@ -100,6 +114,12 @@ pub struct Problem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub records: u64,
+    /// Records carrying a signature.
+    pub signatures: u64,
+    /// Records no signature in this input vouches for: only in a filtered
+    /// export (`allow_gaps`), where the records that would link them to a
+    /// signature are left out. Verify the whole log to vouch for them.
+    pub unvouched: u64,
     pub first_seq: Option<u64>,
     pub head_seq: Option<u64>,
     pub head_hash: Option<String>,
@@ -118,6 +138,8 @@ pub struct ChainVerifier {
     /// A gap seen at the last record, reported once the next record says
     /// whether records are missing or only out of order.
     gap: Option<(u64, Problem)>,
+    /// The first record since the last signature, and how many since.
+    unsigned: Option<(u64, u64)>,
     summary: Summary,
 }
 
@@ -141,8 +163,11 @@ impl ChainVerifier {
             expect: None,
             expect_met: false,
             gap: None,
+            unsigned: None,
             summary: Summary {
                 records: 0,
+                signatures: 0,
+                unvouched: 0,
                 first_seq: None,
                 head_seq: None,
                 head_hash: None,
@@ -209,19 +234,21 @@ impl ChainVerifier {
                 "hash does not match prev and payload: the payload was changed".into(),
             ));
         }
-        let sig = hex::decode(&r.sig)
-            .ok()
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .ok_or_else(|| problem(Fault::Malformed, "sig is not 64 hex bytes".into()))?;
-        if self
-            .key
-            .verify(&digest, &Signature::from_bytes(&sig))
-            .is_err()
-        {
-            return Err(problem(
-                Fault::Signature,
-                "not signed by this public key".into(),
-            ));
+        if let Some(sig) = &r.sig {
+            let sig = hex::decode(sig)
+                .ok()
+                .and_then(|b| <[u8; 64]>::try_from(b).ok())
+                .ok_or_else(|| problem(Fault::Malformed, "sig is not 64 hex bytes".into()))?;
+            if self
+                .key
+                .verify(&digest, &Signature::from_bytes(&sig))
+                .is_err()
+            {
+                return Err(problem(
+                    Fault::Signature,
+                    "not signed by this public key".into(),
+                ));
+            }
         }
         match serde_json::from_str::<serde_json::Value>(&r.payload) {
             Ok(v) if v.get("seq").and_then(|s| s.as_u64()) == Some(r.seq) => {}
@@ -244,6 +271,18 @@ impl ChainVerifier {
             }
             self.expect_met = true;
         }
+        // A gap ends what a later signature can vouch for: the records
+        // that would link them to it are missing.
+        if gap.is_some() || (self.allow_gaps && self.next.is_some_and(|(s, _)| r.seq != s)) {
+            self.close_unsigned();
+        }
+        if r.sig.is_some() {
+            self.unsigned = None;
+            self.summary.signatures += 1;
+        } else {
+            let (_, n) = self.unsigned.get_or_insert((r.seq, 0));
+            *n += 1;
+        }
         self.gap = gap;
         self.next = Some((r.seq + 1, digest));
         self.summary.records += 1;
@@ -253,10 +292,31 @@ impl ChainVerifier {
         Ok(())
     }
 
-    /// Finish: the chain's extent, or why it falls short of the checkpoint.
-    pub fn finish(self) -> Result<Summary, Problem> {
+    /// Records since the last signature that nothing later can vouch for.
+    fn close_unsigned(&mut self) {
+        if let Some((_, n)) = self.unsigned.take() {
+            self.summary.unvouched += n;
+        }
+    }
+
+    /// Finish: the chain's extent, or why it falls short of the checkpoint
+    /// or ends in records no signature vouches for.
+    pub fn finish(mut self) -> Result<Summary, Problem> {
         if let Some((_, gap)) = self.gap {
             return Err(gap);
+        }
+        if let Some((first, n)) = self.unsigned {
+            if !self.allow_gaps {
+                let head = self.summary.head_seq.unwrap_or(first);
+                return Err(Problem {
+                    seq: first,
+                    fault: Fault::Unsigned,
+                    detail: format!(
+                        "{n} record(s) from {first} to {head} come after the last signature: the firewall signs the last record of every batch it writes, so it did not write these"
+                    ),
+                });
+            }
+            self.close_unsigned();
         }
         if let Some((seq, _)) = &self.expect
             && !self.expect_met
@@ -291,16 +351,22 @@ pub fn parse_head(s: &str) -> Option<(u64, String)> {
 mod tests {
     use super::*;
 
-    fn chain(n: u64, key: &SigningKey) -> Vec<Record> {
+    /// `n` records in batches of `batch`, each batch's last one signed.
+    fn batched(n: u64, batch: u64, key: &SigningKey) -> Vec<Record> {
         let mut prev = GENESIS;
         (1..=n)
             .map(|seq| {
                 let payload = format!("{{\"seq\":{seq},\"type\":\"test\"}}");
-                let (r, h) = seal(seq, &prev, payload, key);
+                let signed = seq % batch == 0 || seq == n;
+                let (r, h) = seal(seq, &prev, payload, signed.then_some(key));
                 prev = h;
                 r
             })
             .collect()
+    }
+
+    fn chain(n: u64, key: &SigningKey) -> Vec<Record> {
+        batched(n, 1, key)
     }
 
     fn verify(records: &[Record], key: &SigningKey) -> Result<Summary, Problem> {
@@ -357,6 +423,50 @@ mod tests {
             v.check(r).unwrap();
         }
         v.finish().unwrap();
+    }
+
+    #[test]
+    fn one_signature_vouches_for_its_batch_and_an_unsigned_tail_fails() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let good = batched(10, 4, &key);
+        let s = verify(&good, &key).unwrap();
+        assert_eq!((s.records, s.signatures, s.unvouched), (10, 3, 0));
+
+        // Forged records appended after the last signature.
+        let mut appended = good.clone();
+        let last = appended.last().unwrap().clone();
+        let prev = decode32(&last.hash).unwrap();
+        let (forged, _) = seal(11, &prev, "{\"seq\":11,\"type\":\"x\"}".into(), None);
+        appended.push(forged);
+        let p = verify(&appended, &key).unwrap_err();
+        assert_eq!((p.fault, p.seq), (Fault::Unsigned, 11), "{p}");
+
+        // A signature removed: the batch it closed is vouched for by nothing.
+        let mut stripped = good.clone();
+        stripped[9].sig = None;
+        let p = verify(&stripped, &key).unwrap_err();
+        assert_eq!((p.fault, p.seq), (Fault::Unsigned, 9), "{p}");
+
+        // A forged record in the middle breaks the chain the next
+        // signature covers.
+        let mut forged = good.clone();
+        forged[5].payload = forged[5].payload.replace("test", "tset");
+        let p = verify(&forged, &key).unwrap_err();
+        assert_eq!(p.fault, Fault::Hash);
+
+        // A filtered export: kept records check on their own, and those no
+        // signature in it vouches for are counted, not hidden.
+        let kept: Vec<Record> = good
+            .iter()
+            .filter(|r| r.seq % 3 == 0 || r.seq == 8)
+            .cloned()
+            .collect();
+        let mut v = ChainVerifier::from_anywhere(key.verifying_key(), true);
+        for r in &kept {
+            v.check(r).unwrap();
+        }
+        let s = v.finish().unwrap();
+        assert_eq!((s.records, s.signatures, s.unvouched), (4, 1, 3), "{s:?}");
     }
 
     #[test]

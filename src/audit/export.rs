@@ -87,7 +87,7 @@ pub fn line(r: &Record, format: Format) -> String {
             r.prev,
             csv_field(&r.payload),
             r.hash,
-            r.sig
+            r.sig.as_deref().unwrap_or("")
         ),
     }
 }
@@ -149,7 +149,10 @@ fn parse_csv(line: &str) -> Result<Record, String> {
     let tail = &rest[end.ok_or("unterminated payload")?..];
     let mut tail = tail.strip_prefix(',').ok_or("no hash")?.split(',');
     let hash = tail.next().ok_or("no hash")?.to_owned();
-    let sig = tail.next().ok_or("no sig")?.to_owned();
+    // Empty on records a later signature vouches for.
+    let sig = Some(tail.next().ok_or("no sig column")?)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
     Ok(Record {
         seq,
         prev,
@@ -180,8 +183,17 @@ mod tests {
             prev: "00".repeat(32),
             payload: r#"{"seq":3,"text":"a \"quoted\", comma"}"#.into(),
             hash: "ab".repeat(32),
-            sig: "cd".repeat(64),
+            sig: Some("cd".repeat(64)),
         };
+        let unsigned = Record {
+            sig: None,
+            ..r.clone()
+        };
+        assert!(!line(&unsigned, Format::Jsonl).contains("sig"));
+        assert_eq!(
+            parse_csv(line(&unsigned, Format::Csv).trim_end()).unwrap(),
+            unsigned
+        );
         for f in [Format::Jsonl, Format::Csv] {
             let mut text = String::new();
             if f == Format::Csv {

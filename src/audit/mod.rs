@@ -43,6 +43,17 @@ const BATCH: usize = 1024;
 pub enum AuditError {
     #[error("the audit log cannot be written ({0}); infraveil refuses statements until it can")]
     Failed(String),
+    /// The log ends in records no signature vouches for. The firewall
+    /// stores every batch with its signed last record, so it did not write
+    /// them; chaining on would vouch for them with the next signature.
+    #[error(
+        "the audit log ends in {} record(s) (seq {first} to {head}) that no signature vouches for: \
+         infraveil did not write them and will not chain onto them. With the daemon stopped, inspect \
+         them (veilctl audit verify --data-dir DIR) and move them aside (veilctl audit set-aside \
+         --data-dir DIR), then start again",
+        head - first + 1
+    )]
+    UnsignedTail { first: u64, head: u64 },
 }
 
 impl From<StoreError> for AuditError {
@@ -87,8 +98,21 @@ impl Audit {
         key: SigningKey,
         config: &AuditConfig,
         on_checkpoint: Option<CheckpointSink>,
-    ) -> Result<(Audit, tokio::task::JoinHandle<()>), StoreError> {
+    ) -> Result<(Audit, tokio::task::JoinHandle<()>), AuditError> {
         let head = store.audit_head()?;
+        if let Some(h) = &head
+            && h.sig.is_none()
+        {
+            let mut first = h.seq;
+            for r in store.audit_backwards() {
+                let r = r?;
+                if r.sig.is_some() {
+                    break;
+                }
+                first = r.seq;
+            }
+            return Err(AuditError::UnsignedTail { first, head: h.seq });
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         let audit = Audit {
             tx,
@@ -374,9 +398,10 @@ struct Sealer {
 }
 
 impl Sealer {
-    /// Number, chain and sign `events`, then a checkpoint naming the head
-    /// if asked. Hashing is sequential (each names the last); signatures
-    /// are independent, so a large batch signs on every core.
+    /// Number and chain `events`, then a checkpoint naming the head if
+    /// asked, and sign the last record: its hash covers every record
+    /// before it, so one signature vouches for the batch (and the batch is
+    /// stored atomically with it).
     fn seal(
         &mut self,
         events: Vec<Event>,
@@ -384,12 +409,11 @@ impl Sealer {
     ) -> (Vec<chain::Record>, Option<Checkpoint>) {
         self.time = self.time.max(now_ms());
         let now = self.time;
-        let mut unsigned = Vec::with_capacity(events.len() + 1);
+        let mut records = Vec::with_capacity(events.len() + 1);
         for e in &events {
             self.seq += 1;
-            let payload = e.payload(self.seq, now);
-            let digest = chain::hash(&self.prev, &payload);
-            unsigned.push((self.seq, self.prev, payload, digest));
+            let (r, digest) = chain::seal(self.seq, &self.prev, e.payload(self.seq, now), None);
+            records.push(r);
             self.prev = digest;
         }
         let mut taken = None;
@@ -400,9 +424,8 @@ impl Sealer {
                 head_hash: head_hash.clone(),
             };
             self.seq += 1;
-            let payload = head.payload(self.seq, now);
-            let digest = chain::hash(&self.prev, &payload);
-            unsigned.push((self.seq, self.prev, payload, digest));
+            let (r, digest) = chain::seal(self.seq, &self.prev, head.payload(self.seq, now), None);
+            records.push(r);
             self.prev = digest;
             taken = Some(Checkpoint {
                 seq: self.seq,
@@ -410,44 +433,11 @@ impl Sealer {
                 head_hash,
             });
         }
-        (sign_all(&self.key, unsigned), taken)
-    }
-}
-
-type Unsigned = (u64, [u8; 32], String, [u8; 32]);
-
-fn sign_all(key: &SigningKey, unsigned: Vec<Unsigned>) -> Vec<chain::Record> {
-    let sign = |(seq, prev, payload, digest): Unsigned| chain::Record {
-        seq,
-        prev: hex::encode(prev),
-        payload,
-        hash: hex::encode(digest),
-        sig: chain::sign(key, &digest),
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || unsigned.len() < 64 {
-        return unsigned.into_iter().map(sign).collect();
-    }
-    let per = unsigned.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<Unsigned>> = Vec::with_capacity(threads);
-    let mut rest = unsigned.into_iter();
-    loop {
-        let chunk: Vec<Unsigned> = rest.by_ref().take(per).collect();
-        if chunk.is_empty() {
-            break;
+        if let Some(last) = records.last_mut() {
+            last.sig = Some(chain::sign(&self.key, &self.prev));
         }
-        chunks.push(chunk);
+        (records, taken)
     }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|c| s.spawn(move || c.into_iter().map(sign).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
@@ -485,6 +475,8 @@ pub fn verdict(
             "ok": true,
             "public_key": public_key,
             "records": s.records,
+            "signatures": s.signatures,
+            "unvouched": s.unvouched,
             "head_seq": s.head_seq,
             "head_hash": s.head_hash,
         }),

@@ -160,6 +160,14 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(opts: ProxyOptions) -> Proxy {
+        match Self::try_start(opts).await {
+            Ok(p) => p,
+            Err(e) => panic!("start infraveil: {e}"),
+        }
+    }
+
+    /// [`Proxy::start`], returning the daemon's refusal as text.
+    pub async fn try_start(opts: ProxyOptions) -> Result<Proxy, String> {
         // For reqwest clients in tests (rustls without a built-in provider).
         infraveil::proxy::tls::install_default_provider();
         let c = cluster();
@@ -234,15 +242,15 @@ impl Proxy {
         };
         let running = infraveil::daemon::start(&config, opts.inspector)
             .await
-            .expect("start infraveil");
-        Proxy {
+            .map_err(|e| e.to_string())?;
+        Ok(Proxy {
             config,
             port: running.pg_addr.port(),
             admin_url: running.admin_addr.map(|a| format!("http://{a}")),
             running: Some(running),
             dir,
             cert_path,
-        }
+        })
     }
 
     /// Run `veilctl` against this proxy's admin API; returns (success,

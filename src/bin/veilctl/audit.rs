@@ -215,6 +215,32 @@ fn verify_dir(
     }
 }
 
+/// `veilctl audit set-aside`: the unsigned tail goes to its own tree.
+pub fn set_aside(dir: &Path, json_out: bool) -> anyhow::Result<()> {
+    let store = Store::open(dir).with_context(|| {
+        format!(
+            "cannot open {} (setting records aside needs the daemon stopped)",
+            dir.display()
+        )
+    })?;
+    let moved = store.audit_set_aside_unsigned_tail()?;
+    if json_out {
+        let v = match moved {
+            Some((first, last)) => serde_json::json!({"moved": true, "first": first, "last": last}),
+            None => serde_json::json!({"moved": false}),
+        };
+        println!("{v}");
+    } else {
+        match moved {
+            Some((first, last)) => println!(
+                "Moved records {first} to {last} (after the last signature) to the audit-set-aside tree; the log now ends at a signed record."
+            ),
+            None => println!("Nothing to set aside: the log ends at a signed record."),
+        }
+    }
+    Ok(())
+}
+
 fn verify_file(
     file: &Path,
     public: &str,
@@ -268,7 +294,16 @@ fn print_verdict(v: &serde_json::Value, json_out: bool) -> anyhow::Result<()> {
     if v["ok"] == true {
         match (v["head_seq"].as_u64(), v["head_hash"].as_str()) {
             (Some(seq), Some(hash)) => {
-                println!("ok: {} records verified; head {seq}:{hash}", v["records"])
+                println!(
+                    "ok: {} records verified ({} signatures); head {seq}:{hash}",
+                    v["records"], v["signatures"]
+                );
+                if v["unvouched"].as_u64().unwrap_or(0) > 0 {
+                    println!(
+                        "note: {} records of this filtered export are vouched for by signatures on records it leaves out; verify the whole log to vouch for them",
+                        v["unvouched"]
+                    );
+                }
             }
             _ => println!("ok: the log is empty"),
         }

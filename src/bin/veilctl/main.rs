@@ -131,6 +131,13 @@ enum AuditCommand {
         #[arg(long, requires = "file")]
         allow_gaps: bool,
     },
+    /// With the daemon stopped: move records after the log's last
+    /// signature (which the firewall did not write) into a separate tree,
+    /// so the daemon starts again. Nothing is deleted.
+    SetAside {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -347,5 +354,6 @@ fn run_audit(api: Option<&api::Api>, command: AuditCommand, json_out: bool) -> a
             )?;
             std::process::exit(code);
         }
+        AuditCommand::SetAside { data_dir } => audit::set_aside(&data_dir, json_out),
     }
 }
