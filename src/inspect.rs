@@ -47,6 +47,8 @@ pub struct Held {
     pub reason: String,
     /// Tables the statement touches, `schema.name`.
     pub tables: Vec<String>,
+    /// The same tables with schema and name apart (a name may hold a dot).
+    pub relations: Vec<crate::classify::TableName>,
     /// Who may approve (never the requester).
     pub approvers: Vec<String>,
     pub mode: ApprovalMode,

@@ -132,7 +132,7 @@ async fn wait_mode_approved_on_the_page_runs_and_returns_the_real_result() {
         text.contains("alice") && text.contains("destructive"),
         "{text}"
     );
-    let section = msg["blocks"][0]["text"]["text"].as_str().unwrap();
+    let section = &sections(&msg);
     assert!(section.contains("DELETE FROM t"), "{section}");
     assert!(
         section.contains("would affect all 100 rows of public.t (exact count)"),
@@ -675,7 +675,7 @@ async fn webhook_messages_escape_slack_control_characters() {
     let sql = "/* <https://evil.example|click to approve> & <!channel> ``` */ DELETE FROM t -- `x`";
     let run = tokio::spawn(async move { c.batch_execute(sql).await });
     let (_, msg) = hook.next().await;
-    let section = msg["blocks"][0]["text"]["text"].as_str().unwrap();
+    let section = &sections(&msg);
     // No link, mention or early end of the code block reaches Slack: the
     // control characters arrive escaped and show as themselves.
     assert!(!section.contains("<https://evil"), "{section}");
@@ -712,7 +712,14 @@ async fn expiry_and_cancellation_are_posted_to_chat() {
     let e = c.batch_execute("DELETE FROM t").await.unwrap_err();
     assert!(format!("{e:?}").contains("timed out"), "{e:?}");
     let (_, first) = hook.next().await;
-    assert_eq!(first["blocks"].as_array().unwrap().len(), 2, "with buttons");
+    assert!(
+        first["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["type"] == "actions"),
+        "with buttons"
+    );
     let expired = hook.next_saying("expired").await;
     assert_eq!(
         expired["blocks"].as_array().unwrap().len(),
@@ -872,5 +879,78 @@ async fn approver_secrets_sign_in_on_the_page_and_nowhere_else() {
         events,
         ["approver.enrolled", "approver.revoked", "approver.enrolled"]
     );
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follow_ups_tell_an_unused_approval_and_a_rolled_back_one() {
+    let db = db("followup_story");
+    let mut hook = receiver().await;
+    let p = proxy(Some(&hook.url), Duration::from_secs(3)).await;
+    // defer (bot): approved, never sent again, expired.
+    let bot = p.issue("bot-a", "bot").await;
+    let c = p.connect_with("bot-a", &db, &bot).await;
+    c.batch_execute("DELETE FROM t WHERE id = 1")
+        .await
+        .unwrap_err();
+    let id = pending(&p, 1).await.remove(0).id;
+    p.veilctl_json(&["approvals", "approve", &id, "--as", "oncall"])
+        .await;
+    let m = hook.next_saying("never run").await;
+    assert!(
+        m["text"].as_str().unwrap().contains("approved by oncall"),
+        "{m}"
+    );
+
+    // wait (alice): approved and run inside a transaction that rolls back.
+    let p2 = proxy(Some(&hook.url), Duration::from_secs(60)).await;
+    let alice = p2.issue("alice", "ops").await;
+    let c = Arc::new(p2.connect_with("alice", &db, &alice).await);
+    c.batch_execute("BEGIN").await.unwrap();
+    let run = tokio::spawn({
+        let c = c.clone();
+        async move { c.execute("DELETE FROM t", &[]).await }
+    });
+    let id = pending(&p2, 1).await.remove(0).id;
+    p2.veilctl_json(&["approvals", "approve", &id, "--as", "oncall"])
+        .await;
+    assert_eq!(run.await.unwrap().unwrap(), 100);
+    hook.next_saying("inside a transaction still open").await;
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let m = hook.next_saying("its transaction was rolled back").await;
+    assert!(m["text"].as_str().unwrap().contains(&id), "{m}");
+    assert_eq!(rows(&db), 100);
+    assert_eq!(
+        approvals_of(&p2).get(&id).unwrap().outcome.as_deref(),
+        Some("ran: DELETE 100; its transaction was rolled back")
+    );
+    p.shutdown().await;
+    p2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guessing_an_approvers_secret_on_the_page_is_throttled() {
+    let db = db("signin_limit");
+    let p = proxy(None, Duration::from_secs(60)).await;
+    let oncall = p.issue("oncall", "readonly").await;
+    let alice = p.issue("alice", "ops").await;
+    let c = p.connect_with("alice", &db, &alice).await;
+    let run = tokio::spawn(async move { c.execute("DELETE FROM t", &[]).await });
+    let req = pending(&p, 1).await.remove(0);
+    let link = approvals_of(&p).link_for(&req.id).unwrap();
+    for i in 0..5 {
+        let (status, _) = decide_on_page(&link, "oncall", &format!("guess-{i}"), "approve").await;
+        assert_eq!(status, 403);
+    }
+    // Now even the right secret waits: the guesser cannot tell.
+    let (status, body) = decide_on_page(&link, "oncall", &oncall, "approve").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("Too many wrong secrets"), "{body}");
+    assert_eq!(
+        approvals_of(&p).get(&req.id).unwrap().status,
+        Status::Pending
+    );
+    approvals_of(&p).cancel(&req.id, "done");
+    let _ = run.await;
     p.shutdown().await;
 }

@@ -226,7 +226,7 @@ async fn an_approver_approves_and_denies_from_the_chat_link_in_a_browser() {
     });
     let msg = hook.next_saying("wants to run").await;
     let link = approve_url(&msg);
-    let section = msg["blocks"][0]["text"]["text"].as_str().unwrap();
+    let section = &sections(&msg);
     assert!(section.contains("INC-4711 clean up"), "{section}");
     assert!(section.contains("alice (human)"), "{section}");
 
@@ -281,7 +281,7 @@ async fn an_approver_approves_and_denies_from_the_chat_link_in_a_browser() {
     // Chat hears what became of it: decided by whom with the note, then
     // what PostgreSQL answered.
     let decided = hook.next_saying("approved by oncall").await;
-    let text = decided["blocks"][0]["text"]["text"].as_str().unwrap();
+    let text = &sections(&decided);
     assert!(text.contains("checked with alice"), "{text}");
     assert!(
         decided["blocks"].as_array().unwrap().len() == 1,

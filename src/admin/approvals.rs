@@ -288,7 +288,18 @@ pub async fn decide_page(
     if let Err(e) = approvals.may_decide(&id, &approver, &policies) {
         return decision_error(e);
     }
+    if let Some(wait) = state.signin_limit.blocked(&approver) {
+        return message_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Refused",
+            &format!(
+                "Too many wrong secrets for this approver; try again in {} s.",
+                wait.as_secs().max(1)
+            ),
+        );
+    }
     if !signs_in(&state, approvals, &approver, form.secret).await {
+        state.signin_limit.failed(&approver);
         tracing::info!(approval = %id, %approver, "approval page: wrong credential");
         return message_page(
             StatusCode::FORBIDDEN,
@@ -344,15 +355,68 @@ async fn signs_in(
         .map(|c| c.credential.verifier)
         .collect();
     verifiers.extend(approvals.approvers.verifiers(approver));
+    // An approver with no credential costs the same check as one with one,
+    // so the time taken does not say which names hold credentials.
+    let decoy = verifiers.is_empty();
+    if decoy {
+        verifiers.push(crate::proxy::auth::Verifier::from_password_with_salt(
+            "infraveil-decoy",
+            b"decoy-salt-16byt",
+            crate::proxy::auth::SCRAM_ITERATIONS,
+        ));
+    }
     tokio::task::spawn_blocking(move || {
         // Every candidate is checked, so timing does not say which matched.
         verifiers
             .iter()
             .map(|v| v.check_password(&secret))
             .fold(false, |a, b| a | b)
+            && !decoy
     })
     .await
     .unwrap_or(false)
+}
+
+/// Wrong secrets per approver name: after [`SignInLimit::MAX`] within
+/// [`SignInLimit::WINDOW`], that name is refused until the oldest failure
+/// ages out, so a leaked link cannot be used to guess a secret.
+#[derive(Default)]
+pub struct SignInLimit {
+    failures: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
+}
+
+impl SignInLimit {
+    const MAX: usize = 5;
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<std::time::Instant>>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long `approver` must wait, if they must.
+    pub fn blocked(&self, approver: &str) -> Option<std::time::Duration> {
+        let mut all = self.lock();
+        let list = all.get_mut(approver)?;
+        list.retain(|t| t.elapsed() < Self::WINDOW);
+        if list.len() < Self::MAX {
+            return None;
+        }
+        list.first()
+            .map(|t| Self::WINDOW.saturating_sub(t.elapsed()))
+    }
+
+    pub fn failed(&self, approver: &str) {
+        let mut all = self.lock();
+        // Bounded: names are whatever a client typed.
+        if all.len() > 10_000 {
+            all.retain(|_, l| l.iter().any(|t| t.elapsed() < Self::WINDOW));
+        }
+        all.entry(approver.to_owned())
+            .or_default()
+            .push(std::time::Instant::now());
+    }
 }
 
 /// A POST from the approval page itself. Browsers say where a request
@@ -442,7 +506,7 @@ pre{background:#f4f4f4;padding:.8rem;white-space:pre-wrap;word-break:break-word}
 th{text-align:left;padding-right:1rem;vertical-align:top}\
 button{font-size:1rem;padding:.4rem 1.2rem;margin-right:.6rem}\
 .approve{background:#1a7f37;color:#fff}.deny{background:#cf222e;color:#fff}\
-.chosen{outline:3px solid #0969da}";
+.chosen{outline:3px solid #0969da}.warn{background:#fff8c5;padding:.6rem;border:1px solid #d4a72c}";
 
 fn page_response(status: StatusCode, body: String) -> Response {
     let html = format!(
@@ -485,13 +549,24 @@ fn render_request(v: &ApprovalView, token: &str, csrf: &str, action: Option<&str
     } else {
         format!("{} ({})", v.identity, v.kind)
     };
+    let (statement, hidden) = crate::approvals::notify::reveal(&v.statement);
     let mut out = format!(
-        "<h1>Approval request {}</h1><p><b>{}</b> wants to run a <b>{}</b> statement.</p><pre>{}</pre><table>",
+        "<h1>Approval request {}</h1><p><b>{}</b> wants to run a <b>{}</b> statement.</p>",
         escape(&v.id),
         escape(&who),
         escape(v.class.as_str()),
-        escape(&v.statement)
     );
+    if hidden {
+        out.push_str(&format!(
+            "<p class=\"warn\" role=\"alert\"><b>Warning:</b> {}.</p>",
+            escape(crate::approvals::notify::HIDDEN_CHARACTERS)
+        ));
+    }
+    // `dir=ltr` and isolation: nothing in the text can reorder the page.
+    out.push_str(&format!(
+        "<pre dir=\"ltr\" style=\"unicode-bidi:isolate\">{}</pre><table>",
+        escape(&statement)
+    ));
     if let Some(p) = params_line(v) {
         out.push_str(&row("Runs with parameters", &p));
     }

@@ -31,6 +31,8 @@ pub struct AdminState {
     pub approvals: Option<Arc<Approvals>>,
     pub store: Arc<Store>,
     token: Arc<String>,
+    /// Wrong secrets on the approval page, per approver.
+    signin_limit: Arc<approvals::SignInLimit>,
 }
 
 impl AdminState {
@@ -41,6 +43,7 @@ impl AdminState {
             grants,
             store,
             token: Arc::new(token),
+            signin_limit: Arc::default(),
         }
     }
 }

@@ -541,6 +541,26 @@ impl Approvals {
         }
     }
 
+    /// The transaction an approved statement ran in has ended (`how`:
+    /// "committed", "was rolled back", …): told to the approvers too.
+    pub fn settled(&self, id: &str, how: &str) {
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(id)
+            && let Some(o) = &e.req.outcome
+        {
+            let o = o
+                .split(" (inside a transaction")
+                .next()
+                .unwrap_or(o)
+                .to_owned();
+            e.req.outcome = Some(format!("{o}; its transaction {how}"));
+            if let Err(err) = self.store.put_approval(&e.req) {
+                tracing::warn!(approval = %id, error = %err, "could not store an approval's outcome");
+            }
+            self.follow_up(e);
+        }
+    }
+
     /// Approve or deny. `approver` must be one of the request's approvers,
     /// still defined by policy, and not the requester.
     pub async fn decide(

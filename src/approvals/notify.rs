@@ -190,14 +190,6 @@ pub fn mrkdwn(s: &str) -> String {
     out
 }
 
-/// A code block showing `s` as it reads: escaped, and with a zero-width
-/// space after every backtick, so no run of them in the text can end the
-/// block early (or merge with its fences).
-fn code_block(s: &str) -> String {
-    let lead = if s.starts_with('`') { "\u{200b}" } else { "" };
-    format!("```{lead}{}```", mrkdwn(s).replace('`', "`\u{200b}"))
-}
-
 /// Inline code: a backtick would end it, so it shows as a modifier letter.
 fn inline_code(s: &str) -> String {
     format!("`{}`", mrkdwn(s).replace('`', "\u{2cb}"))
@@ -259,6 +251,10 @@ pub fn story(r: &ApprovalView) -> String {
         Status::Approved => format!("approved by {by}"),
         Status::Denied => format!("denied by {by}"),
         Status::Executed => format!("approved by {by}, and run"),
+        Status::Expired if r.decided_by.is_some() => format!(
+            "approved by {by}, but never run: it expired before {} sent the statement again",
+            r.identity
+        ),
         Status::Expired => "expired: nobody decided in time".to_owned(),
         Status::Cancelled => "cancelled".to_owned(),
     };
@@ -273,52 +269,149 @@ pub fn story(r: &ApprovalView) -> String {
     out
 }
 
+/// Slack refuses a section whose text is longer than 3000 characters (and
+/// then nobody is paged): each section stays under this, after escaping.
+const MAX_SECTION: usize = 2_900;
+
+/// `mrkdwn(s)` cut (with "…") so the escaped text stays within `max`
+/// characters, never inside an escape.
+fn mrkdwn_clipped(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut len = 0;
+    for c in s.chars() {
+        let piece = match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            c => c.to_string(),
+        };
+        let n = piece.chars().count();
+        if len + n > max.saturating_sub(1) {
+            out.push('…');
+            return out;
+        }
+        len += n;
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// A section block of `mrkdwn` text that Slack shows as written:
+/// `verbatim` stops it from turning URLs and names in it into links.
+fn section(text: String) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": true}})
+}
+
+/// The statement as a code block within one section's limit.
+fn statement_block(sql: &str, max: usize) -> String {
+    // Backticks each gain a zero-width space: count them twice.
+    let budget = max.saturating_sub(8 + sql.matches('`').count().min(max / 2));
+    let text = mrkdwn_clipped(&reveal(sql).0, budget);
+    let lead = if text.starts_with('`') {
+        "\u{200b}"
+    } else {
+        ""
+    };
+    format!("```{lead}{}```", text.replace('`', "`\u{200b}"))
+}
+
+/// Characters that change how text reads without showing themselves
+/// (direction overrides and isolates, zero-width and other format
+/// characters, controls): shown as `\u{…}` so an approver sees that they
+/// are there. The second value says whether there were any.
+pub fn reveal(s: &str) -> (String, bool) {
+    let hidden = |c: char| {
+        matches!(c as u32,
+            0x00..=0x08 | 0x0b | 0x0c | 0x0e..=0x1f | 0x7f..=0x9f
+            | 0xad | 0x34f | 0x61c | 0x115f | 0x1160 | 0x17b4 | 0x17b5 | 0x180b..=0x180f
+            | 0x200b..=0x200f | 0x2028..=0x202e | 0x2060..=0x206f | 0x3164 | 0xfe00..=0xfe0f
+            | 0xfeff | 0xffa0 | 0xfff0..=0xfffb | 0x1d173..=0x1d17a | 0xe0000..=0xe0fff)
+    };
+    if !s.chars().any(hidden) {
+        return (s.to_owned(), false);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    (out, true)
+}
+
+/// The warning shown when [`reveal`] found something.
+pub const HIDDEN_CHARACTERS: &str = "the statement contains invisible or direction-changing characters, shown as \\u{…}: what an editor or chat displays may differ from what runs";
+
 /// The Slack-compatible message for a request. Every piece of text that
-/// came from a user (statement, names, reasons, parameter values, the
-/// preview) is escaped for `mrkdwn`.
+/// came from a user is escaped for `mrkdwn` and sent `verbatim`, names are
+/// in code formatting, and each section stays within Slack's limit.
 pub fn slack_message(r: &ApprovalView, link: &str) -> Value {
-    let statement = clip(&r.statement, MAX_STATEMENT_IN_MESSAGE);
     let tables = if r.tables.is_empty() {
         "-".to_owned()
     } else {
-        r.tables.join(", ")
+        r.tables
+            .iter()
+            .map(|t| inline_code(t))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    let params = params_line(r);
-    let text = mrkdwn(&format!(
-        "infraveil: {} ({} role) wants to run a {} statement; approval {} by {}",
-        r.identity,
-        r.role,
-        r.class,
-        r.id,
-        r.approvers.join(" or ")
-    ));
-    let mut body = format!(
-        "*{}* (role {}, from {}, database {}) wants to run a *{}* statement:\n{}",
-        mrkdwn(&who(r)),
+    let text = mrkdwn_clipped(
+        &format!(
+            "infraveil: {} ({} role) wants to run a {} statement; approval {} by {}",
+            r.identity,
+            r.role,
+            r.class,
+            r.id,
+            r.approvers.join(" or ")
+        ),
+        MAX_SECTION,
+    );
+    let head = format!(
+        "*{}* (role {}, from {}, database {}) wants to run a *{}* statement:\n",
+        mrkdwn_clipped(&who(r), 200),
         inline_code(&r.role),
-        mrkdwn(&r.client_addr),
+        mrkdwn_clipped(&r.client_addr, 100),
         inline_code(&r.database),
         r.class,
-        code_block(&statement),
     );
-    if let Some(p) = params {
-        body.push_str(&format!("\n*With parameters:*\n{}", code_block(&p)));
+    let mut statement = format!(
+        "{head}{}",
+        statement_block(&r.statement, MAX_SECTION - head.chars().count())
+    );
+    if reveal(&r.statement).1 {
+        statement = format!(
+            "{head}:warning: *{}*\n{}",
+            capitalised(HIDDEN_CHARACTERS),
+            statement_block(&r.statement, MAX_SECTION - head.chars().count() - 200)
+        );
+    }
+    let mut details = String::new();
+    if let Some(p) = params_line(r) {
+        details.push_str(&format!(
+            "*With parameters:*\n{}\n",
+            statement_block(&p, 1_000)
+        ));
     }
     if let Some(reason) = &r.grant_reason {
-        body.push_str(&format!("\n*Grant reason:* {}", mrkdwn(reason)));
+        details.push_str(&format!(
+            "*Grant reason:* {}\n",
+            mrkdwn_clipped(reason, 300)
+        ));
     }
-    body.push_str(&format!(
-        "\n*Tables:* {}\n*Why held:* {} (rule {})\n*Blast radius:*\n{}\n*{}.*\n*Approvers:* {} · *expires* {} ({}) · statement sha256 {}",
-        mrkdwn(&tables),
-        mrkdwn(&r.reason),
+    details.push_str(&format!(
+        "*Tables:* {}\n*Why held:* {} (rule {})\n*Blast radius:*\n{}\n*{}.*\n*Approvers:* {} · *expires* {} ({}) · statement sha256 {}",
+        tables,
+        mrkdwn_clipped(&r.reason, 400),
         inline_code(&r.rule),
         r.preview
             .iter()
-            .map(|l| format!("• {}", mrkdwn(l)))
+            .map(|l| format!("• {}", mrkdwn_clipped(l, 300)))
             .collect::<Vec<_>>()
             .join("\n"),
         mrkdwn(&capitalised(&what_approving_does(r))),
-        mrkdwn(&r.approvers.join(", ")),
+        mrkdwn_clipped(&r.approvers.join(", "), 200),
         relative(r.expires_ms),
         r.expires_at,
         inline_code(&r.statement_hash[..r.statement_hash.len().min(16)]),
@@ -326,7 +419,8 @@ pub fn slack_message(r: &ApprovalView, link: &str) -> Value {
     json!({
         "text": text,
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": body}},
+            section(statement),
+            section(clip_chars(&details, MAX_SECTION)),
             {"type": "actions", "elements": [
                 {"type": "button", "style": "primary", "action_id": "approve",
                  "text": {"type": "plain_text", "text": "Approve"},
@@ -337,6 +431,24 @@ pub fn slack_message(r: &ApprovalView, link: &str) -> Value {
             ]}
         ]
     })
+}
+
+/// Cut already-escaped text to `max` characters at a line break, so no
+/// escape or code span is cut in half.
+fn clip_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out = String::new();
+    for line in s.lines() {
+        if out.chars().count() + line.chars().count() + 2 > max {
+            out.push('…');
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 fn capitalised(s: &str) -> String {
@@ -350,23 +462,23 @@ fn capitalised(s: &str) -> String {
 /// The follow-up posted when a request is decided, cancelled, expires or
 /// runs: no buttons, so chat no longer offers a spent link.
 pub fn slack_follow_up(r: &ApprovalView) -> Value {
-    let text = mrkdwn(&format!(
+    let text = format!(
         "infraveil: approval {} ({}, {} statement) is {}",
         r.id,
         r.identity,
         r.class,
         story(r)
-    ));
+    );
     let body = format!(
         "*Approval {}* for *{}*: {}\n{}\nThe approval link is spent; nothing more can be decided.",
         mrkdwn(&r.id),
-        mrkdwn(&who(r)),
-        mrkdwn(&story(r)),
-        code_block(&clip(&r.statement, 300)),
+        mrkdwn_clipped(&who(r), 200),
+        mrkdwn_clipped(&story(r), 1_500),
+        statement_block(&r.statement, 600),
     );
     json!({
-        "text": text,
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": body}}]
+        "text": mrkdwn_clipped(&text, MAX_SECTION),
+        "blocks": [section(body)]
     })
 }
 
@@ -378,8 +490,11 @@ pub fn plain_text(r: &ApprovalView, link: &str) -> String {
         who(r),
         r.role,
         r.class,
-        clip(&r.statement, MAX_STATEMENT_IN_MESSAGE)
+        clip(&reveal(&r.statement).0, MAX_STATEMENT_IN_MESSAGE)
     );
+    if reveal(&r.statement).1 {
+        out.push_str(&format!("  warning: {HIDDEN_CHARACTERS}\n"));
+    }
     if let Some(p) = params_line(r) {
         out.push_str(&format!("  with parameters: {p}\n"));
     }
@@ -479,11 +594,20 @@ mod tests {
             mrkdwn("<https://evil.example|ok> & <!channel>"),
             "&lt;https://evil.example|ok&gt; &amp; &lt;!channel&gt;"
         );
-        let block = code_block("SELECT 1 /* ``` */ ``");
+        let block = statement_block("SELECT 1 /* ``` */ ``", 1_000);
         // Only the two fences remain as runs of three backticks.
         assert_eq!(block.matches("```").count(), 2, "{block}");
         assert!(block.starts_with("```") && block.ends_with("```"));
-        assert!(!code_block("`x").starts_with("````"));
+        assert!(!statement_block("`x", 100).starts_with("````"));
+        // Escaping cannot push a section past Slack's limit.
+        let long = "&".repeat(5_000);
+        assert!(statement_block(&long, MAX_SECTION).chars().count() <= MAX_SECTION);
+        assert!(mrkdwn_clipped(&long, 10).ends_with('…'));
+        assert!(!mrkdwn_clipped("a&b", 3).contains("&am"));
+        // Hidden characters are shown.
+        let (shown, any) = reveal("DELETE FROM t /*\u{202e} x */");
+        assert!(any && shown.contains("\\u{202e}"), "{shown}");
+        assert_eq!(reveal("plain\ttext\n"), ("plain\ttext\n".to_owned(), false));
         assert_eq!(inline_code("a`b"), "`a\u{2cb}b`");
     }
 

@@ -3,10 +3,16 @@
 //! as the role's own upstream user, inside a `READ ONLY` transaction with a
 //! short statement timeout, and never with `EXPLAIN ANALYZE`: the preview can
 //! read the catalog and ask the planner, nothing else.
+//!
+//! Each figure says how sure it is (exact count, statistics, planner), and
+//! what a row count alone does not show is listed beside it: foreign keys
+//! that cascade, triggers, rules and row-level security on the tables a
+//! statement changes.
 
 use std::time::Duration;
 
-use crate::proxy::upstream::{Rows, UpstreamConnector, UpstreamError};
+use crate::classify::TableName;
+use crate::proxy::upstream::{Rows, Upstream, UpstreamConnector, UpstreamError};
 
 /// Longest a whole preview may take; the request is sent without one after.
 const PREVIEW_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,7 +26,7 @@ pub async fn preview(
     user: &str,
     database: &str,
     sql: &str,
-    tables: &[String],
+    tables: &[TableName],
 ) -> Vec<String> {
     match tokio::time::timeout(
         PREVIEW_TIMEOUT,
@@ -71,12 +77,20 @@ fn rows(n: i64) -> String {
     }
 }
 
+/// What the catalog says about one table the statement names.
+struct Facts<'a> {
+    table: &'a TableName,
+    oid: String,
+    count: Count,
+    rls: bool,
+}
+
 async fn compute(
     upstream: &UpstreamConnector,
     user: &str,
     database: &str,
     sql: &str,
-    tables: &[String],
+    tables: &[TableName],
 ) -> Result<Vec<String>, UpstreamError> {
     let params = [
         ("database".to_owned(), database.to_owned()),
@@ -94,20 +108,14 @@ async fn compute(
     let truncating = keywords.iter().any(|k| k == "TRUNCATE");
 
     let mut table_lines = Vec::new();
-    let mut counts: Vec<(String, Count)> = Vec::new();
+    let mut facts: Vec<Facts<'_>> = Vec::new();
     for table in tables.iter().take(MAX_TABLES) {
-        let Some((schema, name)) = table.split_once('.') else {
-            continue;
-        };
-        let regclass = format!(
-            "to_regclass(format('%I.%I', {}, {}))",
-            literal(schema),
-            literal(name)
-        );
+        let regclass = regclass(table);
         let found = conn
             .simple_query(&format!(
                 "SELECT c.reltuples::bigint, pg_size_pretty(pg_total_relation_size(c.oid)), \
-                 c.relkind::text, pg_relation_size(c.oid) FROM pg_class c WHERE c.oid = {regclass}"
+                 c.relkind::text, pg_relation_size(c.oid), c.oid::text, c.relrowsecurity::text \
+                 FROM pg_class c WHERE c.oid = {regclass}"
             ))
             .await?;
         let Some(row) = found.first() else {
@@ -121,7 +129,9 @@ async fn compute(
         let kind = field(2);
         let heap: i64 = field(3).parse().unwrap_or(i64::MAX);
         let reltuples: i64 = field(0).parse().unwrap_or(-1);
-        let quoted = quote_ident_path(schema, name);
+        let oid = field(4);
+        let rls = field(5) == "true";
+        let quoted = quote_ident_path(&table.schema, &table.name);
         let mut count = Count::Unknown;
         // Partitioned tables keep no heap of their own: count them too, the
         // timeout bounds it.
@@ -145,10 +155,14 @@ async fn compute(
         }
         if kind == "v" {
             table_lines.push(format!("{table}: a view"));
+        } else if rls {
+            table_lines.push(format!(
+                "{table}: {} that this role may read (row-level security is on), {size}",
+                count.describe()
+            ));
         } else {
             table_lines.push(format!("{table}: {}, {size}", count.describe()));
         }
-        counts.push((table.clone(), count));
         if dropping {
             let names = first_column(
                 conn.simple_query(&dependents_query(&regclass, MAX_DEPENDENTS + 1))
@@ -177,6 +191,12 @@ async fn compute(
                 ));
             }
         }
+        facts.push(Facts {
+            table,
+            oid,
+            count,
+            rls,
+        });
     }
 
     let mut lines = Vec::new();
@@ -185,26 +205,29 @@ async fn compute(
     if single && matches!(first, "DELETE" | "UPDATE" | "WITH" | "MERGE" | "INSERT") {
         // One statement, proven by the same lexer that split it: EXPLAIN
         // cannot be made to run a second one.
-        let line = match conn
+        match conn
             .simple_query(&format!("EXPLAIN (FORMAT JSON, VERBOSE) {sql}"))
             .await
         {
-            Ok(plan) => match (whole_table(&plan), planned_rows(&plan)) {
-                // Every row of one table, counted: say so exactly.
-                (Some(rel), _)
-                    if let Some((t, Count::Exact(n))) = counts.iter().find(|(t, _)| *t == rel) =>
-                {
-                    format!("{first} would affect all {} of {t} (exact count)", rows(*n))
+            Ok(plan) => {
+                let changes = modifications(&plan);
+                if changes.is_empty() {
+                    lines.push(format!("{first}: the planner shows no table it changes"));
                 }
-                (_, Some(n)) => {
-                    format!("{first} would affect about {} (planner estimate)", rows(n))
+                for m in &changes {
+                    lines.push(describe_change(m, &facts));
+                    let oid = match facts.iter().find(|f| same(f.table, m)) {
+                        Some(f) => f.oid.clone(),
+                        None => oid_of(&mut conn, &m.schema, &m.relation).await?,
+                    };
+                    if !oid.is_empty() {
+                        lines.extend(side_effects(&mut conn, &oid, &m.operation).await?);
+                    }
                 }
-                (_, None) => format!("{first}: the planner gave no row estimate"),
-            },
-            Err(UpstreamError::Query(m)) => format!("{first}: no estimate ({m})"),
+            }
+            Err(UpstreamError::Query(m)) => lines.push(format!("{first}: no estimate ({m})")),
             Err(e) => return Err(e),
-        };
-        lines.push(line);
+        }
     }
     lines.extend(table_lines);
     let _ = conn.simple_query("ROLLBACK").await;
@@ -212,6 +235,133 @@ async fn compute(
         lines.push("no estimate for this kind of statement".to_owned());
     }
     Ok(lines)
+}
+
+/// `to_regclass` of a table, built from its two parts (a schema may hold a
+/// dot).
+fn regclass(t: &TableName) -> String {
+    format!(
+        "to_regclass(format('%I.%I', {}, {}))",
+        literal(&t.schema),
+        literal(&t.name)
+    )
+}
+
+fn same(t: &TableName, m: &Change) -> bool {
+    t.schema == m.schema && t.name == m.relation
+}
+
+async fn oid_of(
+    conn: &mut Upstream,
+    schema: &str,
+    relation: &str,
+) -> Result<String, UpstreamError> {
+    let t = TableName::new(schema, relation);
+    let rows = conn
+        .simple_query(&format!("SELECT {}::oid::text", regclass(&t)))
+        .await?;
+    Ok(first_column(rows).into_iter().next().unwrap_or_default())
+}
+
+/// One line for one table a statement changes.
+fn describe_change(m: &Change, facts: &[Facts<'_>]) -> String {
+    let verb = m.operation.to_uppercase();
+    let t = format!("{}.{}", m.schema, m.relation);
+    let known = facts.iter().find(|f| same(f.table, m));
+    match (m.whole, known) {
+        // Every row of one table, counted, and no policy hides any of them
+        // from the count: say so exactly.
+        (true, Some(f)) if !f.rls && matches!(f.count, Count::Exact(_)) => {
+            let Count::Exact(n) = f.count else {
+                unreachable!()
+            };
+            format!("{verb} would affect all {} of {t} (exact count)", rows(n))
+        }
+        (true, _) => format!("{verb} would affect every row of {t}"),
+        (false, _) => match m.rows {
+            Some(n) => format!(
+                "{verb} on {t} would affect about {} (planner estimate)",
+                rows(n)
+            ),
+            None => format!("{verb} on {t}: the planner gave no row estimate"),
+        },
+    }
+}
+
+/// What a change to table `oid` does beyond its own rows: foreign keys
+/// that cascade into other tables, triggers, rules, row-level security.
+async fn side_effects(
+    conn: &mut Upstream,
+    oid: &str,
+    operation: &str,
+) -> Result<Vec<String>, UpstreamError> {
+    let mut out = Vec::new();
+    // pg_trigger.tgtype bits: INSERT 4, DELETE 8, UPDATE 16.
+    let (bits, fk_action) = match operation {
+        "Delete" => (8, Some("confdeltype")),
+        "Update" => (16, Some("confupdtype")),
+        "Insert" => (4, None),
+        _ => (4 | 8 | 16, Some("confdeltype")),
+    };
+    if let Some(col) = fk_action {
+        let rows = conn
+            .simple_query(&format!(
+                "SELECT conrelid::regclass::text || ' (' || CASE {col} WHEN 'c' THEN 'ON {on} CASCADE' \
+                 WHEN 'n' THEN 'ON {on} SET NULL' ELSE 'ON {on} SET DEFAULT' END || ', about ' || \
+                 GREATEST(c.reltuples, 0)::bigint || ' rows)' FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid \
+                 WHERE k.contype = 'f' AND k.confrelid = {oid} AND k.{col} IN ('c', 'n', 'd') ORDER BY 1 LIMIT {}",
+                MAX_DEPENDENTS + 1,
+                on = if col == "confdeltype" { "DELETE" } else { "UPDATE" },
+            ))
+            .await?;
+        let names = first_column(rows);
+        if !names.is_empty() {
+            out.push(format!(
+                "  also changes rows of: {} through foreign keys",
+                listed(&names)
+            ));
+        }
+    }
+    let triggers = first_column(
+        conn.simple_query(&format!(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = {oid} AND NOT tgisinternal \
+             AND tgenabled <> 'D' AND (tgtype & {bits}) <> 0 ORDER BY 1 LIMIT {}",
+            MAX_DEPENDENTS + 1
+        ))
+        .await?,
+    );
+    if !triggers.is_empty() {
+        out.push(format!(
+            "  triggers run too (what they do is not counted here): {}",
+            listed(&triggers)
+        ));
+    }
+    let rules = first_column(
+        conn.simple_query(&format!(
+            "SELECT rulename FROM pg_rewrite WHERE ev_class = {oid} AND rulename <> '_RETURN' ORDER BY 1 LIMIT {}",
+            MAX_DEPENDENTS + 1
+        ))
+        .await?,
+    );
+    if !rules.is_empty() {
+        out.push(format!(
+            "  rules rewrite the statement (it may do something else entirely): {}",
+            listed(&rules)
+        ));
+    }
+    let rls = first_column(
+        conn.simple_query(&format!(
+            "SELECT relrowsecurity::text FROM pg_class WHERE oid = {oid}"
+        ))
+        .await?,
+    );
+    if rls.first().is_some_and(|r| r == "true") {
+        out.push(
+            "  row-level security is on: which rows it may change follows the role's policies for this command, not what it may read"
+                .to_owned(),
+        );
+    }
+    Ok(out)
 }
 
 /// `count(*)` of a table, as the role's user, if it takes under half a
@@ -297,50 +447,97 @@ fn listed(names: &[String]) -> String {
     format!("{}{more}", shown.join("; "))
 }
 
-/// The table a data-changing statement's plan reads whole: its input is a
-/// plain sequential scan with no filter. Then it affects every row. Needs
-/// `EXPLAIN (VERBOSE)`, which names the scan's schema.
-fn whole_table(rows: &Rows) -> Option<String> {
-    let text = rows.first()?.first()?.as_ref()?;
-    let json: serde_json::Value = serde_json::from_str(text).ok()?;
-    let plan = json.get(0)?.get("Plan")?;
-    if plan.get("Node Type")?.as_str()? != "ModifyTable" {
-        return None;
-    }
-    let input = plan.get("Plans")?.as_array()?;
-    let [scan] = input.as_slice() else {
-        return None;
-    };
-    if scan.get("Node Type")?.as_str()? != "Seq Scan"
-        || scan.get("Filter").is_some()
-        || scan.get("Plans").is_some()
-    {
-        return None;
-    }
-    Some(format!(
-        "{}.{}",
-        scan.get("Schema")?.as_str()?,
-        scan.get("Relation Name")?.as_str()?
-    ))
+/// One table a statement's plan changes (a `ModifyTable` node, in the
+/// main query or in a data-changing `WITH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Change {
+    /// `Delete`, `Update`, `Insert` or `Merge`.
+    operation: String,
+    schema: String,
+    relation: String,
+    /// The planner's rows for its input.
+    rows: Option<i64>,
+    /// Its input is a plain sequential scan of that table with no filter:
+    /// every row.
+    whole: bool,
 }
 
-/// The row estimate of an `EXPLAIN (FORMAT JSON)` result: for a data-changing
-/// statement, the rows its input produces; otherwise the top plan's.
+/// Every table the plan changes, from `EXPLAIN (FORMAT JSON, VERBOSE)`
+/// (which names each scan's schema).
+fn modifications(rows: &Rows) -> Vec<Change> {
+    let Some(text) = rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|v| v.as_ref())
+    else {
+        return Vec::new();
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(plan) = json.get(0).and_then(|p| p.get("Plan")) {
+        walk_plan(plan, &mut out);
+    }
+    out
+}
+
+fn walk_plan(node: &serde_json::Value, out: &mut Vec<Change>) {
+    let children = node
+        .get("Plans")
+        .and_then(|p| p.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if node.get("Node Type").and_then(|t| t.as_str()) == Some("ModifyTable") {
+        let text = |k: &str| {
+            node.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        // Its input is the child PostgreSQL calls Outer; InitPlans and
+        // SubPlans beside it are subqueries, not the rows it changes.
+        let input = children
+            .iter()
+            .find(|c| c.get("Parent Relationship").and_then(|r| r.as_str()) == Some("Outer"));
+        let (schema, relation) = (text("Schema"), text("Relation Name"));
+        let whole = input.is_some_and(|i| {
+            i.get("Node Type").and_then(|t| t.as_str()) == Some("Seq Scan")
+                && i.get("Filter").is_none()
+                && i.get("Plans").is_none()
+                && i.get("Schema").and_then(|s| s.as_str()) == Some(schema.as_str())
+                && i.get("Relation Name").and_then(|s| s.as_str()) == Some(relation.as_str())
+        });
+        out.push(Change {
+            operation: text("Operation"),
+            schema,
+            relation,
+            rows: input
+                .and_then(|i| i.get("Plan Rows"))
+                .and_then(|r| r.as_f64())
+                .map(|r| r.round() as i64),
+            whole,
+        });
+    }
+    for c in children {
+        walk_plan(c, out);
+    }
+}
+
+/// The top plan's row estimate of an `EXPLAIN (FORMAT JSON)` result (for
+/// `SELECT 1 FROM t`: the planner's idea of the table's rows).
 fn planned_rows(rows: &Rows) -> Option<i64> {
     let text = rows.first()?.first()?.as_ref()?;
     let json: serde_json::Value = serde_json::from_str(text).ok()?;
     let plan = json.get(0)?.get("Plan")?;
-    let node = if plan.get("Node Type")?.as_str()? == "ModifyTable" {
-        plan.get("Plans")?.get(0)?
-    } else {
-        plan
-    };
-    node.get("Plan Rows")?.as_f64().map(|r| r.round() as i64)
+    plan.get("Plan Rows")?.as_f64().map(|r| r.round() as i64)
 }
 
-/// A SQL string literal (standard_conforming_strings is on upstream).
+/// A SQL string literal that reads the same whatever
+/// `standard_conforming_strings` says (`E'…'`, backslashes doubled): the
+/// upstream is refused when it is off, but a literal must not depend on it.
 fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 fn quote_ident_path(schema: &str, name: &str) -> String {
@@ -352,46 +549,56 @@ fn quote_ident_path(schema: &str, name: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn row_estimates_come_from_the_input_of_a_modify_node() {
-        let rows = vec![vec![Some(
-            r#"[{"Plan": {"Node Type": "ModifyTable", "Plan Rows": 0,
-                 "Plans": [{"Node Type": "Seq Scan", "Plan Rows": 1234}]}}]"#
-                .to_owned(),
-        )]];
-        assert_eq!(planned_rows(&rows), Some(1234));
-        let rows = vec![vec![Some(
-            r#"[{"Plan": {"Node Type": "Seq Scan", "Plan Rows": 7.0}}]"#.to_owned(),
-        )]];
-        assert_eq!(planned_rows(&rows), Some(7));
-        assert_eq!(planned_rows(&vec![]), None);
+    fn plan(json: &str) -> Rows {
+        vec![vec![Some(json.to_owned())]]
     }
 
     #[test]
-    fn a_plan_without_a_filter_reads_the_whole_table() {
-        let plan = |input: &str| {
-            vec![vec![Some(format!(
-                r#"[{{"Plan": {{"Node Type": "ModifyTable", "Plans": [{input}]}}}}]"#
-            ))]]
-        };
-        assert_eq!(
-            whole_table(&plan(
-                r#"{"Node Type": "Seq Scan", "Schema": "public", "Relation Name": "t"}"#
-            )),
-            Some("public.t".to_owned())
+    fn changes_come_from_every_modify_node_and_its_outer_input() {
+        // A subquery beside the input (an InitPlan) is not what it changes.
+        let update = plan(
+            r#"[{"Plan": {"Node Type": "ModifyTable", "Operation": "Update", "Schema": "public",
+                 "Relation Name": "t", "Plans": [
+                   {"Node Type": "Result", "Parent Relationship": "InitPlan", "Plan Rows": 1},
+                   {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Schema": "public",
+                    "Relation Name": "t", "Filter": "(id > 0)", "Plan Rows": 100}]}}]"#,
         );
         assert_eq!(
-            whole_table(&plan(
-                r#"{"Node Type": "Seq Scan", "Schema": "s", "Relation Name": "t", "Filter": "(id > 0)"}"#
-            )),
-            None
+            modifications(&update),
+            vec![Change {
+                operation: "Update".into(),
+                schema: "public".into(),
+                relation: "t".into(),
+                rows: Some(100),
+                whole: false,
+            }]
         );
+        // A data-changing WITH under a SELECT: found below the top node.
+        let cte = plan(
+            r#"[{"Plan": {"Node Type": "Result", "Plan Rows": 1, "Plans": [
+                 {"Node Type": "ModifyTable", "Operation": "Delete", "Parent Relationship": "InitPlan",
+                  "Schema": "public", "Relation Name": "t", "Plans": [
+                    {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Schema": "public",
+                     "Relation Name": "t", "Plan Rows": 100}]}]}}]"#,
+        );
+        let m = modifications(&cte);
+        assert_eq!(m.len(), 1);
+        assert!(m[0].whole && m[0].rows == Some(100), "{m:?}");
+        // Whole only for a plain scan of that same table.
+        let other = plan(
+            r#"[{"Plan": {"Node Type": "ModifyTable", "Operation": "Delete", "Schema": "a.b",
+                 "Relation Name": "c", "Plans": [
+                   {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Schema": "a",
+                    "Relation Name": "b.c", "Plan Rows": 2}]}}]"#,
+        );
+        assert!(!modifications(&other)[0].whole);
         assert_eq!(
-            whole_table(&plan(
-                r#"{"Node Type": "Index Scan", "Relation Name": "t"}"#
+            planned_rows(&plan(
+                r#"[{"Plan": {"Node Type": "Seq Scan", "Plan Rows": 7.0}}]"#
             )),
-            None
+            Some(7)
         );
+        assert_eq!(planned_rows(&vec![]), None);
     }
 
     #[test]
@@ -406,7 +613,8 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(literal("o'brien"), "'o''brien'");
+        assert_eq!(literal("o'brien"), "E'o''brien'");
+        assert_eq!(literal(r"a\b"), r"E'a\\b'");
         assert_eq!(quote_ident_path("a\"b", "c"), "\"a\"\"b\".\"c\"");
     }
 }

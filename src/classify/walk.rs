@@ -365,6 +365,27 @@ impl Walker {
         }
     }
 
+    /// A table a statement writes to. Writing a system catalog is
+    /// privileged: most are superuser-only, and the writable views among
+    /// them are settings in disguise (`UPDATE pg_settings` runs
+    /// `set_config`, so it can switch off `standard_conforming_strings`
+    /// or change `search_path` past every check on `SET`).
+    fn written(&mut self, verb: &str, n: &ObjectName) {
+        if let Some(t) = table_name(n)
+            && matches!(
+                t.schema.as_str(),
+                "pg_catalog" | "information_schema" | "pg_toast"
+            )
+        {
+            self.raise(
+                Class::Privileged,
+                format!(
+                    "{verb} writes the system catalog {t} (pg_settings runs set_config; the rest is superuser-only)"
+                ),
+            );
+        }
+    }
+
     fn table_with_joins(&mut self, t: &TableWithJoins) {
         if let TableFactor::Table { name, .. } = &t.relation {
             self.table(name);
@@ -533,6 +554,7 @@ impl Walker {
                 if let TableObject::TableName(n) = &i.table {
                     self.table(n);
                     self.raise(Write, format!("INSERT into {}", dotted(n)));
+                    self.written("INSERT", n);
                     // Upserting rows read from the table itself can rewrite
                     // every row of it.
                     if let Some(OnInsert::OnConflict(OnConflict {
@@ -558,6 +580,7 @@ impl Walker {
                 self.table_with_joins(&u.table);
                 let target = match &u.table.relation {
                     TableFactor::Table { name, alias, .. } => {
+                        self.written("UPDATE", name);
                         Some((name, alias.as_ref().map(|a| &a.name)))
                     }
                     _ => None,
@@ -577,6 +600,9 @@ impl Walker {
                 };
                 for t in from {
                     self.table_with_joins(t);
+                    if let TableFactor::Table { name, .. } = &t.relation {
+                        self.written("DELETE", name);
+                    }
                 }
                 let target = match from.first().map(|t| &t.relation) {
                     Some(TableFactor::Table { name, alias, .. }) if d.tables.is_empty() => {
@@ -594,6 +620,7 @@ impl Walker {
                 let target = match &m.table {
                     TableFactor::Table { name, alias, .. } => {
                         self.table(name);
+                        self.written("MERGE", name);
                         Some((name, alias.as_ref().map(|a| &a.name)))
                     }
                     _ => None,
@@ -623,6 +650,9 @@ impl Walker {
             } => {
                 if let CopySource::Table { table_name, .. } = source {
                     self.table(table_name);
+                    if !*to {
+                        self.written("COPY FROM", table_name);
+                    }
                 }
                 if payload.is_some() {
                     return self.raise(
@@ -730,6 +760,7 @@ impl Walker {
             Statement::Truncate(t) => {
                 for n in &t.table_names {
                     self.table(&n.name);
+                    self.written("TRUNCATE", &n.name);
                 }
                 self.raise(Destructive, "TRUNCATE removes every row");
             }

@@ -57,11 +57,14 @@ impl Inspector for PolicyInspector {
             prepared,
             &session.objects,
         );
-        let mut tables: Vec<String> = analysis
+        let mut relations: Vec<crate::classify::TableName> = analysis
             .statements
             .iter()
-            .flat_map(|s| s.tables.iter().map(|t| t.to_string()))
+            .flat_map(|s| s.tables.iter().cloned())
             .collect();
+        relations.sort();
+        relations.dedup();
+        let mut tables: Vec<String> = relations.iter().map(|t| t.to_string()).collect();
         tables.sort();
         tables.dedup();
         let decision_of = |v: &Verdict| match v.action {
@@ -72,6 +75,7 @@ impl Inspector for PolicyInspector {
                 rule: v.rule.clone(),
                 reason: v.reason.clone(),
                 tables: tables.clone(),
+                relations: relations.clone(),
                 approvers: v.approvers.clone(),
                 mode: mode(&engine, session),
                 error: held(v),

@@ -221,7 +221,7 @@ async fn ask(
         &q.binding.upstream_user,
         &info.database,
         q.asked.sql,
-        &held.tables,
+        &held.relations,
     )
     .await;
     let (req, rx, link) = q

@@ -558,6 +558,22 @@ fn ran(e: &Event) -> String {
     }
 }
 
+/// An approved statement's outcome with what its transaction did by the
+/// next ReadyForQuery (`I` idle: committed, or rolled back on error; `T`
+/// still open; `E` failed, so it will roll back).
+fn in_transaction(ran: String, status: u8) -> String {
+    if !ran.starts_with("ran") {
+        return ran;
+    }
+    match status {
+        b'T' => format!(
+            "{ran} (inside a transaction still open: it commits only if the transaction does)"
+        ),
+        b'E' => format!("{ran} (its transaction then failed: it will be rolled back)"),
+        _ => ran,
+    }
+}
+
 /// Stands in for a statement that was refused: its message fails upstream.
 fn refused() -> Arc<Statement> {
     Statement::new(Arc::from(""), 0, None, Gate::Refused)
@@ -1205,6 +1221,13 @@ async fn upstream_to_client(
     client_pid: i32,
 ) -> RelayEnd {
     let mut out = BytesMut::with_capacity(64 * 1024);
+    // Outcomes of approved statements, told to their approvers at the next
+    // ReadyForQuery, which says whether the transaction is still open.
+    let mut approved: Vec<(String, String)> = Vec::new();
+    // Approved statements that ran inside a transaction still open, and the
+    // last command tag (COMMIT or ROLLBACK ends it).
+    let mut open: Vec<String> = Vec::new();
+    let mut last_tag = String::new();
     loop {
         let frame = match up.next().await {
             Ok(Some(f)) => f,
@@ -1247,9 +1270,8 @@ async fn upstream_to_client(
                     if let Event::Outcome {
                         approval: Some(id), ..
                     } = &e
-                        && let Some(approvals) = &shared.approvals
                     {
-                        approvals.finished(id, ran(&e));
+                        approved.push((id.clone(), ran(&e)));
                     }
                     // Waits when the log's queue is full: a session that
                     // outruns the log slows down instead of piling up
@@ -1257,6 +1279,49 @@ async fn upstream_to_client(
                     // has said so, and new statements are refused.
                     let _ = shared.audit.enqueue(e).await;
                 }
+            }
+            if frame.tag() == b'C' && !open.is_empty() {
+                last_tag = String::from_utf8_lossy(
+                    frame.body().split(|&b| b == 0).next().unwrap_or_default(),
+                )
+                .into_owned();
+            }
+            if frame.tag() == b'Z'
+                && (!approved.is_empty() || !open.is_empty())
+                && let Some(approvals) = &shared.approvals
+            {
+                let status = frame.body().first().copied().unwrap_or(b'I');
+                if status == b'I' {
+                    let how = match last_tag.as_str() {
+                        "COMMIT" => "committed",
+                        "PREPARE TRANSACTION" => "was prepared for two-phase commit",
+                        _ => "was rolled back",
+                    };
+                    for id in open.drain(..) {
+                        approvals.settled(&id, how);
+                    }
+                }
+                for (id, ran) in approved.drain(..) {
+                    if status != b'I' && ran.starts_with("ran") {
+                        open.push(id.clone());
+                    }
+                    approvals.finished(&id, in_transaction(ran, status));
+                }
+            }
+            // A setting changed under which PostgreSQL would read the next
+            // statements differently from the classifier: however it was
+            // done, the session ends before it sends another.
+            if frame.tag() == b'S'
+                && let Some(e) = super::upstream::unsafe_parameter(&frame)
+            {
+                warn!(error = %e, "upstream setting changed mid-session; ending it");
+                return RelayEnd::Fatal(
+                    PgError::fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "infraveil ended the session: a setting changed that makes PostgreSQL read statements differently from infraveil",
+                    )
+                    .with_detail(e.to_string()),
+                );
             }
             match frame.tag() {
                 b'A' => {

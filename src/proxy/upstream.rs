@@ -44,6 +44,14 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("{0}")]
     Query(String),
+    /// The upstream reports a setting under which it would read statements
+    /// differently from the classifier (a database or role default, say).
+    #[error("upstream PostgreSQL reports {name} = {value:?}; infraveil requires {required}")]
+    UnsafeSetting {
+        name: String,
+        value: String,
+        required: &'static str,
+    },
     #[error("upstream I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -66,8 +74,33 @@ impl UpstreamError {
             UpstreamError::Protocol(_) | UpstreamError::Io(_) | UpstreamError::Query(_) => {
                 "the upstream connection failed during startup"
             }
+            UpstreamError::UnsafeSetting { .. } => {
+                "the upstream database reads SQL under settings infraveil cannot inspect (standard_conforming_strings must be on, client_encoding UTF8)"
+            }
         }
     }
+}
+
+/// A `ParameterStatus` PostgreSQL sends (at start-up, or when a setting
+/// changes) that would make it read the next statements differently from
+/// the classifier, which parses as PostgreSQL does with
+/// `standard_conforming_strings` on and UTF-8 text. Whatever changed it (a
+/// database default, a rewrite rule, a function), the session cannot go on.
+pub fn unsafe_parameter(frame: &Frame) -> Option<UpstreamError> {
+    let body = frame.body();
+    let mut parts = body.split(|&b| b == 0);
+    let name = String::from_utf8_lossy(parts.next()?);
+    let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let required = match name.as_ref() {
+        "standard_conforming_strings" if value != "on" => "on",
+        "client_encoding" if value != "UTF8" => "UTF8",
+        _ => return None,
+    };
+    Some(UpstreamError::UnsafeSetting {
+        name: name.into_owned(),
+        value: value.into_owned(),
+        required,
+    })
 }
 
 impl From<pgwire::error::PgWireError> for UpstreamError {
@@ -177,7 +210,13 @@ impl UpstreamConnector {
         loop {
             let frame = next(&mut reader).await?;
             match frame.tag() {
-                b'S' | b'N' => startup_frames.push(frame),
+                b'S' => {
+                    if let Some(e) = unsafe_parameter(&frame) {
+                        return Err(e);
+                    }
+                    startup_frames.push(frame);
+                }
+                b'N' => startup_frames.push(frame),
                 b'K' => {
                     let mut b = frame.bytes;
                     let k = BackendKeyData::decode(&mut b, &ctx)

@@ -790,8 +790,26 @@ pub fn approvals_db(name: &str) -> String {
 
 /// The Approve button's link in a webhook message.
 pub fn approve_url(message: &serde_json::Value) -> String {
-    let buttons = &message["blocks"][1]["elements"];
+    let actions = message["blocks"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["type"] == "actions"))
+        .unwrap_or_else(|| panic!("no buttons in {message}"));
+    let buttons = &actions["elements"];
     assert_eq!(buttons[0]["text"]["text"], "Approve", "{message}");
     assert_eq!(buttons[1]["text"]["text"], "Deny");
     buttons[0]["url"].as_str().unwrap().to_owned()
+}
+
+/// Every section's text of a webhook message, joined.
+pub fn sections(message: &serde_json::Value) -> String {
+    message["blocks"]
+        .as_array()
+        .map(|b| {
+            b.iter()
+                .filter(|b| b["type"] == "section")
+                .filter_map(|b| b["text"]["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
 }
