@@ -38,6 +38,9 @@ pub use event::Event;
 const QUEUE: usize = 1024;
 /// Events one write takes at most.
 const BATCH: usize = 1024;
+/// Batches up to this many events are sealed on the writer task itself
+/// (tens of microseconds); larger ones on a blocking thread.
+const INLINE_BATCH: usize = 32;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
@@ -346,10 +349,10 @@ impl Writer {
         }
     }
 
-    /// Seal and store the events (and a checkpoint after them) on a
-    /// blocking thread: signing a batch takes milliseconds that the
-    /// sessions' tasks should not wait behind. Returns whether anything was
-    /// written.
+    /// Seal and store the events (and a checkpoint after them). A small
+    /// batch (the common case: one signature and a few payloads) is sealed
+    /// right here; a large one on a blocking thread, so the sessions'
+    /// tasks never wait behind it. Returns whether anything was written.
     async fn write(&mut self, events: Vec<Event>, checkpoint: bool) -> Result<bool, AuditError> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(AuditError::Failed("an earlier write failed".into()));
@@ -357,19 +360,23 @@ impl Writer {
         if events.is_empty() && !checkpoint {
             return Ok(false);
         }
+        let inline = events.len() <= INLINE_BATCH;
         let Some(mut sealer) = self.sealer.take() else {
             return Err(AuditError::Failed("the audit writer lost its state".into()));
         };
         let store = self.store.clone();
-        let joined = tokio::task::spawn_blocking(move || {
+        let seal_and_put = move || {
             let (records, taken) = sealer.seal(events, checkpoint);
             let put = store.put_audit(&records).map(|()| records.len());
             (sealer, put, taken)
-        })
-        .await;
-        let (sealer, put, taken) = match joined {
-            Ok(parts) => parts,
-            Err(e) => return Err(AuditError::Failed(format!("audit writer: {e}"))),
+        };
+        let (sealer, put, taken) = if inline {
+            seal_and_put()
+        } else {
+            match tokio::task::spawn_blocking(seal_and_put).await {
+                Ok(parts) => parts,
+                Err(e) => return Err(AuditError::Failed(format!("audit writer: {e}"))),
+            }
         };
         // Sealed records that were not stored advanced the chain state;
         // the log is failed from here on, so that state is never used.
