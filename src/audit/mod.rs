@@ -269,19 +269,30 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        // Records written but not yet flushed, and since when.
-        let mut unflushed: Option<Instant> = None;
+        // Events nobody waits for, taken but not yet written, and since
+        // when: they are written together when someone waits, the batch is
+        // full, a checkpoint is due or the read window ends. One store
+        // write and one flush per window at low load, instead of one per
+        // read (sled's write path, not the chain, was the cost).
+        let mut held: Vec<Event> = Vec::new();
+        let mut held_since: Option<Instant> = None;
         let mut since_checkpoint = 0u64;
         let mut last_checkpoint = Instant::now();
         let mut tick = tokio::time::interval(self.interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = unflushed.map(|t| tokio::time::Instant::from_std(t + self.window));
+            let deadline = held_since.map(|t| tokio::time::Instant::from_std(t + self.window));
             let first = tokio::select! {
                 job = rx.recv() => match job {
                     Some(j) => Some(j),
                     None => {
                         // Every handle is gone: make what we have durable.
+                        if !held.is_empty() {
+                            let events = std::mem::take(&mut held);
+                            if let Err(e) = self.write(events, false).await {
+                                tracing::error!(error = %e, "audit log write failed at shutdown");
+                            }
+                        }
                         let _ = self.store.flush().await;
                         return;
                     }
@@ -289,45 +300,36 @@ impl Writer {
                 _ = sleep_until_opt(deadline) => None,
                 _ = tick.tick() => None,
             };
-            let mut jobs = Vec::new();
+            let mut acks = Vec::new();
             if let Some(j) = first {
-                jobs.push(j);
-                while jobs.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
+                let mut next = Some(j);
+                while let Some(j) = next.take() {
+                    held.push(j.event);
+                    since_checkpoint += 1;
+                    if let Some(a) = j.ack {
+                        acks.push(a);
+                    }
+                    if held.len() < BATCH {
+                        next = rx.try_recv().ok();
                     }
                 }
+                held_since.get_or_insert_with(Instant::now);
             }
-            let mut events: Vec<Event> = Vec::with_capacity(jobs.len() + 1);
-            let mut acks = Vec::new();
-            for j in jobs {
-                events.push(j.event);
-                if let Some(a) = j.ack {
-                    acks.push(a);
-                }
-            }
-            since_checkpoint += events.len() as u64;
             let checkpoint_due = since_checkpoint > 0
                 && (since_checkpoint >= self.every || last_checkpoint.elapsed() >= self.interval);
-            let result = self.write(events, checkpoint_due).await;
-            if checkpoint_due && result.is_ok() {
-                since_checkpoint = 0;
-                last_checkpoint = Instant::now();
+            let window_due = held_since.is_some_and(|t| t.elapsed() >= self.window);
+            if acks.is_empty() && !checkpoint_due && !window_due && held.len() < BATCH {
+                continue;
             }
-            let flush_due = !acks.is_empty()
-                || checkpoint_due
-                || unflushed.is_some_and(|t| t.elapsed() >= self.window);
-            let result = match result {
-                Ok(wrote) if flush_due && (wrote || unflushed.is_some()) => {
-                    unflushed = None;
-                    self.store.flush().await.map_err(AuditError::from)
-                }
-                Ok(wrote) => {
-                    if wrote && unflushed.is_none() {
-                        unflushed = Some(Instant::now());
+            let events = std::mem::take(&mut held);
+            held_since = None;
+            let result = match self.write(events, checkpoint_due).await {
+                Ok(_) => {
+                    if checkpoint_due {
+                        since_checkpoint = 0;
+                        last_checkpoint = Instant::now();
                     }
-                    Ok(())
+                    self.store.flush().await.map_err(AuditError::from)
                 }
                 Err(e) => Err(e),
             };

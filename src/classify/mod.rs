@@ -230,6 +230,68 @@ pub fn classify(sql: &str) -> Analysis {
     classify_at(sql, 0)
 }
 
+/// A key under which `sql` classifies exactly as every text with the same
+/// key: the text with each digit of each numeric literal replaced by `9`,
+/// for one `SELECT`, `INSERT`, `UPDATE`, `DELETE`, `WITH`, `VALUES` or
+/// `TABLE` statement; `None` for anything else. Applications send the
+/// same statements with different numbers (`WHERE aid = 48213`), and the
+/// firewall should not parse each one again.
+///
+/// Why this is sound: numbers keep their shape (length, `.`, `e`), so
+/// PostgreSQL's lexer and both parsers split the text the same way, and in
+/// these statements no rule reads a numeric value. The rules that do
+/// (`EXPLAIN (ANALYZE 0)`, `FETCH -1`, `SET x = 0` and option lists) belong
+/// to statements that never get a key. Strings are left alone: their
+/// values are read (`set_config('role', …)`, names of the database's own
+/// objects). `number_keys_classify_alike` checks this over the corpus.
+pub fn number_shape_key(sql: &str) -> Option<String> {
+    use sqlparser::tokenizer::Token;
+    let tokens = lexer::tokenize(sql).ok()?;
+    let mut key = String::with_capacity(sql.len() + 2);
+    key.push_str("#\u{0}");
+    let mut statements = 0;
+    let mut in_statement = false;
+    let mut numbers = 0;
+    for t in &tokens {
+        match &t.token {
+            Token::Whitespace(_) => {}
+            Token::SemiColon => in_statement = false,
+            Token::Word(w) if !in_statement => {
+                statements += 1;
+                in_statement = true;
+                if statements > 1
+                    || !matches!(
+                        w.value.to_ascii_uppercase().as_str(),
+                        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "WITH" | "VALUES" | "TABLE"
+                    )
+                    || w.quote_style.is_some()
+                {
+                    return None;
+                }
+            }
+            // `(SELECT …)` and anything else that opens a statement.
+            _ if !in_statement => return None,
+            _ => {}
+        }
+        match &t.token {
+            Token::Number(n, long) => {
+                numbers += 1;
+                key.push_str("N(");
+                key.extend(n.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }));
+                key.push_str(if *long { "L)" } else { ")" });
+            }
+            // Every other token exactly, unambiguously (Debug quotes and
+            // escapes its contents).
+            other => {
+                use std::fmt::Write;
+                let _ = write!(key, "{other:?}");
+            }
+        }
+    }
+    // Without numbers the exact text is the key already.
+    (statements == 1 && numbers > 0).then_some(key)
+}
+
 /// The first keyword of each statement in `sql` (uppercased), as
 /// PostgreSQL's lexer would split them; `None` if it does not tokenize.
 /// Used where the firewall itself must know how many statements a string
@@ -545,6 +607,122 @@ impl StatementClass {
                      (if it is, whoever maintains the infraveil policies can list it in the role's safe_functions)"
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod number_keys {
+    use super::*;
+
+    /// `sql` with every digit of every numeric literal changed (by
+    /// `step`), in place: the rest of the text is untouched.
+    fn vary(sql: &str, step: u32) -> Option<String> {
+        use sqlparser::tokenizer::Token;
+        let tokens = lexer::tokenize(sql).ok()?;
+        // Token locations are (line, column) in characters, from 1.
+        let mut starts = std::collections::HashMap::new();
+        let (mut line, mut col) = (1u64, 1u64);
+        for (i, c) in sql.char_indices() {
+            starts.insert((line, col), i);
+            if c == '\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+        }
+        let mut out: Vec<char> = sql.chars().collect();
+        let index: std::collections::HashMap<usize, usize> = sql
+            .char_indices()
+            .enumerate()
+            .map(|(n, (b, _))| (b, n))
+            .collect();
+        for t in &tokens {
+            if let Token::Number(n, _) = &t.token {
+                let at = starts.get(&(t.span.start.line, t.span.start.column))?;
+                let first = *index.get(at)?;
+                for (k, c) in n.chars().enumerate() {
+                    if let Some(d) = c.to_digit(10) {
+                        out[first + k] = char::from_digit((d + step) % 10, 10)?;
+                    }
+                }
+            }
+        }
+        Some(out.into_iter().collect())
+    }
+
+    fn summary(a: &Analysis) -> String {
+        format!("{:?}", a.statements)
+    }
+
+    #[test]
+    fn number_keys_classify_alike() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/classify");
+        let mut keyed = 0;
+        for f in std::fs::read_dir(dir).unwrap() {
+            let path = f.unwrap().path();
+            if path.extension().is_none_or(|x| x != "sql") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for sql in text
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with("--"))
+            {
+                let Some(key) = number_shape_key(sql) else {
+                    continue;
+                };
+                keyed += 1;
+                let original = summary(&classify(sql));
+                for step in [1, 5, 9] {
+                    let Some(other) = vary(sql, step) else {
+                        continue;
+                    };
+                    assert_eq!(
+                        number_shape_key(&other).as_deref(),
+                        Some(key.as_str()),
+                        "{sql}"
+                    );
+                    assert_eq!(
+                        summary(&classify(&other)),
+                        original,
+                        "{sql:?} and {other:?} share a key but classify differently"
+                    );
+                }
+            }
+        }
+        assert!(keyed > 50, "only {keyed} corpus statements got a key");
+    }
+
+    #[test]
+    fn only_single_data_statements_with_numbers_get_keys() {
+        assert!(
+            number_shape_key("SELECT abalance FROM pgbench_accounts WHERE aid = 4821").is_some()
+        );
+        assert_eq!(
+            number_shape_key("SELECT 1 WHERE aid = 4821"),
+            number_shape_key("SELECT 7 WHERE aid = 1234")
+        );
+        assert_ne!(
+            number_shape_key("SELECT 1 WHERE aid = 4821"),
+            number_shape_key("SELECT 1 WHERE aid = 48213")
+        );
+        assert_ne!(
+            number_shape_key("SELECT 1.5"),
+            number_shape_key("SELECT 15")
+        );
+        for none in [
+            "SELECT 1; SELECT 2",
+            "EXPLAIN (ANALYZE 0) DELETE FROM t",
+            "FETCH -1 FROM c",
+            "SET statement_timeout = 0",
+            "SELECT abalance FROM t WHERE aid = $1",
+            "(SELECT 1)",
+            "\"select\" 1",
+            "SELECT 'it''s'",
+        ] {
+            assert_eq!(number_shape_key(none), None, "{none}");
         }
     }
 }

@@ -212,10 +212,19 @@ impl Engine {
         if let Some(a) = cache.get(sql) {
             return a;
         }
-        let a = Arc::new(crate::classify::classify(sql));
-        if sql.len() <= CACHE_MAX_STATEMENT {
-            cache.insert(sql.to_owned(), a.clone());
+        if sql.len() > CACHE_MAX_STATEMENT {
+            return Arc::new(crate::classify::classify(sql));
         }
+        // The same statement with other numbers classifies alike: one entry
+        // serves them all (see `number_shape_key` for why that is sound).
+        let key = crate::classify::number_shape_key(sql);
+        if let Some(k) = &key
+            && let Some(a) = cache.get(k)
+        {
+            return a;
+        }
+        let a = Arc::new(crate::classify::classify(sql));
+        cache.insert(key.unwrap_or_else(|| sql.to_owned()), a.clone());
         a
     }
 

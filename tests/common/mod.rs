@@ -284,6 +284,8 @@ impl Proxy {
     /// The payload of every record of the live log, through `veilctl audit
     /// export EXTRA`.
     pub async fn audit_payloads(&self, extra: &[&str]) -> Vec<serde_json::Value> {
+        // Reads and outcomes are written within the read window.
+        tokio::time::sleep(self.config.audit.read_window * 3).await;
         let mut args = vec!["audit", "export"];
         args.extend_from_slice(extra);
         let (ok, out, err) = self.veilctl(&args).await;
