@@ -276,12 +276,18 @@ impl Writer {
         // read (sled's write path, not the chain, was the cost).
         let mut held: Vec<Event> = Vec::new();
         let mut held_since: Option<Instant> = None;
+        // Written (a full batch) but not yet flushed, since when.
+        let mut unflushed: Option<Instant> = None;
         let mut since_checkpoint = 0u64;
         let mut last_checkpoint = Instant::now();
         let mut tick = tokio::time::interval(self.interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = held_since.map(|t| tokio::time::Instant::from_std(t + self.window));
+            let deadline = match (held_since, unflushed) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(|t| tokio::time::Instant::from_std(t + self.window));
             let first = tokio::select! {
                 job = rx.recv() => match job {
                     Some(j) => Some(j),
@@ -317,19 +323,30 @@ impl Writer {
             }
             let checkpoint_due = since_checkpoint > 0
                 && (since_checkpoint >= self.every || last_checkpoint.elapsed() >= self.interval);
-            let window_due = held_since.is_some_and(|t| t.elapsed() >= self.window);
-            if acks.is_empty() && !checkpoint_due && !window_due && held.len() < BATCH {
+            let window_due = held_since
+                .into_iter()
+                .chain(unflushed)
+                .any(|t| t.elapsed() >= self.window);
+            let flush_due = !acks.is_empty() || checkpoint_due || window_due;
+            if !flush_due && held.len() < BATCH {
                 continue;
             }
             let events = std::mem::take(&mut held);
-            held_since = None;
+            let since = held_since.take();
             let result = match self.write(events, checkpoint_due).await {
-                Ok(_) => {
+                Ok(_) if flush_due => {
                     if checkpoint_due {
                         since_checkpoint = 0;
                         last_checkpoint = Instant::now();
                     }
+                    unflushed = None;
                     self.store.flush().await.map_err(AuditError::from)
+                }
+                // A full batch nobody waits for: written now, flushed with
+                // the window (or the next durable append).
+                Ok(_) => {
+                    unflushed = unflushed.or(since);
+                    Ok(())
                 }
                 Err(e) => Err(e),
             };
