@@ -178,16 +178,7 @@ pub fn params_line(r: &ApprovalView) -> Option<String> {
 /// (`<https://x|label>` is a link, `<!channel>` a mention); escaped, they
 /// show as themselves.
 pub fn mrkdwn(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
+    mrkdwn_clipped(s, usize::MAX)
 }
 
 /// Inline code: a backtick would end it, so it shows as a modifier letter.
