@@ -189,31 +189,37 @@ impl Store {
         })
     }
 
-    /// Move the records after the log's last signature into the
-    /// `audit-set-aside` tree (kept, for whoever investigates), so the
-    /// firewall can chain on from its own last signed record. Returns the
-    /// seqs moved. For an operator, with the daemon stopped.
-    pub fn audit_set_aside_unsigned_tail(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        let mut tail = Vec::new();
+    /// The first and last seq of the records after the log's last
+    /// signature, if it ends in any.
+    pub fn audit_unsigned_tail(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let mut tail: Option<(u64, u64)> = None;
         for r in self.audit_backwards() {
             let r = r?;
             if r.sig.is_some() {
                 break;
             }
-            tail.push(r.seq);
+            tail = Some((r.seq, tail.map_or(r.seq, |(_, head)| head)));
         }
-        let (Some(&head), Some(&first)) = (tail.first(), tail.last()) else {
+        Ok(tail)
+    }
+
+    /// Move the records after the log's last signature into the
+    /// `audit-set-aside` tree (kept, for whoever investigates), so the
+    /// firewall can chain on from its own last signed record. Returns the
+    /// seqs moved. For an operator, with the daemon stopped.
+    pub fn audit_set_aside_unsigned_tail(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let Some((first, head)) = self.audit_unsigned_tail()? else {
             return Ok(None);
         };
         let aside = self.db.open_tree(AUDIT_SET_ASIDE)?;
-        for seq in &tail {
+        for seq in first..=head {
             let key = seq.to_be_bytes();
             if let Some(v) = self.audit.get(key)? {
                 aside.insert(key, v)?;
             }
         }
         aside.flush()?;
-        for seq in &tail {
+        for seq in first..=head {
             self.audit.remove(seq.to_be_bytes())?;
         }
         self.flush_blocking()?;

@@ -176,6 +176,8 @@ pub async fn approver_revoke(
 // ---- The page ------------------------------------------------------------
 
 const CSRF_COOKIE: &str = "veil_csrf";
+/// Longest note kept from the page (the form says so too).
+const MAX_NOTE: usize = 500;
 
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
@@ -284,6 +286,10 @@ pub async fn decide_page(
         }
     };
     let approver = form.approver.trim().to_owned();
+    // The form's maxlength is the browser's; the server holds to it too.
+    let note = form
+        .note
+        .map(|n| n.chars().take(MAX_NOTE).collect::<String>());
     let policies = state.shared.policies();
     if let Err(e) = approvals.may_decide(&id, &approver, &policies) {
         return decision_error(e);
@@ -308,7 +314,7 @@ pub async fn decide_page(
         );
     }
     match approvals
-        .decide(&id, &approver, approve, "link", form.note, &policies)
+        .decide(&id, &approver, approve, "link", note, &policies)
         .await
     {
         Ok(v) => message_page(
@@ -335,6 +341,16 @@ pub async fn decide_page(
     }
 }
 
+/// Checked for an approver with no credential, so that costs what a real
+/// check costs; derived once (PBKDF2 rounds), on first use.
+static DECOY: std::sync::LazyLock<crate::proxy::auth::Verifier> = std::sync::LazyLock::new(|| {
+    crate::proxy::auth::Verifier::from_password_with_salt(
+        "infraveil-decoy",
+        b"decoy-salt-16byt",
+        crate::proxy::auth::SCRAM_ITERATIONS,
+    )
+});
+
 /// Whether `secret` is one of `approver`'s approver secrets or the secret
 /// of one of their active grants.
 async fn signs_in(
@@ -359,11 +375,7 @@ async fn signs_in(
     // so the time taken does not say which names hold credentials.
     let decoy = verifiers.is_empty();
     if decoy {
-        verifiers.push(crate::proxy::auth::Verifier::from_password_with_salt(
-            "infraveil-decoy",
-            b"decoy-salt-16byt",
-            crate::proxy::auth::SCRAM_ITERATIONS,
-        ));
+        verifiers.push(DECOY.clone());
     }
     tokio::task::spawn_blocking(move || {
         // Every candidate is checked, so timing does not say which matched.
@@ -544,11 +556,7 @@ fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
 fn render_request(v: &ApprovalView, token: &str, csrf: &str, action: Option<&str>) -> String {
     use crate::approvals::notify::{params_line, relative, story, what_approving_does};
     let row = |k: &str, val: &str| format!("<tr><th>{k}</th><td>{}</td></tr>", escape(val));
-    let who = if v.kind.is_empty() {
-        v.identity.clone()
-    } else {
-        format!("{} ({})", v.identity, v.kind)
-    };
+    let who = crate::approvals::notify::who(v);
     let (statement, hidden) = crate::approvals::notify::reveal(&v.statement);
     let mut out = format!(
         "<h1>Approval request {}</h1><p><b>{}</b> wants to run a <b>{}</b> statement.</p>",

@@ -152,27 +152,36 @@ impl Approvers {
     }
 
     pub async fn revoke(&self, id: &str, by: &str) -> Result<ApproverView, ApproverError> {
+        let identity = {
+            let all = self.lock();
+            let a = all
+                .get(id)
+                .ok_or_else(|| ApproverError::NotFound(id.to_owned()))?;
+            if a.revoked_at.is_some() {
+                return Err(ApproverError::Revoked(id.to_owned()));
+            }
+            a.identity.clone()
+        };
+        // Audited first, as enrolment is: the log may name a revocation a
+        // crash then lost, never hold one it does not name.
+        self.audit
+            .append(Event::ApproverRevoked {
+                approver: id.to_owned(),
+                identity,
+                by: by.to_owned(),
+            })
+            .await?;
         let view = {
             let mut all = self.lock();
             let a = all
                 .get_mut(id)
                 .ok_or_else(|| ApproverError::NotFound(id.to_owned()))?;
-            if a.revoked_at.is_some() {
-                return Err(ApproverError::Revoked(id.to_owned()));
-            }
             a.revoked_at = Some(now_ms());
             a.revoked_by = Some(by.to_owned());
             self.store.put_approver_secret(&a.id, a)?;
             a.view()
         };
         self.store.flush().await?;
-        self.audit
-            .append(Event::ApproverRevoked {
-                approver: view.id.clone(),
-                identity: view.identity.clone(),
-                by: by.to_owned(),
-            })
-            .await?;
         Ok(view)
     }
 

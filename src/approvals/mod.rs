@@ -589,7 +589,6 @@ impl Approvals {
             e.req.decided_via = Some(via.to_owned());
             e.req.note = note.filter(|n| !n.trim().is_empty());
             self.store.put_approval(&e.req)?;
-            self.follow_up(e);
             (e.req.view(), e.tx.clone())
         };
         // Durable (and audited) before the waiting session acts on it.
@@ -604,6 +603,10 @@ impl Approvals {
             })
             .await?;
         tx.send_replace(view.status);
+        // Chat hears of it only once it is durable and audited.
+        if let Some(e) = self.lock().get_mut(id) {
+            self.follow_up(e);
+        }
         tracing::info!(approval = %id, by = approver, status = view.status.as_str(), via, "approval decided");
         Ok(view)
     }

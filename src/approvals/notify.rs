@@ -212,7 +212,7 @@ pub fn relative(ms: u64) -> String {
 }
 
 /// `alice (human)`, or just the name when the kind is not known.
-fn who(r: &ApprovalView) -> String {
+pub fn who(r: &ApprovalView) -> String {
     if r.kind.is_empty() {
         r.identity.clone()
     } else {

@@ -271,12 +271,14 @@ fn describe_change(m: &Change, facts: &[Facts<'_>]) -> String {
     match (m.whole, known) {
         // Every row of one table, counted, and no policy hides any of them
         // from the count: say so exactly.
-        (true, Some(f)) if !f.rls && matches!(f.count, Count::Exact(_)) => {
-            let Count::Exact(n) = f.count else {
-                unreachable!()
-            };
-            format!("{verb} would affect all {} of {t} (exact count)", rows(n))
-        }
+        (
+            true,
+            Some(Facts {
+                rls: false,
+                count: Count::Exact(n),
+                ..
+            }),
+        ) => format!("{verb} would affect all {} of {t} (exact count)", rows(*n)),
         (true, _) => format!("{verb} would affect every row of {t}"),
         (false, _) => match m.rows {
             Some(n) => format!(

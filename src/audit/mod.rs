@@ -103,18 +103,8 @@ impl Audit {
         on_checkpoint: Option<CheckpointSink>,
     ) -> Result<(Audit, tokio::task::JoinHandle<()>), AuditError> {
         let head = store.audit_head()?;
-        if let Some(h) = &head
-            && h.sig.is_none()
-        {
-            let mut first = h.seq;
-            for r in store.audit_backwards() {
-                let r = r?;
-                if r.sig.is_some() {
-                    break;
-                }
-                first = r.seq;
-            }
-            return Err(AuditError::UnsignedTail { first, head: h.seq });
+        if let Some((first, head)) = store.audit_unsigned_tail()? {
+            return Err(AuditError::UnsignedTail { first, head });
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         let audit = Audit {

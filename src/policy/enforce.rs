@@ -64,9 +64,8 @@ impl Inspector for PolicyInspector {
             .collect();
         relations.sort();
         relations.dedup();
-        let mut tables: Vec<String> = relations.iter().map(|t| t.to_string()).collect();
-        tables.sort();
-        tables.dedup();
+        // Same order: TableName orders by schema, then name.
+        let tables: Vec<String> = relations.iter().map(|t| t.to_string()).collect();
         let decision_of = |v: &Verdict| match v.action {
             Action::Allow => Decision::Allow,
             Action::Deny => Decision::Deny(denied(v)),

@@ -574,6 +574,18 @@ fn in_transaction(ran: String, status: u8) -> String {
     }
 }
 
+/// The session model would grow past [`super::state::MAX_NAMES`].
+fn too_many_names() -> PgError {
+    PgError::error(
+        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        format!(
+            "infraveil keeps at most {} prepared statements, portals and pending requests per session",
+            super::state::MAX_NAMES
+        ),
+    )
+    .with_hint("close or DEALLOCATE statements no longer used, and Sync pipelines")
+}
+
 /// Stands in for a statement that was refused: its message fails upstream.
 fn refused() -> Arc<Statement> {
     Statement::new(Arc::from(""), 0, None, Gate::Refused)
@@ -847,9 +859,9 @@ fn on_query(
     let sql = &j.logged;
     match std::mem::replace(&mut j.inspection.decision, Decision::Allow) {
         Decision::Allow => {
-            state
-                .model
-                .query(n, effects(defines, || Arc::from(&**sql), n), None);
+            let text: Option<Arc<str>> = (!defines.is_empty()).then(|| Arc::from(&**sql));
+            let effects = effects(defines, || text.clone().unwrap_or_default(), n);
+            state.model.query(n, effects, None);
             forward(out, &frame)
         }
         Decision::Deny(e) => {
@@ -902,14 +914,7 @@ fn on_parse(
     // The model keeps what PostgreSQL keeps; a session may not make it
     // grow without bound.
     if state.model.oversized() {
-        let e = PgError::error(
-            sqlstate::PROGRAM_LIMIT_EXCEEDED,
-            format!(
-                "infraveil keeps at most {} prepared statements and portals per session",
-                super::state::MAX_NAMES
-            ),
-        )
-        .with_hint("close or DEALLOCATE statements no longer used");
+        let e = too_many_names();
         state.model.parse(&name, refused());
         ctx.denials
             .refuse(out, Carrier::Parse { name: name.into() }, e)?;
@@ -986,6 +991,9 @@ fn on_bind(
         )?;
         Ok(Flow::Continue)
     };
+    if state.model.oversized() {
+        return refuse(out, state.model, too_many_names());
+    }
     let statement = match state.model.statement(name) {
         Lookup::Unsettled => return Ok(Flow::Stall(frame)),
         // PostgreSQL skips it; the model does too.
@@ -1097,15 +1105,16 @@ fn on_execute(
             return refuse(out, state.model, e);
         }
         Gate::Recorded | Gate::Approval(_) => {
+            // Before the run is taken: a refusal must not use up an approval.
+            if !ctx.shared.audit.healthy() {
+                return refuse(out, state.model, audit_unhealthy());
+            }
             if !portal.take_run() {
                 let e = PgError::error(
                     sqlstate::INSUFFICIENT_PRIVILEGE,
                     "an approved statement runs once; bind it again to ask for a new approval",
                 );
                 return refuse(out, state.model, e);
-            }
-            if !ctx.shared.audit.healthy() {
-                return refuse(out, state.model, audit_unhealthy());
             }
             // Durable before it goes upstream, whatever name it was
             // prepared or bound under.

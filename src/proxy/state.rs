@@ -31,8 +31,9 @@ use crate::classify::{Class, SessionEffect};
 use crate::inspect::Held;
 use crate::protocol::{ErrorFields, Frame};
 
-/// Prepared statements and portals one session may have; past this the
-/// session is ended rather than let the model grow without bound.
+/// Prepared statements, portals and unanswered requests one session may
+/// have; past this a Parse or Bind is refused rather than let the model
+/// grow without bound.
 pub const MAX_NAMES: usize = 100_000;
 
 /// What an execution of a statement needs.
@@ -138,22 +139,37 @@ enum Step {
         name: Box<str>,
     },
     Execute {
-        record: u64,
-        started: Instant,
+        run: Run,
         effect: Option<Effect>,
-        approval: Option<String>,
     },
     Query {
-        record: u64,
-        started: Instant,
+        run: Run,
         tags: Vec<String>,
         sqlstate: Option<String>,
         effects: Vec<Effect>,
-        approval: Option<String>,
     },
     Sync,
     /// The client ended a COPY (`CopyDone` / `CopyFail`).
     CopyEnd,
+}
+
+/// Something sent to run, for its outcome record: the statement record it
+/// ran, when it was sent, and the approval it ran under if it was held.
+#[derive(Debug)]
+struct Run {
+    record: u64,
+    started: Instant,
+    approval: Option<String>,
+}
+
+impl Run {
+    fn new(record: u64, approval: Option<String>) -> Run {
+        Run {
+            record,
+            started: Instant::now(),
+            approval,
+        }
+    }
 }
 
 /// The model lost step with PostgreSQL: the session must end.
@@ -278,10 +294,8 @@ impl SessionState {
             g.open_effect(e);
         }
         g.queue.push_back(Step::Execute {
-            record,
-            started: Instant::now(),
+            run: Run::new(record, approval),
             effect,
-            approval,
         });
     }
 
@@ -312,12 +326,10 @@ impl SessionState {
         let mut g = self.lock();
         g.boundary();
         g.queue.push_back(Step::Query {
-            record,
-            started: Instant::now(),
+            run: Run::new(record, approval),
             tags: Vec::new(),
             sqlstate: None,
             effects,
-            approval,
         });
     }
 
@@ -362,7 +374,12 @@ impl SessionState {
     /// Whether the model holds more names than a session may.
     pub fn oversized(&self) -> bool {
         let g = self.lock();
-        g.statements.len() + g.portals.len() > MAX_NAMES
+        g.statements.len()
+            + g.portals.len()
+            + g.open_statements.len()
+            + g.open_portals.len()
+            + g.queue.len()
+            > MAX_NAMES
     }
 
     // --- what PostgreSQL answers ---
@@ -424,22 +441,9 @@ impl SessionState {
                         g.apply(&tag, effect)?;
                     }
                     Some(Step::Execute { .. }) => {
-                        if let Some(Step::Execute {
-                            record,
-                            started,
-                            effect,
-                            approval,
-                        }) = g.pop_front()
-                        {
+                        if let Some(Step::Execute { run, effect }) = g.pop_front() {
                             g.apply(&tag, effect.map(|e| (e.what, e.statement)))?;
-                            out.push(self.outcome(
-                                record,
-                                started,
-                                "ok",
-                                vec![tag],
-                                None,
-                                approval,
-                            ));
+                            out.push(self.outcome(run, "ok", vec![tag], None));
                         }
                     }
                     _ => {}
@@ -447,14 +451,9 @@ impl SessionState {
             }
             b'I' | b's' => {
                 if matches!(g.queue.front(), Some(Step::Execute { .. }))
-                    && let Some(Step::Execute {
-                        record,
-                        started,
-                        approval,
-                        ..
-                    }) = g.pop_front()
+                    && let Some(Step::Execute { run, .. }) = g.pop_front()
                 {
-                    out.push(self.outcome(record, started, "ok", vec![], None, approval));
+                    out.push(self.outcome(run, "ok", vec![], None));
                 }
             }
             b'E' => {
@@ -474,20 +473,8 @@ impl SessionState {
                     Some(Step::Sync) | None => {}
                     Some(_) => {
                         match g.pop_front() {
-                            Some(Step::Execute {
-                                record,
-                                started,
-                                approval,
-                                ..
-                            }) => {
-                                out.push(self.outcome(
-                                    record,
-                                    started,
-                                    "error",
-                                    vec![],
-                                    code,
-                                    approval,
-                                ));
+                            Some(Step::Execute { run, .. }) => {
+                                out.push(self.outcome(run, "error", vec![], code));
                             }
                             // An unnamed Parse drops the old unnamed
                             // statement before it can fail.
@@ -507,43 +494,21 @@ impl SessionState {
                     match g.pop_front() {
                         Some(Step::Sync) => break,
                         Some(Step::Query {
-                            record,
-                            started,
+                            run,
                             tags,
                             sqlstate,
-                            approval,
                             ..
                         }) if !g.skipping => {
                             // A Query drops the unnamed statement first.
                             g.statements.remove("");
                             g.portals.remove("");
                             let outcome = if sqlstate.is_some() { "error" } else { "ok" };
-                            out.push(
-                                self.outcome(record, started, outcome, tags, sqlstate, approval),
-                            );
+                            out.push(self.outcome(run, outcome, tags, sqlstate));
                             break;
                         }
                         // Skipped by PostgreSQL after an error.
-                        Some(Step::Execute {
-                            record,
-                            started,
-                            approval,
-                            ..
-                        })
-                        | Some(Step::Query {
-                            record,
-                            started,
-                            approval,
-                            ..
-                        }) => {
-                            out.push(self.outcome(
-                                record,
-                                started,
-                                "skipped",
-                                vec![],
-                                None,
-                                approval,
-                            ));
+                        Some(Step::Execute { run, .. } | Step::Query { run, .. }) => {
+                            out.push(self.outcome(run, "skipped", vec![], None));
                         }
                         Some(other) if g.skipping => drop(other),
                         Some(other) => return Err(unexpected("ReadyForQuery", Some(other))),
@@ -563,12 +528,10 @@ impl SessionState {
 
     fn outcome(
         &self,
-        statement: u64,
-        started: Instant,
+        run: Run,
         outcome: &'static str,
         tags: Vec<String>,
         sqlstate: Option<String>,
-        approval: Option<String>,
     ) -> Event {
         let rows = tags
             .iter()
@@ -577,13 +540,13 @@ impl SessionState {
         Event::Outcome {
             session: self.session,
             identity: self.identity.clone(),
-            statement,
+            statement: run.record,
             outcome,
             tags,
             rows,
             sqlstate,
-            approval,
-            duration_ms: (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            approval: run.approval,
+            duration_ms: (run.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         }
     }
 }

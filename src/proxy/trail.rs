@@ -71,7 +71,9 @@ impl Trail {
         // Reads may wait for the read window; anything else that goes
         // upstream is durable first. Unclassified counts as unknown.
         let changes = d.class.is_none_or(|c| c != Class::Read);
-        self.durable |= changes && d.decision == "allow";
+        // A Parse runs nothing; each Execute of it gets its own durable
+        // record, which makes this one durable too (the log is ordered).
+        self.durable |= changes && d.decision == "allow" && via != "parse";
         self.forwards |= d.decision == "allow";
         self.events.push(Event::Statement {
             session: self.session,
