@@ -224,6 +224,9 @@ impl Engine {
             return a;
         }
         let a = Arc::new(crate::classify::classify(sql));
+        // A parse error's reason quotes the literal (`trailing junk after
+        // numeric literal at or near "0.x"`): such text is kept exact.
+        let key = key.filter(|_| a.class() != crate::classify::Class::Unknown);
         cache.insert(key.unwrap_or_else(|| sql.to_owned()), a.clone());
         a
     }
