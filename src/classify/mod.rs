@@ -292,6 +292,91 @@ pub fn number_shape_key(sql: &str) -> Option<String> {
     (statements == 1 && numbers > 0).then_some(key)
 }
 
+/// [`number_shape_key`] without the lexer, for the plainest texts: one
+/// `SELECT`/`INSERT`/`UPDATE`/`DELETE`/`WITH`/`VALUES`/`TABLE` statement in
+/// ASCII with no quote, dollar, backslash or comment anywhere, where each
+/// run of digits with a delimiter (space, `=`, `<`, `>`, `(`, `)`, `,`,
+/// `+`, `-`, `*`, `/`, `%`, `;` or an end) on both sides has every digit
+/// replaced by `9`. `None` when the text has no such run or is not that
+/// plain.
+///
+/// Why this is sound: without quotes, dollars or comments a text has no
+/// strings, quoted identifiers, parameters or comments, so a digit run
+/// bounded by delimiters can only be an integer literal, for PostgreSQL's
+/// lexer and for sqlparser's alike; two texts with the same key differ
+/// only in the values of such literals, which is the case
+/// [`number_shape_key`] already argues. The point is speed: it answers a
+/// cache lookup without tokenizing (`quick_keys_classify_alike`).
+pub fn quick_shape_key(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    let body = sql.trim_matches(|c: char| c.is_ascii_whitespace());
+    let body = body.strip_suffix(';').unwrap_or(body);
+    let first = body
+        .split(|c: char| c.is_ascii_whitespace() || c == '(')
+        .next()?;
+    if ![
+        "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "TABLE",
+    ]
+    .iter()
+    .any(|k| first.eq_ignore_ascii_case(k))
+    {
+        return None;
+    }
+    if body.contains(';')
+        || body.contains("--")
+        || body.contains("/*")
+        || body.contains("*/")
+        || b.iter()
+            .any(|&c| !c.is_ascii() || matches!(c, b'\'' | b'"' | b'$' | b'\\' | b'`' | 0))
+    {
+        return None;
+    }
+    let delimiter = |c: Option<&u8>| {
+        c.is_none_or(|c| {
+            c.is_ascii_whitespace()
+                || matches!(
+                    c,
+                    b'=' | b'<'
+                        | b'>'
+                        | b'('
+                        | b')'
+                        | b','
+                        | b'+'
+                        | b'-'
+                        | b'*'
+                        | b'/'
+                        | b'%'
+                        | b';'
+                )
+        })
+    };
+    let mut key = Vec::with_capacity(b.len() + 3);
+    key.extend_from_slice(b"#q\0");
+    let mut numbers = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let bounded =
+                delimiter(start.checked_sub(1).and_then(|p| b.get(p))) && delimiter(b.get(i));
+            if bounded {
+                numbers += 1;
+                key.resize(key.len() + (i - start), b'9');
+            } else {
+                key.extend_from_slice(&b[start..i]);
+            }
+        } else {
+            key.push(b[i]);
+            i += 1;
+        }
+    }
+    // Every byte is ASCII.
+    (numbers > 0).then(|| String::from_utf8(key).ok()).flatten()
+}
+
 /// The first keyword of each statement in `sql` (uppercased), as
 /// PostgreSQL's lexer would split them; `None` if it does not tokenize.
 /// Used where the firewall itself must know how many statements a string
@@ -693,6 +778,84 @@ mod number_keys {
             }
         }
         assert!(keyed > 50, "only {keyed} corpus statements got a key");
+    }
+
+    /// Every corpus text with a quick key, with its delimited digit runs
+    /// changed: the same key, the same classification.
+    #[test]
+    fn quick_keys_classify_alike() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/classify");
+        let mut keyed = 0;
+        let mut texts: Vec<String> = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+            "UPDATE pgbench_accounts SET abalance = abalance + -4012 WHERE aid = 77;",
+            "DELETE FROM t WHERE id = 3 OR 1=1",
+            "DELETE FROM t WHERE 2 > 1",
+            "SELECT * FROM t1, t2 WHERE t1.a = 10",
+            "SELECT x FROM t LIMIT 10 OFFSET 20",
+        ]
+        .map(String::from)
+        .to_vec();
+        for f in std::fs::read_dir(dir).unwrap() {
+            let path = f.unwrap().path();
+            if path.extension().is_some_and(|x| x == "sql") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                texts.extend(
+                    text.lines()
+                        .filter(|l| !l.trim().is_empty() && !l.starts_with("--"))
+                        .map(String::from),
+                );
+            }
+        }
+        for sql in &texts {
+            let Some(key) = quick_shape_key(sql) else {
+                continue;
+            };
+            keyed += 1;
+            let original = summary(&classify(sql));
+            for step in [1u8, 5, 9] {
+                // Change every digit the key replaced (and only those).
+                let k = key.as_bytes();
+                let other: String = sql
+                    .bytes()
+                    .zip(&k[3..])
+                    .map(|(c, &m)| {
+                        if c.is_ascii_digit() && m == b'9' && k.len() == sql.len() + 3 {
+                            (b'0' + (c - b'0' + step) % 10) as char
+                        } else {
+                            c as char
+                        }
+                    })
+                    .collect();
+                assert_eq!(
+                    quick_shape_key(&other).as_deref(),
+                    Some(key.as_str()),
+                    "{sql}"
+                );
+                assert_eq!(
+                    summary(&classify(&other)),
+                    original,
+                    "{sql:?} and {other:?} share a quick key but classify differently"
+                );
+            }
+        }
+        assert!(keyed > 20, "only {keyed} texts got a quick key");
+        for none in [
+            "SELECT * FROM t1",
+            "SELECT 1; SELECT 2",
+            "SELECT '1'",
+            "SELECT 1 -- 2",
+            "SELECT $1",
+            "EXPLAIN (ANALYZE 0) DELETE FROM t",
+            "SET statement_timeout = 0",
+            "FETCH 5 FROM c",
+            "SELECT 1e5",
+            "SELECT \"t\" FROM x WHERE a = 1",
+            "(SELECT 1)",
+        ] {
+            assert_eq!(quick_shape_key(none), None, "{none}");
+        }
+        assert_ne!(quick_shape_key("SELECT 1"), quick_shape_key("SELECT 10"));
     }
 
     #[test]

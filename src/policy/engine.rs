@@ -217,7 +217,14 @@ impl Engine {
         }
         // The same statement with other numbers classifies alike: one entry
         // serves them all (see `number_shape_key` for why that is sound).
-        let key = crate::classify::number_shape_key(sql);
+        // The plainest texts get their key without the lexer.
+        let quick = crate::classify::quick_shape_key(sql);
+        if let Some(k) = &quick
+            && let Some(a) = cache.get(k)
+        {
+            return a;
+        }
+        let key = quick.or_else(|| crate::classify::number_shape_key(sql));
         if let Some(k) = &key
             && let Some(a) = cache.get(k)
         {
