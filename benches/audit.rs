@@ -30,6 +30,7 @@ fn event(i: u64) -> Event {
         decision: "allow",
         rule: Some("app.write".into()),
         approval: None,
+        ran: None,
     }
 }
 
@@ -210,7 +211,8 @@ fn parts() {
     let store = Store::open(dir.path()).expect("store");
     let t = Instant::now();
     for c in recs.chunks(1024) {
-        store.put_audit(c).expect("put");
+        let chunks = infraveil::audit::layout::encode(c).expect("layout");
+        store.put_audit(chunks).expect("put");
     }
     println!("put {:.2} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
 }

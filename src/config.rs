@@ -181,7 +181,7 @@ pub struct AuditConfig {
     /// `<data_dir>/audit-ed25519.key`, generated on first start.
     pub key_file: Option<PathBuf>,
     /// Records of reads (and other events nobody waits for) are flushed
-    /// within this; writes are durable before they are forwarded.
+    /// within this; writes are durable before they commit (README, Durability).
     #[serde(deserialize_with = "duration")]
     pub read_window: Duration,
     /// A signed checkpoint every this many records...

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::approvals::ApprovalRequest;
 use crate::audit::chain::Record;
+use crate::audit::layout;
 use crate::grants::Grant;
 
 const GRANTS: &str = "grants";
@@ -168,14 +169,13 @@ impl Store {
         all(&self.approvers, "approver secret")
     }
 
-    /// Append audit records (keyed by big-endian `seq`, so the tree's order
-    /// is the log's order). Not yet durable.
-    pub fn put_audit(&self, records: &[Record]) -> Result<(), StoreError> {
+    /// Append audit chunks, each keyed by the big-endian seq of its first
+    /// record, so the tree's order is the log's order (see
+    /// [`crate::audit::layout`]); atomically. Not yet durable.
+    pub fn put_audit(&self, chunks: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for r in records {
-            let bytes =
-                serde_json::to_vec(r).map_err(|e| corrupt("audit record", &e.to_string()))?;
-            batch.insert(&r.seq.to_be_bytes(), bytes);
+        for (first, bytes) in chunks {
+            batch.insert(&first.to_be_bytes(), bytes);
         }
         self.audit.apply_batch(batch)?;
         Ok(())
@@ -183,9 +183,10 @@ impl Store {
 
     /// Audit records from the last one backwards.
     pub fn audit_backwards(&self) -> impl Iterator<Item = Result<Record, StoreError>> + '_ {
-        self.audit.iter().rev().map(|item| {
-            let (k, v) = item?;
-            audit_record(&k, &v)
+        self.audit.iter().rev().flat_map(|item| {
+            let mut records = chunk(item);
+            records.reverse();
+            records
         })
     }
 
@@ -208,19 +209,45 @@ impl Store {
     /// firewall can chain on from its own last signed record. Returns the
     /// seqs moved. For an operator, with the daemon stopped.
     pub fn audit_set_aside_unsigned_tail(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        let Some((first, head)) = self.audit_unsigned_tail()? else {
+        // Walk back over the chunks holding the tail: each is moved whole,
+        // but the one holding the last signature is split after it.
+        let mut moved = Vec::new();
+        let mut whole = Vec::new();
+        let mut split: Option<(sled::IVec, Vec<Record>)> = None;
+        for item in self.audit.iter().rev() {
+            let (k, v) = item?;
+            let records = layout::decode(&v).map_err(|e| corrupt("audit chunk", &e))?;
+            match records.iter().rposition(|r| r.sig.is_some()) {
+                Some(i) => {
+                    moved.splice(0..0, records[i + 1..].iter().cloned());
+                    if i + 1 < records.len() {
+                        split = Some((k, records[..=i].to_vec()));
+                    }
+                    break;
+                }
+                None => {
+                    moved.splice(0..0, records);
+                    whole.push(k);
+                }
+            }
+        }
+        let (Some(first), Some(head)) = (moved.first().map(|r| r.seq), moved.last().map(|r| r.seq))
+        else {
             return Ok(None);
         };
         let aside = self.db.open_tree(AUDIT_SET_ASIDE)?;
-        for seq in first..=head {
-            let key = seq.to_be_bytes();
-            if let Some(v) = self.audit.get(key)? {
-                aside.insert(key, v)?;
-            }
+        for (k, v) in layout::encode(&moved).map_err(|e| corrupt("audit record", &e))? {
+            aside.insert(k.to_be_bytes(), v)?;
         }
         aside.flush()?;
-        for seq in first..=head {
-            self.audit.remove(seq.to_be_bytes())?;
+        for k in whole {
+            self.audit.remove(k)?;
+        }
+        if let Some((k, records)) = split {
+            self.audit.remove(k)?;
+            for (k, v) in layout::encode(&records).map_err(|e| corrupt("audit record", &e))? {
+                self.audit.insert(k.to_be_bytes(), v)?;
+            }
         }
         self.flush_blocking()?;
         Ok(Some((first, head)))
@@ -228,10 +255,21 @@ impl Store {
 
     /// The last audit record.
     pub fn audit_head(&self) -> Result<Option<Record>, StoreError> {
-        match self.audit.last()? {
-            Some((k, v)) => Ok(Some(audit_record(&k, &v)?)),
-            None => Ok(None),
+        self.audit_backwards().next().transpose()
+    }
+
+    /// Audit record `seq`, if stored.
+    fn audit_get(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        let Some(item) = self.audit.range(..=seq.to_be_bytes()).next_back() else {
+            return Ok(None);
+        };
+        for r in chunk(item) {
+            let r = r?;
+            if r.seq == seq {
+                return Ok(Some(r));
+            }
         }
+        Ok(None)
     }
 
     /// The first seq whose record is from `since_ms` on, found by halving
@@ -245,11 +283,10 @@ impl Store {
         let (mut lo, mut hi) = (1u64, head.seq + 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let Some(v) = self.audit.get(mid.to_be_bytes())? else {
-                return Ok(1);
-            };
-            let Some(t) = audit_record(&mid.to_be_bytes(), &v)
+            let Some(t) = self
+                .audit_get(mid)
                 .ok()
+                .flatten()
                 .and_then(|r| crate::audit::event::time_of(&r.payload))
             else {
                 return Ok(1);
@@ -268,20 +305,36 @@ impl Store {
         &self,
         from_seq: u64,
     ) -> impl Iterator<Item = Result<Record, StoreError>> + Send + 'static {
-        self.audit.range(from_seq.to_be_bytes()..).map(|item| {
-            let (k, v) = item?;
-            audit_record(&k, &v)
-        })
+        // The chunk holding `from_seq` starts at or before it.
+        let start = self
+            .audit
+            .range(..=from_seq.to_be_bytes())
+            .next_back()
+            .and_then(Result::ok)
+            .map(|(k, _)| k)
+            .unwrap_or_else(|| sled::IVec::from(&from_seq.to_be_bytes()));
+        self.audit
+            .range(start..)
+            .flat_map(chunk)
+            .filter(move |r| r.as_ref().map_or(true, |r| r.seq >= from_seq))
     }
 }
 
-fn audit_record(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
-    serde_json::from_slice(value).map_err(|e| {
-        let seq = <[u8; 8]>::try_from(key)
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
-        corrupt(&format!("audit record {seq}"), &e.to_string())
-    })
+/// The records of one stored audit chunk (an error stands for them all).
+fn chunk(item: Result<(sled::IVec, sled::IVec), sled::Error>) -> Vec<Result<Record, StoreError>> {
+    let (k, v) = match item {
+        Ok(kv) => kv,
+        Err(e) => return vec![Err(e.into())],
+    };
+    match layout::decode(&v) {
+        Ok(records) => records.into_iter().map(Ok).collect(),
+        Err(e) => {
+            let seq = <[u8; 8]>::try_from(&k[..])
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            vec![Err(corrupt(&format!("audit record {seq}"), &e))]
+        }
+    }
 }
 
 /// Records are JSON: readable with any sled tool after an incident, and
@@ -405,6 +458,56 @@ mod tests {
         };
         let s = Store::open(&dir).unwrap();
         assert_eq!(k, s.key("salt").unwrap());
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Chunks read in order from any seq, the head found, and an unsigned
+    /// tail (forged records after the last signature, some in the same
+    /// chunk as it) moved aside whole, leaving the log ending signed.
+    #[test]
+    fn audit_chunks_read_through_and_an_unsigned_tail_is_set_aside() {
+        use crate::audit::chain;
+        let dir = temp_dir("audit");
+        let s = Store::open(&dir).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let mut prev = chain::GENESIS;
+        let mut records = Vec::new();
+        for seq in 1..=400u64 {
+            let payload = format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "y".repeat(150));
+            // Signed at 200 and 390; 391..=400 are a forged, unsigned tail.
+            let signed = seq == 200 || seq == 390;
+            let (r, h) = chain::seal(seq, &prev, payload, signed.then_some(&key));
+            records.push(r);
+            prev = h;
+        }
+        // Two writes: 1..=200, then 201..=400 in chunks, the tail sharing
+        // the last chunk with record 390.
+        s.put_audit(layout::encode(&records[..200]).unwrap())
+            .unwrap();
+        s.put_audit(layout::encode(&records[200..]).unwrap())
+            .unwrap();
+        let all: Vec<_> = s.audit_from(0).map(Result::unwrap).collect();
+        assert_eq!(all, records);
+        for from in [1, 57, 200, 201, 399] {
+            let first = s.audit_from(from).next().unwrap().unwrap();
+            assert_eq!(first.seq, from);
+        }
+        assert_eq!(s.audit_head().unwrap().unwrap().seq, 400);
+        assert_eq!(s.audit_get(333).unwrap().unwrap(), records[332]);
+        assert_eq!(s.audit_unsigned_tail().unwrap(), Some((391, 400)));
+
+        assert_eq!(s.audit_set_aside_unsigned_tail().unwrap(), Some((391, 400)));
+        assert_eq!(s.audit_unsigned_tail().unwrap(), None);
+        assert_eq!(s.audit_head().unwrap().unwrap().seq, 390);
+        let kept: Vec<_> = s.audit_from(0).map(Result::unwrap).collect();
+        assert_eq!(kept, records[..390]);
+        let aside = s.db.open_tree(AUDIT_SET_ASIDE).unwrap();
+        let moved: Vec<_> = aside
+            .iter()
+            .flat_map(|kv| layout::decode(&kv.unwrap().1).unwrap())
+            .collect();
+        assert_eq!(moved, records[390..]);
         drop(s);
         std::fs::remove_dir_all(dir).unwrap();
     }

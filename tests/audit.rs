@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::*;
 use infraveil::audit::chain;
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 
 /// `veilctl` with no admin API (offline forms); (ok, stdout, stderr).
 async fn veilctl_offline(args: &[&str]) -> (bool, String, String) {
@@ -90,7 +91,13 @@ fn statement<'a>(all: &'a [Value], text: &str) -> Option<&'a Value> {
         .find(|e| e["type"] == "statement" && e["text"].as_str().is_some_and(|t| t.contains(text)))
 }
 
-fn outcome_of<'a>(all: &'a [Value], stmt: &Value) -> Option<&'a Value> {
+/// A statement's outcome: in its own record for a read whose answer came
+/// while its record was still held (one record per read), else in a
+/// `statement.outcome` record.
+fn outcome_of<'a>(all: &'a [Value], stmt: &'a Value) -> Option<&'a Value> {
+    if stmt.get("outcome").is_some() {
+        return Some(stmt);
+    }
     all.iter().find(|e| {
         e["type"] == "statement.outcome"
             && e["session"] == stmt["session"]
@@ -190,6 +197,33 @@ async fn connections_auth_statements_outcomes_and_grants_are_recorded() {
     assert_eq!(out["outcome"], "error");
     assert_eq!(out["sqlstate"], "42P01");
 
+    // Every read has its outcome once: folded into its record, or (when
+    // the record was written before the answer came) in its own.
+    let reads: Vec<&Value> = of_type(&all, "statement")
+        .into_iter()
+        .filter(|s| s["class"] == "read" && s["decision"] == "allow")
+        .collect();
+    assert!(reads.len() >= 3, "{reads:?}");
+    for r in &reads {
+        let separate = all
+            .iter()
+            .filter(|e| {
+                e["type"] == "statement.outcome"
+                    && e["session"] == r["session"]
+                    && e["statement"] == r["statement"]
+            })
+            .count();
+        let folded = r.get("outcome").is_some();
+        assert!(
+            usize::from(folded) + separate >= 1 && !(folded && separate > 0 && r["via"] == "query"),
+            "{r}"
+        );
+    }
+    assert!(
+        reads.iter().any(|r| r.get("outcome").is_some()),
+        "reads get one record, their outcome included: {reads:?}"
+    );
+
     let alter = statement(&all, "ALTER ROLE app_read").expect("refused statement recorded");
     assert_eq!(alter["decision"], "deny");
     assert_eq!(alter["class"], "privileged");
@@ -270,10 +304,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Open the copy's audit tree the way someone with the disk would.
+/// Open the copy's audit tree the way someone with the disk would. The
+/// daemon stores records in chunks (`infraveil::audit::layout`); the tree
+/// is first rewritten one record a value, as JSON (the layout logs had
+/// before chunks, which the daemon still reads), so a case can edit,
+/// drop or swap single records by seq.
 fn with_tree(dir: &Path, f: impl FnOnce(&sled::Tree)) {
     let db = sled::open(dir.join("state")).unwrap();
     let tree = db.open_tree("audit").unwrap();
+    let mut records = Vec::new();
+    for item in tree.iter() {
+        let (_, v) = item.unwrap();
+        records.extend(infraveil::audit::layout::decode(&v).unwrap());
+    }
+    tree.clear().unwrap();
+    for r in &records {
+        put(&tree, r.seq, r);
+    }
     f(&tree);
     db.flush().unwrap();
 }
@@ -780,6 +827,7 @@ struct Daemon {
 }
 
 async fn serve(config: &Path, admin_port: u16, log: &Path) -> Daemon {
+    infraveil::proxy::tls::install_default_provider();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -807,18 +855,162 @@ async fn serve(config: &Path, admin_port: u16, log: &Path) -> Daemon {
     panic!("infraveil serve did not come up");
 }
 
+/// How a writer in the crash test writes its rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Style {
+    /// One simple-protocol `INSERT` a transaction (autocommit).
+    Simple,
+    /// A named prepared statement, Bind/Execute each row (autocommit).
+    Prepared,
+    /// `BEGIN`, two `INSERT`s and `COMMIT`, each its own `Query`: the
+    /// inserts go upstream at once, the `COMMIT` waits for their records.
+    Block,
+    /// `BEGIN; INSERT …; COMMIT` in one string.
+    OneString,
+    /// A transaction of prepared executions (extended protocol).
+    PreparedBlock,
+    /// The same with the executions pipelined.
+    Pipelined,
+    /// `PREPARE TRANSACTION`, then `COMMIT PREPARED`.
+    TwoPhase,
+}
+
+const STYLES: [Style; 9] = [
+    Style::Simple,
+    Style::Simple,
+    Style::Prepared,
+    Style::Prepared,
+    Style::Block,
+    Style::OneString,
+    Style::PreparedBlock,
+    Style::Pipelined,
+    Style::TwoPhase,
+];
+
+/// Write rows `(w, i)` in `style` until the connection fails; each
+/// committed row goes into `acked` once its commit is answered.
+async fn write_rows(
+    client: tokio_postgres::Client,
+    w: i32,
+    style: Style,
+    acked: Arc<std::sync::Mutex<BTreeSet<(i32, i32)>>>,
+) {
+    let marker = format!("INSERT INTO crash /* writer {w} */ VALUES ($1, $2)");
+    let stmt = match style {
+        Style::Prepared | Style::PreparedBlock | Style::Pipelined => {
+            Some(client.prepare(&marker).await.unwrap())
+        }
+        _ => None,
+    };
+    let q = |w: i32, i: i32| format!("INSERT INTO crash VALUES ({w}, {i})");
+    for i in (0..).step_by(2) {
+        let rows = [(w, i), (w, i + 1)];
+        let j = i + 1;
+        let done: Result<usize, tokio_postgres::Error> = async {
+            match style {
+                Style::Simple => {
+                    client.batch_execute(&q(w, i)).await?;
+                    Ok(1)
+                }
+                Style::Prepared => {
+                    client.execute(stmt.as_ref().unwrap(), &[&w, &i]).await?;
+                    Ok(1)
+                }
+                Style::Block => {
+                    client.batch_execute("BEGIN").await?;
+                    client.batch_execute(&q(w, i)).await?;
+                    client.batch_execute(&q(w, i + 1)).await?;
+                    client.batch_execute("COMMIT").await?;
+                    Ok(2)
+                }
+                Style::OneString => {
+                    client
+                        .batch_execute(&format!("BEGIN; {}; {}; COMMIT", q(w, i), q(w, i + 1)))
+                        .await?;
+                    Ok(2)
+                }
+                Style::PreparedBlock => {
+                    client.batch_execute("BEGIN").await?;
+                    let s = stmt.as_ref().unwrap();
+                    client.execute(s, &[&w, &i]).await?;
+                    client.execute(s, &[&w, &j]).await?;
+                    client.batch_execute("COMMIT").await?;
+                    Ok(2)
+                }
+                Style::Pipelined => {
+                    client.batch_execute("BEGIN").await?;
+                    let s = stmt.as_ref().unwrap();
+                    let (first, second): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
+                        (&[&w, &i], &[&w, &j]);
+                    let (a, b) = tokio::join!(client.execute(s, first), client.execute(s, second));
+                    a?;
+                    b?;
+                    client.batch_execute("COMMIT").await?;
+                    Ok(2)
+                }
+                Style::TwoPhase => {
+                    client.batch_execute("BEGIN").await?;
+                    client.batch_execute(&q(w, i)).await?;
+                    client
+                        .batch_execute(&format!("PREPARE TRANSACTION 'crash_{w}_{i}'"))
+                        .await?;
+                    client
+                        .batch_execute(&format!("COMMIT PREPARED 'crash_{w}_{i}'"))
+                        .await?;
+                    Ok(1)
+                }
+            }
+        }
+        .await;
+        match done {
+            Ok(n) => acked.lock().unwrap().extend(rows[..n].iter().copied()),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Pull the plug on the firewall under write load of every kind: every row
+/// PostgreSQL committed has its durable record, whether its statement went
+/// upstream after its record was durable (autocommit) or before, inside a
+/// block whose commit waited for it.
 #[tokio::test]
 async fn kill_9_under_write_load_loses_no_acknowledged_record() {
-    let c = cluster();
+    crash(&STYLES, "100ms", 600).await;
+}
+
+/// Only explicit blocks, a few of them, and records nobody waits for held
+/// for 5 s: nothing but the commits makes the log durable, so a `COMMIT`
+/// that did not wait for the records of the inserts before it would leave
+/// every row without one.
+#[tokio::test]
+async fn kill_9_inside_blocks_finds_every_committed_row_recorded() {
+    crash(
+        &[Style::Block, Style::PreparedBlock, Style::Pipelined],
+        "5s",
+        30,
+    )
+    .await;
+}
+
+/// Write with a writer per style until `rows` are committed, kill -9 the
+/// firewall, and check the log holds every row PostgreSQL committed.
+async fn crash(styles: &[Style], read_window: &str, rows: usize) {
+    // Its own cluster: two-phase commit needs max_prepared_transactions.
+    let c = private_cluster(infraveil::sandbox::ClusterOptions {
+        settings: vec![("max_prepared_transactions".into(), "20".into())],
+        ..Default::default()
+    });
     let dir = scratch_dir();
-    let db = fresh_db("audit_crash");
+    let db = "audit_crash";
+    c.psql("postgres", &format!("CREATE DATABASE {db} OWNER app_owner"))
+        .unwrap();
     c.psql(
-        &db,
+        db,
         "CREATE TABLE crash (w int, i int); ALTER TABLE crash OWNER TO app_owner;",
     )
     .unwrap();
     let mut passwords = String::new();
-    for (role, pw) in &c.passwords {
+    for (role, pw) in &cluster().passwords {
         let f = dir.join(format!("pw-{role}"));
         std::fs::write(&f, pw).unwrap();
         passwords.push_str(&format!("{role} = {{ file = {:?} }}\n", f));
@@ -842,6 +1034,9 @@ port = {upstream}
 listen = "127.0.0.1:{admin_port}"
 token = {{ file = {token:?} }}
 
+[audit]
+read_window = "{read_window}"
+
 [[dev_credentials]]
 identity = "alice"
 role = "deployer"
@@ -858,10 +1053,9 @@ secret = {{ file = {secret:?} }}
     let log = dir.join("daemon.log");
     let mut daemon = serve(&config_path, admin_port, &log).await;
 
-    const WRITERS: i32 = 8;
     let acked = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let mut tasks = vec![];
-    for w in 0..WRITERS {
+    for (w, style) in styles.iter().copied().enumerate() {
         let cfg = format!(
             "host=127.0.0.1 port={pg_port} user=alice password={PASSWORD} dbname={db} sslmode=disable"
         );
@@ -873,32 +1067,19 @@ secret = {{ file = {secret:?} }}
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            // Half the writers use the simple protocol, half a named
-            // prepared statement (Parse once, then Bind/Execute only).
-            let prepared = if w >= WRITERS / 2 {
-                let text = format!("INSERT INTO crash /* writer {w} */ VALUES ($1, $2)");
-                Some(client.prepare(&text).await.unwrap())
-            } else {
-                None
-            };
-            for i in 0.. {
-                let done = match &prepared {
-                    Some(stmt) => client.execute(stmt, &[&w, &i]).await.map(|_| ()),
-                    None => {
-                        client
-                            .batch_execute(&format!("INSERT INTO crash VALUES ({w}, {i})"))
-                            .await
-                    }
-                };
-                if done.is_err() {
-                    break;
-                }
-                acked.lock().unwrap().insert((w, i));
-            }
+            write_rows(client, w as i32, style, acked).await;
         }));
     }
-    // Let the load run, then pull the plug mid-stream.
-    while acked.lock().unwrap().len() < 400 {
+    // Let the load run until every writer has committed, then pull the
+    // plug mid-stream.
+    loop {
+        {
+            let a = acked.lock().unwrap();
+            let writers: BTreeSet<i32> = a.iter().map(|(w, _)| *w).collect();
+            if a.len() >= rows && writers.len() == styles.len() {
+                break;
+            }
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     daemon.child.start_kill().unwrap();
@@ -908,9 +1089,9 @@ secret = {{ file = {secret:?} }}
     }
     let acked = acked.lock().unwrap().clone();
 
-    // PostgreSQL's view: every row that exists, acknowledged or not.
+    // PostgreSQL's view: every row committed, acknowledged or not.
     let rows: BTreeSet<(i32, i32)> = c
-        .psql(&db, "SELECT w, i FROM crash")
+        .psql(db, "SELECT w, i FROM crash")
         .unwrap()
         .lines()
         .map(|l| {
@@ -938,20 +1119,30 @@ secret = {{ file = {secret:?} }}
         serde_json::from_str(&run(&["--output", "json", "audit", "verify"]).await).unwrap();
     assert_eq!(verdict["ok"], true, "{verdict}");
     let all = payloads(&run(&["audit", "export"]).await);
+    // Rows whose text is in a statement record (simple protocol).
     let recorded: BTreeSet<(i32, i32)> = all
         .iter()
         .filter(|e| e["type"] == "statement" && e["decision"] == "allow")
-        .filter_map(|e| {
-            let t = e["text"]
-                .as_str()?
-                .strip_prefix("INSERT INTO crash VALUES (")?;
-            let (w, i) = t.strip_suffix(')')?.split_once(", ")?;
-            Some((w.parse().ok()?, i.parse().ok()?))
+        .flat_map(|e| {
+            let text = e["text"].as_str().unwrap_or_default().to_owned();
+            text.split("INSERT INTO crash VALUES (")
+                .skip(1)
+                .filter_map(|t| {
+                    let (w, i) = t.split_once(')')?.0.split_once(", ")?;
+                    Some((w.parse().ok()?, i.parse().ok()?))
+                })
+                .collect::<Vec<(i32, i32)>>()
         })
         .collect();
-    let simple_rows: BTreeSet<_> = rows.iter().filter(|(w, _)| *w < WRITERS / 2).collect();
-    let missing: Vec<_> = simple_rows
-        .into_iter()
+    let by_text = |w: i32| {
+        matches!(
+            styles[w as usize],
+            Style::Simple | Style::Block | Style::OneString | Style::TwoPhase
+        )
+    };
+    let missing: Vec<_> = rows
+        .iter()
+        .filter(|(w, _)| by_text(*w))
         .filter(|r| !recorded.contains(r))
         .collect();
     assert!(
@@ -960,7 +1151,10 @@ secret = {{ file = {secret:?} }}
     );
     // Prepared executions carry no text: each has a durable
     // `statement.execute` record, so there are at least as many as rows.
-    for w in WRITERS / 2..WRITERS {
+    for (w, style) in styles.iter().enumerate() {
+        if by_text(w as i32) {
+            continue;
+        }
         let marker = format!("/* writer {w} */");
         let parse = all
             .iter()
@@ -975,11 +1169,17 @@ secret = {{ file = {secret:?} }}
                     && e["statement"] == parse["statement"]
             })
             .count();
-        let written = rows.iter().filter(|(rw, _)| *rw == w).count();
-        assert!(written > 0, "writer {w} wrote");
+        let written = rows.iter().filter(|(rw, _)| *rw == w as i32).count();
+        assert!(written > 0, "writer {w} ({style:?}) wrote");
         assert!(
             executes >= written,
-            "writer {w}: {written} rows but {executes} execute records"
+            "writer {w} ({style:?}): {written} rows but {executes} execute records"
+        );
+    }
+    for w in 0..styles.len() as i32 {
+        assert!(
+            rows.iter().any(|(rw, _)| *rw == w),
+            "writer {w} committed rows"
         );
     }
     let starts = all.iter().filter(|e| e["type"] == "daemon.start").count();

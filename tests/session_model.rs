@@ -285,6 +285,10 @@ fn trail_of(all: &[Value], identity: &str) -> Trail {
             Some("statement") => {
                 t.statements
                     .insert(v["statement"].as_u64().unwrap(), v.clone());
+                // A read's outcome folded into its record.
+                if v.get("outcome").is_some() {
+                    t.outcomes.push(v.clone());
+                }
             }
             Some("statement.execute") => t.executes.push(v.clone()),
             Some("statement.outcome") => t.outcomes.push(v.clone()),

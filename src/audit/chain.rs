@@ -30,15 +30,24 @@ pub struct Record {
 }
 
 pub fn hash(prev: &[u8; 32], payload: &str) -> [u8; 32] {
+    hash_bytes(prev, payload.as_bytes())
+}
+
+pub fn hash_bytes(prev: &[u8; 32], payload: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);
-    h.update(payload.as_bytes());
+    h.update(payload);
     h.finalize().into()
 }
 
 /// Hex signature of a record's hash bytes.
 pub fn sign(key: &SigningKey, digest: &[u8; 32]) -> String {
-    hex::encode(key.sign(digest).to_bytes())
+    hex::encode(sign_bytes(key, digest))
+}
+
+/// The signature of a record's hash bytes.
+pub fn sign_bytes(key: &SigningKey, digest: &[u8; 32]) -> [u8; 64] {
+    key.sign(digest).to_bytes()
 }
 
 /// Hash a payload as record `seq` after `prev`, and sign it if `key`.

@@ -1,5 +1,5 @@
 //! What the audit log records. Each event becomes a payload: its fields plus
-//! `seq`, `time` and `type`, as JSON with sorted keys.
+//! `seq`, `time` and `type`, as JSON (those three first).
 
 use serde::Serialize;
 
@@ -62,6 +62,10 @@ pub enum Event {
         decision: &'static str,
         rule: Option<String>,
         approval: Option<String>,
+        /// A read's outcome, when the writer had it before it wrote the
+        /// statement (one record per read).
+        #[serde(flatten)]
+        ran: Option<Ran>,
     },
     /// One execution of a prepared statement that changes data (extended
     /// protocol: the statement record was written at `Parse`; this one is
@@ -150,24 +154,114 @@ pub enum Event {
     Checkpoint { head_seq: u64, head_hash: String },
 }
 
+/// What a statement's outcome record says, when it is folded into the
+/// statement's own record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ran {
+    pub outcome: &'static str,
+    pub tags: Vec<String>,
+    pub rows: Option<u64>,
+    pub sqlstate: Option<String>,
+    pub duration_ms: f64,
+}
+
 impl Event {
+    /// Fold `outcome` into this statement record if it is the outcome of
+    /// this read (allowed, not yet folded); gives it back otherwise.
+    pub fn absorb(&mut self, outcome: Event) -> Option<Event> {
+        match (self, outcome) {
+            (
+                Event::Statement {
+                    session,
+                    statement,
+                    class,
+                    decision: "allow",
+                    ran: ran @ None,
+                    ..
+                },
+                Event::Outcome {
+                    session: s,
+                    statement: n,
+                    outcome,
+                    tags,
+                    rows,
+                    sqlstate,
+                    approval: None,
+                    duration_ms,
+                    ..
+                },
+            ) if *session == s && *statement == n && class.as_deref() == Some("read") => {
+                *ran = Some(Ran {
+                    outcome,
+                    tags,
+                    rows,
+                    sqlstate,
+                    duration_ms,
+                });
+                None
+            }
+            (_, other) => Some(other),
+        }
+    }
+
+    /// The `(session, statement)` of a read's statement record whose
+    /// outcome may still be folded into it.
+    pub fn open_read(&self) -> Option<(u64, u64)> {
+        match self {
+            Event::Statement {
+                session,
+                statement,
+                class,
+                decision: "allow",
+                ran: None,
+                ..
+            } if class.as_deref() == Some("read") => Some((*session, *statement)),
+            _ => None,
+        }
+    }
+
+    /// The `(session, statement)` an outcome record is about.
+    pub fn outcome_of(&self) -> Option<(u64, u64)> {
+        match self {
+            Event::Outcome {
+                session,
+                statement,
+                approval: None,
+                ..
+            } => Some((*session, *statement)),
+            _ => None,
+        }
+    }
+
     /// The payload text for record `seq`.
     pub fn payload(&self, seq: u64, time_ms: u64) -> String {
-        let mut v = match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(m)) => m,
-            // Every variant is a struct: always an object.
-            _ => serde_json::Map::new(),
-        };
-        v.insert("seq".into(), seq.into());
-        v.insert(
-            "time".into(),
-            humantime::format_rfc3339_millis(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(time_ms),
-            )
-            .to_string()
-            .into(),
+        let mut buf = Vec::new();
+        self.write_payload(&mut buf, seq, &format_time(time_ms));
+        // serde_json writes UTF-8.
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Write the payload of record `seq` at `time` (see [`format_time`]):
+    /// `seq`, `time`, `type`, then the event's fields. Serialised straight
+    /// into the log's buffer, once.
+    pub fn write_payload(&self, buf: &mut Vec<u8>, seq: u64, time: &str) {
+        #[derive(Serialize)]
+        struct Payload<'a> {
+            seq: u64,
+            time: &'a str,
+            #[serde(flatten)]
+            event: &'a Event,
+        }
+        // Writing to a Vec fails only if a Serialize impl does, and these
+        // are derived over strings and numbers.
+        let _ = serde_json::to_writer(
+            buf,
+            &Payload {
+                seq,
+                time,
+                event: self,
+            },
         );
-        serde_json::Value::Object(v).to_string()
     }
 
     /// The identity an event is about, for `export --identity`.
@@ -177,6 +271,14 @@ impl Event {
             .or_else(|| payload.get("user"))
             .and_then(|v| v.as_str())
     }
+}
+
+/// A record's `time`: RFC 3339 in UTC, to the millisecond.
+pub fn format_time(time_ms: u64) -> String {
+    humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(time_ms),
+    )
+    .to_string()
 }
 
 /// A payload's `time`, in Unix milliseconds.

@@ -13,6 +13,7 @@
 //! every later append fails, and the proxy refuses statements rather than
 //! run them unaudited.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ pub mod chain;
 pub mod event;
 pub mod export;
 pub mod key;
+pub mod layout;
 
 pub use event::Event;
 
@@ -66,7 +68,8 @@ impl From<StoreError> for AuditError {
 }
 
 struct Job {
-    event: Event,
+    /// `None`: only wait until everything before is durable.
+    event: Option<Event>,
     /// Present when the caller waits for durability.
     ack: Option<oneshot::Sender<Result<u64, AuditError>>>,
 }
@@ -168,7 +171,7 @@ impl Audit {
         self.check()?;
         let (ack, done) = oneshot::channel();
         self.send(Job {
-            event,
+            event: Some(event),
             ack: Some(ack),
         })
         .await?;
@@ -177,43 +180,56 @@ impl Audit {
     }
 
     /// Append several and wait until all are durable (one wait).
+    /// With none, waits until every event handed to the log before is
+    /// durable.
     pub async fn append_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
         self.check()?;
-        let mut events = events.into_iter().peekable();
+        let mut events = events.into_iter().map(Some).peekable();
+        if events.peek().is_none() {
+            return self.durable(None).await;
+        }
         while let Some(event) = events.next() {
             if events.peek().is_some() {
                 self.send(Job { event, ack: None }).await?;
             } else {
                 // The writer takes jobs in order and flushes before it
                 // acks, so the last one's ack covers the rest.
-                let (ack, done) = oneshot::channel();
-                self.send(Job {
-                    event,
-                    ack: Some(ack),
-                })
-                .await?;
-                return done
-                    .await
-                    .unwrap_or_else(|_| Err(AuditError::Failed("the audit writer stopped".into())))
-                    .map(|_| ());
+                return self.durable(event).await;
             }
         }
         Ok(())
+    }
+
+    async fn durable(&self, event: Option<Event>) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.send(Job {
+            event,
+            ack: Some(ack),
+        })
+        .await?;
+        done.await
+            .unwrap_or_else(|_| Err(AuditError::Failed("the audit writer stopped".into())))
+            .map(|_| ())
     }
 
     /// Queue an event; it is durable within the read window. Waits only if
     /// the queue is full (back-pressure rather than loss).
     pub async fn enqueue(&self, event: Event) -> Result<(), AuditError> {
         self.check()?;
-        self.send(Job { event, ack: None }).await
+        self.send(Job {
+            event: Some(event),
+            ack: None,
+        })
+        .await
     }
 
     /// [`Audit::enqueue`] from code that cannot wait; if the queue is full
     /// the event is still sent, from a task.
     pub fn enqueue_now(&self, event: Event) {
-        if let Err(mpsc::error::TrySendError::Full(job)) =
-            self.tx.try_send(Job { event, ack: None })
-        {
+        if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(Job {
+            event: Some(event),
+            ack: None,
+        }) {
             let tx = self.tx.clone();
             tokio::spawn(async move {
                 let _ = tx.send(job).await;
@@ -265,6 +281,9 @@ impl Writer {
         // write and one flush per window at low load, instead of one per
         // read (sled's write path, not the chain, was the cost).
         let mut held: Vec<Event> = Vec::new();
+        // Reads among them whose outcome has not come: (session,
+        // statement) to index in `held`.
+        let mut reads: HashMap<(u64, u64), usize> = HashMap::new();
         let mut held_since: Option<Instant> = None;
         // Written (a full batch) but not yet flushed, since when.
         let mut unflushed: Option<Instant> = None;
@@ -272,12 +291,23 @@ impl Writer {
         let mut last_checkpoint = Instant::now();
         let mut tick = tokio::time::interval(self.interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let window_end = tokio::time::sleep(self.window);
+        tokio::pin!(window_end);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
             let deadline = match (held_since, unflushed) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             }
             .map(|t| tokio::time::Instant::from_std(t + self.window));
+            // One timer, moved only when the deadline does: a new one per
+            // job was a timer-wheel insert and removal per record.
+            if deadline.is_some() && deadline != armed {
+                if let Some(d) = deadline {
+                    window_end.as_mut().reset(d);
+                }
+                armed = deadline;
+            }
             let first = tokio::select! {
                 job = rx.recv() => match job {
                     Some(j) => Some(j),
@@ -293,15 +323,32 @@ impl Writer {
                         return;
                     }
                 },
-                _ = sleep_until_opt(deadline) => None,
+                _ = &mut window_end, if deadline.is_some() => {
+                    armed = None;
+                    None
+                }
                 _ = tick.tick() => None,
             };
             let mut acks = Vec::new();
             if let Some(j) = first {
                 let mut next = Some(j);
                 while let Some(j) = next.take() {
-                    held.push(j.event);
-                    since_checkpoint += 1;
+                    // A read's outcome joins its statement's record while
+                    // that is still held: one record per read.
+                    let event = match j.event {
+                        Some(e) => match e.outcome_of().and_then(|k| reads.remove(&k)) {
+                            Some(i) => held[i].absorb(e),
+                            None => Some(e),
+                        },
+                        None => None,
+                    };
+                    if let Some(event) = event {
+                        if let Some(k) = event.open_read() {
+                            reads.insert(k, held.len());
+                        }
+                        held.push(event);
+                        since_checkpoint += 1;
+                    }
                     if let Some(a) = j.ack {
                         acks.push(a);
                     }
@@ -322,6 +369,7 @@ impl Writer {
                 continue;
             }
             let events = std::mem::take(&mut held);
+            reads.clear();
             let since = held_since.take();
             let result = match self.write(events, checkpoint_due).await {
                 Ok(_) if flush_due => {
@@ -375,8 +423,9 @@ impl Writer {
         };
         let store = self.store.clone();
         let seal_and_put = move || {
-            let (records, taken) = sealer.seal(events, checkpoint);
-            let put = store.put_audit(&records).map(|()| records.len());
+            let (chunks, taken) = sealer.seal(events, checkpoint);
+            let n = chunks.records();
+            let put = store.put_audit(chunks.finish()).map(|()| n);
             (sealer, put, taken)
         };
         let (sealer, put, taken) = if inline {
@@ -417,20 +466,18 @@ impl Sealer {
     /// Number and chain `events`, then a checkpoint naming the head if
     /// asked, and sign the last record: its hash covers every record
     /// before it, so one signature vouches for the batch (and the batch is
-    /// stored atomically with it).
+    /// stored atomically with it). Payloads are serialised once, straight
+    /// into the stored chunks.
     fn seal(
         &mut self,
         events: Vec<Event>,
         checkpoint: bool,
-    ) -> (Vec<chain::Record>, Option<Checkpoint>) {
+    ) -> (layout::Chunks, Option<Checkpoint>) {
         self.time = self.time.max(now_ms());
-        let now = self.time;
-        let mut records = Vec::with_capacity(events.len() + 1);
+        let time = event::format_time(self.time);
+        let mut chunks = layout::Chunks::default();
         for e in &events {
-            self.seq += 1;
-            let (r, digest) = chain::seal(self.seq, &self.prev, e.payload(self.seq, now), None);
-            records.push(r);
-            self.prev = digest;
+            self.push(&mut chunks, e, &time);
         }
         let mut taken = None;
         if checkpoint && self.seq > 0 {
@@ -439,27 +486,23 @@ impl Sealer {
                 head_seq,
                 head_hash: head_hash.clone(),
             };
-            self.seq += 1;
-            let (r, digest) = chain::seal(self.seq, &self.prev, head.payload(self.seq, now), None);
-            records.push(r);
-            self.prev = digest;
+            self.push(&mut chunks, &head, &time);
             taken = Some(Checkpoint {
                 seq: self.seq,
                 head_seq,
                 head_hash,
             });
         }
-        if let Some(last) = records.last_mut() {
-            last.sig = Some(chain::sign(&self.key, &self.prev));
+        if chunks.records() > 0 {
+            chunks.sign_last(&chain::sign_bytes(&self.key, &self.prev));
         }
-        (records, taken)
+        (chunks, taken)
     }
-}
 
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+    fn push(&mut self, chunks: &mut layout::Chunks, e: &Event, time: &str) {
+        self.seq += 1;
+        e.write_payload(chunks.begin_record(self.seq, &self.prev), self.seq, time);
+        self.prev = chunks.end_record();
     }
 }
 

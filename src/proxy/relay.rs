@@ -598,6 +598,11 @@ fn handle_client_frame(
     ctx: &Ctx<'_>,
     state: &mut Frontend<'_>,
 ) -> Result<Flow, RelayEnd> {
+    // What PostgreSQL last said of the transaction, while nothing is in
+    // flight (a Bind after an answered BEGIN knows the block is open).
+    if matches!(frame.tag(), b'Q' | b'P' | b'B' | b'E' | b'S') {
+        state.trail.observe(state.model.idle_status());
+    }
     match frame.tag() {
         b'Q' => on_query(frame, out, ctx, state),
         b'P' => on_parse(frame, out, ctx, state),
@@ -620,6 +625,7 @@ fn handle_client_frame(
         }
         b'S' => {
             state.model.sync();
+            state.trail.sync();
             forward(out, &frame)
         }
         // PostgreSQL ignores a Sync during COPY: the model must know
@@ -1088,7 +1094,7 @@ fn on_execute(
         }
     }
     match &statement.gate {
-        Gate::Free => {}
+        Gate::Free => state.trail.execute_read(&statement.text),
         Gate::Refused => {
             let e = PgError::error(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -1116,9 +1122,14 @@ fn on_execute(
                 );
                 return refuse(out, state.model, e);
             }
-            // Durable before it goes upstream, whatever name it was
-            // prepared or bound under.
-            state.trail.execute(statement.record, name);
+            // Recorded whatever name it was prepared or bound under; durable
+            // before it goes upstream, or (inside a block) before what
+            // commits it.
+            state.trail.execute(
+                (statement.record, statement.class, &statement.text),
+                name,
+                portal.approval.is_some(),
+            );
         }
     }
     state.model.execute(
@@ -1208,7 +1219,15 @@ async fn write_with_timeout<W: AsyncWrite + Unpin>(
     buf: &[u8],
     timeout: Duration,
 ) -> Result<(), RelayEnd> {
-    match tokio::time::timeout(timeout, w.write_all(buf)).await {
+    // Nearly every write completes at once: only one that would wait
+    // arms a timer (arming and dropping one per answer showed in profiles).
+    let mut write = std::pin::pin!(w.write_all(buf));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    let result = match first {
+        std::task::Poll::Ready(r) => Ok(r),
+        std::task::Poll::Pending => tokio::time::timeout(timeout, write).await,
+    };
+    match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(RelayEnd::Io(e)),
         Err(_) => {

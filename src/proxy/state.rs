@@ -197,6 +197,9 @@ struct Inner {
     /// PostgreSQL is reading COPY data and the client has not ended it:
     /// it ignores `Sync` meanwhile.
     copying: bool,
+    /// The transaction status of the last `ReadyForQuery` (`I`, `T`, `E`);
+    /// `0` before the first.
+    status: u8,
 }
 
 /// The model, shared by the session's two directions.
@@ -343,6 +346,13 @@ impl SessionState {
     pub fn portal(&self, name: &str) -> Lookup<Portal> {
         let g = self.lock();
         g.resolve(&g.open_portals, &g.portals, name)
+    }
+
+    /// The transaction status PostgreSQL last reported, if it has answered
+    /// everything sent since (otherwise nobody knows it yet).
+    pub fn idle_status(&self) -> Option<u8> {
+        let g = self.lock();
+        (g.queue.is_empty() && g.status != 0).then_some(g.status)
     }
 
     /// Wait until lookups are settled: PostgreSQL has answered every
@@ -516,6 +526,7 @@ impl SessionState {
                     }
                 }
                 g.skipping = false;
+                g.status = status;
                 if status == b'I' {
                     g.portals.retain(|_, p| p.holdable);
                 }

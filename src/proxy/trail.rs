@@ -1,8 +1,21 @@
 //! A session's statements in the audit log: [`Trail`] numbers each
 //! statement, records it with its decision, records each execution of a
-//! statement that is not a read, and makes those records durable before
-//! the statement is forwarded. Outcomes (what PostgreSQL answered) are
-//! paired with their statements by the session model (`state.rs`).
+//! statement that is not a read, and decides which records must be durable
+//! before which message goes upstream. Outcomes (what PostgreSQL answered)
+//! are paired with their statements by the session model (`state.rs`).
+//!
+//! The rule: nothing that changes data is *committed* before its record is
+//! durable. Outside an explicit transaction block a data-changing statement
+//! commits as it runs, so its record is durable before it is forwarded.
+//! Inside one (PostgreSQL said `T` and has answered everything sent since),
+//! `write` and `ddl` statements go upstream at once and their records are
+//! owed: the next message that can commit (one whose text could hold
+//! `COMMIT`, `END`, `PREPARE TRANSACTION`, or a `Query` or `Sync` outside a
+//! block) waits until they are durable. If the firewall dies first, the
+//! connection drops and PostgreSQL rolls the block back. `destructive`,
+//! `privileged` and `unknown` statements, approved ones, and statements
+//! whose effects a rollback does not undo (sequences, `dblink`) stay
+//! durable before they are forwarded.
 
 use crate::audit::{Audit, AuditError, Event};
 use crate::classify::Class;
@@ -34,6 +47,38 @@ pub struct Trail {
     durable: bool,
     /// A pending record belongs to a statement that goes upstream.
     forwards: bool,
+    /// A pending record belongs to a statement forwarded inside a block
+    /// before it is durable.
+    early: bool,
+    /// Records handed to the log without waiting, inside a block, that no
+    /// durable wait has covered since: owed before the next commit.
+    owed: bool,
+    /// A pending message may commit.
+    commit_point: bool,
+    /// Inside an explicit transaction block, as far as is known.
+    block: bool,
+}
+
+/// Text that could end a transaction block: a keyword of `COMMIT`, `END`,
+/// `PREPARE TRANSACTION`, `ROLLBACK` or `ABORT` anywhere in it, in any
+/// case. Keywords cannot be spelled otherwise (no escapes, no comments
+/// inside), so a text without these letters in a row cannot end a block;
+/// one with them merely waits, when something is owed.
+pub fn may_end_block(sql: &str) -> bool {
+    contains_any(sql, &["commit", "end", "prepare", "rollback", "abort"])
+}
+
+/// Text that could have effects a rollback does not undo.
+fn outlives_rollback(sql: &str) -> bool {
+    contains_any(sql, &["nextval", "setval", "dblink"])
+}
+
+fn contains_any(sql: &str, words: &[&str]) -> bool {
+    let b = sql.as_bytes();
+    words.iter().any(|w| {
+        let w = w.as_bytes();
+        b.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w))
+    })
 }
 
 impl Trail {
@@ -47,7 +92,52 @@ impl Trail {
             events: Vec::new(),
             durable: false,
             forwards: false,
+            early: false,
+            owed: false,
+            commit_point: false,
+            block: false,
         }
+    }
+
+    /// Before a `Query`, `Execute` or `Sync`: what PostgreSQL last said of
+    /// the transaction, when it has answered everything (see
+    /// [`crate::proxy::state::SessionState::idle_status`]). With messages
+    /// in flight the last knowledge stands.
+    pub fn observe(&mut self, idle_status: Option<u8>) {
+        if let Some(status) = idle_status {
+            self.block = status == b'T';
+        }
+    }
+
+    /// A `Sync`: outside a block it commits the implicit transaction.
+    pub fn sync(&mut self) {
+        if !self.block {
+            self.commit_point = true;
+        }
+    }
+
+    /// A message runs `text` (a `Query`, or an `Execute` of it).
+    fn runs(&mut self, text: &str, query: bool) {
+        if may_end_block(text) || (query && !self.block) {
+            self.commit_point = true;
+        }
+        if may_end_block(text) {
+            self.block = false;
+        }
+    }
+
+    /// Whether a data-changing statement of `class` running `text` may go
+    /// upstream before its record is durable.
+    fn may_go_early(&self, class: Option<Class>, text: &str) -> bool {
+        self.block
+            && matches!(class, Some(Class::Write | Class::Ddl))
+            && !may_end_block(text)
+            && !outlives_rollback(text)
+    }
+
+    /// An `Execute` of a read (no record of its own) running `text`.
+    pub fn execute_read(&mut self, text: &str) {
+        self.runs(text, false);
     }
 
     /// Record a statement and its decision; returns its number.
@@ -71,9 +161,18 @@ impl Trail {
         // Reads may wait for the read window; anything else that goes
         // upstream is durable first. Unclassified counts as unknown.
         let changes = d.class.is_none_or(|c| c != Class::Read);
-        // A Parse runs nothing; each Execute of it gets its own durable
-        // record, which makes this one durable too (the log is ordered).
-        self.durable |= changes && d.decision == "allow" && via != "parse";
+        // A Parse runs nothing; each Execute of it gets its own record,
+        // which covers this one too (the log is ordered).
+        if changes && d.decision == "allow" && via != "parse" {
+            if self.may_go_early(d.class, sql) {
+                self.early = true;
+            } else {
+                self.durable = true;
+            }
+        }
+        if via == "query" {
+            self.runs(sql, true);
+        }
         self.forwards |= d.decision == "allow";
         self.events.push(Event::Statement {
             session: self.session,
@@ -88,37 +187,55 @@ impl Trail {
             decision: d.decision,
             rule: d.rule,
             approval: None,
+            ran: None,
         });
         self.next
     }
 
-    /// An `Execute` of `portal`, made from statement `statement` (a
-    /// statement that is not a read), is about to go upstream: it is
-    /// recorded and made durable first.
-    pub fn execute(&mut self, statement: u64, portal: &str) {
+    /// An `Execute` of `portal`, made from statement `statement` (of
+    /// `class`, not a read, running `text`), is about to go upstream: it is
+    /// recorded, and durable first unless it may go early. `approved`
+    /// executions are always durable first.
+    pub fn execute(
+        &mut self,
+        (statement, class, text): (u64, Option<Class>, &str),
+        portal: &str,
+        approved: bool,
+    ) {
         self.events.push(Event::Execute {
             session: self.session,
             identity: self.identity.clone(),
             statement,
             portal: portal.to_owned(),
         });
-        self.durable = true;
+        if !approved && self.may_go_early(class, text) {
+            self.early = true;
+        } else {
+            self.durable = true;
+        }
+        self.runs(text, false);
         self.forwards = true;
     }
 
     /// Hand pending records to the log; waits for durability when one of
-    /// them must be durable before its statement is forwarded.
+    /// them must be durable before its statement is forwarded, or a
+    /// pending message may commit records owed.
     pub async fn commit(&mut self, audit: &Audit) -> Result<(), AuditError> {
-        if self.events.is_empty() {
+        let Some(batch) = self.take() else {
             return Ok(());
-        }
-        let events = std::mem::take(&mut self.events);
-        let forwards = std::mem::take(&mut self.forwards);
-        let result = if std::mem::take(&mut self.durable) {
-            audit.append_all(events).await
+        };
+        let result = if batch.wait {
+            // Also a barrier when nothing is pending: the log is ordered,
+            // so this wait covers every record handed to it before.
+            let r = audit.append_all(batch.events).await;
+            if r.is_ok() {
+                self.owed = false;
+            }
+            r
         } else {
+            self.owed |= batch.early;
             let mut r = Ok(());
-            for e in events {
+            for e in batch.events {
                 r = audit.enqueue(e).await;
                 if r.is_err() {
                     break;
@@ -129,11 +246,212 @@ impl Trail {
         match result {
             // Only refusals were pending: nothing goes upstream unrecorded,
             // so the session lives on and each statement gets its error.
-            Err(e) if !forwards => {
+            Err(e) if !batch.forwards => {
                 tracing::warn!(error = %e, "refused statements could not be recorded");
                 Ok(())
             }
             r => r,
         }
+    }
+
+    /// The pending records and whether to wait for them; `None` if there
+    /// is nothing to hand over or wait for.
+    fn take(&mut self) -> Option<Batch> {
+        let early = std::mem::take(&mut self.early);
+        let commit_point = std::mem::take(&mut self.commit_point);
+        let wait = std::mem::take(&mut self.durable) || (commit_point && (self.owed || early));
+        if self.events.is_empty() && !wait {
+            return None;
+        }
+        Some(Batch {
+            events: std::mem::take(&mut self.events),
+            forwards: std::mem::take(&mut self.forwards) || wait,
+            wait,
+            early,
+        })
+    }
+}
+
+/// What [`Trail::commit`] hands to the log at once.
+struct Batch {
+    events: Vec<Event>,
+    /// Wait until they (and everything before) are durable.
+    wait: bool,
+    /// Something in it goes upstream.
+    forwards: bool,
+    /// Something in it goes upstream before it is durable.
+    early: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trail() -> Trail {
+        Trail::new(&SessionInfo {
+            id: 1,
+            identity: "alice".into(),
+            role: "deployer".into(),
+            credential_id: "g".into(),
+            client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            tls: false,
+            database: "d".into(),
+            objects: Default::default(),
+        })
+    }
+
+    fn query(t: &mut Trail, class: Class, sql: &str) {
+        t.statement(
+            "query",
+            sql,
+            Decided {
+                class: Some(class),
+                decision: "allow",
+                rule: None,
+                tables: vec![],
+            },
+        );
+    }
+
+    /// Hand over what is pending, as `commit` does with a log that takes
+    /// everything: returns whether it waited.
+    fn commit(t: &mut Trail) -> bool {
+        match t.take() {
+            Some(b) if b.wait => {
+                t.owed = false;
+                true
+            }
+            Some(b) => {
+                t.owed |= b.early;
+                false
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn writes_wait_before_they_go_up_outside_a_block_and_before_the_commit_inside_one() {
+        let mut t = trail();
+        // Autocommit: the write waits for its record.
+        t.observe(Some(b'I'));
+        query(&mut t, Class::Write, "INSERT INTO t VALUES (1)");
+        assert!(commit(&mut t));
+        // A read outside a block waits for nothing owed.
+        query(&mut t, Class::Read, "SELECT 1");
+        assert!(!commit(&mut t));
+
+        // BEGIN answered: writes and DDL go at once; a read in the block
+        // does not wait; the COMMIT does, once.
+        t.observe(Some(b'T'));
+        query(&mut t, Class::Write, "UPDATE t SET x = x + 1 WHERE id = 3");
+        assert!(!commit(&mut t));
+        t.observe(Some(b'T'));
+        query(&mut t, Class::Ddl, "CREATE TABLE u (id int)");
+        assert!(!commit(&mut t));
+        t.observe(Some(b'T'));
+        query(&mut t, Class::Read, "SELECT * FROM t");
+        assert!(!commit(&mut t));
+        t.observe(Some(b'T'));
+        query(&mut t, Class::Read, "COMMIT");
+        assert!(commit(&mut t), "the commit waits for what is owed");
+        t.observe(Some(b'I'));
+        query(&mut t, Class::Read, "SELECT 2");
+        assert!(!commit(&mut t), "nothing owed any more");
+
+        // In a block, what a rollback does not undo, and what is not a plain
+        // write, waits before it goes up.
+        for (class, sql) in [
+            (Class::Write, "SELECT nextval('s')"),
+            (Class::Destructive, "DELETE FROM t"),
+            (Class::Privileged, "GRANT ALL ON t TO x"),
+            (Class::Unknown, "FROB"),
+            (Class::Write, "PREPARE TRANSACTION 'p'"),
+        ] {
+            t.observe(Some(b'T'));
+            query(&mut t, class, sql);
+            assert!(commit(&mut t), "{sql}");
+        }
+
+        // Early writes, then a message that may end the block: it waits,
+        // and what follows (in flight, unknown) is durable first again.
+        t.observe(Some(b'T'));
+        query(&mut t, Class::Write, "INSERT INTO t VALUES (2)");
+        assert!(!commit(&mut t));
+        query(&mut t, Class::Read, "ROLLBACK");
+        assert!(commit(&mut t));
+        t.observe(None);
+        query(&mut t, Class::Write, "INSERT INTO t VALUES (3)");
+        assert!(commit(&mut t), "after ROLLBACK the block is not known");
+    }
+
+    #[test]
+    fn the_extended_protocol_commits_at_sync_only_outside_a_block() {
+        let mut t = trail();
+        // In a block: Parse/Bind/Execute/Sync of a write, nothing waits.
+        t.observe(Some(b'T'));
+        t.observe(None);
+        t.execute(
+            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)"),
+            "",
+            false,
+        );
+        t.sync();
+        assert!(!commit(&mut t));
+        // An approved execution waits, block or not.
+        t.observe(Some(b'T'));
+        t.execute(
+            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)"),
+            "",
+            true,
+        );
+        assert!(commit(&mut t));
+        // Owed again, then an Execute of a prepared COMMIT waits.
+        t.observe(Some(b'T'));
+        t.execute(
+            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)"),
+            "",
+            false,
+        );
+        assert!(!commit(&mut t));
+        t.execute_read("COMMIT");
+        assert!(commit(&mut t));
+        // Outside a block the Execute itself waits, and so does the Sync
+        // when something is owed.
+        t.observe(Some(b'I'));
+        t.execute(
+            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)"),
+            "",
+            false,
+        );
+        t.sync();
+        assert!(commit(&mut t));
+        t.owed = true;
+        t.observe(Some(b'I'));
+        t.sync();
+        assert!(commit(&mut t), "a Sync outside a block commits");
+    }
+
+    #[test]
+    fn block_ending_words_are_found_in_any_case_and_nothing_else_is() {
+        for yes in [
+            "COMMIT",
+            "end",
+            "BEGIN; INSERT INTO t VALUES (1); CoMmIt",
+            "PREPARE TRANSACTION 'x'",
+            "rollback",
+            "ABORT",
+            "INSERT INTO weekend VALUES (1)",
+        ] {
+            assert!(may_end_block(yes), "{yes}");
+        }
+        for no in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE pgbench_accounts SET abalance = abalance + -12 WHERE aid = 5",
+            "SELECT 1",
+            "EN/**/D",
+        ] {
+            assert!(!may_end_block(no), "{no}");
+        }
+        assert!(outlives_rollback("SELECT NextVal('s')"));
     }
 }
