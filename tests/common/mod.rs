@@ -513,12 +513,35 @@ impl Raw {
 
     /// [`Raw::login`] with a given password (e.g. a grant's).
     pub async fn login_with(port: u16, user: &str, db: &str, password: &str) -> Raw {
+        match Self::login_params(port, user, db, password, &[]).await {
+            Ok((raw, _)) => raw,
+            Err(codes) => panic!("login failed: {codes:?}"),
+        }
+    }
+
+    /// Log in with SCRAM (plain TCP) sending `extra` start-up parameters
+    /// too, to the firewall or straight to PostgreSQL. Up to
+    /// `ReadyForQuery`, with the `ParameterStatus` values the server sent;
+    /// or the SQLSTATEs of the error that ended the attempt.
+    pub async fn login_params(
+        port: u16,
+        user: &str,
+        db: &str,
+        password: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(Raw, std::collections::BTreeMap<String, String>), Vec<String>> {
         use pgwire::api::auth::sasl::scram::ScramClientAuth;
         let mut raw = Raw::connect(port).await;
-        raw.startup(&[("user", user), ("database", db)]).await;
+        let mut params = vec![("user", user), ("database", db)];
+        params.extend_from_slice(extra);
+        raw.startup(&params).await;
         let client = ScramClientAuth::new(user.into(), password.into());
         let (first, waiting) = client.build_client_first().unwrap();
-        assert_eq!(raw.next().await.tag(), b'R');
+        let f = raw.next().await;
+        if f.tag() == b'E' {
+            return Err(error_code(&f).into_iter().collect());
+        }
+        assert_eq!(f.tag(), b'R', "{:?}", f.bytes);
         let initial =
             SASLInitialResponse::new("SCRAM-SHA-256".into(), Some(first.into_bytes().into()));
         raw.send(&PasswordMessageFamily::SASLInitialResponse(initial))
@@ -529,12 +552,19 @@ impl Raw {
         let response = SASLResponse::new(fin.into_bytes().into());
         raw.send(&PasswordMessageFamily::SASLResponse(response))
             .await;
+        let mut status = std::collections::BTreeMap::new();
         loop {
             let f = raw.next().await;
             match f.tag() {
                 b'K' => raw.pid = i32::from_be_bytes(f.body()[..4].try_into().unwrap()),
-                b'Z' => return raw,
-                b'E' => panic!("login failed: {:?}", f.bytes),
+                b'S' => {
+                    let mut parts = f.body().split(|&b| b == 0);
+                    let mut text = || String::from_utf8_lossy(parts.next().unwrap_or_default());
+                    let (k, v) = (text().into_owned(), text().into_owned());
+                    status.insert(k, v);
+                }
+                b'Z' => return Ok((raw, status)),
+                b'E' => return Err(error_code(&f).into_iter().collect()),
                 _ => {}
             }
         }
