@@ -182,7 +182,9 @@ impl Proxy {
         std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).unwrap();
         let mut cert_path = None;
         let tls = if opts.tls {
-            let (cert, key) = infraveil::proxy::tls::self_signed(&["localhost"]).unwrap();
+            // The demo's names: `127.0.0.1` for the URL it prints.
+            let (cert, key) =
+                infraveil::proxy::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
             std::fs::write(dir.join("cert.pem"), cert).unwrap();
             std::fs::write(dir.join("key.pem"), key).unwrap();
             cert_path = Some(dir.join("cert.pem"));
@@ -346,6 +348,16 @@ impl Proxy {
             "host=127.0.0.1 port={} user={user} password={password} dbname={db} sslmode=disable",
             self.port
         )
+    }
+
+    /// The URL form `infraveil demo` prints: TLS verified against this
+    /// proxy's certificate (started with `tls`), on `127.0.0.1`.
+    pub fn verified_url(&self, user: &str, db: &str, password: &str) -> String {
+        let cert = self.cert_path.as_ref().expect("a proxy started with tls");
+        let mut url = url::Url::parse(&infraveil::demo::client_url(self.port, db, cert)).unwrap();
+        url.set_username(user).unwrap();
+        url.set_password(Some(password)).unwrap();
+        url.to_string()
     }
 
     pub fn url(&self, user: &str, db: &str) -> String {
