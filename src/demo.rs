@@ -247,10 +247,7 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
         audit: Default::default(),
         grants: GrantsConfig {
             // Port 0 becomes the port actually bound.
-            database_url: Some(format!(
-                "postgres://127.0.0.1:{}/app?sslmode=require",
-                opts.port
-            )),
+            database_url: Some(client_url(opts.port, "app", &tls.join("cert.pem"))),
         },
         dev_credentials: Vec::new(),
     };
@@ -321,12 +318,47 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
     Ok(demo)
 }
 
+/// The URL the demo prints (before the grant's credentials go in), for a
+/// firewall on `127.0.0.1:port` with the certificate `cert`: TLS verified
+/// against that certificate. `tests/clients/` connects real drivers with it. Drivers disagree on what
+/// `sslmode=require` means (node-postgres verifies the certificate, so a
+/// self-signed one fails there) but all read `verify-full` with
+/// `sslrootcert` alike. The host is `127.0.0.1`, which the certificate
+/// names (an IP address entry), not `localhost`, which may resolve to `::1`
+/// first, where nothing listens.
+pub fn client_url(port: u16, database: &str, cert: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    format!(
+        "postgres://127.0.0.1:{port}/{}?sslmode=verify-full&sslrootcert={}",
+        url_encode(database.as_bytes(), false),
+        url_encode(cert.as_os_str().as_bytes(), true)
+    )
+}
+
+/// `value` percent-encoded for a URL, keeping the unreserved characters
+/// (and `/`, in a query value) as they are. `+` and spaces are encoded:
+/// libpq reads a `+` as itself, other drivers as a space.
+fn url_encode(value: &[u8], keep_slash: bool) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &b in value {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && b == b'/')
+        {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn demo_readme(config: &Config) -> String {
     format!(
         "Infraveil demo data directory.\n\
          upstream PostgreSQL: 127.0.0.1:{} (superuser via Unix socket only)\n\
          firewall: {}\n\
-         TLS certificate: tls/cert.pem (self-signed; use sslrootcert=... with sslmode=verify-full)\n\
+         TLS certificate: tls/cert.pem (self-signed, for 127.0.0.1 and localhost; DATABASE_URL verifies it with sslmode=verify-full)\n\
          policies: policies/\n\
          Everything here is deleted when the demo stops.\n",
         config.upstream.port, config.listen
@@ -376,6 +408,29 @@ impl Demo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_url_verifies_the_demo_certificate() {
+        let url = client_url(6432, "app", Path::new("/tmp/my demo+1/tls/cert.pem"));
+        assert_eq!(
+            url,
+            "postgres://127.0.0.1:6432/app?sslmode=verify-full&sslrootcert=/tmp/my%20demo%2B1/tls/cert.pem"
+        );
+        // What the grants code does with it: credentials in, the rest kept.
+        let mut parsed = url::Url::parse(&url).unwrap();
+        parsed.set_username("alice").unwrap();
+        assert!(
+            parsed
+                .as_str()
+                .ends_with("sslrootcert=/tmp/my%20demo%2B1/tls/cert.pem")
+        );
+        let cert = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "sslrootcert")
+            .unwrap()
+            .1;
+        assert_eq!(cert, "/tmp/my demo+1/tls/cert.pem");
+    }
 
     #[test]
     fn env_file_lines_are_single_shell_words() {

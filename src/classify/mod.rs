@@ -24,6 +24,7 @@ mod settings;
 mod walk;
 
 pub use redact::redact;
+pub use settings::names_utf8;
 
 use std::collections::BTreeSet;
 

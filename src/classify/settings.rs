@@ -117,12 +117,32 @@ fn safe_value(name: &str, values: Option<&[String]>) -> bool {
         "standard_conforming_strings" => {
             all(&|v| matches!(v, "on" | "true" | "1" | "yes" | "default"))
         }
-        "client_encoding" | "names" => {
-            all(&|v| matches!(v, "utf8" | "utf-8" | "unicode" | "default"))
-        }
+        "client_encoding" | "names" => all(&names_utf8),
         "search_path" => harmless_search_path(values),
         _ => false,
     }
+}
+
+/// Whether PostgreSQL reads `name` as the encoding UTF8. `client_encoding`
+/// is a name-like setting (`GUC_IS_NAME`), so PostgreSQL first cuts the
+/// value to 63 bytes (`NAMEDATALEN - 1`, with a NOTICE); then
+/// `pg_char_to_encoding` looks at ASCII letters and digits only, case
+/// folded. So `UTF8`, `utf-8`, `'utf-8'` (asyncpg's quotes included),
+/// `Utf_8` and `unicode` all are UTF8, and `utf-16`, `LATIN1` or a `utf8`
+/// pushed past byte 63 are not. Bytes outside ASCII are dropped here, as
+/// PostgreSQL drops them under a C or UTF-8 locale; under a single-byte
+/// locale it may keep them and then find no encoding at all, an error,
+/// never another encoding. One rule for start-up parameters, `SET`,
+/// `set_config` and what PostgreSQL reports back.
+pub fn names_utf8(name: &str) -> bool {
+    const NAME_BYTES: usize = 63;
+    let key: Vec<u8> = name
+        .bytes()
+        .take(NAME_BYTES)
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
+    key == b"utf8" || key == b"unicode"
 }
 
 /// Only the default path, optionally behind an explicit `pg_catalog`:
@@ -210,6 +230,9 @@ mod tests {
         );
         assert_eq!(on("client_encoding", &["UTF8"]), Class::Read);
         assert_eq!(on("client_encoding", &["SJIS"]), Class::Privileged);
+        assert_eq!(on("client_encoding", &["'utf-8'"]), Class::Read);
+        assert_eq!(on("names", &["Utf_8"]), Class::Read);
+        assert_eq!(on("client_encoding", &["utf-16"]), Class::Privileged);
         assert_eq!(on("search_path", &["$user", "public"]), Class::Read);
         assert_eq!(on("search_path", &["billing", "public"]), Class::Privileged);
         assert_eq!(on("search_path", &["Public"]), Class::Privileged);
@@ -235,5 +258,51 @@ mod tests {
         assert_eq!(on("search_path", &["", "evil"]), Class::Privileged);
         assert_eq!(classify("search_path", None).0, Class::Read);
         assert_eq!(classify("role", None).0, Class::Privileged);
+    }
+}
+
+#[cfg(test)]
+mod encoding_names {
+    use super::names_utf8;
+
+    /// The live check against PostgreSQL's own answer is
+    /// `tests/startup_params.rs`; these are the cases that explain the rule.
+    #[test]
+    fn utf8_spellings_by_postgres_rule() {
+        for yes in [
+            "UTF8",
+            "utf8",
+            "utf-8",
+            "UTF_8",
+            "'utf-8'",
+            "\"UTF8\"",
+            " utf 8 ",
+            "Unicode",
+            "UNICODE",
+            "u.t.f.8",
+            "utf\u{e9}8",
+        ] {
+            assert!(names_utf8(yes), "{yes:?}");
+        }
+        let late = format!("{}utf8", "-".repeat(60));
+        for no in [
+            "",
+            "utf",
+            "utf16",
+            "utf-16",
+            "utf8mb4",
+            "utf88",
+            "LATIN1",
+            "SQL_ASCII",
+            "default",
+            "auto",
+            "uni code8",
+            &late,
+        ] {
+            assert!(!names_utf8(no), "{no:?}");
+        }
+        // Cut to 63 bytes first: what follows never counts.
+        assert!(names_utf8(&format!("utf8{}", "-".repeat(300))));
+        assert!(names_utf8(&format!("{}utf8{}", "-".repeat(59), "16")));
     }
 }

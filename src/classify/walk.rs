@@ -890,6 +890,16 @@ impl Walker {
     fn set(&mut self, set: &Set) {
         use Class::*;
         match set {
+            // `SET x TO DEFAULT` (the keyword; PostgreSQL's `VAR_SET_DEFAULT`)
+            // is a `RESET`; a quoted `'default'` is just a string.
+            Set::SingleAssignment {
+                variable, values, ..
+            } if matches!(values.as_slice(), [Expr::Identifier(i)]
+                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default")) =>
+            {
+                let (class, why) = settings::classify(&dotted(variable), None);
+                self.raise(class, format!("SET: {why}"));
+            }
             Set::SingleAssignment {
                 variable, values, ..
             } => {

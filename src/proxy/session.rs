@@ -541,7 +541,7 @@ fn vet_params(params: &StartupParams, user: &str) -> Result<Vec<(String, String)
                         .into(),
                 );
             }
-            "client_encoding" if !is_utf8(v) => {
+            "client_encoding" if !crate::classify::names_utf8(v) => {
                 return refuse(format!(
                     "client_encoding \"{v}\" is not supported: infraveil inspects statements as UTF8"
                 ));
@@ -576,11 +576,6 @@ fn vet_params(params: &StartupParams, user: &str) -> Result<Vec<(String, String)
         out.push(("database".into(), user.to_owned()));
     }
     Ok(out)
-}
-
-fn is_utf8(v: &str) -> bool {
-    let v = v.to_ascii_lowercase().replace(['-', '_'], "");
-    v == "utf8" || v == "unicode"
 }
 
 async fn send_error(stream: &mut Stream, err: &PgError) {
@@ -619,11 +614,67 @@ mod tests {
         assert!(!out.iter().any(|(k, _)| k == "user"));
     }
 
+    /// Start-up parameters as each driver sends them by default (from their
+    /// sources; `tests/clients/` connects the drivers themselves).
+    #[test]
+    fn forwards_what_real_drivers_send() {
+        let drivers: &[(&str, &[(&str, &str)])] = &[
+            ("asyncpg", &[("client_encoding", "'utf-8'")]),
+            (
+                "pgjdbc",
+                &[
+                    ("client_encoding", "UTF8"),
+                    ("DateStyle", "ISO"),
+                    ("TimeZone", "Europe/Berlin"),
+                    ("extra_float_digits", "3"),
+                    ("application_name", "PostgreSQL JDBC Driver"),
+                ],
+            ),
+            (
+                "libpq",
+                &[("application_name", "psql"), ("client_encoding", "UTF8")],
+            ),
+            (
+                "node-postgres",
+                &[
+                    ("client_encoding", "utf8"),
+                    ("fallback_application_name", "node-postgres"),
+                    ("statement_timeout", "5000"),
+                    ("lock_timeout", "1000"),
+                    ("idle_in_transaction_session_timeout", "60000"),
+                ],
+            ),
+            (
+                "sqlx",
+                &[
+                    ("DateStyle", "ISO, MDY"),
+                    ("client_encoding", "UTF8"),
+                    ("TimeZone", "UTC"),
+                    ("extra_float_digits", "2"),
+                ],
+            ),
+            ("old pgjdbc", &[("client_encoding", "UNICODE")]),
+        ];
+        for (driver, sent) in drivers {
+            let mut p = vec![("user", "a"), ("database", "app")];
+            p.extend_from_slice(sent);
+            let out = vet_params(&params(&p), "a").unwrap_or_else(|e| panic!("{driver}: {e:?}"));
+            for (k, v) in sent.iter() {
+                assert!(
+                    out.contains(&(k.to_string(), v.to_string())),
+                    "{driver}: {k} forwarded as sent"
+                );
+            }
+        }
+    }
+
     #[test]
     fn refuses_params_that_could_escape_inspection() {
         for bad in [
             ("options", "-c role=postgres"),
             ("client_encoding", "SJIS"),
+            ("client_encoding", "'utf-16'"),
+            ("client_encoding", "sql_ascii"),
             ("role", "postgres"),
             ("session_authorization", "postgres"),
             ("standard_conforming_strings", "off"),

@@ -93,7 +93,9 @@ pub fn unsafe_parameter(frame: &Frame) -> Option<UpstreamError> {
     let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
     let required = match name.as_ref() {
         "standard_conforming_strings" if value != "on" => "on",
-        "client_encoding" if value != "UTF8" => "UTF8",
+        // PostgreSQL reports the canonical `UTF8`, except that it echoes a
+        // client's exact `UNICODE` (kept for old JDBC drivers).
+        "client_encoding" if !crate::classify::names_utf8(&value) => "UTF8",
         _ => return None,
     };
     Some(UpstreamError::UnsafeSetting {

@@ -25,6 +25,11 @@ SET TIME ZONE 'UTC'
 SET datestyle TO ISO, MDY
 SET client_encoding TO 'UTF8'
 SET NAMES 'UTF8'
+SET client_encoding = '''utf-8'''
+SET client_encoding TO "Utf_8"
+SET client_encoding TO unicode
+SET client_encoding TO DEFAULT
+SELECT set_config('client_encoding', 'utf-8', false)
 SET search_path TO public
 SET search_path = "$user", public
 SET work_mem = '64MB'
@@ -101,6 +106,9 @@ SET search_path TO billing, public
 SET search_path = pg_temp, public
 SET client_encoding = 'SJIS'
 SET NAMES 'LATIN1'
+SET client_encoding = 'utf-16'
+SET client_encoding = 'default'
+SELECT set_config('client_encoding', 'latin1', false)
 SET standard_conforming_strings = off
 SET session_replication_role = replica
 SET app.tenant_id = '42'

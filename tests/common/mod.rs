@@ -182,7 +182,9 @@ impl Proxy {
         std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).unwrap();
         let mut cert_path = None;
         let tls = if opts.tls {
-            let (cert, key) = infraveil::proxy::tls::self_signed(&["localhost"]).unwrap();
+            // The demo's names: `127.0.0.1` for the URL it prints.
+            let (cert, key) =
+                infraveil::proxy::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
             std::fs::write(dir.join("cert.pem"), cert).unwrap();
             std::fs::write(dir.join("key.pem"), key).unwrap();
             cert_path = Some(dir.join("cert.pem"));
@@ -346,6 +348,16 @@ impl Proxy {
             "host=127.0.0.1 port={} user={user} password={password} dbname={db} sslmode=disable",
             self.port
         )
+    }
+
+    /// The URL form `infraveil demo` prints: TLS verified against this
+    /// proxy's certificate (started with `tls`), on `127.0.0.1`.
+    pub fn verified_url(&self, user: &str, db: &str, password: &str) -> String {
+        let cert = self.cert_path.as_ref().expect("a proxy started with tls");
+        let mut url = url::Url::parse(&infraveil::demo::client_url(self.port, db, cert)).unwrap();
+        url.set_username(user).unwrap();
+        url.set_password(Some(password)).unwrap();
+        url.to_string()
     }
 
     pub fn url(&self, user: &str, db: &str) -> String {
@@ -513,12 +525,35 @@ impl Raw {
 
     /// [`Raw::login`] with a given password (e.g. a grant's).
     pub async fn login_with(port: u16, user: &str, db: &str, password: &str) -> Raw {
+        match Self::login_params(port, user, db, password, &[]).await {
+            Ok((raw, _)) => raw,
+            Err(codes) => panic!("login failed: {codes:?}"),
+        }
+    }
+
+    /// Log in with SCRAM (plain TCP) sending `extra` start-up parameters
+    /// too, to the firewall or straight to PostgreSQL. Up to
+    /// `ReadyForQuery`, with the `ParameterStatus` values the server sent;
+    /// or the SQLSTATEs of the error that ended the attempt.
+    pub async fn login_params(
+        port: u16,
+        user: &str,
+        db: &str,
+        password: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(Raw, std::collections::BTreeMap<String, String>), Vec<String>> {
         use pgwire::api::auth::sasl::scram::ScramClientAuth;
         let mut raw = Raw::connect(port).await;
-        raw.startup(&[("user", user), ("database", db)]).await;
+        let mut params = vec![("user", user), ("database", db)];
+        params.extend_from_slice(extra);
+        raw.startup(&params).await;
         let client = ScramClientAuth::new(user.into(), password.into());
         let (first, waiting) = client.build_client_first().unwrap();
-        assert_eq!(raw.next().await.tag(), b'R');
+        let f = raw.next().await;
+        if f.tag() == b'E' {
+            return Err(error_code(&f).into_iter().collect());
+        }
+        assert_eq!(f.tag(), b'R', "{:?}", f.bytes);
         let initial =
             SASLInitialResponse::new("SCRAM-SHA-256".into(), Some(first.into_bytes().into()));
         raw.send(&PasswordMessageFamily::SASLInitialResponse(initial))
@@ -529,12 +564,19 @@ impl Raw {
         let response = SASLResponse::new(fin.into_bytes().into());
         raw.send(&PasswordMessageFamily::SASLResponse(response))
             .await;
+        let mut status = std::collections::BTreeMap::new();
         loop {
             let f = raw.next().await;
             match f.tag() {
                 b'K' => raw.pid = i32::from_be_bytes(f.body()[..4].try_into().unwrap()),
-                b'Z' => return raw,
-                b'E' => panic!("login failed: {:?}", f.bytes),
+                b'S' => {
+                    let mut parts = f.body().split(|&b| b == 0);
+                    let mut text = || String::from_utf8_lossy(parts.next().unwrap_or_default());
+                    let (k, v) = (text().into_owned(), text().into_owned());
+                    status.insert(k, v);
+                }
+                b'Z' => return Ok((raw, status)),
+                b'E' => return Err(error_code(&f).into_iter().collect()),
                 _ => {}
             }
         }
