@@ -43,6 +43,8 @@ const BATCH: usize = 1024;
 /// Batches up to this many events are sealed on the writer task itself
 /// (tens of microseconds); larger ones on a blocking thread.
 const INLINE_BATCH: usize = 32;
+/// How often a busy writer takes what is queued for it when nobody waits.
+const PACE: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
@@ -87,6 +89,7 @@ pub struct Checkpoint {
 #[derive(Clone)]
 pub struct Audit {
     tx: mpsc::Sender<Job>,
+    urgent: Arc<tokio::sync::Notify>,
     failed: Arc<AtomicBool>,
     public_key: String,
     appended: Arc<AtomicU64>,
@@ -112,6 +115,7 @@ impl Audit {
         let (tx, rx) = mpsc::channel(QUEUE);
         let audit = Audit {
             tx,
+            urgent: Arc::new(tokio::sync::Notify::new()),
             failed: Arc::new(AtomicBool::new(false)),
             public_key: key::public_hex(&key),
             appended: Arc::new(AtomicU64::new(0)),
@@ -119,6 +123,7 @@ impl Audit {
         };
         let writer = Writer {
             store,
+            urgent: audit.urgent.clone(),
             sealer: Some(Sealer {
                 key,
                 seq: head.as_ref().map_or(0, |r| r.seq),
@@ -175,6 +180,7 @@ impl Audit {
             ack: Some(ack),
         })
         .await?;
+        self.urgent.notify_one();
         done.await
             .unwrap_or_else(|_| Err(AuditError::Failed("the audit writer stopped".into())))
     }
@@ -207,6 +213,7 @@ impl Audit {
             ack: Some(ack),
         })
         .await?;
+        self.urgent.notify_one();
         done.await
             .unwrap_or_else(|_| Err(AuditError::Failed("the audit writer stopped".into())))
             .map(|_| ())
@@ -262,6 +269,8 @@ impl Audit {
 
 struct Writer {
     store: Arc<Store>,
+    /// Someone waits for durability: take the queue now.
+    urgent: Arc<tokio::sync::Notify>,
     /// Taken while a batch is sealed off the async workers.
     sealer: Option<Sealer>,
     failed: Arc<AtomicBool>,
@@ -294,6 +303,12 @@ impl Writer {
         let window_end = tokio::time::sleep(self.window);
         tokio::pin!(window_end);
         let mut armed: Option<tokio::time::Instant> = None;
+        let pace = tokio::time::sleep(PACE);
+        tokio::pin!(pace);
+        let mut busy = false;
+        let mut pending: Option<Job> = None;
+        // Jobs taken in the last round.
+        let mut took = 0;
         loop {
             let deadline = match (held_since, unflushed) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -308,7 +323,29 @@ impl Writer {
                 }
                 armed = deadline;
             }
-            let first = tokio::select! {
+            // Busy with records nobody waits for: take them every PACE
+            // rather than be woken for each (a wake-up per record, often of
+            // another worker thread, showed in profiles). A durable append
+            // wakes the writer at once through `urgent`.
+            if busy {
+                // A full take means senders may be waiting for room: no pause.
+                if took < BATCH {
+                    pace.as_mut().reset(tokio::time::Instant::now() + PACE);
+                    tokio::select! {
+                        _ = self.urgent.notified() => {}
+                        _ = &mut pace => {}
+                    }
+                }
+                match rx.try_recv() {
+                    Ok(j) => pending = Some(j),
+                    // Quiet, or every handle gone: wait as usual.
+                    Err(_) => busy = false,
+                }
+            }
+            let first = if let Some(j) = pending.take() {
+                Some(j)
+            } else {
+                tokio::select! {
                 job = rx.recv() => match job {
                     Some(j) => Some(j),
                     None => {
@@ -328,11 +365,14 @@ impl Writer {
                     None
                 }
                 _ = tick.tick() => None,
+                }
             };
             let mut acks = Vec::new();
+            took = 0;
             if let Some(j) = first {
                 let mut next = Some(j);
                 while let Some(j) = next.take() {
+                    took += 1;
                     // A read's outcome joins its statement's record while
                     // that is still held: one record per read.
                     let event = match j.event {
@@ -357,6 +397,7 @@ impl Writer {
                     }
                 }
                 held_since.get_or_insert_with(Instant::now);
+                busy = true;
             }
             let checkpoint_due = since_checkpoint > 0
                 && (since_checkpoint >= self.every || last_checkpoint.elapsed() >= self.interval);

@@ -166,11 +166,32 @@ const REVEALING_CATALOGS: &[&str] = &[
     "pg_largeobject",
 ];
 
+/// The names of a role's class rules, as verdicts give them.
+#[derive(Clone)]
+struct RuleNames {
+    deny: String,
+    allow: String,
+    approve: String,
+}
+
+impl RuleNames {
+    fn of(role: &str) -> RuleNames {
+        RuleNames {
+            deny: format!("roles.{role}.deny"),
+            allow: format!("roles.{role}.allow"),
+            approve: format!("roles.{role}.approve"),
+        }
+    }
+}
+
 /// Compiled policies plus the classification cache. Built whole and swapped
 /// on reload, which also empties the cache.
 pub struct Engine {
     set: Arc<PolicySet>,
     scopes: HashMap<String, Scope>,
+    /// Each role's rule names, made once (formatting them per statement
+    /// showed in profiles).
+    rules: HashMap<String, RuleNames>,
     cache: Option<quick_cache::sync::Cache<String, Arc<Analysis>>>,
 }
 
@@ -193,9 +214,15 @@ impl Engine {
                 scopes.insert(name.clone(), scope);
             }
         }
+        let rules = set
+            .roles
+            .keys()
+            .map(|name| (name.clone(), RuleNames::of(name)))
+            .collect();
         Ok(Engine {
             set,
             scopes,
+            rules,
             cache: cache.then(|| quick_cache::sync::Cache::new(CACHE_ENTRIES)),
         })
     }
@@ -363,13 +390,16 @@ impl Engine {
                 format!("role {role_name} is not defined in the policies"),
             );
         };
-        let base = format!("roles.{role_name}");
+        let rule = |pick: fn(&RuleNames) -> &String| match self.rules.get(role_name) {
+            Some(names) => pick(names).clone(),
+            None => pick(&RuleNames::of(role_name)).clone(),
+        };
         let (action, rule) = if role.deny.contains(&class) {
-            (Action::Deny, format!("{base}.deny"))
+            (Action::Deny, rule(|n| &n.deny))
         } else if role.allow.contains(&class) {
-            (Action::Allow, format!("{base}.allow"))
+            (Action::Allow, rule(|n| &n.allow))
         } else if role.approve.contains(&class) {
-            (Action::Hold, format!("{base}.approve"))
+            (Action::Hold, rule(|n| &n.approve))
         } else {
             (
                 kind_default(ident.kind, class),
@@ -387,7 +417,7 @@ impl Engine {
             if !outside.is_empty() {
                 return verdict(
                     Action::Deny,
-                    format!("{base}.tables"),
+                    format!("roles.{role_name}.tables"),
                     format!(
                         "touches {} outside role {role_name}'s tables ({})",
                         outside.join(", "),
@@ -399,7 +429,7 @@ impl Engine {
         if action == Action::Hold && role.approvers.is_empty() {
             return verdict(
                 Action::Deny,
-                format!("{base}.approvers"),
+                format!("roles.{role_name}.approvers"),
                 format!("{reason}; it needs approval but role {role_name} names no approvers"),
             );
         }
