@@ -104,8 +104,18 @@ impl Store {
     /// Make every write so far durable. Call before telling a user that a
     /// change succeeded; concurrent callers share one fsync.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        // On a blocking thread of our own rather than sled's
+        // `flush_async`, which hands the flush to sled's IO pool with a
+        // wake-up of all seven of its idle threads (a third of the
+        // daemon's CPU under TPC-B in profiles).
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(r) => r.map(|_| ()).map_err(StoreError::from),
+            // The flush panicked or the runtime is shutting down.
+            Err(e) => Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(
+                e.to_string(),
+            )))),
+        }
     }
 
     /// [`Store::flush`] for code outside an async context.
