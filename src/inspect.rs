@@ -70,6 +70,11 @@ pub struct Inspection {
     /// session's prepared statements and portals (for the session model).
     /// Empty when none of them changes any.
     pub effects: Vec<Defines>,
+    /// Shown that a rollback undoes everything it does (no sequence,
+    /// `dblink`, trigger, rule or foreign table in reach): inside a
+    /// transaction block it may go upstream before its record is durable.
+    /// False when not known.
+    pub rollback_undoes: bool,
 }
 
 /// What one statement does to the session's names, and how the policy
@@ -91,6 +96,7 @@ impl From<Decision> for Inspection {
             rule: None,
             tables: Vec::new(),
             effects: Vec::new(),
+            rollback_undoes: false,
         }
     }
 }

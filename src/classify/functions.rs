@@ -737,6 +737,14 @@ pub(crate) const SYNTAX_NOT_FUNCTIONS: &[&str] = &[
     "exists",
 ];
 
+/// A function whose effect stays when the transaction that called it rolls
+/// back: sequence changes, and work done over another connection.
+pub fn outlives_rollback(name: &str) -> bool {
+    matches!(name, "nextval" | "setval")
+        || name.starts_with("dblink")
+        || name.starts_with("pg_background")
+}
+
 /// `name` is normalised and without a `pg_catalog.` prefix.
 pub(crate) fn lookup(bare: &str) -> Call {
     if let Some((_, class, why)) = EFFECTS.iter().find(|(n, _, _)| *n == bare) {

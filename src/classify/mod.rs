@@ -157,6 +157,10 @@ pub struct StatementClass {
     /// PostgreSQL's parser reads it.
     #[serde(skip)]
     pub session: SessionEffect,
+    /// It calls a function whose effect a rollback does not undo
+    /// (`nextval`, `setval`, `dblink…`), as either parser reads the call.
+    #[serde(skip)]
+    pub outlives_rollback: bool,
 }
 
 /// What a statement does to the names PostgreSQL keeps for a session: the
@@ -437,6 +441,7 @@ fn unknown(reason: String) -> StatementClass {
         execute_args: Class::Unknown,
         names: objects::Names::default(),
         session: SessionEffect::Unknown,
+        outlives_rollback: true,
     }
 }
 
@@ -597,6 +602,12 @@ impl StatementClass {
 
     fn hold_against(&mut self, facts: Option<&walk::Facts>, mut p: pg::PgStatement, depth: usize) {
         self.session = std::mem::take(&mut p.session);
+        let outlives = p
+            .called
+            .iter()
+            .chain(facts.iter().flat_map(|f| f.called.iter()))
+            .any(|c| functions::outlives_rollback(c.strip_prefix("pg_catalog.").unwrap_or(c)));
+        self.outlives_rollback = outlives;
         // EXECUTE takes its class from the session's PREPARE: never here.
         if facts.is_none() && !p.needs_walk && p.unknown.is_none() && p.kind != "ExecuteStmt" {
             // sqlparser cannot parse it (`TABLE t`, `EXPLAIN ANALYSE …`,
@@ -614,6 +625,7 @@ impl StatementClass {
                 execute_args: p.floor,
                 names: p.names,
                 session: std::mem::take(&mut self.session),
+                outlives_rollback: outlives,
             };
             // The walk classifies routine bodies; here nobody else will.
             for (what, body) in &p.sql_bodies {

@@ -45,6 +45,9 @@ pub struct UserObjects {
     /// Views and row-security policies that call user functions: reading
     /// the relation runs them (`schema.name`).
     running_code: HashSet<String>,
+    /// Relations whose writes run code or outlive a rollback (`w`), and the
+    /// parents and views that reach them.
+    writes_outlive: HashSet<String>,
 }
 
 /// One row per fact: kind, name, and for dependencies a third column.
@@ -69,6 +72,11 @@ pub struct UserObjects {
 ///   know to be read-only means reading the relation runs code.
 /// - `s` a schema named after the login holds objects: `"$user"` comes
 ///   before `public` on the default path.
+/// - `w` writing the relation runs code or has effects a rollback does not
+///   undo: it has user triggers or rules, a column default that draws on
+///   a sequence or calls a user function, an identity column, or it is a
+///   foreign table. `i` a relation inherits from (or is a partition of)
+///   the third column: writes reach it through its parent.
 pub const QUERY: &str = "\
 WITH RECURSIVE trusted AS ( \
   SELECT d.classid, d.objid FROM pg_catalog.pg_depend d \
@@ -124,6 +132,17 @@ UNION SELECT 'p', r.name, p.proname FROM ( \
   CROSS JOIN LATERAL pg_catalog.regexp_matches(d.tree, ':(?:funcid|aggfnoid|winfnoid) (\\d+)', 'g') m \
   JOIN pg_catalog.pg_proc p ON p.oid = m[1]::pg_catalog.oid \
  WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace \
+UNION SELECT 'w', r.name, '' FROM rels r WHERE r.relkind = 'f' \
+   OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = r.oid AND NOT g.tgisinternal) \
+   OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w WHERE w.ev_class = r.oid AND w.rulename <> '_RETURN') \
+   OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = r.oid AND a.attnum > 0 \
+              AND NOT a.attisdropped AND a.attidentity <> '') \
+   OR EXISTS (SELECT 1 FROM pg_catalog.pg_attrdef ad JOIN pg_catalog.pg_depend d \
+                ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid \
+              WHERE ad.adrelid = r.oid AND (d.refobjid IN (SELECT oid FROM ufn) \
+                OR d.refobjid IN (SELECT oid FROM rels WHERE relkind = 'S'))) \
+UNION SELECT 'i', c.name, p.name FROM pg_catalog.pg_inherits h \
+  JOIN rels c ON c.oid = h.inhrelid JOIN rels p ON p.oid = h.inhparent \
 UNION SELECT 's', n.nspname, '' FROM pg_catalog.pg_namespace n \
  WHERE n.nspname = current_user \
    AND (EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid) \
@@ -136,6 +155,8 @@ impl UserObjects {
     ) -> UserObjects {
         let mut o = UserObjects::default();
         let mut spreads: Vec<(String, String)> = Vec::new();
+        // (parent, child)
+        let mut inherits: Vec<(String, String)> = Vec::new();
         for (kind, name, other) in rows {
             match kind {
                 "f" => {
@@ -155,7 +176,23 @@ impl UserObjects {
                     o.running_code.insert(name.to_owned());
                 }
                 "v" => spreads.push((name.to_owned(), other.to_owned())),
+                "w" => {
+                    o.writes_outlive.insert(name.to_owned());
+                }
+                "i" => inherits.push((other.to_owned(), name.to_owned())),
                 _ => {}
+            }
+        }
+        // A write through a parent or a view reaches what is under it.
+        loop {
+            let before = o.writes_outlive.len();
+            for (above, below) in inherits.iter().chain(&spreads) {
+                if o.writes_outlive.contains(below) {
+                    o.writes_outlive.insert(above.clone());
+                }
+            }
+            if o.writes_outlive.len() == before {
+                break;
             }
         }
         // A view over a view that runs code runs it too.
@@ -171,6 +208,12 @@ impl UserObjects {
             }
         }
         o
+    }
+
+    /// Whether writing any of `tables` (`schema.name`) may run code or have
+    /// effects a rollback does not undo.
+    pub fn write_outlives_rollback(&self, tables: &[String]) -> bool {
+        !self.writes_outlive.is_empty() && tables.iter().any(|t| self.writes_outlive.contains(t))
     }
 
     fn nothing(&self) -> bool {

@@ -316,6 +316,8 @@ impl Walker {
             executes: w.executes,
             // Only PostgreSQL's reading says (see `StatementClass::hold_against`).
             session: super::SessionEffect::Unknown,
+            // Set against both readings' calls, there too.
+            outlives_rollback: false,
         };
         (class, w.facts)
     }

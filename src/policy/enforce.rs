@@ -119,12 +119,19 @@ impl Inspector for PolicyInspector {
                 .with_hint("send EXECUTE as a simple query, or bind the prepared statement itself"),
             );
         }
+        // SQL EXECUTE runs what its PREPARE said, not what this text shows.
+        let rollback_undoes = analysis
+            .statements
+            .iter()
+            .all(|s| !s.outlives_rollback && s.executes.is_none())
+            && !session.objects.write_outlives_rollback(&tables);
         Inspection {
             decision,
             class: Some(v.class),
             rule: Some(v.rule.clone()),
             tables,
             effects,
+            rollback_undoes,
         }
     }
 

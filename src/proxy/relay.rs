@@ -653,6 +653,7 @@ fn handle_client_frame(
                     decision: "deny",
                     rule: Some("protocol.function_call".to_owned()),
                     tables: Vec::new(),
+                    rollback_undoes: false,
                 },
             );
             state.model.query(n, Vec::new(), None);
@@ -724,6 +725,7 @@ impl Judged<'_> {
             decision: i.decision.word(),
             rule: i.rule.take(),
             tables: std::mem::take(&mut i.tables),
+            rollback_undoes: i.rollback_undoes,
         };
         trail.statement(via, &self.logged, decided)
     }
@@ -964,6 +966,7 @@ fn on_parse(
                 gate: gate(class, decision),
                 effect,
                 param_types,
+                rollback_undoes: j.inspection.rollback_undoes,
             });
             state.model.parse(&name, statement);
             forward(out, &frame)
@@ -1126,7 +1129,12 @@ fn on_execute(
             // before it goes upstream, or (inside a block) before what
             // commits it.
             state.trail.execute(
-                (statement.record, statement.class, &statement.text),
+                (
+                    statement.record,
+                    statement.class,
+                    &statement.text,
+                    statement.rollback_undoes,
+                ),
                 name,
                 portal.approval.is_some(),
             );

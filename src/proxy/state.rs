@@ -66,6 +66,8 @@ pub struct Statement {
     pub effect: Option<Effect>,
     /// The parameter types its `Parse` gave (OIDs; 0: inferred).
     pub param_types: Vec<u32>,
+    /// See [`crate::inspect::Inspection::rollback_undoes`].
+    pub rollback_undoes: bool,
 }
 
 impl Statement {
@@ -77,6 +79,7 @@ impl Statement {
             gate,
             effect: None,
             param_types: Vec::new(),
+            rollback_undoes: false,
         })
     }
 }

@@ -31,6 +31,8 @@ pub struct Decided {
     pub decision: &'static str,
     pub rule: Option<String>,
     pub tables: Vec<String>,
+    /// See [`crate::inspect::Inspection::rollback_undoes`].
+    pub rollback_undoes: bool,
 }
 
 /// The frontend's side: statement numbers and records not yet handed to
@@ -127,11 +129,14 @@ impl Trail {
     }
 
     /// Whether a data-changing statement of `class` running `text` may go
-    /// upstream before its record is durable.
-    fn may_go_early(&self, class: Option<Class>, text: &str) -> bool {
+    /// upstream before its record is durable: inside a block, a plain
+    /// write or DDL that the inspector showed a rollback undoes.
+    fn may_go_early(&self, class: Option<Class>, text: &str, rollback_undoes: bool) -> bool {
         self.block
+            && rollback_undoes
             && matches!(class, Some(Class::Write | Class::Ddl))
             && !may_end_block(text)
+            // Belt and braces beside the parsers' reading of the calls.
             && !outlives_rollback(text)
     }
 
@@ -164,7 +169,7 @@ impl Trail {
         // A Parse runs nothing; each Execute of it gets its own record,
         // which covers this one too (the log is ordered).
         if changes && d.decision == "allow" && via != "parse" {
-            if self.may_go_early(d.class, sql) {
+            if self.may_go_early(d.class, sql, d.rollback_undoes) {
                 self.early = true;
             } else {
                 self.durable = true;
@@ -198,7 +203,7 @@ impl Trail {
     /// executions are always durable first.
     pub fn execute(
         &mut self,
-        (statement, class, text): (u64, Option<Class>, &str),
+        (statement, class, text, rollback_undoes): (u64, Option<Class>, &str, bool),
         portal: &str,
         approved: bool,
     ) {
@@ -208,7 +213,7 @@ impl Trail {
             statement,
             portal: portal.to_owned(),
         });
-        if !approved && self.may_go_early(class, text) {
+        if !approved && self.may_go_early(class, text, rollback_undoes) {
             self.early = true;
         } else {
             self.durable = true;
@@ -309,6 +314,7 @@ mod tests {
                 decision: "allow",
                 rule: None,
                 tables: vec![],
+                rollback_undoes: !sql.contains("nextval"),
             },
         );
     }
@@ -391,7 +397,7 @@ mod tests {
         t.observe(Some(b'T'));
         t.observe(None);
         t.execute(
-            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)"),
+            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)", true),
             "",
             false,
         );
@@ -400,7 +406,7 @@ mod tests {
         // An approved execution waits, block or not.
         t.observe(Some(b'T'));
         t.execute(
-            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)"),
+            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)", true),
             "",
             true,
         );
@@ -408,7 +414,7 @@ mod tests {
         // Owed again, then an Execute of a prepared COMMIT waits.
         t.observe(Some(b'T'));
         t.execute(
-            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)"),
+            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)", true),
             "",
             false,
         );
@@ -419,7 +425,7 @@ mod tests {
         // when something is owed.
         t.observe(Some(b'I'));
         t.execute(
-            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)"),
+            (7, Some(Class::Write), "INSERT INTO t VALUES ($1)", true),
             "",
             false,
         );
