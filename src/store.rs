@@ -250,15 +250,19 @@ impl Store {
             aside.insert(k.to_be_bytes(), v)?;
         }
         aside.flush()?;
+        // One atomic batch: a crash midway must not drop the signed part
+        // of a split chunk.
+        let mut batch = sled::Batch::default();
         for k in whole {
-            self.audit.remove(k)?;
+            batch.remove(k);
         }
         if let Some((k, records)) = split {
-            self.audit.remove(k)?;
+            batch.remove(k);
             for (k, v) in layout::encode(&records).map_err(|e| corrupt("audit record", &e))? {
-                self.audit.insert(k.to_be_bytes(), v)?;
+                batch.insert(&k.to_be_bytes(), v);
             }
         }
+        self.audit.apply_batch(batch)?;
         self.flush_blocking()?;
         Ok(Some((first, head)))
     }
