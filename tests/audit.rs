@@ -8,10 +8,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::child::Firewall;
 use common::*;
 use infraveil::audit::chain;
 use serde_json::Value;
@@ -812,49 +812,6 @@ async fn statements_are_refused_when_the_log_cannot_be_written() {
     assert!(m.contains("infraveil_audit_healthy 0"), "{m}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `infraveil serve` as a child process, so it can be killed with SIGKILL.
-struct Daemon {
-    child: tokio::process::Child,
-    admin_url: String,
-}
-
-async fn serve(config: &Path, admin_port: u16, log: &Path) -> Daemon {
-    infraveil::proxy::tls::install_default_provider();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_infraveil"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn infraveil serve");
-    let admin_url = format!("http://127.0.0.1:{admin_port}");
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = http.get(format!("{admin_url}/healthz")).send().await
-            && r.status() == 200
-        {
-            return Daemon { child, admin_url };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("infraveil serve did not come up");
-}
-
 /// How a writer in the crash test writes its rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Style {
@@ -1000,7 +957,6 @@ async fn crash(styles: &[Style], read_window: &str, rows: usize) {
         settings: vec![("max_prepared_transactions".into(), "20".into())],
         ..Default::default()
     });
-    let dir = scratch_dir();
     let db = "audit_crash";
     c.psql("postgres", &format!("CREATE DATABASE {db} OWNER app_owner"))
         .unwrap();
@@ -1009,64 +965,14 @@ async fn crash(styles: &[Style], read_window: &str, rows: usize) {
         "CREATE TABLE crash (w int, i int); ALTER TABLE crash OWNER TO app_owner;",
     )
     .unwrap();
-    let mut passwords = String::new();
-    for (role, pw) in &cluster().passwords {
-        let f = dir.join(format!("pw-{role}"));
-        std::fs::write(&f, pw).unwrap();
-        passwords.push_str(&format!("{role} = {{ file = {:?} }}\n", f));
-    }
-    std::fs::write(dir.join("token"), ADMIN_TOKEN).unwrap();
-    std::fs::write(dir.join("secret"), PASSWORD).unwrap();
-    let (pg_port, admin_port) = (free_port(), free_port());
-    let config = format!(
-        r#"
-listen = "127.0.0.1:{pg_port}"
-data_dir = {data:?}
-policies_dir = {policies:?}
-
-[upstream]
-host = "127.0.0.1"
-port = {upstream}
-
-[upstream.passwords]
-{passwords}
-[admin]
-listen = "127.0.0.1:{admin_port}"
-token = {{ file = {token:?} }}
-
-[audit]
-read_window = "{read_window}"
-
-[[dev_credentials]]
-identity = "alice"
-role = "deployer"
-secret = {{ file = {secret:?} }}
-"#,
-        data = dir.join("data"),
-        policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        upstream = c.port,
-        token = dir.join("token"),
-        secret = dir.join("secret"),
-    );
-    let config_path = dir.join("infraveil.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let log = dir.join("daemon.log");
-    let mut daemon = serve(&config_path, admin_port, &log).await;
+    let mut fw = Firewall::start_before(c.port, read_window).await;
 
     let acked = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let mut tasks = vec![];
     for (w, style) in styles.iter().copied().enumerate() {
-        let cfg = format!(
-            "host=127.0.0.1 port={pg_port} user=alice password={PASSWORD} dbname={db} sslmode=disable"
-        );
         let acked = acked.clone();
+        let client = fw.connect(db).await;
         tasks.push(tokio::spawn(async move {
-            let (client, conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
             write_rows(client, w as i32, style, acked).await;
         }));
     }
@@ -1082,8 +988,7 @@ secret = {{ file = {secret:?} }}
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    daemon.child.start_kill().unwrap();
-    daemon.child.wait().await.unwrap();
+    fw.kill_9().await;
     for t in tasks {
         t.await.unwrap();
     }
@@ -1106,19 +1011,7 @@ secret = {{ file = {secret:?} }}
 
     // Restart on the same data dir: the chain verifies, continues, and
     // holds a record for every row that reached PostgreSQL.
-    let daemon = serve(&config_path, admin_port, &log).await;
-    let run = |args: &'static [&'static str]| {
-        let url = daemon.admin_url.clone();
-        async move {
-            let (ok, out, err) = veilctl(Some(&url), args).await;
-            assert!(ok, "veilctl {args:?}: {out}{err}");
-            out
-        }
-    };
-    let verdict: Value =
-        serde_json::from_str(&run(&["--output", "json", "audit", "verify"]).await).unwrap();
-    assert_eq!(verdict["ok"], true, "{verdict}");
-    let all = payloads(&run(&["audit", "export"]).await);
+    let all = fw.restart_and_export().await;
     // Rows whose text is in a statement record (simple protocol).
     let recorded: BTreeSet<(i32, i32)> = all
         .iter()
@@ -1189,6 +1082,4 @@ secret = {{ file = {secret:?} }}
         (2, 0),
         "a start after the crash, no stop before it"
     );
-    drop(daemon);
-    let _ = std::fs::remove_dir_all(&dir);
 }

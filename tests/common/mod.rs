@@ -3,6 +3,7 @@
 //! of it, and a raw protocol client for byte-level cases.
 #![allow(dead_code)]
 
+pub mod child;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};

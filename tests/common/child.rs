@@ -1,0 +1,168 @@
+//! `infraveil serve` as a child process of the test, in front of a real
+//! PostgreSQL, so it can be killed with SIGKILL and started again on the
+//! same data directory (crash tests of the audit log).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{ADMIN_TOKEN, PASSWORD, cluster, payloads, scratch_dir, veilctl};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `infraveil serve` as a child process, so it can be killed with SIGKILL.
+pub struct Firewall {
+    child: Option<tokio::process::Child>,
+    dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    pub pg_port: u16,
+    pub admin_url: String,
+}
+
+impl Firewall {
+    /// A firewall with its own data dir in front of the shared cluster;
+    /// records nobody waits for are held for `read_window`.
+    pub async fn start(read_window: &str) -> Firewall {
+        Self::start_before(cluster().port, read_window).await
+    }
+
+    /// The same in front of the PostgreSQL on `upstream` (a private
+    /// cluster, which has the shared cluster's role passwords).
+    pub async fn start_before(upstream: u16, read_window: &str) -> Firewall {
+        let dir = scratch_dir();
+        let mut passwords = String::new();
+        for (role, pw) in &cluster().passwords {
+            let f = dir.join(format!("pw-{role}"));
+            std::fs::write(&f, pw).unwrap();
+            passwords.push_str(&format!("{role} = {{ file = {:?} }}\n", f));
+        }
+        std::fs::write(dir.join("token"), ADMIN_TOKEN).unwrap();
+        std::fs::write(dir.join("secret"), PASSWORD).unwrap();
+        let (pg_port, admin_port) = (free_port(), free_port());
+        let config = format!(
+            r#"
+listen = "127.0.0.1:{pg_port}"
+data_dir = {data:?}
+policies_dir = {policies:?}
+
+[upstream]
+host = "127.0.0.1"
+port = {upstream}
+
+[upstream.passwords]
+{passwords}
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = {{ file = {token:?} }}
+
+[audit]
+read_window = "{read_window}"
+
+[[dev_credentials]]
+identity = "alice"
+role = "deployer"
+secret = {{ file = {secret:?} }}
+"#,
+            data = dir.join("data"),
+            policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            token = dir.join("token"),
+            secret = dir.join("secret"),
+        );
+        let config_path = dir.join("infraveil.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut fw = Firewall {
+            child: None,
+            log: dir.join("daemon.log"),
+            dir,
+            config: config_path,
+            pg_port,
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
+        };
+        fw.spawn().await;
+        fw
+    }
+
+    async fn spawn(&mut self) {
+        infraveil::proxy::tls::install_default_provider();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_infraveil"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn infraveil serve");
+        self.child = Some(child);
+        let http = reqwest::Client::new();
+        for _ in 0..400 {
+            if let Ok(r) = http.get(format!("{}/healthz", self.admin_url)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "infraveil serve did not come up: {}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// A session as alice (deployer), without TLS.
+    pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
+        let cfg = format!(
+            "host=127.0.0.1 port={} user=alice password={PASSWORD} dbname={db} sslmode=disable",
+            self.pg_port
+        );
+        let (client, conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// Pull the plug.
+    pub async fn kill_9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+    }
+
+    /// Start again on the same data dir; the log must verify. Returns every
+    /// payload in it.
+    pub async fn restart_and_export(&mut self) -> Vec<Value> {
+        self.spawn().await;
+        let (ok, out, err) = veilctl(
+            Some(&self.admin_url),
+            &["--output", "json", "audit", "verify"],
+        )
+        .await;
+        assert!(ok, "verify after the crash: {out}{err}");
+        let (ok, out, err) = veilctl(Some(&self.admin_url), &["audit", "export"]).await;
+        assert!(ok, "export: {err}");
+        payloads(&out)
+    }
+}
+
+impl Drop for Firewall {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
