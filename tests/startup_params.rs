@@ -327,5 +327,31 @@ async fn drivers_startup_parameters_are_forwarded() {
             }
         }
     }
+    // libpq's `fallback_application_name`, sent raw, which PostgreSQL itself
+    // refuses at startup: it names the application when nothing else does.
+    let (_, status) = Raw::login_params(
+        p.port,
+        "alice",
+        &db,
+        PASSWORD,
+        &[("fallback_application_name", "nightly-job")],
+    )
+    .await
+    .expect("a fallback application name is accepted");
+    assert_eq!(status["application_name"], "nightly-job");
+    // standard_conforming_strings spelled as PostgreSQL's booleans allow;
+    // PostgreSQL reports it back as `on`.
+    for on in ["yes", "t", "1", "ON"] {
+        let (_, status) = Raw::login_params(
+            p.port,
+            "alice",
+            &db,
+            PASSWORD,
+            &[("standard_conforming_strings", on)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("standard_conforming_strings={on}: {e:?}"));
+        assert_eq!(status["standard_conforming_strings"], "on", "{on}");
+    }
     p.shutdown().await;
 }

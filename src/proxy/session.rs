@@ -36,7 +36,6 @@ use crate::shutdown::Shutdown;
 const FORWARDED_PARAMS: &[&str] = &[
     "database",
     "application_name",
-    "fallback_application_name",
     "client_encoding",
     "datestyle",
     "timezone",
@@ -521,6 +520,7 @@ fn vet_params(params: &StartupParams, user: &str) -> Result<Vec<(String, String)
     let refuse = |msg: String| Err(PgError::fatal(sqlstate::FEATURE_NOT_SUPPORTED, msg));
     let mut out = Vec::new();
     let mut has_db = false;
+    let mut fallback_name = None;
     for (k, v) in &params.params {
         let key = k.to_ascii_lowercase();
         match key.as_str() {
@@ -532,6 +532,13 @@ fn vet_params(params: &StartupParams, user: &str) -> Result<Vec<(String, String)
                     "false" | "0" | "off" | "no"
                 ) =>
             {
+                continue;
+            }
+            // libpq's meaning, which PostgreSQL itself does not take as a
+            // startup parameter (it ends the login, 42704): the application
+            // name when the client gives none.
+            "fallback_application_name" => {
+                fallback_name = Some(v.clone());
                 continue;
             }
             "options" if v.trim().is_empty() => continue,
@@ -546,7 +553,7 @@ fn vet_params(params: &StartupParams, user: &str) -> Result<Vec<(String, String)
                     "client_encoding \"{v}\" is not supported: infraveil inspects statements as UTF8"
                 ));
             }
-            "standard_conforming_strings" if !v.eq_ignore_ascii_case("on") => {
+            "standard_conforming_strings" if !pg_bool_true(v) => {
                 return refuse("standard_conforming_strings must be on through infraveil".into());
             }
             // The classifier resolves names on the default path; a start-up
@@ -575,7 +582,21 @@ fn vet_params(params: &StartupParams, user: &str) -> Result<Vec<(String, String)
         // PostgreSQL's default: the database named like the user.
         out.push(("database".into(), user.to_owned()));
     }
+    if let Some(name) = fallback_name
+        && !out
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+    {
+        out.push(("application_name".into(), name));
+    }
     Ok(out)
+}
+
+/// Whether PostgreSQL's boolean parser (`parse_bool`) reads `v` as true:
+/// `on`, `1`, or any prefix of `true` or `yes`, in any case.
+fn pg_bool_true(v: &str) -> bool {
+    let v = v.to_ascii_lowercase();
+    !v.is_empty() && (v == "on" || v == "1" || "true".starts_with(&v) || "yes".starts_with(&v))
 }
 
 async fn send_error(stream: &mut Stream, err: &PgError) {
@@ -660,11 +681,38 @@ mod tests {
             p.extend_from_slice(sent);
             let out = vet_params(&params(&p), "a").unwrap_or_else(|e| panic!("{driver}: {e:?}"));
             for (k, v) in sent.iter() {
+                // libpq's fallback becomes the application name.
+                let k = if *k == "fallback_application_name" {
+                    "application_name"
+                } else {
+                    k
+                };
                 assert!(
                     out.contains(&(k.to_string(), v.to_string())),
                     "{driver}: {k} forwarded as sent"
                 );
             }
+        }
+        // A fallback never overrides the name the client gave.
+        let p = [
+            ("user", "a"),
+            ("fallback_application_name", "lib"),
+            ("application_name", "app"),
+        ];
+        let out = vet_params(&params(&p), "a").unwrap();
+        assert!(out.contains(&("application_name".into(), "app".into())));
+        assert!(!out.iter().any(|(_, v)| v == "lib"), "{out:?}");
+    }
+
+    #[test]
+    fn standard_conforming_strings_on_is_read_as_postgres_reads_booleans() {
+        for on in ["on", "ON", "true", "t", "TR", "yes", "y", "1"] {
+            assert!(pg_bool_true(on), "{on}");
+        }
+        for off in [
+            "off", "o", "false", "f", "no", "0", "", "onn", "truee", " on",
+        ] {
+            assert!(!pg_bool_true(off), "{off}");
         }
     }
 
