@@ -27,7 +27,7 @@ fn event(i: u64) -> Event {
         text: format!("UPDATE accounts SET balance = balance + 1 WHERE id = {i}"),
         class: Some("write".into()),
         tables: vec!["accounts".into()],
-        decision: "allow",
+        decision: infraveil::policy::Action::Allow,
         rule: Some("app.write".into()),
         approval: None,
         ran: None,

@@ -102,12 +102,13 @@ impl From<Decision> for Inspection {
 }
 
 impl Decision {
-    /// `allow`, `deny` or `hold`, as the audit log writes it.
-    pub fn word(&self) -> &'static str {
+    /// What was decided, without the details (as the audit log keeps it).
+    pub fn action(&self) -> crate::policy::Action {
+        use crate::policy::Action;
         match self {
-            Decision::Allow => "allow",
-            Decision::Deny(_) => "deny",
-            Decision::Hold(_) => "hold",
+            Decision::Allow => Action::Allow,
+            Decision::Deny(_) => Action::Deny,
+            Decision::Hold(_) => Action::Hold,
         }
     }
 

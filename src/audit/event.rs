@@ -59,7 +59,7 @@ pub enum Event {
         text: String,
         class: Option<String>,
         tables: Vec<String>,
-        decision: &'static str,
+        decision: crate::policy::Action,
         rule: Option<String>,
         approval: Option<String>,
         /// A read's outcome, when the writer had it before it wrote the
@@ -175,7 +175,7 @@ impl Event {
                     session,
                     statement,
                     class,
-                    decision: "allow",
+                    decision: crate::policy::Action::Allow,
                     ran: ran @ None,
                     ..
                 },
@@ -212,7 +212,7 @@ impl Event {
                 session,
                 statement,
                 class,
-                decision: "allow",
+                decision: crate::policy::Action::Allow,
                 ran: None,
                 ..
             } if class.as_deref() == Some("read") => Some((*session, *statement)),

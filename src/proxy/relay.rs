@@ -650,7 +650,7 @@ fn handle_client_frame(
                 "<FunctionCall message>",
                 Decided {
                     class: None,
-                    decision: "deny",
+                    decision: crate::policy::Action::Deny,
                     rule: Some("protocol.function_call".to_owned()),
                     tables: Vec::new(),
                     rollback_undoes: false,
@@ -722,7 +722,7 @@ impl Judged<'_> {
         let i = &mut self.inspection;
         let decided = Decided {
             class: i.class,
-            decision: i.decision.word(),
+            decision: i.decision.action(),
             rule: i.rule.take(),
             tables: std::mem::take(&mut i.tables),
             rollback_undoes: i.rollback_undoes,

@@ -20,6 +20,7 @@
 use crate::audit::{Audit, AuditError, Event};
 use crate::classify::Class;
 use crate::inspect::SessionInfo;
+use crate::policy::Action;
 
 /// Longest statement text kept in a record; longer text is cut and its
 /// SHA-256 kept instead of the rest.
@@ -28,7 +29,7 @@ const MAX_TEXT: usize = 64 * 1024;
 /// What the audit log says about one decision (moved into the record).
 pub struct Decided {
     pub class: Option<Class>,
-    pub decision: &'static str,
+    pub decision: Action,
     pub rule: Option<String>,
     pub tables: Vec<String>,
     /// See [`crate::inspect::Inspection::rollback_undoes`].
@@ -168,7 +169,7 @@ impl Trail {
         let changes = d.class.is_none_or(|c| c != Class::Read);
         // A Parse runs nothing; each Execute of it gets its own record,
         // which covers this one too (the log is ordered).
-        if changes && d.decision == "allow" && via != "parse" {
+        if changes && d.decision == Action::Allow && via != "parse" {
             if self.may_go_early(d.class, sql, d.rollback_undoes) {
                 self.early = true;
             } else {
@@ -178,7 +179,7 @@ impl Trail {
         if via == "query" {
             self.runs(sql, true);
         }
-        self.forwards |= d.decision == "allow";
+        self.forwards |= d.decision == Action::Allow;
         self.events.push(Event::Statement {
             session: self.session,
             statement: self.next,
@@ -311,7 +312,7 @@ mod tests {
             sql,
             Decided {
                 class: Some(class),
-                decision: "allow",
+                decision: Action::Allow,
                 rule: None,
                 tables: vec![],
                 rollback_undoes: !sql.contains("nextval"),
