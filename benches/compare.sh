@@ -13,76 +13,19 @@
 # workloads whose name starts so. pgbouncer is installed with
 # apt-get when missing; without it its columns are skipped.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 SECS=${1:-10}
 ROUNDS=${2:-2}
-PGBIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-[ -x "$PGBIN/initdb" ] || { echo "initdb not found; apt-get install postgresql" >&2; exit 1; }
 if ! command -v pgbouncer >/dev/null 2>&1; then
     (DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer >/dev/null 2>&1) || true
 fi
-PROFILE=${PROFILE:-release}
-cargo build --profile "$PROFILE" --bin infraveil >&2
-AFTER=${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE/infraveil
+bench_init
+AFTER=$BIN
 BEFORE=${BEFORE:-}
-
-WORK=$(mktemp -d /tmp/infraveil-compare-XXXX)
-chmod 711 "$WORK"
-AS=()
-EXEC_AS=()
-if [ "$(id -u)" = 0 ]; then
-    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
-    AS=(runuser -u postgres --)
-    # setpriv execs (runuser forks), so $! is pgbouncer itself and its CPU
-    # can be read from /proc.
-    EXEC_AS=(setpriv --reuid=postgres --regid=postgres --clear-groups --)
-fi
-mkdir -p "$WORK/pg"
-[ "$(id -u)" = 0 ] && chown postgres "$WORK/pg"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PGPORT=$(free_port)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    "${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m fast stop >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"${AS[@]}" "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 --no-sync >/dev/null
-"${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
-    -o "-p $PGPORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
-PW=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
-DEV=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
-psql -q -h "$WORK/pg" -p "$PGPORT" -U postgres -d postgres \
-    -c "CREATE ROLE app_owner LOGIN PASSWORD '$PW'" -c "CREATE DATABASE bench OWNER app_owner"
-printf %s "$PW" > "$WORK/owner.pw"
-printf %s "$DEV" > "$WORK/dev.pw"
-DIRECT="postgres://app_owner:$PW@127.0.0.1:$PGPORT/bench"
+start_postgres "-c max_connections=300"
 pgbench -q -i -s 10 "$DIRECT" >/dev/null 2>&1
 
-firewall() { # name binary -> sets URL_<name> and PID_<name>
-    local port; port=$(free_port)
-    cat > "$WORK/$1.toml" <<TOML
-listen = "127.0.0.1:$port"
-data_dir = "$WORK/data-$1"
-policies_dir = "$PWD/policies"
-[upstream]
-host = "127.0.0.1"
-port = $PGPORT
-[upstream.passwords]
-app_owner = { file = "$WORK/owner.pw" }
-[[dev_credentials]]
-identity = "deploy-bot"
-role = "deployer"
-secret = { file = "$WORK/dev.pw" }
-TOML
-    INFRAVEIL_LOG=warn "$2" serve --config "$WORK/$1.toml" 2>"$WORK/$1.log" &
-    PIDS+=($!)
-    eval "PID_$1=$!; URL_$1='postgres://deploy-bot:$DEV@127.0.0.1:$port/bench'"
-    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && return; sleep 0.1; done
-    echo "$1 did not start: $(cat "$WORK/$1.log")" >&2; exit 1
-}
 SIDES=(direct)
 PID_direct=""; URL_direct=$DIRECT
 if command -v pgbouncer >/dev/null 2>&1; then
@@ -113,8 +56,8 @@ INI
 else
     echo "note: pgbouncer not available; its columns are skipped" >&2
 fi
-if [ -n "$BEFORE" ]; then firewall before "$BEFORE"; SIDES+=(before); fi
-firewall infraveil "$AFTER"; SIDES+=(infraveil)
+if [ -n "$BEFORE" ]; then start_firewall before "$BEFORE"; SIDES+=(before); fi
+start_firewall infraveil "$AFTER"; SIDES+=(infraveil)
 
 cpu_ticks() { [ -n "$1" ] && awk '{print $14+$15}' "/proc/$1/stat" || echo 0; }
 TCK=$(getconf CLK_TCK)

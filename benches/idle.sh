@@ -9,65 +9,17 @@
 # upstream connection), and prints the firewall's resident memory before and
 # while they are open, and the difference per connection.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 N=${1:-5000}
-PGBIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-[ -x "$PGBIN/initdb" ] || { echo "initdb not found; apt-get install postgresql" >&2; exit 1; }
-PROFILE=${PROFILE:-release}
-cargo build --profile "$PROFILE" --bin infraveil >&2
-BIN=${BIN:-${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE/infraveil}
-
-WORK=$(mktemp -d /tmp/infraveil-idle-XXXX)
-chmod 711 "$WORK"
-AS=()
-if [ "$(id -u)" = 0 ]; then
-    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
-    AS=(runuser -u postgres --)
-fi
-mkdir -p "$WORK/pg"
-[ "$(id -u)" = 0 ] && chown postgres "$WORK/pg"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PGPORT=$(free_port)
-FWPORT=$(free_port)
-FW=""
-cleanup() {
-    [ -n "$FW" ] && kill "$FW" 2>/dev/null || true
-    "${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_init
 ulimit -n $((N * 3 + 1000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-"${AS[@]}" "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 --no-sync >/dev/null
-"${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w -t 120 \
-    -o "-p $PGPORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=$((N + 20)) -c shared_buffers=128MB -c fsync=off" start >/dev/null
-PW=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
-DEV=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
-psql -q -h "$WORK/pg" -p "$PGPORT" -U postgres -d postgres \
-    -c "CREATE ROLE app_owner LOGIN PASSWORD '$PW'" -c "CREATE DATABASE bench OWNER app_owner"
-printf %s "$PW" > "$WORK/owner.pw"
-printf %s "$DEV" > "$WORK/dev.pw"
-cat > "$WORK/fw.toml" <<TOML
-listen = "127.0.0.1:$FWPORT"
-data_dir = "$WORK/data"
-policies_dir = "$PWD/policies"
-[limits]
-max_connections = $((N + 100))
-[upstream]
-host = "127.0.0.1"
-port = $PGPORT
-[upstream.passwords]
-app_owner = { file = "$WORK/owner.pw" }
-[[dev_credentials]]
-identity = "deploy-bot"
-role = "deployer"
-secret = { file = "$WORK/dev.pw" }
-TOML
-INFRAVEIL_LOG=warn "$BIN" serve --config "$WORK/fw.toml" 2>"$WORK/fw.log" &
-FW=$!
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$FWPORT") 2>/dev/null && break; sleep 0.1; done
+start_postgres "-c max_connections=$((N + 20)) -c shared_buffers=128MB -c fsync=off"
+start_firewall fw "$BIN" "[limits]
+max_connections = $((N + 100))"
+FW=$PID_fw
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$FW/status"; }
-URL="postgres://deploy-bot:$DEV@127.0.0.1:$FWPORT/bench"
+URL=$URL_fw
 # Warm up: one session, so what every daemon has anyway is in the baseline.
 psql -q "$URL" -c 'SELECT 1' >/dev/null
 BASE=$(rss)

@@ -319,18 +319,20 @@ impl Store {
         &self,
         from_seq: u64,
     ) -> impl Iterator<Item = Result<Record, StoreError>> + Send + 'static {
-        // The chunk holding `from_seq` starts at or before it.
-        let start = self
-            .audit
-            .range(..=from_seq.to_be_bytes())
-            .next_back()
-            .and_then(Result::ok)
-            .map(|(k, _)| k)
-            .unwrap_or_else(|| sled::IVec::from(&from_seq.to_be_bytes()));
-        self.audit
-            .range(start..)
-            .flat_map(chunk)
-            .filter(move |r| r.as_ref().map_or(true, |r| r.seq >= from_seq))
+        // The chunk holding `from_seq` starts at or before it. A failure to
+        // find it is reported, not passed over (records would be skipped).
+        let key = sled::IVec::from(&from_seq.to_be_bytes());
+        let (start, failed) = match self.audit.range(..=key.clone()).next_back() {
+            Some(Ok((k, _))) => (k, None),
+            Some(Err(e)) => (key, Some(Err(StoreError::from(e)))),
+            None => (key, None),
+        };
+        failed.into_iter().chain(
+            self.audit
+                .range(start..)
+                .flat_map(chunk)
+                .filter(move |r| r.as_ref().map_or(true, |r| r.seq >= from_seq)),
+        )
     }
 }
 

@@ -57,14 +57,22 @@ impl Chunks {
     /// Finish the record begun last: its payload is what was written since.
     /// Returns its hash.
     pub fn end_record(&mut self) -> [u8; 32] {
+        self.close_record(None)
+    }
+
+    /// Finish the record begun last, with `hash` as given (laying out
+    /// records sealed before) or computed.
+    fn close_record(&mut self, hash: Option<[u8; 32]>) -> [u8; 32] {
         let Some((_, buf)) = &mut self.open else {
             return [0; 32];
         };
         let at = self.at;
         let payload = at + HEADER;
-        let mut prev = [0u8; 32];
-        prev.copy_from_slice(&buf[at + 8..at + 40]);
-        let digest = chain::hash_bytes(&prev, &buf[payload..]);
+        let digest = hash.unwrap_or_else(|| {
+            let mut prev = [0u8; 32];
+            prev.copy_from_slice(&buf[at + 8..at + 40]);
+            chain::hash_bytes(&prev, &buf[payload..])
+        });
         let len = (buf.len() - payload) as u32;
         buf[at + 40..at + 72].copy_from_slice(&digest);
         buf[at + 72..at + 76].copy_from_slice(&len.to_be_bytes());
@@ -105,13 +113,9 @@ pub fn encode(records: &[Record]) -> Result<Vec<(u64, Vec<u8>)>, String> {
         chunks
             .begin_record(r.seq, &prev)
             .extend_from_slice(r.payload.as_bytes());
-        chunks.end_record();
-        // Keep the stored hash as it is, right or wrong: this lays out,
-        // it does not vouch.
-        if let Some((_, buf)) = &mut chunks.open {
-            let at = chunks.at;
-            buf[at + 40..at + 72].copy_from_slice(&hash);
-        }
+        // The stored hash as it is, right or wrong: this lays out, it does
+        // not vouch.
+        chunks.close_record(Some(hash));
         if let Some(sig) = &r.sig {
             let sig: [u8; 64] = hex::decode(sig)
                 .ok()

@@ -871,6 +871,26 @@ mod number_keys {
         assert_ne!(quick_shape_key("SELECT 1"), quick_shape_key("SELECT 10"));
     }
 
+    /// Calls whose effects outlive a rollback are found as the parsers read
+    /// them, whatever the spelling.
+    #[test]
+    fn calls_that_outlive_a_rollback_are_flagged() {
+        for sql in [
+            "SELECT NextVal('s')",
+            r#"SELECT U&"setva\006C"('s', 5)"#,
+            "SELECT pg_catalog.setval('s', 1)",
+            "INSERT INTO t SELECT dblink_exec('dbname=x', 'SELECT 1')",
+            "INSERT INTO t VALUES (nextval('s'))",
+        ] {
+            let a = classify(sql);
+            assert!(a.statements.iter().any(|s| s.outlives_rollback), "{sql}");
+        }
+        for sql in ["INSERT INTO t VALUES (1)", "UPDATE t SET nextval_count = 2"] {
+            let a = classify(sql);
+            assert!(!a.statements.iter().any(|s| s.outlives_rollback), "{sql}");
+        }
+    }
+
     #[test]
     fn only_single_data_statements_with_numbers_get_keys() {
         assert!(

@@ -119,11 +119,13 @@ impl Inspector for PolicyInspector {
                 .with_hint("send EXECUTE as a simple query, or bind the prepared statement itself"),
             );
         }
-        // SQL EXECUTE runs what its PREPARE said, not what this text shows.
+        // SQL EXECUTE runs what its PREPARE said, not what this text shows;
+        // a function the reviewed table does not know (allowed through
+        // `safe_functions`) may do anything inside.
         let rollback_undoes = analysis
             .statements
             .iter()
-            .all(|s| !s.outlives_rollback && s.executes.is_none())
+            .all(|s| !s.outlives_rollback && s.executes.is_none() && s.functions.is_empty())
             && !session.objects.write_outlives_rollback(&tables);
         Inspection {
             decision,

@@ -236,19 +236,20 @@ impl Engine {
         let Some(cache) = &self.cache else {
             return Arc::new(crate::classify::classify(sql));
         };
-        if let Some(a) = cache.get(sql) {
-            return a;
-        }
         if sql.len() > CACHE_MAX_STATEMENT {
             return Arc::new(crate::classify::classify(sql));
         }
         // The same statement with other numbers classifies alike: one entry
         // serves them all (see `number_shape_key` for why that is sound).
-        // The plainest texts get their key without the lexer.
+        // The plainest texts get their key without the lexer, and are looked
+        // up by it first (their exact text is kept only when unknown).
         let quick = crate::classify::quick_shape_key(sql);
         if let Some(k) = &quick
             && let Some(a) = cache.get(k)
         {
+            return a;
+        }
+        if let Some(a) = cache.get(sql) {
             return a;
         }
         let key = quick.or_else(|| crate::classify::number_shape_key(sql));

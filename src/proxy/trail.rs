@@ -71,11 +71,6 @@ pub fn may_end_block(sql: &str) -> bool {
     contains_any(sql, &["commit", "end", "prepare", "rollback", "abort"])
 }
 
-/// Text that could have effects a rollback does not undo.
-fn outlives_rollback(sql: &str) -> bool {
-    contains_any(sql, &["nextval", "setval", "dblink"])
-}
-
 fn contains_any(sql: &str, words: &[&str]) -> bool {
     let b = sql.as_bytes();
     words.iter().any(|w| {
@@ -119,31 +114,34 @@ impl Trail {
         }
     }
 
-    /// A message runs `text` (a `Query`, or an `Execute` of it).
-    fn runs(&mut self, text: &str, query: bool) {
-        if may_end_block(text) || (query && !self.block) {
+    /// Whether `text` may end the block, looked for only where it matters:
+    /// outside a block with nothing owed, ending it changes nothing.
+    fn ends_block(&self, text: &str) -> bool {
+        (self.block || self.owed || self.early) && may_end_block(text)
+    }
+
+    /// A message runs a text that `ends` the block or not (a `Query`, or
+    /// an `Execute`).
+    fn runs(&mut self, ends: bool, query: bool) {
+        if ends || (query && !self.block) {
             self.commit_point = true;
         }
-        if may_end_block(text) {
+        if ends {
             self.block = false;
         }
     }
 
-    /// Whether a data-changing statement of `class` running `text` may go
-    /// upstream before its record is durable: inside a block, a plain
-    /// write or DDL that the inspector showed a rollback undoes.
-    fn may_go_early(&self, class: Option<Class>, text: &str, rollback_undoes: bool) -> bool {
-        self.block
-            && rollback_undoes
-            && matches!(class, Some(Class::Write | Class::Ddl))
-            && !may_end_block(text)
-            // Belt and braces beside the parsers' reading of the calls.
-            && !outlives_rollback(text)
+    /// Whether a data-changing statement of `class` may go upstream before
+    /// its record is durable: inside a block, a plain write or DDL that
+    /// the inspector showed a rollback undoes, not ending the block.
+    fn may_go_early(&self, class: Option<Class>, rollback_undoes: bool, ends: bool) -> bool {
+        self.block && rollback_undoes && !ends && matches!(class, Some(Class::Write | Class::Ddl))
     }
 
     /// An `Execute` of a read (no record of its own) running `text`.
     pub fn execute_read(&mut self, text: &str) {
-        self.runs(text, false);
+        let ends = self.ends_block(text);
+        self.runs(ends, false);
     }
 
     /// Record a statement and its decision; returns its number.
@@ -169,15 +167,16 @@ impl Trail {
         let changes = d.class.is_none_or(|c| c != Class::Read);
         // A Parse runs nothing; each Execute of it gets its own record,
         // which covers this one too (the log is ordered).
+        let ends = self.ends_block(sql);
         if changes && d.decision == Action::Allow && via != "parse" {
-            if self.may_go_early(d.class, sql, d.rollback_undoes) {
+            if self.may_go_early(d.class, d.rollback_undoes, ends) {
                 self.early = true;
             } else {
                 self.durable = true;
             }
         }
         if via == "query" {
-            self.runs(sql, true);
+            self.runs(ends, true);
         }
         self.forwards |= d.decision == Action::Allow;
         self.events.push(Event::Statement {
@@ -214,12 +213,13 @@ impl Trail {
             statement,
             portal: portal.to_owned(),
         });
-        if !approved && self.may_go_early(class, text, rollback_undoes) {
+        let ends = self.ends_block(text);
+        if !approved && self.may_go_early(class, rollback_undoes, ends) {
             self.early = true;
         } else {
             self.durable = true;
         }
-        self.runs(text, false);
+        self.runs(ends, false);
         self.forwards = true;
     }
 
@@ -459,6 +459,5 @@ mod tests {
         ] {
             assert!(!may_end_block(no), "{no}");
         }
-        assert!(outlives_rollback("SELECT NextVal('s')"));
     }
 }
