@@ -209,10 +209,11 @@ fn parts() {
     );
     let dir = tempdir::Dir::new();
     let store = Store::open(dir.path()).expect("store");
+    let log = infraveil::audit::log::AuditLog::open(&store).expect("log");
     let t = Instant::now();
     for c in recs.chunks(1024) {
         let chunks = infraveil::audit::layout::encode(c).expect("layout");
-        store.put_audit(chunks).expect("put");
+        log.put(chunks).expect("put");
     }
     println!("put {:.2} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
 }

@@ -10,12 +10,12 @@ use tracing::{info, warn};
 
 use crate::approvals::{Approvals, Notifier};
 use crate::audit::{Audit, Event};
+use crate::auth::dev_credentials;
 use crate::config::Config;
 use crate::grants::Grants;
-use crate::inspect::Inspector;
 use crate::policy::PolicySet;
+use crate::policy::inspect::Inspector;
 use crate::proxy::Shared;
-use crate::proxy::auth::dev_credentials;
 use crate::proxy::server::{Server, ServerError, Services};
 use crate::shutdown::{Phase, ShutdownController};
 use crate::store::Store;
@@ -210,7 +210,7 @@ pub async fn start_with(
         }));
     }
 
-    background.push(tokio::spawn(crate::grants::sweeper(
+    background.push(tokio::spawn(crate::proxy::sweeper::sweeper(
         grants.clone(),
         shared.clone(),
         controller.subscribe(),

@@ -211,7 +211,7 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
         None => None,
     };
 
-    let (cert, key) = crate::proxy::tls::self_signed(&["localhost", "127.0.0.1"])
+    let (cert, key) = crate::net::tls::self_signed(&["localhost", "127.0.0.1"])
         .map_err(|e| DemoError::Cert(e.to_string()))?;
     std::fs::write(tls.join("cert.pem"), cert)?;
     write_secret(&tls.join("key.pem"), &key)?;

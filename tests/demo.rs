@@ -152,7 +152,7 @@ fn demo_prints_urls_serves_psql_and_cleans_up() {
     // /healthz is open; /metrics needs the token.
     let admin = &vars["VEIL_ADMIN_URL"];
     let token = &vars["VEIL_ADMIN_TOKEN"];
-    infraveil::proxy::tls::install_default_provider();
+    infraveil::net::tls::install_default_provider();
     let http = reqwest::blocking::Client::new();
     let get = |path: &str| http.get(format!("{admin}{path}"));
     assert_eq!(get("/healthz").send().unwrap().status(), 200);

@@ -509,10 +509,13 @@ async fn grants_survive_a_restart_and_a_second_daemon_is_refused() {
     assert!(ok, "{err}");
 
     // Same data directory, second daemon: refused with a clear message.
-    let e = infraveil::daemon::start(&p.config, std::sync::Arc::new(infraveil::inspect::AllowAll))
-        .await
-        .err()
-        .expect("second daemon must not start");
+    let e = infraveil::daemon::start(
+        &p.config,
+        std::sync::Arc::new(infraveil::policy::inspect::AllowAll),
+    )
+    .await
+    .err()
+    .expect("second daemon must not start");
     let msg = e.to_string();
     assert!(msg.contains("in use by another infraveil process"), "{msg}");
     // The first is unharmed.

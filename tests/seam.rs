@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use infraveil::inspect::DenyContaining;
+use infraveil::policy::inspect::DenyContaining;
 
 const MARK: &str = "forbidden_zone";
 

@@ -18,7 +18,7 @@ async fn verify_full_to_upstream() {
             ..Default::default()
         })
     });
-    let (cert, key) = infraveil::proxy::tls::self_signed(&["localhost"]).unwrap();
+    let (cert, key) = infraveil::net::tls::self_signed(&["localhost"]).unwrap();
     let data = own.dir.join("data");
     std::fs::write(data.join("server.crt"), &cert).unwrap();
     std::fs::write(data.join("server.key"), &key).unwrap();
@@ -54,7 +54,7 @@ async fn verify_full_to_upstream() {
     assert!(ssl, "upstream connection must be encrypted");
 
     // A CA that did not sign the server's certificate: refused, clearly.
-    let (other, _) = infraveil::proxy::tls::self_signed(&["localhost"]).unwrap();
+    let (other, _) = infraveil::net::tls::self_signed(&["localhost"]).unwrap();
     std::fs::write(scratch.join("other.pem"), other).unwrap();
     let p2 = Proxy::start(ProxyOptions {
         upstream_port: Some(own.port),

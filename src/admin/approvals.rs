@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 use super::{AdminState, ApiError, ListQuery};
 use crate::approvals::approvers::{ApproverError, ApproverView, Enrolled};
 use crate::approvals::{ApprovalError, ApprovalView, Approvals, Status};
-use crate::proxy::auth::CredentialState;
+use crate::auth::CredentialState;
 
 impl From<ApprovalError> for ApiError {
     fn from(e: ApprovalError) -> ApiError {
@@ -343,11 +343,11 @@ pub async fn decide_page(
 
 /// Checked for an approver with no credential, so that costs what a real
 /// check costs; derived once (PBKDF2 rounds), on first use.
-static DECOY: std::sync::LazyLock<crate::proxy::auth::Verifier> = std::sync::LazyLock::new(|| {
-    crate::proxy::auth::Verifier::from_password_with_salt(
+static DECOY: std::sync::LazyLock<crate::auth::Verifier> = std::sync::LazyLock::new(|| {
+    crate::auth::Verifier::from_password_with_salt(
         "infraveil-decoy",
         b"decoy-salt-16byt",
-        crate::proxy::auth::SCRAM_ITERATIONS,
+        crate::auth::SCRAM_ITERATIONS,
     )
 });
 

@@ -14,9 +14,10 @@ use serde::Deserialize;
 
 use super::{AdminState, ApiError};
 use crate::audit::export::{self, Filter, Format};
+use crate::audit::log::AuditLog;
 use crate::audit::{VerifyError, chain, key};
-use crate::grants::now_ms;
 use crate::store::Store;
+use crate::time::now_ms;
 
 /// Export lines are sent in chunks of about this many bytes.
 const CHUNK: usize = 64 * 1024;
@@ -78,7 +79,7 @@ pub async fn checkpoint(
     State(state): State<AdminState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let store = state.store.clone();
-    let head = tokio::task::spawn_blocking(move || store.audit_head())
+    let head = tokio::task::spawn_blocking(move || AuditLog::open(&store)?.head())
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
@@ -141,12 +142,16 @@ fn stream_export(
         tracing::warn!(error = %e, "audit export failed");
         let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
     };
-    let head = match store.audit_head() {
+    let log = match AuditLog::open(store) {
+        Ok(log) => log,
+        Err(e) => return fail(&e),
+    };
+    let head = match log.head() {
         Ok(h) => h.map_or(0, |r| r.seq),
         Err(e) => return fail(&e),
     };
     let start = match filter.since {
-        Some(t) => match store.audit_seek_time(t) {
+        Some(t) => match log.seek_time(t) {
             Ok(s) => s,
             Err(e) => return fail(&e),
         },
@@ -156,7 +161,7 @@ fn stream_export(
     if format == Format::Csv {
         chunk.extend_from_slice(export::CSV_HEADER.as_bytes());
     }
-    for r in store.audit_from(start) {
+    for r in log.from(start) {
         let r = match r {
             Ok(r) => r,
             Err(e) => return fail(&e),

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{AdminState, ApiError, ListQuery};
+use crate::auth::CredentialState;
 use crate::grants::{GrantError, GrantView, IssueRequest, Issued, session_ended};
-use crate::proxy::auth::CredentialState;
 
 impl From<GrantError> for ApiError {
     fn from(e: GrantError) -> ApiError {

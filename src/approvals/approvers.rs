@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Audit, AuditError, Event};
-use crate::grants::{now_ms, rfc3339};
+use crate::auth::{SCRAM_ITERATIONS, Verifier};
 use crate::policy::PolicySet;
-use crate::proxy::auth::{SCRAM_ITERATIONS, Verifier};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Table};
+use crate::time::{now_ms, rfc3339};
 
 /// One approver secret as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,19 +82,22 @@ impl ApproverSecret {
 /// The approver secrets, stored and indexed by id.
 pub struct Approvers {
     store: Arc<Store>,
+    table: Table<ApproverSecret>,
     audit: Audit,
     by_id: Mutex<HashMap<String, ApproverSecret>>,
 }
 
 impl Approvers {
     pub fn open(store: Arc<Store>, audit: Audit) -> Result<Approvers, StoreError> {
-        let by_id = store
-            .approver_secrets()?
+        let table = store.table("approvers", "approver secret")?;
+        let by_id = table
+            .all()?
             .into_iter()
             .map(|a: ApproverSecret| (a.id.clone(), a))
             .collect();
         Ok(Approvers {
             store,
+            table,
             audit,
             by_id: Mutex::new(by_id),
         })
@@ -140,7 +143,7 @@ impl Approvers {
                 by: by.to_owned(),
             })
             .await?;
-        self.store.put_approver_secret(&a.id, &a)?;
+        self.table.put(&a.id, &a)?;
         self.store.flush().await?;
         let view = a.view();
         self.lock().insert(a.id.clone(), a);
@@ -178,7 +181,7 @@ impl Approvers {
                 .ok_or_else(|| ApproverError::NotFound(id.to_owned()))?;
             a.revoked_at = Some(now_ms());
             a.revoked_by = Some(by.to_owned());
-            self.store.put_approver_secret(&a.id, a)?;
+            self.table.put(&a.id, a)?;
             a.view()
         };
         self.store.flush().await?;

@@ -6,7 +6,7 @@
 //! `expired` or `cancelled` (the waiting client went away). Each change is
 //! durable before anyone acts on it, and the state machine is the guarantee
 //! that an approval runs its statement at most once. In `wait` mode the
-//! session blocks on the request (see [`crate::proxy::hold`]); in `defer` mode
+//! session blocks on the request (see `proxy::hold`); in `defer` mode
 //! the client is refused at once and the identical statement from the same
 //! identity and role, re-sent after approval, runs once.
 
@@ -21,10 +21,10 @@ use tokio::sync::watch;
 use crate::audit::{Audit, AuditError, Event};
 use crate::classify::Class;
 use crate::config::ApprovalsConfig;
-use crate::grants::{now_ms, rfc3339};
 use crate::policy::{ApprovalMode, PolicySet};
 use crate::shutdown::{Phase, Shutdown};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Table};
+use crate::time::{now_ms, rfc3339};
 
 pub mod approvers;
 pub mod notify;
@@ -287,6 +287,7 @@ impl Entry {
 /// sessions.
 pub struct Approvals {
     store: Arc<Store>,
+    table: Table<ApprovalRequest>,
     audit: Audit,
     links: token::Links,
     entries: Mutex<HashMap<String, Entry>>,
@@ -345,12 +346,13 @@ impl Approvals {
         audit: Audit,
     ) -> Result<Approvals, StoreError> {
         let links = token::Links::new(&store.key("approval-links")?);
+        let table: Table<ApprovalRequest> = store.table("approvals", "approval")?;
         let mut entries = HashMap::new();
-        for mut req in store.approvals()? {
+        for mut req in table.all()? {
             if req.status == Status::Pending && req.mode == ApprovalMode::Wait {
                 req.status = Status::Cancelled;
                 req.note = Some("the firewall restarted while the session waited".into());
-                store.put_approval(&req)?;
+                table.put(&req.id, &req)?;
             }
             entries.insert(req.id.clone(), Entry::new(req));
         }
@@ -358,6 +360,7 @@ impl Approvals {
         Ok(Approvals {
             approvers: approvers::Approvers::open(store.clone(), audit.clone())?,
             store,
+            table,
             audit,
             links,
             entries: Mutex::new(entries),
@@ -460,7 +463,7 @@ impl Approvals {
                 notified: None,
             })
             .await?;
-        self.store.put_approval(&req)?;
+        self.table.put(&req.id, &req)?;
         self.store.flush().await?;
         let link = self.link(&req);
         tracing::info!(
@@ -500,7 +503,7 @@ impl Approvals {
         let mut entries = self.lock();
         if let Some(e) = entries.get_mut(id) {
             change(&mut e.req);
-            if let Err(err) = self.store.put_approval(&e.req) {
+            if let Err(err) = self.table.put(&e.req.id, &e.req) {
                 tracing::warn!(approval = %id, error = %err, "could not store an approval update");
             }
         }
@@ -534,7 +537,7 @@ impl Approvals {
                 return;
             }
             e.req.outcome = Some(outcome);
-            if let Err(err) = self.store.put_approval(&e.req) {
+            if let Err(err) = self.table.put(&e.req.id, &e.req) {
                 tracing::warn!(approval = %id, error = %err, "could not store an approval's outcome");
             }
             self.follow_up(e);
@@ -554,7 +557,7 @@ impl Approvals {
                 .unwrap_or(o)
                 .to_owned();
             e.req.outcome = Some(format!("{o}; its transaction {how}"));
-            if let Err(err) = self.store.put_approval(&e.req) {
+            if let Err(err) = self.table.put(&e.req.id, &e.req) {
                 tracing::warn!(approval = %id, error = %err, "could not store an approval's outcome");
             }
             self.follow_up(e);
@@ -588,7 +591,7 @@ impl Approvals {
             e.req.decided_at = Some(now_ms());
             e.req.decided_via = Some(via.to_owned());
             e.req.note = note.filter(|n| !n.trim().is_empty());
-            self.store.put_approval(&e.req)?;
+            self.table.put(&e.req.id, &e.req)?;
             (e.req.view(), e.tx.clone())
         };
         // Durable (and audited) before the waiting session acts on it.
@@ -643,7 +646,7 @@ impl Approvals {
             }
             e.req.status = Status::Executed;
             e.req.executed_at = Some(now_ms());
-            self.store.put_approval(&e.req)?;
+            self.table.put(&e.req.id, &e.req)?;
             e.tx.send_replace(Status::Executed);
         }
         self.store.flush().await?;
@@ -673,7 +676,7 @@ impl Approvals {
             };
             e.req.status = Status::Executed;
             e.req.executed_at = Some(now);
-            self.store.put_approval(&e.req)?;
+            self.table.put(&e.req.id, &e.req)?;
             e.tx.send_replace(Status::Executed);
             e.req.view()
         };
@@ -708,7 +711,7 @@ impl Approvals {
         {
             e.req.status = Status::Cancelled;
             e.req.note = Some(why.to_owned());
-            if let Err(err) = self.store.put_approval(&e.req) {
+            if let Err(err) = self.table.put(&e.req.id, &e.req) {
                 tracing::warn!(approval = %id, error = %err, "could not store a cancellation");
             }
             e.tx.send_replace(Status::Cancelled);
@@ -733,7 +736,7 @@ impl Approvals {
             if matches!(e.req.status, Status::Pending | Status::Approved) && e.req.expires_at <= now
             {
                 e.req.status = Status::Expired;
-                if let Err(err) = self.store.put_approval(&e.req) {
+                if let Err(err) = self.table.put(&e.req.id, &e.req) {
                     tracing::warn!(approval = %e.req.id, error = %err, "could not store an expiry");
                 }
                 e.tx.send_replace(Status::Expired);

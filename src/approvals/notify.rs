@@ -41,7 +41,7 @@ impl Webhook {
             .transpose()?
             .map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.as_bytes()));
         // reqwest's rustls takes the process-wide provider; ours is ring.
-        crate::proxy::tls::install_default_provider();
+        crate::net::tls::install_default_provider();
         let client = reqwest::Client::builder()
             .timeout(c.timeout)
             .connect_timeout(c.timeout)
@@ -188,7 +188,7 @@ fn inline_code(s: &str) -> String {
 
 /// "in 8 min", "3 min ago": how far `ms` (Unix milliseconds) is from now.
 pub fn relative(ms: u64) -> String {
-    let now = crate::grants::now_ms();
+    let now = crate::time::now_ms();
     let (d, future) = if ms >= now {
         (ms - now, true)
     } else {
@@ -604,7 +604,7 @@ mod tests {
 
     #[test]
     fn relative_times_read_naturally() {
-        let now = crate::grants::now_ms();
+        let now = crate::time::now_ms();
         assert_eq!(relative(now + 8 * 60_000 - 500), "in 8 min");
         assert_eq!(relative(now.saturating_sub(30_000)), "30 s ago");
         assert_eq!(relative(now + 5 * 3_600_000 + 1_000), "in 5 h");

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use crate::classify::TableName;
-use crate::proxy::upstream::{Rows, Upstream, UpstreamConnector, UpstreamError};
+use crate::upstream::{Rows, Upstream, UpstreamConnector, UpstreamError};
 
 /// Longest a whole preview may take; the request is sent without one after.
 const PREVIEW_TIMEOUT: Duration = Duration::from_secs(5);
@@ -369,7 +369,7 @@ async fn side_effects(
 /// `count(*)` of a table, as the role's user, if it takes under half a
 /// second; `None` if it is refused or too slow (the caller estimates).
 async fn exact_count(
-    conn: &mut crate::proxy::upstream::Upstream,
+    conn: &mut crate::upstream::Upstream,
     quoted: &str,
 ) -> Result<Option<i64>, UpstreamError> {
     conn.simple_query("SAVEPOINT infraveil_count").await?;

@@ -22,14 +22,16 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::AuditConfig;
-use crate::grants::now_ms;
 use crate::store::{Store, StoreError};
+use crate::time::now_ms;
+use log::AuditLog;
 
 pub mod chain;
 pub mod event;
 pub mod export;
 pub mod key;
 pub mod layout;
+pub mod log;
 
 pub use event::Event;
 
@@ -108,8 +110,9 @@ impl Audit {
         config: &AuditConfig,
         on_checkpoint: Option<CheckpointSink>,
     ) -> Result<(Audit, tokio::task::JoinHandle<()>), AuditError> {
-        let head = store.audit_head()?;
-        if let Some((first, head)) = store.audit_unsigned_tail()? {
+        let log = AuditLog::open(&store)?;
+        let head = log.head()?;
+        if let Some((first, head)) = log.unsigned_tail()? {
             return Err(AuditError::UnsignedTail { first, head });
         }
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -123,6 +126,7 @@ impl Audit {
         };
         let writer = Writer {
             store,
+            log,
             urgent: audit.urgent.clone(),
             sealer: Some(Sealer {
                 key,
@@ -269,6 +273,7 @@ impl Audit {
 
 struct Writer {
     store: Arc<Store>,
+    log: AuditLog,
     /// Someone waits for durability: take the queue now.
     urgent: Arc<tokio::sync::Notify>,
     /// Taken while a batch is sealed off the async workers.
@@ -462,11 +467,11 @@ impl Writer {
         let Some(mut sealer) = self.sealer.take() else {
             return Err(AuditError::Failed("the audit writer lost its state".into()));
         };
-        let store = self.store.clone();
+        let log = self.log.clone();
         let seal_and_put = move || {
             let (chunks, taken) = sealer.seal(events, checkpoint);
             let n = chunks.records();
-            let put = store.put_audit(chunks.finish()).map(|()| n);
+            let put = log.put(chunks.finish()).map(|()| n);
             (sealer, put, taken)
         };
         let (sealer, put, taken) = if inline {
@@ -558,7 +563,7 @@ pub fn verify_store(
     if let Some((seq, hash)) = &expect_head {
         v = v.expect_head(*seq, hash);
     }
-    for r in store.audit_from(0) {
+    for r in AuditLog::open(store)?.from(0) {
         v.check(&r?)?;
     }
     Ok(v.finish()?)

@@ -140,7 +140,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn healthcheck(url: &str) -> anyhow::Result<()> {
-    infraveil::proxy::tls::install_default_provider();
+    infraveil::net::tls::install_default_provider();
     let resp = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()?

@@ -5,28 +5,28 @@
 //! Issuing checks the policy (the identity exists, may hold the role, the TTL
 //! is within the role's `max_ttl`), creates a random secret that is shown
 //! once, and stores only its SCRAM verifier. [`Grants`] is the credential
-//! source the proxy authenticates against, and [`sweeper`] ends live sessions
-//! whose grant expired or was revoked.
+//! source the proxy authenticates against; the proxy's sweeper
+//! (`proxy::sweeper`) ends live sessions whose grant expired or was revoked.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Audit, AuditError, Event};
-use crate::classify::Class;
-use crate::policy::{Kind, PolicySet};
-use crate::protocol::{PgError, sqlstate};
-use crate::proxy::auth::{
+use crate::auth::{
     Candidate, Credential, CredentialKind, CredentialSource, CredentialState, SCRAM_ITERATIONS,
     SaltKey, Verifier,
 };
-use crate::store::{Store, StoreError};
+use crate::classify::Class;
+use crate::policy::{Kind, PolicySet};
+use crate::protocol::{PgError, sqlstate};
+use crate::store::{Store, StoreError, Table};
+use crate::time::{now_ms, rfc3339};
 
-mod sweeper;
-
-pub use sweeper::sweeper;
+/// The store's tree of grants.
+const TREE: &str = "grants";
 
 /// Longest grant of a role whose policy sets no `max_ttl`.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(8 * 3600);
@@ -202,6 +202,7 @@ struct Index {
 /// The grants: stored in the [`Store`], indexed in memory for logins.
 pub struct Grants {
     store: Arc<Store>,
+    table: Table<Grant>,
     audit: Audit,
     salts: SaltKey,
     index: Mutex<Index>,
@@ -216,7 +217,8 @@ impl Grants {
     /// Load every grant from the store.
     pub fn open(store: Arc<Store>, audit: Audit) -> Result<Grants, StoreError> {
         let salts = SaltKey::new(&store.key("scram-salt")?);
-        let mut all = store.grants()?;
+        let table: Table<Grant> = store.table(TREE, "grant")?;
+        let mut all = table.all()?;
         all.sort_by_key(|g| std::cmp::Reverse(g.issued_at));
         let mut index = Index::default();
         let now = now_ms();
@@ -233,6 +235,7 @@ impl Grants {
         }
         Ok(Grants {
             store,
+            table,
             audit,
             salts,
             index: Mutex::new(index),
@@ -311,7 +314,7 @@ impl Grants {
                 reason: grant.reason.clone(),
             })
             .await?;
-        self.store.put_grant(&grant)?;
+        self.table.put(&grant.id, &grant)?;
         self.store.flush().await?;
         // Usable only once durable: a grant nobody was told about cannot
         // survive a crash it did not survive.
@@ -368,7 +371,7 @@ impl Grants {
                 by: by.to_owned(),
                 reason: reason.filter(|r| !r.trim().is_empty()),
             });
-            self.store.put_grant(&g)?;
+            self.table.put(&g.id, &g)?;
             let g = Arc::new(g);
             index.by_id.insert(g.id.clone(), g.clone());
             g
@@ -614,18 +617,6 @@ pub fn session_ended(credential_id: &str, state: &CredentialState) -> PgError {
     };
     PgError::fatal(sqlstate::ADMIN_SHUTDOWN, message)
         .with_hint("ask for a new grant: veilctl grants issue --identity ... --role ... --ttl ...")
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Unix milliseconds as RFC 3339 UTC, to the second.
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// TTLs in requests are human durations (`90s`, `15m`, `1h`).

@@ -8,7 +8,7 @@ use tracing::debug;
 use super::engine::{Action, Engine, PreparedClasses, Verdict};
 use super::{PolicyError, PolicySet};
 use crate::classify::SessionEffect;
-use crate::inspect::{Decision, Defines, Held, Inspection, Inspector, Origin, SessionInfo};
+use crate::policy::inspect::{Decision, Defines, Held, Inspection, Inspector, Origin, SessionInfo};
 use crate::protocol::{PgError, sqlstate};
 
 /// Enforces the loaded policies. Until the first [`Inspector::reload`] it

@@ -12,6 +12,7 @@ use crate::classify::Class;
 
 mod enforce;
 pub mod engine;
+pub mod inspect;
 
 pub use enforce::PolicyInspector;
 pub use engine::{Action, Engine, Judgement, Prepared, PreparedClasses, Verdict};

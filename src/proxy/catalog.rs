@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::upstream::{Upstream, UpstreamError};
 use crate::classify::objects::{self, UserObjects};
+use crate::upstream::{Upstream, UpstreamError};
 
 /// How long one reading serves later sessions of the same database and login.
 const FRESH: Duration = Duration::from_secs(1);

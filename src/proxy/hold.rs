@@ -18,8 +18,8 @@ use tracing::{info, warn};
 
 use super::Shared;
 use crate::approvals::{ApprovalError, ApprovalView, Approvals, Binding, NewRequest, Status};
-use crate::inspect::{Held, SessionInfo};
 use crate::policy::ApprovalMode;
+use crate::policy::inspect::{Held, SessionInfo};
 use crate::protocol::{FrameReader, PgError, sqlstate};
 
 /// What to do with the held message.

@@ -1,12 +1,12 @@
 //! The PostgreSQL-facing side of the firewall: the listener
 //! ([`server`]), one session state machine per client ([`session`]), the
-//! message relay between client and PostgreSQL ([`relay`]), authentication
-//! ([`auth`]), the upstream login ([`upstream`]), TLS ([`tls`]), held
-//! statements waiting for approval ([`hold`]), the upstream databases'
-//! user-defined objects ([`catalog`]) and the registry that maps cancel keys
-//! and lets grants end live sessions ([`registry`]).
+//! message relay between client and PostgreSQL ([`relay`]), held statements
+//! waiting for approval ([`hold`]), the upstream databases' user-defined
+//! objects ([`catalog`]), the registry that maps cancel keys and lets
+//! grants end live sessions ([`registry`]) and the [`sweeper`] that does.
+//! Authentication is [`crate::auth`]'s, the upstream login
+//! [`crate::upstream`]'s and TLS [`crate::net`]'s.
 
-pub mod auth;
 pub mod catalog;
 pub mod hold;
 pub mod registry;
@@ -14,16 +14,14 @@ pub mod relay;
 pub mod server;
 pub mod session;
 pub mod state;
-pub mod stream;
-pub mod tls;
+pub mod sweeper;
 pub mod trail;
-pub mod upstream;
 
 use std::sync::{Arc, RwLock};
 
 use crate::config::Limits;
-use crate::inspect::Inspector;
 use crate::policy::PolicySet;
+use crate::policy::inspect::Inspector;
 
 pub use server::Server;
 
@@ -39,10 +37,10 @@ pub struct Shared {
     /// even for TLS sessions, and PostgreSQL itself serves them before any
     /// `hostssl` rule applies.
     pub tls_required: bool,
-    pub credentials: Arc<dyn auth::CredentialSource>,
+    pub credentials: Arc<dyn crate::auth::CredentialSource>,
     pub policies: RwLock<Arc<PolicySet>>,
     pub inspector: Arc<dyn Inspector>,
-    pub upstream: upstream::UpstreamConnector,
+    pub upstream: crate::upstream::UpstreamConnector,
     pub registry: registry::Registry,
     pub metrics: crate::metrics::Metrics,
     /// Approval requests; `None` without an admin API, where they would be
@@ -62,8 +60,8 @@ impl Shared {
     /// reads with the configured limit once the session is logged in.
     pub fn pre_auth_reader(
         &self,
-        stream: stream::Stream,
-    ) -> crate::protocol::FrameReader<stream::Stream> {
+        stream: crate::net::stream::Stream,
+    ) -> crate::protocol::FrameReader<crate::net::stream::Stream> {
         crate::protocol::FrameReader::new(stream, PRE_AUTH_MAX_MESSAGE)
     }
 

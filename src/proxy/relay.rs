@@ -33,17 +33,17 @@ use super::Shared;
 use super::hold::{self, Outcome};
 use super::registry::Control;
 use super::state::{Desync, Effect, Gate, Lookup, SessionState, Statement};
-use super::stream::Stream;
 use super::trail::{Decided, Trail};
-use super::upstream::{MAX_BACKEND_MESSAGE, Upstream};
 use crate::audit::Event;
 use crate::classify::{Class, SessionEffect};
-use crate::inspect::{Decision, Defines, Held, Inspection, Origin, SessionInfo};
 use crate::metrics::Metrics;
+use crate::net::stream::Stream;
 use crate::policy::PreparedClasses;
+use crate::policy::inspect::{Decision, Defines, Held, Inspection, Origin, SessionInfo};
 use crate::protocol::frame::FrameError;
 use crate::protocol::{self, ErrorFields, Frame, FrameReader, PgError, sqlstate};
 use crate::shutdown::{Phase, Shutdown};
+use crate::upstream::{MAX_BACKEND_MESSAGE, Upstream};
 
 /// Write to the peer once this much is queued, even if more frames are ready.
 const FLUSH_AT: usize = 256 * 1024;
@@ -1348,7 +1348,7 @@ async fn upstream_to_client(
             // statements differently from the classifier: however it was
             // done, the session ends before it sends another.
             if frame.tag() == b'S'
-                && let Some(e) = super::upstream::unsafe_parameter(&frame)
+                && let Some(e) = crate::upstream::unsafe_parameter(&frame)
             {
                 warn!(error = %e, "upstream setting changed mid-session; ending it");
                 return RelayEnd::Fatal(

@@ -11,15 +11,15 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use super::Shared;
-use super::auth::CredentialSource;
 use super::registry::Registry;
-use super::upstream::UpstreamConnector;
+use crate::auth::CredentialSource;
 use crate::config::Config;
-use crate::inspect::Inspector;
 use crate::metrics::Metrics;
 use crate::policy::PolicySet;
+use crate::policy::inspect::Inspector;
 use crate::protocol::{PgError, sqlstate};
 use crate::shutdown::{Phase, Shutdown};
+use crate::upstream::UpstreamConnector;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,7 @@ pub enum ServerError {
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
-    Tls(#[from] super::tls::TlsError),
+    Tls(#[from] crate::net::tls::TlsError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -66,9 +66,9 @@ impl Server {
         services: Services,
     ) -> Result<Server, ServerError> {
         let tls = match config.tls_files() {
-            Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(super::tls::server_config(
-                cert, key,
-            )?)),
+            Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::net::tls::server_config(cert, key)?,
+            )),
             None => None,
         };
         let mut passwords = std::collections::HashMap::new();
@@ -79,7 +79,7 @@ impl Server {
             );
         }
         let upstream = UpstreamConnector {
-            tls: super::tls::upstream_config(&config.upstream)?,
+            tls: crate::net::tls::upstream_config(&config.upstream)?,
             config: config.upstream.clone(),
             passwords,
         };

@@ -16,18 +16,18 @@ use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
-use super::auth;
 use super::relay::{self, RelayEnd};
-use super::stream::Stream;
-use super::upstream;
 use crate::audit::Event;
-use crate::inspect::SessionInfo;
+use crate::auth;
 use crate::metrics::Metrics;
+use crate::net::stream::Stream;
+use crate::policy::inspect::SessionInfo;
 use crate::protocol::startup::{
     MAX_STARTUP_PACKET, StartupPacket, StartupParams, parse_startup_packet,
 };
 use crate::protocol::{self, FrameReader, PgError, sqlstate};
 use crate::shutdown::Shutdown;
+use crate::upstream;
 
 /// Startup parameters forwarded to PostgreSQL. Anything else is refused:
 /// `options` could carry `-c role=...`, `replication` opens another protocol,

@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 
 use crate::audit::Event;
 use crate::classify::{Class, SessionEffect};
-use crate::inspect::Held;
+use crate::policy::inspect::Held;
 use crate::protocol::{ErrorFields, Frame};
 
 /// Prepared statements, portals and unanswered requests one session may
@@ -66,7 +66,7 @@ pub struct Statement {
     pub effect: Option<Effect>,
     /// The parameter types its `Parse` gave (OIDs; 0: inferred).
     pub param_types: Vec<u32>,
-    /// See [`crate::inspect::Inspection::rollback_undoes`].
+    /// See [`crate::policy::inspect::Inspection::rollback_undoes`].
     pub rollback_undoes: bool,
 }
 

@@ -19,8 +19,8 @@
 
 use crate::audit::{Audit, AuditError, Event};
 use crate::classify::Class;
-use crate::inspect::SessionInfo;
 use crate::policy::Action;
+use crate::policy::inspect::SessionInfo;
 
 /// Longest statement text kept in a record; longer text is cut and its
 /// SHA-256 kept instead of the rest.
@@ -32,7 +32,7 @@ pub struct Decided {
     pub decision: Action,
     pub rule: Option<String>,
     pub tables: Vec<String>,
-    /// See [`crate::inspect::Inspection::rollback_undoes`].
+    /// See [`crate::policy::inspect::Inspection::rollback_undoes`].
     pub rollback_undoes: bool,
 }
 

@@ -92,7 +92,7 @@ secret = {{ file = {secret:?} }}
     }
 
     async fn spawn(&mut self) {
-        infraveil::proxy::tls::install_default_provider();
+        infraveil::net::tls::install_default_provider();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use infraveil::config::{Config, DevCredential, Limits, SecretSource, TlsConfig, UpstreamConfig};
 use infraveil::daemon::Running;
-use infraveil::inspect::{AllowAll, Inspector};
+use infraveil::policy::inspect::{AllowAll, Inspector};
 use infraveil::protocol::{ErrorFields, Frame, FrameReader};
 use infraveil::sandbox::{Cluster, ClusterOptions};
 use pgwire::messages::Message;
@@ -170,7 +170,7 @@ impl Proxy {
     /// [`Proxy::start`], returning the daemon's refusal as text.
     pub async fn try_start(opts: ProxyOptions) -> Result<Proxy, String> {
         // For reqwest clients in tests (rustls without a built-in provider).
-        infraveil::proxy::tls::install_default_provider();
+        infraveil::net::tls::install_default_provider();
         let c = cluster();
         let dir = scratch_dir();
         let mut passwords = std::collections::BTreeMap::new();
@@ -185,7 +185,7 @@ impl Proxy {
         let tls = if opts.tls {
             // The demo's names: `127.0.0.1` for the URL it prints.
             let (cert, key) =
-                infraveil::proxy::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+                infraveil::net::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
             std::fs::write(dir.join("cert.pem"), cert).unwrap();
             std::fs::write(dir.join("key.pem"), key).unwrap();
             cert_path = Some(dir.join("cert.pem"));

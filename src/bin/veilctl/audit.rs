@@ -223,7 +223,7 @@ pub fn set_aside(dir: &Path, json_out: bool) -> anyhow::Result<()> {
             dir.display()
         )
     })?;
-    let moved = store.audit_set_aside_unsigned_tail()?;
+    let moved = infraveil::audit::log::AuditLog::open(&store)?.set_aside_unsigned_tail(&store)?;
     if json_out {
         let v = match moved {
             Some((first, last)) => serde_json::json!({"moved": true, "first": first, "last": last}),

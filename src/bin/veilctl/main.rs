@@ -246,7 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         std::process::exit(code);
     }
     let json_out = cli.output == Output::Json;
-    infraveil::proxy::tls::install_default_provider();
+    infraveil::net::tls::install_default_provider();
     if let Command::Audit { command } = cli.command {
         // Offline forms need no admin API.
         let api = api::Api::new(cli.admin_url, cli.token).ok();

@@ -15,8 +15,8 @@ use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::stream::Stream;
 use crate::config::UpstreamConfig;
+use crate::net::stream::Stream;
 use crate::protocol::{ErrorFields, Frame, FrameReader, sqlstate};
 
 /// Backend messages from PostgreSQL are trusted but still bounded.

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proxy::Shared;
-use crate::proxy::auth::CredentialState;
+use super::Shared;
+use crate::auth::CredentialState;
 use crate::shutdown::{Phase, Shutdown};
 
-use super::{Grants, session_ended};
+use crate::grants::{Grants, session_ended};
 
 const TICK: Duration = Duration::from_millis(250);
 
