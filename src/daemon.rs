@@ -64,6 +64,9 @@ pub struct Extras {
     /// Without a webhook, hand approval messages to this (the demo prints
     /// them); otherwise they are logged.
     pub approval_sink: Option<crate::approvals::notify::Sink>,
+    /// The state store's fault switch (tests turn it on to prove the
+    /// firewall fails closed when its disk does).
+    pub store_faults: crate::store::Faults,
 }
 
 /// Start the firewall: open the state store (refusing a data directory
@@ -80,7 +83,10 @@ pub async fn start_with(
 ) -> Result<Running, ServerError> {
     // Opening is a few file operations and sled's recovery; brief enough to
     // run here, once, before anything listens.
-    let store = Arc::new(Store::open(&config.data_dir)?);
+    let store = Arc::new(Store::open_with(
+        &config.data_dir,
+        extras.store_faults.clone(),
+    )?);
     let mut database_url = config.database_url()?;
     let mut background = Vec::new();
 

@@ -258,6 +258,7 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
         Arc::new(PolicyInspector::empty()),
         daemon::Extras {
             approval_sink: opts.approval_sink.clone(),
+            ..Default::default()
         },
     )
     .await?;

@@ -8,33 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::sync::oneshot;
-
-/// A tokio-postgres client whose connection task reports when and how the
-/// connection ended.
-async fn watched(
-    p: &Proxy,
-    user: &str,
-    db: &str,
-    password: &str,
-) -> (tokio_postgres::Client, oneshot::Receiver<(Instant, String)>) {
-    let (client, conn) =
-        tokio_postgres::connect(&p.conn_str_with(user, db, password), tokio_postgres::NoTls)
-            .await
-            .expect("connect with the grant");
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let end = match conn.await {
-            Ok(()) => "closed cleanly".to_owned(),
-            Err(e) => e
-                .as_db_error()
-                .map(|d| format!("{} {}", d.code().code(), d.message()))
-                .unwrap_or_else(|| e.to_string()),
-        };
-        let _ = tx.send((Instant::now(), end));
-    });
-    (client, rx)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_connect_query_and_list() {
@@ -181,8 +154,8 @@ async fn expiry_ends_live_sessions_and_rolls_back_their_transaction() {
 
     // An idle session, one inside a transaction with an uncommitted write,
     // and psql running a long query.
-    let (_idle, idle_end) = watched(&p, "alice", &db, &pw).await;
-    let (tx, tx_end) = watched(&p, "alice", &db, &pw).await;
+    let (_idle, idle_end) = p.connect_watched("alice", &db, &pw).await;
+    let (tx, tx_end) = p.connect_watched("alice", &db, &pw).await;
     tx.batch_execute("BEGIN; INSERT INTO t VALUES (1);")
         .await
         .unwrap();
@@ -235,8 +208,8 @@ async fn revoke_ends_live_sessions_within_a_second() {
     let p = Proxy::start(ProxyOptions::with_grants()).await;
     let (id, pw) = p.grant("alice", "readonly", "1h").await;
     let (other_id, other_pw) = p.grant("alice", "readonly", "1h").await;
-    let (c, end) = watched(&p, "alice", "app", &pw).await;
-    let (other, _) = watched(&p, "alice", "app", &other_pw).await;
+    let (c, end) = p.connect_watched("alice", "app", &pw).await;
+    let (other, _) = p.connect_watched("alice", "app", &other_pw).await;
     let url = format!("postgres://alice:{pw}@127.0.0.1:{}/app", p.port);
     let long = tokio::spawn(async move { psql(&url, &["-c", "SELECT pg_sleep(30)"]).await });
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -262,13 +262,6 @@ impl Audit {
             .await
             .map_err(|_| AuditError::Failed("the audit writer stopped".into()))
     }
-
-    /// Stop accepting writes (tests use it to prove the proxy fails
-    /// closed; an operator never needs it).
-    #[doc(hidden)]
-    pub fn halt_for_test(&self) {
-        self.failed.store(true, Ordering::Relaxed);
-    }
 }
 
 struct Writer {

@@ -90,6 +90,8 @@ pub struct ProxyOptions {
     /// Give every test identity a standing [`PASSWORD`] (off: grants only).
     pub dev_credentials: bool,
     pub approvals: infraveil::config::ApprovalsConfig,
+    /// Turn on to make the state store's writes fail (a full disk).
+    pub store_faults: infraveil::store::Faults,
 }
 
 impl ProxyOptions {
@@ -136,6 +138,7 @@ impl Default for ProxyOptions {
             data_dir: None,
             dev_credentials: true,
             approvals: Default::default(),
+            store_faults: Default::default(),
         }
     }
 }
@@ -243,7 +246,11 @@ impl Proxy {
                 vec![]
             },
         };
-        let running = infraveil::daemon::start(&config, opts.inspector)
+        let extras = infraveil::daemon::Extras {
+            store_faults: opts.store_faults.clone(),
+            ..Default::default()
+        };
+        let running = infraveil::daemon::start_with(&config, opts.inspector, extras)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Proxy {
@@ -382,6 +389,38 @@ impl Proxy {
         self.try_connect(user, db, password)
             .await
             .unwrap_or_else(|e| panic!("connect as {user}: {e}"))
+    }
+
+    /// Connect, and get how the connection ended (the SQLSTATE and message
+    /// of a FATAL error, which tokio-postgres reports on the connection, not
+    /// on the query it interrupted).
+    pub async fn connect_watched(
+        &self,
+        user: &str,
+        db: &str,
+        password: &str,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::sync::oneshot::Receiver<(std::time::Instant, String)>,
+    ) {
+        let (client, conn) = tokio_postgres::connect(
+            &self.conn_str_with(user, db, password),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let end = match conn.await {
+                Ok(()) => "closed cleanly".to_owned(),
+                Err(e) => e
+                    .as_db_error()
+                    .map(|d| format!("{} {}", d.code().code(), d.message()))
+                    .unwrap_or_else(|| e.to_string()),
+            };
+            let _ = tx.send((std::time::Instant::now(), end));
+        });
+        (client, rx)
     }
 
     pub async fn try_connect(
