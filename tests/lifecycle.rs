@@ -270,22 +270,19 @@ async fn gssenc_and_ssl_requests_are_declined_without_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ending_a_credentials_sessions_spares_the_others() {
-    use infraveil::protocol::{PgError, sqlstate};
+    use infraveil::protocol::PgError;
     let p = Proxy::start(ProxyOptions::default()).await;
     let mut alice = Raw::login(p.port, "alice", "app").await;
     let rita = p.connect("rita", "app").await;
     // What grant expiry and revocation use to end live sessions.
-    let err = PgError::fatal(
-        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-        "grant revoked",
-    );
+    let err = PgError::grant_revoked("g1", "tester");
     let told = p
         .running()
         .shared
         .registry
         .terminate_credential("dev:alice", &err);
     assert_eq!(told, 1);
-    assert_eq!(alice.until_closed().await, vec!["28000"]);
+    assert_eq!(alice.until_closed().await, vec!["57P01"]);
     assert_eq!(
         scalar::<i64>(&rita, "SELECT count(*) FROM customers").await,
         50

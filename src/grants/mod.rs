@@ -21,7 +21,7 @@ use crate::auth::{
 };
 use crate::classify::Class;
 use crate::policy::{Kind, PolicySet};
-use crate::protocol::{PgError, sqlstate};
+use crate::protocol::PgError;
 use crate::store::{Store, StoreError, Table};
 use crate::time::{now_ms, rfc3339};
 
@@ -604,19 +604,11 @@ pub fn still_permitted(policies: &PolicySet, identity: &str, role: &str) -> Resu
 
 /// The FATAL error a session gets when its credential stops being valid.
 pub fn session_ended(credential_id: &str, state: &CredentialState) -> PgError {
-    let message = match state {
-        CredentialState::Expired(at) => {
-            format!("terminating connection: grant {credential_id} expired at {at}")
-        }
-        CredentialState::Revoked { by } => {
-            format!("terminating connection: grant {credential_id} was revoked by {by}")
-        }
-        CredentialState::Gone | CredentialState::Active => {
-            format!("terminating connection: credential {credential_id} is no longer valid")
-        }
-    };
-    PgError::fatal(sqlstate::ADMIN_SHUTDOWN, message)
-        .with_hint("ask for a new grant: veilctl grants issue --identity ... --role ... --ttl ...")
+    match state {
+        CredentialState::Expired(at) => PgError::grant_expired(credential_id, at),
+        CredentialState::Revoked { by } => PgError::grant_revoked(credential_id, by),
+        CredentialState::Gone | CredentialState::Active => PgError::credential_gone(credential_id),
+    }
 }
 
 /// TTLs in requests are human durations (`90s`, `15m`, `1h`).

@@ -9,7 +9,7 @@ use super::engine::{Action, Engine, PreparedClasses, Verdict};
 use super::{PolicyError, PolicySet};
 use crate::classify::SessionEffect;
 use crate::policy::inspect::{Decision, Defines, Held, Inspection, Inspector, Origin, SessionInfo};
-use crate::protocol::{PgError, sqlstate};
+use crate::protocol::PgError;
 
 /// Enforces the loaded policies. Until the first [`Inspector::reload`] it
 /// has none, and denies everything.
@@ -111,13 +111,7 @@ impl Inspector for PolicyInspector {
             && !matches!(decision, Decision::Deny(_))
             && analysis.statements.iter().any(|s| s.executes.is_some())
         {
-            decision = Decision::Deny(
-                PgError::error(
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    "infraveil does not prepare EXECUTE statements",
-                )
-                .with_hint("send EXECUTE as a simple query, or bind the prepared statement itself"),
-            );
+            decision = Decision::Deny(PgError::execute_not_prepared());
         }
         // SQL EXECUTE runs what its PREPARE said, not what this text shows;
         // a function the reviewed table does not know (allowed through
@@ -158,33 +152,11 @@ fn mode(engine: &Engine, session: &SessionInfo) -> super::ApprovalMode {
 /// The client's error for a denial: rule and class in the message, the
 /// classifier's reason in DETAIL.
 pub fn denied(v: &Verdict) -> PgError {
-    let e = PgError::error(
-        sqlstate::INSUFFICIENT_PRIVILEGE,
-        format!(
-            "infraveil denied this {} statement (rule {})",
-            v.class, v.rule
-        ),
-    )
-    .with_detail(v.reason.clone());
-    match &v.advice {
-        Some(a) => e.with_hint(a.clone()),
-        None => e,
-    }
+    PgError::denied(v.class, &v.rule, &v.reason, v.advice.as_deref())
 }
 
 /// The client's error for a held statement when no approval can be asked
 /// for (the admin API, where approvals are decided, is not configured).
 pub fn held(v: &Verdict) -> PgError {
-    PgError::error(
-        sqlstate::INSUFFICIENT_PRIVILEGE,
-        format!(
-            "approval required: infraveil holds this {} statement for a human (rule {})",
-            v.class, v.rule
-        ),
-    )
-    .with_detail(v.reason.clone())
-    .with_hint(format!(
-        "approvers: {}; approvals are decided over the admin API, which is not configured, so the statement did not run",
-        v.approvers.join(", ")
-    ))
+    PgError::held_without_approvals(v.class, &v.rule, &v.reason, &v.approvers)
 }

@@ -4,7 +4,7 @@
 
 use crate::classify::{Class, SessionEffect};
 use crate::policy::{ApprovalMode, PolicyError, PolicySet, PreparedClasses};
-use crate::protocol::{PgError, sqlstate};
+use crate::protocol::PgError;
 
 /// Who is asking, for the inspector and for logs.
 #[derive(Debug, Clone)]
@@ -114,13 +114,7 @@ impl Decision {
 
     /// A policy denial naming the rule that denied it.
     pub fn deny(rule: &str, reason: impl Into<String>) -> Decision {
-        Decision::Deny(
-            PgError::error(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                format!("statement denied by infraveil rule {rule}"),
-            )
-            .with_detail(reason),
-        )
+        Decision::Deny(PgError::denied_by_rule(rule, reason))
     }
 }
 

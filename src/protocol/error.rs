@@ -1,5 +1,6 @@
-//! Client-facing PostgreSQL errors. Every error Infraveil itself sends to a
-//! client is a [`PgError`], so wording, severity and SQLSTATE stay consistent.
+//! Client-facing PostgreSQL errors: the [`PgError`] type and its encoding,
+//! and the fields of errors PostgreSQL sends. The errors themselves are
+//! named in [`super::errors`].
 
 use bytes::BytesMut;
 use pgwire::messages::Message;
@@ -34,7 +35,9 @@ pub struct PgError {
 }
 
 impl PgError {
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+    /// Only the catalogue ([`super::errors`]) makes errors from scratch, so
+    /// each one's wording and SQLSTATE is written once.
+    pub(super) fn error(code: &'static str, message: impl Into<String>) -> Self {
         PgError {
             severity: Severity::Error,
             code,
@@ -44,7 +47,7 @@ impl PgError {
         }
     }
 
-    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn fatal(code: &'static str, message: impl Into<String>) -> Self {
         PgError {
             severity: Severity::Fatal,
             ..Self::error(code, message)
@@ -59,26 +62,6 @@ impl PgError {
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
-    }
-
-    /// The error a client gets for bytes that are not valid protocol.
-    pub fn protocol_violation(message: impl Into<String>) -> Self {
-        Self::fatal(sqlstate::PROTOCOL_VIOLATION, message)
-    }
-
-    /// The one answer to every failed login: it never says whether the
-    /// identity exists, so the firewall cannot be used to enumerate them.
-    pub fn auth_failed(user: &str) -> Self {
-        // One hint for every failure (unknown user, wrong secret, expired
-        // or revoked grant): it tells a user where to look and an attacker
-        // nothing.
-        Self::fatal(
-            sqlstate::INVALID_PASSWORD,
-            format!("password authentication failed for user \"{user}\""),
-        )
-        .with_hint(
-            "the secret is wrong, or the grant expired or was revoked; an admin can see which with: veilctl grants list --all",
-        )
     }
 
     /// Append the `ErrorResponse` for this error to `buf`.

@@ -1,5 +1,6 @@
-//! Helpers over pgwire's message codec: frame reading with size limits, the one
-//! place client-facing errors are built, and the startup-phase packets.
+//! Helpers over pgwire's message codec: frame reading with size limits, the
+//! catalogue of client-facing errors ([`errors`]), and the startup-phase
+//! packets.
 //!
 //! The relay works on whole *frames* (tag byte + length + body) so that rows and
 //! COPY data are forwarded as the exact bytes PostgreSQL sent. Messages the
@@ -9,6 +10,7 @@
 //! firewall must inspect exactly what PostgreSQL will receive.
 
 pub mod error;
+pub mod errors;
 pub mod frame;
 pub mod sqlstate;
 pub mod startup;
@@ -22,10 +24,5 @@ pub use frame::{Frame, FrameReader};
 /// Append `msg`, encoded by pgwire, to `out`. Encoding fails only for a
 /// message over pgwire's size limits, which the firewall's own never reach.
 pub fn put<M: Message>(out: &mut BytesMut, msg: &M) -> Result<(), PgError> {
-    msg.encode(out).map_err(|e| {
-        PgError::fatal(
-            sqlstate::INTERNAL_ERROR,
-            format!("cannot encode message: {e}"),
-        )
-    })
+    msg.encode(out).map_err(PgError::encode_failed)
 }

@@ -8,7 +8,7 @@ use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::startup::{GssEncRequest, SslRequest, Startup};
 use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
 
-use super::{PgError, sqlstate};
+use super::PgError;
 
 /// PostgreSQL's own limit on a startup packet.
 pub const MAX_STARTUP_PACKET: usize = 10_000;
@@ -86,10 +86,7 @@ pub fn parse_startup_packet(packet: BytesMut) -> Result<StartupPacket, PgError> 
     let major = (code >> 16) as u16;
     let minor = (code & 0xffff) as u16;
     if major != 3 {
-        return Err(PgError::fatal(
-            sqlstate::FEATURE_NOT_SUPPORTED,
-            format!("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"),
-        ));
+        return Err(PgError::unsupported_protocol(major, minor));
     }
     // A startup packet must end with the terminating empty name.
     if packet.last() != Some(&0) {
@@ -108,6 +105,7 @@ pub fn parse_startup_packet(packet: BytesMut) -> Result<StartupPacket, PgError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::sqlstate;
     use bytes::BufMut;
 
     fn packet(code: i32, body: &[u8]) -> BytesMut {

@@ -20,7 +20,7 @@ use super::Shared;
 use crate::approvals::{ApprovalError, ApprovalView, Approvals, Binding, NewRequest, Status};
 use crate::policy::ApprovalMode;
 use crate::policy::inspect::{Held, SessionInfo};
-use crate::protocol::{FrameReader, PgError, sqlstate};
+use crate::protocol::{FrameReader, PgError};
 
 /// What to do with the held message.
 pub enum Outcome {
@@ -202,10 +202,7 @@ async fn wait<R: AsyncRead + Unpin>(
             _ = cancel.notified() => {
                 guard.armed = false;
                 approvals.cancel(&req.id, "the client cancelled the statement");
-                return Outcome::Refuse(PgError::error(
-                    sqlstate::QUERY_CANCELED,
-                    "canceling statement due to user request",
-                ).with_detail(format!("approval request {} was cancelled", req.id)));
+                return Outcome::Refuse(PgError::approval_cancelled(&req.id));
             }
         }
     }
@@ -257,48 +254,24 @@ async fn ask(
 }
 
 fn deferred(req: &ApprovalView, link: &str, held: &Held) -> PgError {
-    PgError::error(
-        sqlstate::INSUFFICIENT_PRIVILEGE,
-        format!(
-            "approval required: infraveil holds this {} statement as approval request {} (approve at {link})",
-            held.class, req.id
-        ),
+    PgError::approval_deferred(
+        held.class,
+        &req.id,
+        link,
+        (&held.reason, &held.rule),
+        &req.approvers,
     )
-    .with_detail(format!(
-        "{} (rule {}); approvers: {}",
-        held.reason,
-        held.rule,
-        req.approvers.join(", ")
-    ))
-    .with_hint(format!(
-        "once {} is approved, send the identical statement again: it runs once",
-        req.id
-    ))
 }
 
 fn denied(id: &str, req: Option<&ApprovalView>) -> PgError {
     let by = req
         .and_then(|r| r.decided_by.clone())
         .unwrap_or_else(|| "an approver".to_owned());
-    let e = PgError::error(
-        sqlstate::INSUFFICIENT_PRIVILEGE,
-        format!("denied by {by} (approval request {id})"),
-    );
-    match req.and_then(|r| r.note.clone()) {
-        Some(note) => e.with_detail(note),
-        None => e,
-    }
+    PgError::approval_denied(id, &by, req.and_then(|r| r.note.as_deref()))
 }
 
 fn timed_out(id: &str, approvals: &Approvals) -> PgError {
-    PgError::error(
-        sqlstate::INSUFFICIENT_PRIVILEGE,
-        format!("approval timed out: nobody decided approval request {id}"),
-    )
-    .with_detail(format!(
-        "requests expire after {}",
-        humantime::format_duration(approvals.timeout())
-    ))
+    PgError::approval_timed_out(id, approvals.timeout())
 }
 
 fn unavailable(e: &ApprovalError) -> PgError {
@@ -308,9 +281,5 @@ fn unavailable(e: &ApprovalError) -> PgError {
 
 /// Fail closed: the statement does not run.
 fn unavailable_text(why: &str) -> PgError {
-    PgError::error(
-        sqlstate::INSUFFICIENT_PRIVILEGE,
-        "approval required, but the approval could not be processed; the statement did not run",
-    )
-    .with_detail(why.to_owned())
+    PgError::approval_unavailable(why)
 }

@@ -222,10 +222,7 @@ pub async fn run(
         end = frontend => end,
         end = backend => end,
         Some(Control::Terminate(err)) = control.recv() => RelayEnd::Fatal(err),
-        _ = shutdown.reached(Phase::Closing) => RelayEnd::Fatal(PgError::fatal(
-            sqlstate::ADMIN_SHUTDOWN,
-            "terminating connection due to administrator command",
-        ).with_detail("infraveil is shutting down")),
+        _ = shutdown.reached(Phase::Closing) => RelayEnd::Fatal(PgError::shutting_down()),
         }
     };
 
@@ -251,19 +248,13 @@ fn statement_text(bytes: &[u8]) -> Result<&str, PgError> {
     // rejects the message; refuse it here so the inspector never judges
     // text PostgreSQL would read differently.
     if bytes.contains(&0) {
-        return Err(PgError::error(
-            sqlstate::PROTOCOL_VIOLATION,
-            "invalid message format: statement contains a zero byte",
-        ));
+        return Err(PgError::zero_byte_in_statement());
     }
     std::str::from_utf8(bytes).map_err(|_| invalid_utf8())
 }
 
 fn invalid_utf8() -> PgError {
-    PgError::error(
-        sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
-        "invalid byte sequence for encoding \"UTF8\" in statement",
-    )
+    PgError::invalid_utf8_statement()
 }
 
 /// Split a `Parse` body into (statement name, query text).
@@ -337,17 +328,11 @@ enum AfterHold {
 
 /// The session ends rather than forward anything unaudited.
 fn audit_failed(e: crate::audit::AuditError) -> RelayEnd {
-    RelayEnd::Fatal(PgError::fatal(sqlstate::IO_ERROR, e.to_string()).with_hint(
-        "the statement was not forwarded; ask the operator to check infraveil's audit log",
-    ))
+    RelayEnd::Fatal(PgError::audit_write_failed(e))
 }
 
 fn audit_unhealthy() -> PgError {
-    PgError::error(
-        sqlstate::IO_ERROR,
-        "infraveil refuses statements: the audit log cannot be written",
-    )
-    .with_hint("ask the operator to check infraveil's logs and data directory")
+    PgError::audit_unhealthy()
 }
 
 async fn client_to_upstream(
@@ -463,10 +448,7 @@ async fn settle(
                 // pending is not waiting for them: end the session rather
                 // than stop noticing it.
                 Ok(true) if client.buffered() >= shared.limits.max_message_bytes => {
-                    return Err(RelayEnd::Fatal(PgError::fatal(
-                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
-                        "too much sent while infraveil waited for PostgreSQL's answer",
-                    )));
+                    return Err(RelayEnd::Fatal(PgError::sent_too_much_while_waiting()));
                 }
                 Ok(true) => {}
                 Ok(false) | Err(_) => return Err(RelayEnd::ClientClosed),
@@ -531,10 +513,7 @@ async fn release(
 /// For a message PostgreSQL would not run either (it is skipping until
 /// Sync, or reading COPY data): only seen if the model were wrong.
 fn not_running() -> PgError {
-    PgError::error(
-        sqlstate::IN_FAILED_SQL_TRANSACTION,
-        "infraveil refused this message: PostgreSQL is not running commands until the next Sync or the end of COPY",
-    )
+    PgError::not_running_until_sync()
 }
 
 /// What an approved statement's outcome record says, for its approvers.
@@ -576,14 +555,7 @@ fn in_transaction(ran: String, status: u8) -> String {
 
 /// The session model would grow past [`super::state::MAX_NAMES`].
 fn too_many_names() -> PgError {
-    PgError::error(
-        sqlstate::PROGRAM_LIMIT_EXCEEDED,
-        format!(
-            "infraveil keeps at most {} prepared statements, portals and pending requests per session",
-            super::state::MAX_NAMES
-        ),
-    )
-    .with_hint("close or DEALLOCATE statements no longer used, and Sync pipelines")
+    PgError::too_many_names(super::state::MAX_NAMES)
 }
 
 /// Stands in for a statement that was refused: its message fails upstream.
@@ -640,11 +612,7 @@ fn handle_client_frame(
             // The function is named by OID and its arguments are opaque:
             // nothing to inspect, so it never runs.
             ctx.shared.metrics.statement(None, Metrics::DENY);
-            let e = PgError::error(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "the FunctionCall protocol message is not supported through infraveil",
-            )
-            .with_hint("call the function with SELECT instead");
+            let e = PgError::function_call_unsupported();
             let n = state.trail.statement(
                 "function-call",
                 "<FunctionCall message>",
@@ -795,12 +763,7 @@ fn judge<'a>(
 /// runs only by Execute, where it is recorded (and approved); a SQL cursor
 /// that is not a plain read only onward, as rewinding runs its query again.
 fn fetch_allowed(model: &SessionState, portal: &str, forward: bool) -> Option<Result<(), PgError>> {
-    let refuse = |why: &str| {
-        Some(Err(PgError::error(
-            sqlstate::INSUFFICIENT_PRIVILEGE,
-            format!("FETCH of portal \"{portal}\" {why}"),
-        )))
-    };
+    let refuse = |why: &str| Some(Err(PgError::fetch_refused(portal, why)));
     match model.portal(portal) {
         Lookup::Unsettled => None,
         Lookup::Found(p) if matches!(p.statement.gate, Gate::Free) => Some(Ok(())),
@@ -1010,14 +973,7 @@ fn on_bind(
         // model is wrong about that.
         Lookup::Skipped => return refuse(out, state.model, not_running()),
         Lookup::Missing => {
-            let e = PgError::error(
-                sqlstate::INVALID_SQL_STATEMENT_NAME,
-                if name.is_empty() {
-                    "unnamed prepared statement does not exist".to_owned()
-                } else {
-                    format!("prepared statement \"{name}\" does not exist")
-                },
-            );
+            let e = PgError::statement_missing(name);
             return refuse(out, state.model, e);
         }
         Lookup::Found(s) => s,
@@ -1028,10 +984,7 @@ fn on_bind(
             forward(out, &frame)
         }
         Gate::Refused => {
-            let e = PgError::error(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                "infraveil refused this statement when it was prepared",
-            );
+            let e = PgError::refused_when_prepared();
             refuse(out, state.model, e)
         }
         Gate::Approval(_) if !ctx.shared.audit.healthy() => {
@@ -1072,10 +1025,7 @@ fn on_execute(
         Lookup::Unsettled => return Ok(Flow::Stall(frame)),
         Lookup::Skipped => return refuse(out, state.model, not_running()),
         Lookup::Missing => {
-            let e = PgError::error(
-                sqlstate::INVALID_CURSOR_NAME,
-                format!("portal \"{name}\" does not exist"),
-            );
+            let e = PgError::portal_missing(name);
             return refuse(out, state.model, e);
         }
         Lookup::Found(p) => p,
@@ -1099,18 +1049,11 @@ fn on_execute(
     match &statement.gate {
         Gate::Free => state.trail.execute_read(&statement.text),
         Gate::Refused => {
-            let e = PgError::error(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                format!("infraveil does not run portal \"{name}\" through the protocol"),
-            )
-            .with_hint("read a SQL cursor with FETCH");
+            let e = PgError::portal_not_run_through_protocol(name);
             return refuse(out, state.model, e);
         }
         Gate::Approval(_) if portal.approval.is_none() => {
-            let e = PgError::error(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                "this portal was bound without an approval",
-            );
+            let e = PgError::portal_bound_without_approval();
             return refuse(out, state.model, e);
         }
         Gate::Recorded | Gate::Approval(_) => {
@@ -1119,10 +1062,7 @@ fn on_execute(
                 return refuse(out, state.model, audit_unhealthy());
             }
             if !portal.take_run() {
-                let e = PgError::error(
-                    sqlstate::INSUFFICIENT_PRIVILEGE,
-                    "an approved statement runs once; bind it again to ask for a new approval",
-                );
+                let e = PgError::approval_spent();
                 return refuse(out, state.model, e);
             }
             // Recorded whatever name it was prepared or bound under; durable
@@ -1240,10 +1180,7 @@ async fn write_with_timeout<W: AsyncWrite + Unpin>(
         Ok(Err(e)) => Err(RelayEnd::Io(e)),
         Err(_) => {
             warn!("client stopped reading; closing the session");
-            Err(RelayEnd::Fatal(PgError::fatal(
-                sqlstate::CONNECTION_FAILURE,
-                "client did not read results in time",
-            )))
+            Err(RelayEnd::Fatal(PgError::client_too_slow()))
         }
     }
 }
@@ -1271,10 +1208,7 @@ async fn upstream_to_client(
             Err(FrameError::Io(e)) => return RelayEnd::Io(e),
             Err(e) => {
                 warn!(error = %e, "invalid message from upstream");
-                return RelayEnd::Fatal(PgError::fatal(
-                    sqlstate::CONNECTION_FAILURE,
-                    "infraveil received an invalid message from the upstream database",
-                ));
+                return RelayEnd::Fatal(PgError::upstream_invalid_message());
             }
         };
         let mut next = Some(frame);
@@ -1296,10 +1230,7 @@ async fn upstream_to_client(
                     Ok(events) => events,
                     Err(Desync(why)) => {
                         warn!(%why, "session model out of step with PostgreSQL");
-                        return RelayEnd::Fatal(PgError::fatal(
-                            sqlstate::PROTOCOL_VIOLATION,
-                            "infraveil lost track of this session's prepared statements; the session is ended",
-                        ));
+                        return RelayEnd::Fatal(PgError::lost_track_of_statements());
                     }
                 };
                 for e in events {
@@ -1351,13 +1282,7 @@ async fn upstream_to_client(
                 && let Some(e) = crate::upstream::unsafe_parameter(&frame)
             {
                 warn!(error = %e, "upstream setting changed mid-session; ending it");
-                return RelayEnd::Fatal(
-                    PgError::fatal(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        "infraveil ended the session: a setting changed that makes PostgreSQL read statements differently from infraveil",
-                    )
-                    .with_detail(e.to_string()),
-                );
+                return RelayEnd::Fatal(PgError::unsafe_setting(e.to_string()));
             }
             match frame.tag() {
                 b'A' => {
@@ -1412,14 +1337,14 @@ mod tests {
         let denials = Denials::new();
         let mut out = BytesMut::new();
         denials
-            .refuse(&mut out, Carrier::Query, PgError::error("42501", "first"))
+            .refuse(&mut out, Carrier::Query, PgError::portal_missing("first"))
             .unwrap();
         let name = Cow::Borrowed("s1");
         denials
             .refuse(
                 &mut out,
                 Carrier::Parse { name },
-                PgError::error("42501", "second"),
+                PgError::portal_missing("second"),
             )
             .unwrap();
         // The replacements are well-formed messages carrying the marker.
@@ -1432,33 +1357,38 @@ mod tests {
             (Some("s1"), format!("{}_2", denials.marker))
         );
 
-        let upstream_err = |id: u64| Frame {
-            bytes: PgError::error(
-                sqlstate::SYNTAX_ERROR,
-                format!("syntax error at or near \"{}_{id}\"", denials.marker),
-            )
-            .to_bytes(),
+        // What PostgreSQL answers a marker it could not parse.
+        let syntax_error = |message: String| {
+            let mut bytes = BytesMut::new();
+            pgwire::messages::response::ErrorResponse::new(vec![
+                (b'S', "ERROR".into()),
+                (b'C', sqlstate::SYNTAX_ERROR.into()),
+                (b'M', message),
+            ])
+            .encode(&mut bytes)
+            .unwrap();
+            Frame { bytes }
+        };
+        let upstream_err = |id: u64| {
+            syntax_error(format!(
+                "syntax error at or near \"{}_{id}\"",
+                denials.marker
+            ))
         };
         // The first denial was skipped upstream; the second comes back.
         let e = denials.take_for(&upstream_err(2)).unwrap();
-        assert_eq!(e.message, "second");
+        assert_eq!(e.message, "portal \"second\" does not exist");
         assert!(denials.take_for(&upstream_err(1)).is_none());
         // Other syntax errors pass through.
-        let other = Frame {
-            bytes: PgError::error(sqlstate::SYNTAX_ERROR, "syntax error at or near \"x\"")
-                .to_bytes(),
-        };
+        let other = syntax_error("syntax error at or near \"x\"".into());
         assert!(denials.take_for(&other).is_none());
         // Whatever follows the marker, no panic: multibyte characters where
         // the separator or the digits should be.
         for tail in ["€", "_€", "_1€", "", "_", "é1", "_\u{10348}"] {
-            let frame = Frame {
-                bytes: PgError::error(
-                    sqlstate::SYNTAX_ERROR,
-                    format!("syntax error at or near \"{}{tail}\"", denials.marker),
-                )
-                .to_bytes(),
-            };
+            let frame = syntax_error(format!(
+                "syntax error at or near \"{}{tail}\"",
+                denials.marker
+            ));
             let _ = denials.take_for(&frame);
         }
     }

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::PolicySet;
 use crate::policy::inspect::Inspector;
-use crate::protocol::{PgError, sqlstate};
+use crate::protocol::PgError;
 use crate::shutdown::{Phase, Shutdown};
 use crate::upstream::UpstreamConnector;
 
@@ -150,10 +150,7 @@ impl Server {
                     };
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
                         warn!(client = %peer, "connection limit reached");
-                        sessions.spawn(refuse(tcp, PgError::fatal(
-                            sqlstate::TOO_MANY_CONNECTIONS,
-                            "sorry, too many clients already",
-                        )));
+                        sessions.spawn(refuse(tcp, PgError::too_many_clients()));
                         continue;
                     };
                     let shared = self.shared.clone();

@@ -25,7 +25,7 @@ use crate::policy::inspect::SessionInfo;
 use crate::protocol::startup::{
     MAX_STARTUP_PACKET, StartupPacket, StartupParams, parse_startup_packet,
 };
-use crate::protocol::{self, FrameReader, PgError, sqlstate};
+use crate::protocol::{self, FrameReader, PgError};
 use crate::shutdown::Shutdown;
 use crate::upstream;
 
@@ -91,10 +91,7 @@ async fn serve(
     // size, so together they hold a bounded amount of memory.
     let Ok(authenticating) = shared.authenticating.try_acquire() else {
         warn!(client = %peer, "too many clients logging in at once");
-        let err = PgError::fatal(
-            sqlstate::TOO_MANY_CONNECTIONS,
-            "too many clients are logging in at once; try again",
-        );
+        let err = PgError::too_many_logging_in();
         send_error(reader.get_mut(), &err).await;
         return;
     };
@@ -355,13 +352,7 @@ async fn startup(
 /// The refusal of a plaintext client when `[tls] require` is on. 28000, as
 /// PostgreSQL answers a client no `hostssl`-only rule admits.
 fn needs_tls() -> PgError {
-    PgError::fatal(
-        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-        "connection requires TLS (sslmode=require or stronger)",
-    )
-    .with_hint(
-        "connect with sslmode=require, or verify-full with sslrootcert naming the firewall's CA certificate",
-    )
+    PgError::tls_required()
 }
 
 /// Forward a cancel request if it names a live session with the right key.
@@ -387,10 +378,7 @@ async fn login(
     shared: &Arc<Shared>,
 ) -> Result<(SessionInfo, upstream::Upstream), PgError> {
     let Some(user) = params.user().map(str::to_owned) else {
-        return Err(PgError::fatal(
-            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-            "no PostgreSQL user name specified in startup packet",
-        ));
+        return Err(PgError::no_user_name());
     };
     tracing::Span::current().record("identity", user.as_str());
     let forwarded = vet_params(params, &user)?;
@@ -449,20 +437,11 @@ async fn login(
             crate::grants::still_permitted(&policies, &credential.identity, &credential.role)
     {
         warn!(grant = %credential.id, %why, "grant no longer permitted by policy");
-        return Err(PgError::fatal(
-            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-            format!("grant {} is no longer valid: {why}", credential.id),
-        ));
+        return Err(PgError::grant_not_valid(&credential.id, why));
     }
     let Some(role) = policies.role(&credential.role) else {
         warn!(role = %credential.role, "credential names a role no policy defines");
-        return Err(PgError::fatal(
-            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-            format!(
-                "role \"{}\" of this credential is not defined by any policy",
-                credential.role
-            ),
-        ));
+        return Err(PgError::role_not_in_policy(&credential.role));
     };
     let upstream_user = role.upstream_user.clone();
     drop(policies);
@@ -473,15 +452,11 @@ async fn login(
         .await
         .map_err(|e| {
             if let upstream::UpstreamError::NoSuchDatabase(m) = &e {
-                return PgError::fatal(sqlstate::INVALID_CATALOG_NAME, m.clone());
+                return PgError::no_such_database(m.clone());
             }
             Metrics::inc(&shared.metrics.upstream_errors_total);
             warn!(error = %e, "upstream connection failed");
-            PgError::fatal(
-                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                "infraveil could not connect to the upstream database",
-            )
-            .with_detail(e.client_detail())
+            PgError::upstream_unreachable(e.client_detail())
         })?;
     // The names user-defined objects could take over, for this database and
     // login; fail closed if they cannot be read.
@@ -496,10 +471,7 @@ async fn login(
         .await
         .map_err(|e| {
             warn!(error = %e, "reading the upstream's user-defined objects failed");
-            PgError::fatal(
-                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                "infraveil could not read the upstream database's catalog",
-            )
+            PgError::upstream_catalog_unreadable()
         })?;
 
     let info = SessionInfo {
@@ -517,7 +489,7 @@ async fn login(
 
 /// The startup parameters to pass upstream, or why the set is refused.
 fn vet_params(params: &StartupParams, user: &str) -> Result<Vec<(String, String)>, PgError> {
-    let refuse = |msg: String| Err(PgError::fatal(sqlstate::FEATURE_NOT_SUPPORTED, msg));
+    let refuse = |msg: String| Err(PgError::startup_parameter_refused(msg));
     let mut out = Vec::new();
     let mut has_db = false;
     let mut fallback_name = None;
@@ -729,7 +701,7 @@ mod tests {
             ("replication", "database"),
         ] {
             let e = vet_params(&params(&[("user", "a"), bad]), "a").unwrap_err();
-            assert_eq!(e.code, sqlstate::FEATURE_NOT_SUPPORTED, "{bad:?}");
+            assert_eq!(e.code, crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED, "{bad:?}");
         }
     }
 }
