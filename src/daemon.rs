@@ -91,30 +91,12 @@ pub async fn start_with(
     let mut background = Vec::new();
 
     // The audit log first: nothing happens that it does not see.
-    let key_path = config
-        .audit
-        .key_file
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join(AUDIT_KEY_FILE));
-    let key = crate::audit::key::load_or_create(&key_path, config.audit.key_file.is_none())?;
     let webhook = match &config.approvals.webhook {
         Some(w) => Some(Arc::new(crate::approvals::notify::Webhook::from_config(w)?)),
         None => None,
     };
-    let (audit, writer) = Audit::start(
-        store.clone(),
-        key,
-        &config.audit,
-        webhook.clone().map(checkpoint_poster),
-    )?;
+    let (audit, writer) = open_audit(config, &store, webhook.clone()).await?;
     background.push(writer);
-    audit
-        .append(Event::DaemonStart {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            pid: std::process::id(),
-        })
-        .await?;
-    info!(public_key = audit.public_key(), "audit log open");
 
     let grants = Grants::open(store.clone(), audit.clone())?;
     let dev = dev_credentials(&config.dev_credentials, grants.salts())?;
@@ -126,22 +108,7 @@ pub async fn start_with(
     }
     let grants = Arc::new(grants.with_dev_credentials(dev));
     info!(active = grants.active_count(), dir = %config.data_dir.display(), "grants loaded");
-    let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
-    info!(
-        roles = policies.roles.len(),
-        identities = policies.identities.len(),
-        dir = %config.policies_dir.display(),
-        "policies loaded"
-    );
-    inspector.reload(policies.clone())?;
-    audit
-        .append(Event::PolicyLoaded {
-            reload: false,
-            roles: policies.roles.len(),
-            identities: policies.identities.len(),
-            dir: config.policies_dir.display().to_string(),
-        })
-        .await?;
+    let policies = load_policies(config, inspector.as_ref(), &audit).await?;
     // Approvals are decided over the admin API; without it, held
     // statements are refused.
     let approvals = match config.admin.listen {
@@ -181,40 +148,27 @@ pub async fn start_with(
     let (controller, shutdown) = ShutdownController::new();
     let controller = Arc::new(controller);
 
-    let mut admin = None;
-    let mut admin_addr = None;
-    if let (Some(addr), Some(token)) = (config.admin.listen, &config.admin.token) {
-        let token = token.read("admin.token")?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        admin_addr = listener.local_addr().ok();
-        if let (Some(a), Some(bound)) = (&approvals, admin_addr) {
-            let url = config
-                .approvals
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{bound}"));
-            a.set_public_url(&url);
-            background.push(tokio::spawn(crate::approvals::expirer(
-                a.clone(),
-                controller.subscribe(),
-            )));
+    let (admin, admin_addr) = match (config.admin.listen, &config.admin.token) {
+        (Some(addr), Some(token)) => {
+            let token = token.read("admin.token")?;
+            let (task, bound) =
+                start_admin(addr, token, (&shared, &grants, &store), &controller).await?;
+            if let (Some(a), Some(bound)) = (&approvals, bound) {
+                let url = config
+                    .approvals
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{bound}"));
+                a.set_public_url(&url);
+                background.push(tokio::spawn(crate::approvals::expirer(
+                    a.clone(),
+                    controller.subscribe(),
+                )));
+            }
+            (Some(task), bound)
         }
-        let app = crate::admin::router(crate::admin::AdminState::new(
-            shared.clone(),
-            grants.clone(),
-            store.clone(),
-            token,
-        ));
-        let mut sd = controller.subscribe();
-        info!(addr = ?admin_addr, "admin API listening");
-        admin = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { sd.reached(Phase::Draining).await })
-                .await;
-        }));
-    }
+        _ => (None, None),
+    };
 
     background.push(tokio::spawn(crate::proxy::sweeper::sweeper(
         grants.clone(),
@@ -234,6 +188,87 @@ pub async fn start_with(
         background,
         policies_dir: config.policies_dir.clone(),
     })
+}
+
+/// Open the signed log, chaining on from what is stored, and record the
+/// start.
+async fn open_audit(
+    config: &Config,
+    store: &Arc<Store>,
+    webhook: Option<Arc<crate::approvals::notify::Webhook>>,
+) -> Result<(Audit, tokio::task::JoinHandle<()>), ServerError> {
+    let key_path = config
+        .audit
+        .key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(AUDIT_KEY_FILE));
+    let key = crate::audit::key::load_or_create(&key_path, config.audit.key_file.is_none())?;
+    let (audit, writer) = Audit::start(
+        store.clone(),
+        key,
+        &config.audit,
+        webhook.map(checkpoint_poster),
+    )?;
+    audit
+        .append(Event::DaemonStart {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+        })
+        .await?;
+    info!(public_key = audit.public_key(), "audit log open");
+    Ok((audit, writer))
+}
+
+/// Load the policies, hand them to the inspector and record it.
+async fn load_policies(
+    config: &Config,
+    inspector: &dyn Inspector,
+    audit: &Audit,
+) -> Result<Arc<PolicySet>, ServerError> {
+    let policies = Arc::new(PolicySet::load_dir(&config.policies_dir)?);
+    info!(
+        roles = policies.roles.len(),
+        identities = policies.identities.len(),
+        dir = %config.policies_dir.display(),
+        "policies loaded"
+    );
+    inspector.reload(policies.clone())?;
+    audit
+        .append(Event::PolicyLoaded {
+            reload: false,
+            roles: policies.roles.len(),
+            identities: policies.identities.len(),
+            dir: config.policies_dir.display().to_string(),
+        })
+        .await?;
+    Ok(policies)
+}
+
+/// Bind the admin API and serve it until the firewall drains.
+async fn start_admin(
+    addr: std::net::SocketAddr,
+    token: String,
+    (shared, grants, store): (&Arc<crate::proxy::Shared>, &Arc<Grants>, &Arc<Store>),
+    controller: &ShutdownController,
+) -> Result<(tokio::task::JoinHandle<()>, Option<std::net::SocketAddr>), ServerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let bound = listener.local_addr().ok();
+    let app = crate::admin::router(crate::admin::AdminState::new(
+        shared.clone(),
+        grants.clone(),
+        store.clone(),
+        token,
+    ));
+    let mut sd = controller.subscribe();
+    info!(addr = ?bound, "admin API listening");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { sd.reached(Phase::Draining).await })
+            .await;
+    });
+    Ok((task, bound))
 }
 
 impl Running {

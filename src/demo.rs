@@ -164,16 +164,10 @@ fn secret() -> String {
     hex::encode(rand::random::<[u8; 24]>())
 }
 
-/// Start PostgreSQL and the firewall.
-pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
-    let cluster = tokio::task::block_in_place(|| {
-        Cluster::start(&ClusterOptions {
-            sample_schema: true,
-            ..Default::default()
-        })
-    })?;
-    tokio::task::block_in_place(|| cluster.psql("app", DEMO_EXTRAS))?;
-
+/// Write the demo's data directory (policies, secrets, a self-signed
+/// certificate, a README with the config) and return the config the
+/// firewall runs with, and the admin token.
+fn write_setup(opts: &DemoOptions, cluster: &Cluster) -> Result<(Config, String), DemoError> {
     let data_dir = std::env::temp_dir().join(format!(
         "infraveil-demo-{}-{}",
         std::process::id(),
@@ -253,6 +247,21 @@ pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
     };
     // Keep a copy of the config for people who want to run `serve` on it.
     std::fs::write(data_dir.join("README"), demo_readme(&config))?;
+    Ok((config, admin_token))
+}
+
+/// Start PostgreSQL and the firewall.
+pub async fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
+    let cluster = tokio::task::block_in_place(|| {
+        Cluster::start(&ClusterOptions {
+            sample_schema: true,
+            ..Default::default()
+        })
+    })?;
+    tokio::task::block_in_place(|| cluster.psql("app", DEMO_EXTRAS))?;
+
+    let (config, admin_token) = write_setup(opts, &cluster)?;
+    let data_dir = config.data_dir.clone();
     let running = daemon::start_with(
         &config,
         Arc::new(PolicyInspector::empty()),

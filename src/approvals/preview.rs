@@ -110,129 +110,157 @@ async fn compute(
     let mut table_lines = Vec::new();
     let mut facts: Vec<Facts<'_>> = Vec::new();
     for table in tables.iter().take(MAX_TABLES) {
-        let regclass = regclass(table);
-        let found = conn
-            .simple_query(&format!(
-                "SELECT c.reltuples::bigint, pg_size_pretty(pg_total_relation_size(c.oid)), \
-                 c.relkind::text, pg_relation_size(c.oid), c.oid::text, c.relrowsecurity::text \
-                 FROM pg_class c WHERE c.oid = {regclass}"
-            ))
-            .await?;
-        let Some(row) = found.first() else {
-            table_lines.push(format!(
-                "{table}: does not exist (or is not visible to this role)"
-            ));
-            continue;
-        };
-        let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let size = field(1);
-        let kind = field(2);
-        let heap: i64 = field(3).parse().unwrap_or(i64::MAX);
-        let reltuples: i64 = field(0).parse().unwrap_or(-1);
-        let oid = field(4);
-        let rls = field(5) == "true";
-        let quoted = quote_ident_path(&table.schema, &table.name);
-        let mut count = Count::Unknown;
-        // Partitioned tables keep no heap of their own: count them too, the
-        // timeout bounds it.
-        if (kind == "r" || kind == "m" || kind == "p")
-            && (heap <= EXACT_COUNT_MAX_BYTES || kind == "p")
-            && let Some(n) = exact_count(&mut conn, &quoted).await?
+        if let Some(f) =
+            describe_table(&mut conn, table, (dropping, truncating), &mut table_lines).await?
         {
-            count = Count::Exact(n);
+            facts.push(f);
         }
-        if count == Count::Unknown {
-            count = if reltuples >= 0 {
-                Count::Statistics(reltuples)
-            } else {
-                let q = format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {quoted}");
-                match conn.simple_query(&q).await {
-                    Ok(r) => planned_rows(&r).map_or(Count::Unknown, Count::Planner),
-                    Err(UpstreamError::Query(_)) => Count::Unknown,
-                    Err(e) => return Err(e),
-                }
-            };
-        }
-        if kind == "v" {
-            table_lines.push(format!("{table}: a view"));
-        } else if rls {
-            table_lines.push(format!(
-                "{table}: {} that this role may read (row-level security is on), {size}",
-                count.describe()
-            ));
-        } else {
-            table_lines.push(format!("{table}: {}, {size}", count.describe()));
-        }
-        if dropping {
-            let names = first_column(
-                conn.simple_query(&dependents_query(&regclass, MAX_DEPENDENTS + 1))
-                    .await?,
-            );
-            if !names.is_empty() {
-                table_lines.push(format!(
-                    "  depended on by: {} (DROP … CASCADE drops them too; without CASCADE the DROP fails)",
-                    listed(&names)
-                ));
-            }
-        } else if truncating {
-            let names = first_column(
-                conn.simple_query(&format!(
-                    "SELECT DISTINCT conrelid::regclass::text FROM pg_constraint \
-                     WHERE contype = 'f' AND confrelid = {regclass} AND conrelid <> {regclass} \
-                     ORDER BY 1 LIMIT {}",
-                    MAX_DEPENDENTS + 1
-                ))
-                .await?,
-            );
-            if !names.is_empty() {
-                table_lines.push(format!(
-                    "  referenced by: {} (TRUNCATE … CASCADE empties them too; without CASCADE the TRUNCATE fails)",
-                    listed(&names)
-                ));
-            }
-        }
-        facts.push(Facts {
-            table,
-            oid,
-            count,
-            rls,
-        });
     }
 
     let mut lines = Vec::new();
     let single = keywords.len() == 1;
     let first = keywords.first().map(String::as_str).unwrap_or("");
     if single && matches!(first, "DELETE" | "UPDATE" | "WITH" | "MERGE" | "INSERT") {
-        // One statement, proven by the same lexer that split it: EXPLAIN
-        // cannot be made to run a second one.
-        match conn
-            .simple_query(&format!("EXPLAIN (FORMAT JSON, VERBOSE) {sql}"))
-            .await
-        {
-            Ok(plan) => {
-                let changes = modifications(&plan);
-                if changes.is_empty() {
-                    lines.push(format!("{first}: the planner shows no table it changes"));
-                }
-                for m in &changes {
-                    lines.push(describe_change(m, &facts));
-                    let oid = match facts.iter().find(|f| same(f.table, m)) {
-                        Some(f) => f.oid.clone(),
-                        None => oid_of(&mut conn, &m.schema, &m.relation).await?,
-                    };
-                    if !oid.is_empty() {
-                        lines.extend(side_effects(&mut conn, &oid, &m.operation).await?);
-                    }
-                }
-            }
-            Err(UpstreamError::Query(m)) => lines.push(format!("{first}: no estimate ({m})")),
-            Err(e) => return Err(e),
-        }
+        lines.extend(planned_changes(&mut conn, sql, first, &facts).await?);
     }
     lines.extend(table_lines);
     let _ = conn.simple_query("ROLLBACK").await;
     if lines.is_empty() {
         lines.push("no estimate for this kind of statement".to_owned());
+    }
+    Ok(lines)
+}
+
+/// One table's lines (count, size, what a DROP or TRUNCATE takes with it)
+/// and its facts; `None` if PostgreSQL does not show it to this role.
+async fn describe_table<'a>(
+    conn: &mut crate::upstream::Upstream,
+    table: &'a TableName,
+    (dropping, truncating): (bool, bool),
+    lines: &mut Vec<String>,
+) -> Result<Option<Facts<'a>>, UpstreamError> {
+    let regclass = regclass(table);
+    let found = conn
+        .simple_query(&format!(
+            "SELECT c.reltuples::bigint, pg_size_pretty(pg_total_relation_size(c.oid)), \
+             c.relkind::text, pg_relation_size(c.oid), c.oid::text, c.relrowsecurity::text \
+             FROM pg_class c WHERE c.oid = {regclass}"
+        ))
+        .await?;
+    let Some(row) = found.first() else {
+        lines.push(format!(
+            "{table}: does not exist (or is not visible to this role)"
+        ));
+        return Ok(None);
+    };
+    let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let size = field(1);
+    let kind = field(2);
+    let heap: i64 = field(3).parse().unwrap_or(i64::MAX);
+    let reltuples: i64 = field(0).parse().unwrap_or(-1);
+    let oid = field(4);
+    let rls = field(5) == "true";
+    let quoted = quote_ident_path(&table.schema, &table.name);
+    let mut count = Count::Unknown;
+    // Partitioned tables keep no heap of their own: count them too, the
+    // timeout bounds it.
+    if (kind == "r" || kind == "m" || kind == "p")
+        && (heap <= EXACT_COUNT_MAX_BYTES || kind == "p")
+        && let Some(n) = exact_count(conn, &quoted).await?
+    {
+        count = Count::Exact(n);
+    }
+    if count == Count::Unknown {
+        count = if reltuples >= 0 {
+            Count::Statistics(reltuples)
+        } else {
+            let q = format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {quoted}");
+            match conn.simple_query(&q).await {
+                Ok(r) => planned_rows(&r).map_or(Count::Unknown, Count::Planner),
+                Err(UpstreamError::Query(_)) => Count::Unknown,
+                Err(e) => return Err(e),
+            }
+        };
+    }
+    if kind == "v" {
+        lines.push(format!("{table}: a view"));
+    } else if rls {
+        lines.push(format!(
+            "{table}: {} that this role may read (row-level security is on), {size}",
+            count.describe()
+        ));
+    } else {
+        lines.push(format!("{table}: {}, {size}", count.describe()));
+    }
+    if dropping {
+        let names = first_column(
+            conn.simple_query(&dependents_query(&regclass, MAX_DEPENDENTS + 1))
+                .await?,
+        );
+        if !names.is_empty() {
+            lines.push(format!(
+                "  depended on by: {} (DROP … CASCADE drops them too; without CASCADE the DROP fails)",
+                listed(&names)
+            ));
+        }
+    } else if truncating {
+        let names = first_column(
+            conn.simple_query(&format!(
+                "SELECT DISTINCT conrelid::regclass::text FROM pg_constraint \
+                 WHERE contype = 'f' AND confrelid = {regclass} AND conrelid <> {regclass} \
+                 ORDER BY 1 LIMIT {}",
+                MAX_DEPENDENTS + 1
+            ))
+            .await?,
+        );
+        if !names.is_empty() {
+            lines.push(format!(
+                "  referenced by: {} (TRUNCATE … CASCADE empties them too; without CASCADE the TRUNCATE fails)",
+                listed(&names)
+            ));
+        }
+    }
+    Ok(Some(Facts {
+        table,
+        oid,
+        count,
+        rls,
+    }))
+}
+
+/// What the planner says one data-changing statement changes, and what
+/// fires with it.
+async fn planned_changes(
+    conn: &mut crate::upstream::Upstream,
+    sql: &str,
+    first: &str,
+    facts: &[Facts<'_>],
+) -> Result<Vec<String>, UpstreamError> {
+    let mut lines = Vec::new();
+    // One statement, proven by the same lexer that split it: EXPLAIN
+    // cannot be made to run a second one.
+    match conn
+        .simple_query(&format!("EXPLAIN (FORMAT JSON, VERBOSE) {sql}"))
+        .await
+    {
+        Ok(plan) => {
+            let changes = modifications(&plan);
+            if changes.is_empty() {
+                lines.push(format!("{first}: the planner shows no table it changes"));
+            }
+            for m in &changes {
+                lines.push(describe_change(m, facts));
+                let oid = match facts.iter().find(|f| same(f.table, m)) {
+                    Some(f) => f.oid.clone(),
+                    None => oid_of(conn, &m.schema, &m.relation).await?,
+                };
+                if !oid.is_empty() {
+                    lines.extend(side_effects(conn, &oid, &m.operation).await?);
+                }
+            }
+        }
+        Err(UpstreamError::Query(m)) => lines.push(format!("{first}: no estimate ({m})")),
+        Err(e) => return Err(e),
     }
     Ok(lines)
 }

@@ -75,8 +75,11 @@ struct Job {
     /// `None`: only wait until everything before is durable.
     event: Option<Event>,
     /// Present when the caller waits for durability.
-    ack: Option<oneshot::Sender<Result<u64, AuditError>>>,
+    ack: Option<Ack>,
 }
+
+/// Answers a caller waiting for durability: the seq durable, or why not.
+type Ack = oneshot::Sender<Result<u64, AuditError>>;
 
 /// The latest checkpoint: the chain's head when it was taken.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -280,21 +283,75 @@ struct Writer {
     interval: Duration,
 }
 
+/// What the writer holds between rounds.
+#[derive(Default)]
+struct Held {
+    /// Events nobody waits for, taken but not yet written.
+    events: Vec<Event>,
+    /// Reads among them whose outcome has not come: (session, statement)
+    /// to index in `events`.
+    reads: HashMap<(u64, u64), usize>,
+    /// Since when `events` has been non-empty.
+    since: Option<Instant>,
+    /// Written (a full batch) but not yet flushed, since when.
+    unflushed: Option<Instant>,
+    since_checkpoint: u64,
+}
+
+impl Held {
+    /// When the oldest record not yet durable must be.
+    fn deadline(&self, window: Duration) -> Option<tokio::time::Instant> {
+        match (self.since, self.unflushed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|t| tokio::time::Instant::from_std(t + window))
+    }
+
+    /// Take `first` and whatever else is queued, up to a batch. Returns
+    /// how many jobs were taken and who waits for durability.
+    fn take(&mut self, first: Job, rx: &mut mpsc::Receiver<Job>) -> (usize, Vec<Ack>) {
+        let mut acks = Vec::new();
+        let mut took = 0;
+        let mut next = Some(first);
+        while let Some(j) = next.take() {
+            took += 1;
+            // A read's outcome joins its statement's record while that is
+            // still held: one record per read.
+            let event = match j.event {
+                Some(e) => match e.outcome_of().and_then(|k| self.reads.remove(&k)) {
+                    Some(i) => self.events[i].absorb(e),
+                    None => Some(e),
+                },
+                None => None,
+            };
+            if let Some(event) = event {
+                if let Some(k) = event.open_read() {
+                    self.reads.insert(k, self.events.len());
+                }
+                self.events.push(event);
+                self.since_checkpoint += 1;
+            }
+            if let Some(a) = j.ack {
+                acks.push(a);
+            }
+            if self.events.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        self.since.get_or_insert_with(Instant::now);
+        (took, acks)
+    }
+}
+
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        // Events nobody waits for, taken but not yet written, and since
-        // when: they are written together when someone waits, the batch is
-        // full, a checkpoint is due or the read window ends. One store
-        // write and one flush per window at low load, instead of one per
-        // read (sled's write path, not the chain, was the cost).
-        let mut held: Vec<Event> = Vec::new();
-        // Reads among them whose outcome has not come: (session,
-        // statement) to index in `held`.
-        let mut reads: HashMap<(u64, u64), usize> = HashMap::new();
-        let mut held_since: Option<Instant> = None;
-        // Written (a full batch) but not yet flushed, since when.
-        let mut unflushed: Option<Instant> = None;
-        let mut since_checkpoint = 0u64;
+        // Events nobody waits for are written together when someone
+        // waits, the batch is full, a checkpoint is due or the read window
+        // ends. One store write and one flush per window at low load,
+        // instead of one per read (sled's write path, not the chain, was
+        // the cost).
+        let mut held = Held::default();
         let mut last_checkpoint = Instant::now();
         let mut tick = tokio::time::interval(self.interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -308,11 +365,7 @@ impl Writer {
         // Jobs taken in the last round.
         let mut took = 0;
         loop {
-            let deadline = match (held_since, unflushed) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-            .map(|t| tokio::time::Instant::from_std(t + self.window));
+            let deadline = held.deadline(self.window);
             // One timer, moved only when the deadline does: a new one per
             // job was a timer-wheel insert and removal per record.
             if deadline.is_some() && deadline != armed {
@@ -346,17 +399,7 @@ impl Writer {
                 tokio::select! {
                 job = rx.recv() => match job {
                     Some(j) => Some(j),
-                    None => {
-                        // Every handle is gone: make what we have durable.
-                        if !held.is_empty() {
-                            let events = std::mem::take(&mut held);
-                            if let Err(e) = self.write(events, false).await {
-                                tracing::error!(error = %e, "audit log write failed at shutdown");
-                            }
-                        }
-                        let _ = self.store.flush().await;
-                        return;
-                    }
+                    None => return self.close(held.events).await,
                 },
                 _ = &mut window_end, if deadline.is_some() => {
                     armed = None;
@@ -368,78 +411,69 @@ impl Writer {
             let mut acks = Vec::new();
             took = 0;
             if let Some(j) = first {
-                let mut next = Some(j);
-                while let Some(j) = next.take() {
-                    took += 1;
-                    // A read's outcome joins its statement's record while
-                    // that is still held: one record per read.
-                    let event = match j.event {
-                        Some(e) => match e.outcome_of().and_then(|k| reads.remove(&k)) {
-                            Some(i) => held[i].absorb(e),
-                            None => Some(e),
-                        },
-                        None => None,
-                    };
-                    if let Some(event) = event {
-                        if let Some(k) = event.open_read() {
-                            reads.insert(k, held.len());
-                        }
-                        held.push(event);
-                        since_checkpoint += 1;
-                    }
-                    if let Some(a) = j.ack {
-                        acks.push(a);
-                    }
-                    if held.len() < BATCH {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                held_since.get_or_insert_with(Instant::now);
+                (took, acks) = held.take(j, &mut rx);
                 busy = true;
             }
-            let checkpoint_due = since_checkpoint > 0
-                && (since_checkpoint >= self.every || last_checkpoint.elapsed() >= self.interval);
-            let window_due = held_since
-                .into_iter()
-                .chain(unflushed)
-                .any(|t| t.elapsed() >= self.window);
-            let flush_due = !acks.is_empty() || checkpoint_due || window_due;
-            if !flush_due && held.len() < BATCH {
-                continue;
+            self.settle(&mut held, acks, &mut last_checkpoint).await;
+        }
+    }
+
+    /// Every handle is gone: make what is held durable.
+    async fn close(&mut self, events: Vec<Event>) {
+        if !events.is_empty()
+            && let Err(e) = self.write(events, false).await
+        {
+            tracing::error!(error = %e, "audit log write failed at shutdown");
+        }
+        let _ = self.store.flush().await;
+    }
+
+    /// Write and flush what is due (someone waits, a checkpoint is due, the
+    /// window ended, or a batch is full), and answer those who wait.
+    async fn settle(&mut self, held: &mut Held, acks: Vec<Ack>, last_checkpoint: &mut Instant) {
+        let checkpoint_due = held.since_checkpoint > 0
+            && (held.since_checkpoint >= self.every || last_checkpoint.elapsed() >= self.interval);
+        let window_due = held
+            .since
+            .into_iter()
+            .chain(held.unflushed)
+            .any(|t| t.elapsed() >= self.window);
+        let flush_due = !acks.is_empty() || checkpoint_due || window_due;
+        if !flush_due && held.events.len() < BATCH {
+            return;
+        }
+        let events = std::mem::take(&mut held.events);
+        held.reads.clear();
+        let since = held.since.take();
+        let result = match self.write(events, checkpoint_due).await {
+            Ok(_) if flush_due => {
+                if checkpoint_due {
+                    held.since_checkpoint = 0;
+                    *last_checkpoint = Instant::now();
+                }
+                held.unflushed = None;
+                self.store.flush().await.map_err(AuditError::from)
             }
-            let events = std::mem::take(&mut held);
-            reads.clear();
-            let since = held_since.take();
-            let result = match self.write(events, checkpoint_due).await {
-                Ok(_) if flush_due => {
-                    if checkpoint_due {
-                        since_checkpoint = 0;
-                        last_checkpoint = Instant::now();
-                    }
-                    unflushed = None;
-                    self.store.flush().await.map_err(AuditError::from)
+            // A full batch nobody waits for: written now, flushed with the
+            // window (or the next durable append).
+            Ok(_) => {
+                held.unflushed = held.unflushed.or(since);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                let seq = self.sealer.as_ref().map_or(0, |s| s.seq);
+                for a in acks {
+                    let _ = a.send(Ok(seq));
                 }
-                // A full batch nobody waits for: written now, flushed with
-                // the window (or the next durable append).
-                Ok(_) => {
-                    unflushed = unflushed.or(since);
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => {
-                    let seq = self.sealer.as_ref().map_or(0, |s| s.seq);
-                    for a in acks {
-                        let _ = a.send(Ok(seq));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "audit log write failed; refusing statements from now on");
-                    self.failed.store(true, Ordering::Relaxed);
-                    for a in acks {
-                        let _ = a.send(Err(e.clone()));
-                    }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit log write failed; refusing statements from now on");
+                self.failed.store(true, Ordering::Relaxed);
+                for a in acks {
+                    let _ = a.send(Err(e.clone()));
                 }
             }
         }

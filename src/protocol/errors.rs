@@ -443,275 +443,65 @@ mod tests {
     /// Every error in the catalogue: its SQLSTATE, severity and the start
     /// of its message, as a client sees them. A new error gets a row; a
     /// changed SQLSTATE breaks clients that match on it, so it shows here.
-    #[test]
-    fn every_error_has_its_sqlstate_and_severity() {
+    #[rustfmt::skip]
+    fn catalogue() -> Vec<(PgError, &'static str, Severity, &'static str)> {
         use Severity::{Error as E, Fatal as F};
         let none: &[String] = &[];
         let oncall = &["oncall".to_owned()];
-        let table: Vec<(PgError, &str, Severity, &str)> = vec![
+        vec![
             (PgError::protocol_violation("bad"), "08P01", F, "bad"),
             (PgError::encode_failed("x"), "XX000", F, "cannot encode"),
-            (
-                PgError::unsupported_protocol(2, 0),
-                "0A000",
-                F,
-                "unsupported frontend protocol 2.0",
-            ),
-            (
-                PgError::zero_byte_in_statement(),
-                "08P01",
-                E,
-                "invalid message format",
-            ),
-            (
-                PgError::invalid_utf8_statement(),
-                "22021",
-                E,
-                "invalid byte sequence",
-            ),
-            (
-                PgError::sent_too_much_while_waiting(),
-                "54000",
-                F,
-                "too much sent",
-            ),
-            (
-                PgError::not_running_until_sync(),
-                "25P02",
-                E,
-                "infraveil refused this message",
-            ),
-            (
-                PgError::too_many_names(64),
-                "54000",
-                E,
-                "infraveil keeps at most 64",
-            ),
-            (
-                PgError::function_call_unsupported(),
-                "0A000",
-                E,
-                "the FunctionCall",
-            ),
-            (
-                PgError::statement_missing(""),
-                "26000",
-                E,
-                "unnamed prepared statement does not exist",
-            ),
-            (
-                PgError::statement_missing("s1"),
-                "26000",
-                E,
-                "prepared statement \"s1\" does not exist",
-            ),
-            (
-                PgError::portal_missing("p"),
-                "34000",
-                E,
-                "portal \"p\" does not exist",
-            ),
-            (
-                PgError::client_too_slow(),
-                "08006",
-                F,
-                "client did not read",
-            ),
-            (
-                PgError::upstream_invalid_message(),
-                "08006",
-                F,
-                "infraveil received an invalid",
-            ),
-            (
-                PgError::lost_track_of_statements(),
-                "08P01",
-                F,
-                "infraveil lost track",
-            ),
-            (
-                PgError::unsafe_setting("d"),
-                "08P01",
-                F,
-                "infraveil ended the session",
-            ),
-            (
-                PgError::auth_failed("al"),
-                "28P01",
-                F,
-                "password authentication failed for user \"al\"",
-            ),
-            (
-                PgError::too_many_clients(),
-                "53300",
-                F,
-                "sorry, too many clients",
-            ),
-            (
-                PgError::too_many_logging_in(),
-                "53300",
-                F,
-                "too many clients are logging in",
-            ),
-            (
-                PgError::tls_required(),
-                "28000",
-                F,
-                "connection requires TLS",
-            ),
-            (
-                PgError::no_user_name(),
-                "28000",
-                F,
-                "no PostgreSQL user name",
-            ),
-            (
-                PgError::grant_not_valid("g1", "expired"),
-                "28000",
-                F,
-                "grant g1 is no longer valid",
-            ),
-            (
-                PgError::role_not_in_policy("r"),
-                "28000",
-                F,
-                "role \"r\" of this credential",
-            ),
-            (
-                PgError::no_such_database("database \"x\" does not exist"),
-                "3D000",
-                F,
-                "database \"x\"",
-            ),
-            (
-                PgError::upstream_unreachable("refused"),
-                "08001",
-                F,
-                "infraveil could not connect",
-            ),
-            (
-                PgError::upstream_catalog_unreadable(),
-                "08001",
-                F,
-                "infraveil could not read",
-            ),
+            (PgError::unsupported_protocol(2, 0), "0A000", F, "unsupported frontend protocol 2.0"),
+            (PgError::zero_byte_in_statement(), "08P01", E, "invalid message format"),
+            (PgError::invalid_utf8_statement(), "22021", E, "invalid byte sequence"),
+            (PgError::sent_too_much_while_waiting(), "54000", F, "too much sent"),
+            (PgError::not_running_until_sync(), "25P02", E, "infraveil refused this message"),
+            (PgError::too_many_names(64), "54000", E, "infraveil keeps at most 64"),
+            (PgError::function_call_unsupported(), "0A000", E, "the FunctionCall"),
+            (PgError::statement_missing(""), "26000", E, "unnamed prepared statement does not exist"),
+            (PgError::statement_missing("s1"), "26000", E, "prepared statement \"s1\" does not exist"),
+            (PgError::portal_missing("p"), "34000", E, "portal \"p\" does not exist"),
+            (PgError::client_too_slow(), "08006", F, "client did not read"),
+            (PgError::upstream_invalid_message(), "08006", F, "infraveil received an invalid"),
+            (PgError::lost_track_of_statements(), "08P01", F, "infraveil lost track"),
+            (PgError::unsafe_setting("d"), "08P01", F, "infraveil ended the session"),
+            (PgError::auth_failed("al"), "28P01", F, "password authentication failed for user \"al\""),
+            (PgError::too_many_clients(), "53300", F, "sorry, too many clients"),
+            (PgError::too_many_logging_in(), "53300", F, "too many clients are logging in"),
+            (PgError::tls_required(), "28000", F, "connection requires TLS"),
+            (PgError::no_user_name(), "28000", F, "no PostgreSQL user name"),
+            (PgError::grant_not_valid("g1", "expired"), "28000", F, "grant g1 is no longer valid"),
+            (PgError::role_not_in_policy("r"), "28000", F, "role \"r\" of this credential"),
+            (PgError::no_such_database("database \"x\" does not exist"), "3D000", F, "database \"x\""),
+            (PgError::upstream_unreachable("refused"), "08001", F, "infraveil could not connect"),
+            (PgError::upstream_catalog_unreadable(), "08001", F, "infraveil could not read"),
             (PgError::startup_parameter_refused("no"), "0A000", F, "no"),
-            (
-                PgError::shutting_down(),
-                "57P01",
-                F,
-                "terminating connection due to administrator",
-            ),
-            (
-                PgError::grant_expired("g1", "now"),
-                "57P01",
-                F,
-                "terminating connection: grant g1 expired",
-            ),
-            (
-                PgError::grant_revoked("g1", "ops"),
-                "57P01",
-                F,
-                "terminating connection: grant g1 was revoked by ops",
-            ),
-            (
-                PgError::credential_gone("c"),
-                "57P01",
-                F,
-                "terminating connection: credential c",
-            ),
+            (PgError::shutting_down(), "57P01", F, "terminating connection due to administrator"),
+            (PgError::grant_expired("g1", "now"), "57P01", F, "terminating connection: grant g1 expired"),
+            (PgError::grant_revoked("g1", "ops"), "57P01", F, "terminating connection: grant g1 was revoked by ops"),
+            (PgError::credential_gone("c"), "57P01", F, "terminating connection: credential c"),
             (PgError::audit_write_failed("disk"), "58030", F, "disk"),
-            (
-                PgError::audit_unhealthy(),
-                "58030",
-                E,
-                "infraveil refuses statements",
-            ),
-            (
-                PgError::denied_by_rule("r", "why"),
-                "42501",
-                E,
-                "statement denied by infraveil rule r",
-            ),
-            (
-                PgError::denied("ddl", "r", "why", None),
-                "42501",
-                E,
-                "infraveil denied this ddl statement",
-            ),
-            (
-                PgError::held_without_approvals("destructive", "r", "why", oncall),
-                "42501",
-                E,
-                "approval required",
-            ),
-            (
-                PgError::execute_not_prepared(),
-                "42501",
-                E,
-                "infraveil does not prepare EXECUTE",
-            ),
-            (
-                PgError::fetch_refused("c", "is not allowed"),
-                "42501",
-                E,
-                "FETCH of portal \"c\"",
-            ),
-            (
-                PgError::refused_when_prepared(),
-                "42501",
-                E,
-                "infraveil refused this statement",
-            ),
-            (
-                PgError::portal_not_run_through_protocol("p"),
-                "42501",
-                E,
-                "infraveil does not run portal",
-            ),
-            (
-                PgError::portal_bound_without_approval(),
-                "42501",
-                E,
-                "this portal was bound",
-            ),
-            (
-                PgError::approval_spent(),
-                "42501",
-                E,
-                "an approved statement runs once",
-            ),
-            (
-                PgError::approval_cancelled("a1"),
-                "57014",
-                E,
-                "canceling statement due to user request",
-            ),
-            (
-                PgError::approval_deferred("write", "a1", "http://x", ("why", "r"), none),
-                "42501",
-                E,
-                "approval required: infraveil holds",
-            ),
-            (
-                PgError::approval_denied("a1", "bob", Some("no")),
-                "42501",
-                E,
-                "denied by bob",
-            ),
-            (
-                PgError::approval_timed_out("a1", Duration::from_secs(60)),
-                "42501",
-                E,
-                "approval timed out",
-            ),
-            (
-                PgError::approval_unavailable("down"),
-                "42501",
-                E,
-                "approval required, but",
-            ),
-        ];
+            (PgError::audit_unhealthy(), "58030", E, "infraveil refuses statements"),
+            (PgError::denied_by_rule("r", "why"), "42501", E, "statement denied by infraveil rule r"),
+            (PgError::denied("ddl", "r", "why", None), "42501", E, "infraveil denied this ddl statement"),
+            (PgError::held_without_approvals("destructive", "r", "why", oncall), "42501", E, "approval required"),
+            (PgError::execute_not_prepared(), "42501", E, "infraveil does not prepare EXECUTE"),
+            (PgError::fetch_refused("c", "is not allowed"), "42501", E, "FETCH of portal \"c\""),
+            (PgError::refused_when_prepared(), "42501", E, "infraveil refused this statement"),
+            (PgError::portal_not_run_through_protocol("p"), "42501", E, "infraveil does not run portal"),
+            (PgError::portal_bound_without_approval(), "42501", E, "this portal was bound"),
+            (PgError::approval_spent(), "42501", E, "an approved statement runs once"),
+            (PgError::approval_cancelled("a1"), "57014", E, "canceling statement due to user request"),
+            (PgError::approval_deferred("write", "a1", "http://x", ("why", "r"), none), "42501", E, "approval required: infraveil holds"),
+            (PgError::approval_denied("a1", "bob", Some("no")), "42501", E, "denied by bob"),
+            (PgError::approval_timed_out("a1", Duration::from_secs(60)), "42501", E, "approval timed out"),
+            (PgError::approval_unavailable("down"), "42501", E, "approval required, but"),
+        ]
+    }
+
+    #[test]
+    fn every_error_has_its_sqlstate_and_severity() {
+        let table = catalogue();
         for (e, sqlstate, severity, starts) in &table {
             assert_eq!(e.code, *sqlstate, "{e}");
             assert_eq!(e.severity, *severity, "{e}");
@@ -730,6 +520,7 @@ mod tests {
         }
         // Errors end sessions only where PostgreSQL's would: FATAL is for
         // login, the wire, and sessions the firewall ends.
-        assert_eq!(table.iter().filter(|t| t.2 == F).count(), 24);
+        let fatal = table.iter().filter(|t| t.2 == Severity::Fatal).count();
+        assert_eq!(fatal, 24);
     }
 }

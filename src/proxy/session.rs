@@ -701,7 +701,11 @@ mod tests {
             ("replication", "database"),
         ] {
             let e = vet_params(&params(&[("user", "a"), bad]), "a").unwrap_err();
-            assert_eq!(e.code, crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED, "{bad:?}");
+            assert_eq!(
+                e.code,
+                crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,
+                "{bad:?}"
+            );
         }
     }
 }
