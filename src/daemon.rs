@@ -276,19 +276,22 @@ impl Running {
     pub fn reload_policies(&self) -> Result<(), crate::policy::PolicyError> {
         let set = Arc::new(PolicySet::load_dir(&self.policies_dir)?);
         // The inspector compiles first: if it refuses, nothing changes.
+        // The policy inspector holds the one copy logins read too; only an
+        // inspector without its own needs the shared copy replaced.
         self.shared.inspector.reload(set.clone())?;
-        let mut guard = self
-            .shared
-            .policies
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
         self.shared.audit.enqueue_now(Event::PolicyLoaded {
             reload: true,
             roles: set.roles.len(),
             identities: set.identities.len(),
             dir: self.policies_dir.display().to_string(),
         });
-        *guard = set;
+        if self.shared.inspector.policies().is_none() {
+            *self
+                .shared
+                .policies
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = set;
+        }
         info!("policies reloaded");
         Ok(())
     }

@@ -404,3 +404,6 @@ impl Exchange {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -137,6 +137,10 @@ impl Inspector for PolicyInspector {
         *guard = engine;
         Ok(())
     }
+
+    fn policies(&self) -> Option<Arc<PolicySet>> {
+        Some(self.engine().policies().clone())
+    }
 }
 
 /// How the identity's approvals work: the role's mode, else its kind's.

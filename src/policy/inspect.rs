@@ -134,6 +134,13 @@ pub trait Inspector: Send + Sync + 'static {
     fn reload(&self, _policies: std::sync::Arc<PolicySet>) -> Result<(), PolicyError> {
         Ok(())
     }
+
+    /// The policies this inspector decides by, if it holds them. The
+    /// firewall then reads roles and identities from here too, so what
+    /// logins see and what statements are judged by change in one swap.
+    fn policies(&self) -> Option<std::sync::Arc<PolicySet>> {
+        None
+    }
 }
 
 /// Allows everything (the seam before the policy engine is attached).

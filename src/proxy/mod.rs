@@ -38,6 +38,8 @@ pub struct Shared {
     /// `hostssl` rule applies.
     pub tls_required: bool,
     pub credentials: Arc<dyn crate::auth::CredentialSource>,
+    /// The policies, for an inspector that does not hold them itself
+    /// (see [`Shared::policies`]).
     pub policies: RwLock<Arc<PolicySet>>,
     pub inspector: Arc<dyn Inspector>,
     pub upstream: crate::upstream::UpstreamConnector,
@@ -65,7 +67,12 @@ impl Shared {
         crate::protocol::FrameReader::new(stream, PRE_AUTH_MAX_MESSAGE)
     }
 
+    /// The policies in force: the inspector's own when it holds them (one
+    /// copy, swapped once on reload), else the ones loaded at start.
     pub fn policies(&self) -> Arc<PolicySet> {
+        if let Some(p) = self.inspector.policies() {
+            return p;
+        }
         match self.policies.read() {
             Ok(p) => p.clone(),
             // A poisoned lock only means a writer panicked mid-swap of an Arc;
