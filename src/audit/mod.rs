@@ -623,3 +623,6 @@ pub enum VerifyError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+#[cfg(test)]
+mod tests;

@@ -164,3 +164,6 @@ pub fn denied(v: &Verdict) -> PgError {
 pub fn held(v: &Verdict) -> PgError {
     PgError::held_without_approvals(v.class, &v.rule, &v.reason, &v.approvers)
 }
+
+#[cfg(test)]
+mod tests;
