@@ -25,6 +25,9 @@
 //!   the decisions that let a held statement run once.
 //! - [`audit`] — the signed, hash-chained audit log: events, the chain
 //!   format and its verifier (no I/O), the group-commit writer, export.
+//! - [`inventory`] — who *could*: blast radius of an identity (policy
+//!   intersected with PostgreSQL's own privileges), the access review, and
+//!   the guard-config generator; reads policy, grants, store and audit.
 //! - [`store`] — the one owner of sled: typed reads and writes of state under
 //!   `data_dir`, and the lock that keeps a second daemon out.
 //! - [`config`] — `infraveil.toml` and where secrets come from.
@@ -46,6 +49,7 @@ pub mod daemon;
 pub mod demo;
 pub mod grants;
 pub mod inspect;
+pub mod inventory;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

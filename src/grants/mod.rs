@@ -252,6 +252,13 @@ impl Grants {
         let _ = self.base_url.set(url);
     }
 
+    /// The database in the URL clients are given, if it names one.
+    pub fn database(&self) -> Option<String> {
+        let url = self.base_url.get()?;
+        let db = url.path().trim_start_matches('/');
+        (!db.is_empty()).then(|| db.to_owned())
+    }
+
     /// Add development credentials (config `[[dev_credentials]]`).
     pub fn with_dev_credentials(mut self, dev: Vec<Credential>) -> Grants {
         self.dev = dev;

@@ -1,0 +1,362 @@
+//! The policy's view of a role beside PostgreSQL's: for every table, what
+//! each class of statement gets from the policy (allow / hold / deny, scope
+//! included) and what the upstream user's privileges let it do, and the
+//! flags where the two disagree. Pure logic.
+//!
+//! PostgreSQL privileges map to statement classes as the classifier sees
+//! them: `SELECT` reads; `INSERT`, `UPDATE`, `DELETE` write; `TRUNCATE` and
+//! ownership (`DROP`) destroy; ownership (`ALTER`), `TRIGGER` and
+//! `REFERENCES` change the schema. `DELETE` and `UPDATE` can also destroy
+//! (no `WHERE`), so they count for `destructive` when asking whether
+//! PostgreSQL would refuse it, but are not flagged as "more than the policy"
+//! for a role that may write: writing needs them.
+
+use serde::{Deserialize, Serialize};
+
+use super::catalog::{PgTable, PgUser};
+use crate::classify::{Class, TableName};
+use crate::policy::{Action, Engine};
+
+/// What the policy decides, in the inventory's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Hold,
+    Deny,
+}
+
+impl From<Action> for Decision {
+    fn from(a: Action) -> Decision {
+        match a {
+            Action::Allow => Decision::Allow,
+            Action::Hold => Decision::Hold,
+            Action::Deny => Decision::Deny,
+        }
+    }
+}
+
+/// The classes a table-level privilege can reach.
+pub const TABLE_CLASSES: [Class; 4] = [Class::Read, Class::Write, Class::Ddl, Class::Destructive];
+
+/// One table: the policy's decision per class and what PostgreSQL grants.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableReach {
+    pub table: String,
+    pub kind: String,
+    /// Decision per class in [`TABLE_CLASSES`] order.
+    pub policy: Vec<(Class, Decision)>,
+    /// Privileges PostgreSQL grants (`owner` for ownership; `SELECT (col)`
+    /// style for column grants).
+    pub postgres: Vec<String>,
+    /// Classes both sides let through (allowed or held by the policy and
+    /// possible in PostgreSQL).
+    pub reachable: Vec<Class>,
+    pub rows_estimate: Option<i64>,
+    pub size_bytes: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// PostgreSQL would let the upstream user do what the policy denies:
+    /// only the firewall stands in the way.
+    PostgresAllowsMore,
+    /// The policy allows (or holds) what PostgreSQL will refuse: those
+    /// statements fail upstream, approved or not.
+    PolicyAllowsRefused,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub class: Option<Class>,
+    /// The PostgreSQL power it is about (`TRUNCATE`, `owner`, `superuser`…).
+    pub privilege: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    pub message: String,
+}
+
+/// The PostgreSQL powers that reach `class` on `t`, and whether the policy
+/// should call them "more" when it denies the class.
+fn powers(t: &PgTable, class: Class) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut any = |p: &str, label: &str| {
+        if t.has_any(p) {
+            out.push(label.to_owned());
+        }
+    };
+    match class {
+        Class::Read => any("SELECT", "SELECT"),
+        Class::Write => {
+            any("INSERT", "INSERT");
+            any("UPDATE", "UPDATE");
+            any("DELETE", "DELETE");
+        }
+        Class::Ddl => {
+            any("TRIGGER", "TRIGGER");
+            any("REFERENCES", "REFERENCES");
+        }
+        Class::Destructive => any("TRUNCATE", "TRUNCATE"),
+        _ => {}
+    }
+    if t.owns() && matches!(class, Class::Ddl | Class::Destructive) {
+        out.push("owner".to_owned());
+    }
+    out
+}
+
+/// Everything PostgreSQL grants on `t`, for the table listing.
+fn granted(t: &PgTable) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if !t.schema_usage && (t.owned || !t.privileges.is_empty()) {
+        out.push("no USAGE on schema".to_owned());
+    }
+    if t.owned {
+        out.push("owner".to_owned());
+    }
+    out.extend(t.privileges.iter().cloned());
+    for c in &t.column_privileges {
+        for p in &c.privileges {
+            out.push(format!("{p} ({})", c.column));
+        }
+    }
+    out
+}
+
+/// Would PostgreSQL refuse every statement of `class` on `t`?
+fn refuses(t: &PgTable, class: Class) -> bool {
+    match class {
+        // An unbounded DELETE or UPDATE is destructive too.
+        Class::Destructive => {
+            powers(t, class).is_empty() && !t.has_any("DELETE") && !t.has_any("UPDATE")
+        }
+        _ => powers(t, class).is_empty(),
+    }
+}
+
+/// Per-table reach and the flags, for `identity` acting in `role`.
+pub fn intersect(
+    engine: &Engine,
+    identity: &str,
+    role: &str,
+    pg: &PgUser,
+) -> (Vec<TableReach>, Vec<Finding>) {
+    let mut reach = Vec::with_capacity(pg.tables.len());
+    // (kind, class, privilege) -> tables
+    let mut groups: Vec<((FindingKind, Class, String), Vec<String>)> = Vec::new();
+    let mut add = |key: (FindingKind, Class, String), table: &str| match groups
+        .iter_mut()
+        .find(|(k, _)| *k == key)
+    {
+        Some((_, v)) => v.push(table.to_owned()),
+        None => groups.push((key, vec![table.to_owned()])),
+    };
+    for t in &pg.tables {
+        let name = TableName::new(&t.schema, &t.name);
+        let qualified = t.qualified();
+        let mut policy = Vec::new();
+        let mut reachable = Vec::new();
+        for class in TABLE_CLASSES {
+            let d = Decision::from(
+                engine
+                    .decide_class(identity, role, class, std::slice::from_ref(&name))
+                    .action,
+            );
+            policy.push((class, d));
+            let powers = powers(t, class);
+            if d == Decision::Deny {
+                for p in powers {
+                    add((FindingKind::PostgresAllowsMore, class, p), &qualified);
+                }
+            } else if pg.superuser || !refuses(t, class) {
+                reachable.push(class);
+            } else if !pg.superuser {
+                add(
+                    (FindingKind::PolicyAllowsRefused, class, String::new()),
+                    &qualified,
+                );
+            }
+        }
+        reach.push(TableReach {
+            table: qualified,
+            kind: t.kind.clone(),
+            policy,
+            postgres: granted(t),
+            reachable,
+            rows_estimate: t.rows_estimate,
+            size_bytes: t.size_bytes,
+        });
+    }
+    let mut findings = role_findings(engine, identity, role, pg);
+    for ((kind, class, privilege), tables) in groups {
+        findings.push(table_finding(pg, role, kind, class, privilege, tables));
+    }
+    (reach, findings)
+}
+
+fn table_finding(
+    pg: &PgUser,
+    role: &str,
+    kind: FindingKind,
+    class: Class,
+    privilege: String,
+    tables: Vec<String>,
+) -> Finding {
+    let n = tables.len();
+    let shown = listed(&tables);
+    let message = match kind {
+        FindingKind::PostgresAllowsMore => {
+            let what = if privilege == "owner" {
+                "owns".to_owned()
+            } else {
+                format!("has {privilege} on")
+            };
+            format!(
+                "{} {what} {} the policy denies {class} statements on: {shown}",
+                pg.user,
+                tables_word(n)
+            )
+        }
+        FindingKind::PolicyAllowsRefused => format!(
+            "role {role} lets {class} statements through on {} where PostgreSQL refuses them to {}: {shown}",
+            tables_word(n),
+            pg.user
+        ),
+    };
+    Finding {
+        kind,
+        class: Some(class),
+        privilege: (!privilege.is_empty()).then_some(privilege),
+        tables,
+        message,
+    }
+}
+
+/// Flags about the user as a whole: attributes and `CREATE` rights.
+fn role_findings(engine: &Engine, identity: &str, role: &str, pg: &PgUser) -> Vec<Finding> {
+    let denied =
+        |class: Class| engine.decide_class(identity, role, class, &[]).action == Action::Deny;
+    let mut out = Vec::new();
+    let mut flag = |class: Class, privilege: &str, message: String| {
+        out.push(Finding {
+            kind: FindingKind::PostgresAllowsMore,
+            class: Some(class),
+            privilege: Some(privilege.to_owned()),
+            tables: Vec::new(),
+            message,
+        })
+    };
+    let user = &pg.user;
+    if pg.superuser {
+        flag(
+            Class::Privileged,
+            "superuser",
+            format!(
+                "{user} is a superuser: PostgreSQL checks no privilege for it, only the firewall stands in the way"
+            ),
+        );
+    }
+    if pg.bypassrls {
+        flag(
+            Class::Read,
+            "bypassrls",
+            format!(
+                "{user} has BYPASSRLS: row-level security policies do not limit what it reads or changes"
+            ),
+        );
+    }
+    if pg.createrole && denied(Class::Privileged) {
+        flag(
+            Class::Privileged,
+            "createrole",
+            format!("{user} has CREATEROLE: it may create roles and grant their membership"),
+        );
+    }
+    if pg.createdb && denied(Class::Ddl) {
+        flag(
+            Class::Ddl,
+            "createdb",
+            format!("{user} has CREATEDB, while the policy denies ddl"),
+        );
+    }
+    if pg.replication && denied(Class::Privileged) {
+        flag(
+            Class::Privileged,
+            "replication",
+            format!("{user} has REPLICATION: it may stream every table's changes"),
+        );
+    }
+    if denied(Class::Ddl) {
+        if pg.create_on_database {
+            flag(
+                Class::Ddl,
+                "CREATE (database)",
+                format!(
+                    "{user} may create schemas in database {}, while the policy denies ddl",
+                    pg.database
+                ),
+            );
+        }
+        if !pg.create_in_schemas.is_empty() {
+            flag(
+                Class::Ddl,
+                "CREATE (schema)",
+                format!(
+                    "{user} may create objects in schema {}, while the policy denies ddl",
+                    pg.create_in_schemas.join(", ")
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// Scope patterns that match none of the tables PostgreSQL shows.
+pub fn empty_patterns(patterns: &[String], pg: &PgUser) -> Vec<Finding> {
+    patterns
+        .iter()
+        .filter(|p| {
+            let Ok(scope) = crate::policy::engine::Scope::compile(std::slice::from_ref(p)) else {
+                return false;
+            };
+            !pg.tables
+                .iter()
+                .any(|t| scope.allows(&TableName::new(&t.schema, &t.name)))
+        })
+        .map(|p| Finding {
+            kind: FindingKind::PolicyAllowsRefused,
+            class: None,
+            privilege: None,
+            tables: Vec::new(),
+            message: format!(
+                "tables pattern {p:?} matches no table {} can see in database {}",
+                pg.user, pg.database
+            ),
+        })
+        .collect()
+}
+
+fn tables_word(n: usize) -> String {
+    if n == 1 {
+        "1 table".to_owned()
+    } else {
+        format!("{n} tables")
+    }
+}
+
+/// Up to eight names, then how many more.
+fn listed(names: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut out = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        out.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    out
+}
