@@ -360,3 +360,186 @@ fn listed(names: &[String]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::inventory::catalog::ColumnPrivilege;
+    use crate::policy::PolicySet;
+
+    const POLICY: &str = r#"
+[roles.r]
+upstream_user = "u"
+allow = ["read", "write"]
+deny = ["destructive", "ddl"]
+tables = ["public.*"]
+[identities.i]
+kind = "agent"
+roles = ["r"]
+"#;
+
+    fn engine() -> Engine {
+        let mut set = PolicySet::default();
+        set.add_file(Path::new("p.toml"), POLICY).unwrap();
+        set.validate().unwrap();
+        Engine::uncached(Arc::new(set)).unwrap()
+    }
+
+    fn table(schema: &str, name: &str, privileges: &[&str], owned: bool) -> PgTable {
+        PgTable {
+            schema: schema.into(),
+            name: name.into(),
+            kind: "table".into(),
+            owner: "someone".into(),
+            owned,
+            privileges: privileges.iter().map(|p| p.to_string()).collect(),
+            schema_usage: true,
+            rows_estimate: Some(10),
+            ..PgTable::default()
+        }
+    }
+
+    fn user(tables: Vec<PgTable>) -> PgUser {
+        PgUser {
+            user: "u".into(),
+            database: "d".into(),
+            tables,
+            ..PgUser::default()
+        }
+    }
+
+    type Key<'a> = (FindingKind, Option<Class>, Option<&'a str>, Vec<&'a str>);
+
+    fn keys(findings: &[Finding]) -> Vec<Key<'_>> {
+        findings
+            .iter()
+            .map(|f| {
+                (
+                    f.kind,
+                    f.class,
+                    f.privilege.as_deref(),
+                    f.tables.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn privileges_beyond_the_policy_and_short_of_it_are_flagged() {
+        use FindingKind::*;
+        let pg = user(vec![
+            // Everything the policy allows, and TRUNCATE it denies.
+            table(
+                "public",
+                "a",
+                &["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"],
+                false,
+            ),
+            // Owned: DROP and ALTER, both denied.
+            table("public", "b", &["SELECT", "INSERT"], true),
+            // Read only: the policy's write is refused upstream.
+            table("public", "c", &["SELECT"], false),
+            // Outside the scope: reading it is more than the policy.
+            table("other", "d", &["SELECT"], false),
+        ]);
+        let (reach, findings) = intersect(&engine(), "i", "r", &pg);
+        assert_eq!(
+            keys(&findings),
+            vec![
+                (
+                    PostgresAllowsMore,
+                    Some(Class::Destructive),
+                    Some("TRUNCATE"),
+                    vec!["public.a"]
+                ),
+                (
+                    PostgresAllowsMore,
+                    Some(Class::Ddl),
+                    Some("owner"),
+                    vec!["public.b"]
+                ),
+                (
+                    PostgresAllowsMore,
+                    Some(Class::Destructive),
+                    Some("owner"),
+                    vec!["public.b"]
+                ),
+                (
+                    PolicyAllowsRefused,
+                    Some(Class::Write),
+                    None,
+                    vec!["public.c"]
+                ),
+                (
+                    PostgresAllowsMore,
+                    Some(Class::Read),
+                    Some("SELECT"),
+                    vec!["other.d"]
+                ),
+            ]
+        );
+        assert_eq!(reach[0].reachable, vec![Class::Read, Class::Write]);
+        assert_eq!(reach[2].reachable, vec![Class::Read]);
+        assert!(reach[3].reachable.is_empty());
+        assert_eq!(reach[1].postgres, vec!["owner", "SELECT", "INSERT"]);
+    }
+
+    #[test]
+    fn column_grants_count_and_a_schema_without_usage_grants_nothing() {
+        let mut col = table("public", "a", &[], false);
+        col.column_privileges = vec![ColumnPrivilege {
+            column: "status".into(),
+            privileges: vec!["SELECT".into(), "UPDATE".into()],
+        }];
+        let mut unreachable = table("public", "b", &["SELECT", "TRUNCATE"], false);
+        unreachable.schema_usage = false;
+        let (reach, findings) = intersect(&engine(), "i", "r", &user(vec![col, unreachable]));
+        assert_eq!(reach[0].reachable, vec![Class::Read, Class::Write]);
+        assert_eq!(
+            reach[0].postgres,
+            vec!["SELECT (status)", "UPDATE (status)"]
+        );
+        // No USAGE: TRUNCATE is not "more", and read/write are refused.
+        assert!(reach[1].reachable.is_empty());
+        assert_eq!(reach[1].postgres[0], "no USAGE on schema");
+        assert!(
+            findings
+                .iter()
+                .all(|f| f.kind == FindingKind::PolicyAllowsRefused && f.tables == ["public.b"]),
+            "{findings:?}"
+        );
+    }
+
+    #[test]
+    fn role_attributes_are_flagged_when_the_policy_denies_what_they_allow() {
+        let mut pg = user(vec![]);
+        pg.superuser = true;
+        pg.bypassrls = true;
+        pg.createrole = true;
+        pg.createdb = true;
+        pg.create_in_schemas = vec!["public".into()];
+        let (_, findings) = intersect(&engine(), "i", "r", &pg);
+        let privileges: Vec<&str> = findings
+            .iter()
+            .filter_map(|f| f.privilege.as_deref())
+            .collect();
+        assert_eq!(
+            privileges,
+            vec![
+                "superuser",
+                "bypassrls",
+                "createrole",
+                "createdb",
+                "CREATE (schema)"
+            ]
+        );
+        assert!(
+            empty_patterns(&["public.*".into()], &pg)[0]
+                .message
+                .contains("matches no table u can see")
+        );
+    }
+}
