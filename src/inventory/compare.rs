@@ -11,6 +11,8 @@
 //! PostgreSQL would refuse it, but are not flagged as "more than the policy"
 //! for a role that may write: writing needs them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{PgTable, PgUser};
@@ -44,8 +46,8 @@ pub const TABLE_CLASSES: [Class; 4] = [Class::Read, Class::Write, Class::Ddl, Cl
 pub struct TableReach {
     pub table: String,
     pub kind: String,
-    /// Decision per class in [`TABLE_CLASSES`] order.
-    pub policy: Vec<(Class, Decision)>,
+    /// Decision per class of [`TABLE_CLASSES`].
+    pub policy: BTreeMap<Class, Decision>,
     /// Privileges PostgreSQL grants (`owner` for ownership; `SELECT (col)`
     /// style for column grants).
     pub postgres: Vec<String>,
@@ -156,7 +158,7 @@ pub fn intersect(
     for t in &pg.tables {
         let name = TableName::new(&t.schema, &t.name);
         let qualified = t.qualified();
-        let mut policy = Vec::new();
+        let mut policy = BTreeMap::new();
         let mut reachable = Vec::new();
         for class in TABLE_CLASSES {
             let d = Decision::from(
@@ -164,7 +166,7 @@ pub fn intersect(
                     .decide_class(identity, role, class, std::slice::from_ref(&name))
                     .action,
             );
-            policy.push((class, d));
+            policy.insert(class, d);
             let powers = powers(t, class);
             if d == Decision::Deny {
                 for p in powers {

@@ -276,6 +276,20 @@ fn class_list(classes: &[Class]) -> String {
     )
 }
 
+/// The table privileges beyond `SELECT` the upstream login needs for
+/// what the role lets through: held statements must still work once
+/// approved. `TRUNCATE` and `DROP` (ownership) are left for the operator.
+fn upstream_grants(allow: &[Class], approve: &[Class]) -> &'static str {
+    let lets = |c: Class| allow.contains(&c) || approve.contains(&c);
+    if lets(Class::Write) {
+        ", INSERT, UPDATE, DELETE"
+    } else if lets(Class::Destructive) {
+        ", DELETE"
+    } else {
+        ""
+    }
+}
+
 /// `text` as `# ` comment lines of at most about 78 characters.
 fn comment(text: &str) -> String {
     let mut out = String::new();
@@ -345,11 +359,7 @@ fn render(
     o.push_str(&format!("\n[roles.{}]\n", key(role)));
     o.push_str(&format!(
         "# The PostgreSQL login for this role. Make it least-privilege too, so a\n# classifier miss cannot exceed it, e.g. (if it does not exist yet):\n#   CREATE ROLE {upstream} LOGIN PASSWORD '...';\n#   GRANT SELECT{} ON <the tables below> TO {upstream};\n# and give the firewall its password in upstream.passwords.\nupstream_user = {}\n",
-        if allow.contains(&Class::Write) || approve.contains(&Class::Write) {
-            ", INSERT, UPDATE, DELETE"
-        } else {
-            ""
-        },
+        upstream_grants(allow, approve),
         toml_str(&upstream)
     ));
     o.push_str(&format!("allow = {}\n", class_list(allow)));

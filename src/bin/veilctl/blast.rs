@@ -156,9 +156,9 @@ fn postgres(r: &RoleRadius) -> String {
     for reach in r
         .reach
         .iter()
-        .filter(|t| !t.postgres.is_empty() || t.policy.iter().any(|(_, d)| *d != Decision::Deny))
+        .filter(|t| !t.postgres.is_empty() || t.policy.values().any(|d| *d != Decision::Deny))
     {
-        let policy: Vec<&str> = reach.policy.iter().map(|(_, d)| decision(*d)).collect();
+        let policy: Vec<&str> = reach.policy.values().map(|d| decision(*d)).collect();
         t.row(vec![
             format!("  {}", reach.table),
             reach

@@ -120,7 +120,12 @@ fn render(r: &AccessReview) -> String {
                 .as_ref()
                 .map_or("never".to_owned(), |s| format!("{} as {}", s.at, s.role)),
             i.last_statement.as_ref().map_or("-".to_owned(), |s| {
-                format!("{} {}", s.at, s.class.as_deref().unwrap_or("?"))
+                format!(
+                    "{} {} ({})",
+                    s.at,
+                    s.class.as_deref().unwrap_or("?"),
+                    s.decision.as_deref().unwrap_or("?")
+                )
             }),
         ]);
     }
