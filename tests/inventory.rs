@@ -703,3 +703,48 @@ async fn policy_init_from_audit_covers_what_ran_and_holds_destruction() {
     assert!(err.contains("shows no statement nobody ran"), "{err}");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn dev_credentials_count_as_standing_access() {
+    // The harness's dev credentials: alice as deployer, rita (in no policy)
+    // as readonly, and more; all standing secrets that bypass grants.
+    let proxy = Proxy::start(ProxyOptions {
+        admin: true,
+        ..ProxyOptions::enforcing()
+    })
+    .await;
+    let v = proxy.veilctl_json(&["access", "review"]).await;
+    let standing = strings(&v["findings"]["standing"]);
+    assert!(
+        standing.contains(&"alice: deployer (development credential)"),
+        "{standing:?}"
+    );
+    assert!(
+        standing.contains(&"rita: readonly (development credential; identity not in the policies)"),
+        "{standing:?}"
+    );
+    let alice = v["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["identity"] == "alice")
+        .unwrap();
+    assert_eq!(strings(&alice["dev_credentials"]), vec!["deployer"]);
+    let (ok, out, _) = proxy
+        .veilctl(&["access", "review", "--fail-on", "standing"])
+        .await;
+    assert!(!ok);
+    assert!(out.contains("dev:deployer"), "{out}");
+
+    let b = proxy
+        .veilctl_json(&["blast-radius", "--identity", "alice", "--database", "app"])
+        .await;
+    assert_eq!(b["roles"][0]["role"], "deployer");
+    assert_eq!(b["roles"][0]["access"], "dev");
+    let summary = b["summary"][0].as_str().unwrap();
+    assert!(
+        summary.starts_with("alice, as deployer (development credential"),
+        "{summary}"
+    );
+    proxy.shutdown().await;
+}

@@ -49,16 +49,20 @@ pub async fn blast_radius(
     let database = q
         .database
         .filter(|d| !d.trim().is_empty())
-        .or_else(|| state.grants.database())
+        .or_else(|| state.grants.client_url().and_then(database_of))
         .unwrap_or_else(|| "postgres".to_owned());
-    let active = state.grants.list(false);
+    let grants = state.grants.list(false);
+    let dev = state.grants.dev_credentials();
     let report = radius::blast_radius(
         state.shared.policies(),
         &state.shared.upstream,
         &database,
         &q.identity,
         q.role.as_deref(),
-        &active,
+        &radius::Held {
+            grants: &grants,
+            dev: &dev,
+        },
     )
     .await?;
     Ok(Json(report))
@@ -86,6 +90,7 @@ pub async fn access_review(
     let since = now.saturating_sub(days * DAY_MS);
     let store = state.store.clone();
     let policies = state.shared.policies();
+    let dev = state.grants.dev_credentials();
     let built = tokio::task::spawn_blocking(move || -> Result<AccessReview, InventoryError> {
         let grants = store.grants()?;
         // Reach back to the oldest grant reviewed, so one issued before the
@@ -101,7 +106,12 @@ pub async fn access_review(
         usage
             .roles_used
             .retain(|_, at| crate::audit::event::parse_time(at).is_some_and(|t| t >= since));
-        Ok(review::build(&policies, &grants, &usage, now, days, since))
+        let input = review::Input {
+            grants: &grants,
+            dev: &dev,
+            usage: &usage,
+        };
+        Ok(review::build(&policies, &input, now, days, since))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
@@ -131,4 +141,51 @@ pub async fn identity_usage(
     Ok(Json(
         usage.identities.remove(&q.identity).unwrap_or_default(),
     ))
+}
+
+/// The database a client URL names, if any.
+fn database_of(url: &url::Url) -> Option<String> {
+    let db = percent_decode(url.path().trim_start_matches('/'))?;
+    (!db.is_empty()).then_some(db)
+}
+
+/// `%XX` escapes of a URL path decoded; `None` when they are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_comes_from_the_client_url() {
+        let db = |u: &str| database_of(&url::Url::parse(u).unwrap());
+        assert_eq!(
+            db("postgres://h:1/app?sslmode=require").as_deref(),
+            Some("app")
+        );
+        assert_eq!(db("postgres://h:1/my%20db").as_deref(), Some("my db"));
+        assert_eq!(db("postgres://h:1/").as_deref(), None);
+        assert_eq!(db("postgres://h:1/100%").as_deref(), Some("100%"));
+    }
 }

@@ -252,11 +252,18 @@ impl Grants {
         let _ = self.base_url.set(url);
     }
 
-    /// The database in the URL clients are given, if it names one.
-    pub fn database(&self) -> Option<String> {
-        let url = self.base_url.get()?;
-        let db = url.path().trim_start_matches('/');
-        (!db.is_empty()).then(|| db.to_owned())
+    /// The URL clients are given (no credentials), once set.
+    pub fn client_url(&self) -> Option<&url::Url> {
+        self.base_url.get()
+    }
+
+    /// The development credentials' (identity, role) pairs: standing
+    /// secrets that bypass grants, for the inventory.
+    pub fn dev_credentials(&self) -> Vec<(String, String)> {
+        self.dev
+            .iter()
+            .map(|c| (c.identity.clone(), c.role.clone()))
+            .collect()
     }
 
     /// Add development credentials (config `[[dev_credentials]]`).

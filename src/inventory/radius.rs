@@ -25,6 +25,9 @@ pub enum Access {
     Held,
     /// A service's standing role: held without a grant.
     Standing,
+    /// A development credential from the daemon's config: a standing
+    /// secret that bypasses grants.
+    Dev,
     /// Not held now; the identity may be granted it.
     Grantable,
 }
@@ -83,14 +86,16 @@ pub struct RoleRadius {
 }
 
 /// The policy side of every role `identity` holds or may be granted (just
-/// `only`, when given). `active` are the grants usable now.
+/// `only`, when given). `active` are the grants usable now, `dev` the
+/// daemon's development credentials as (identity, role).
 pub fn policy_side(
     set: &Arc<PolicySet>,
     engine: &Engine,
     identity: &str,
     only: Option<&str>,
-    active: &[GrantView],
+    held: &Held<'_>,
 ) -> Result<Vec<RoleRadius>, InventoryError> {
+    let active = held.grants;
     let ident = set
         .identity(identity)
         .ok_or_else(|| InventoryError::UnknownIdentity(identity.to_owned()))?;
@@ -102,6 +107,11 @@ pub fn policy_side(
     };
     if let Some(s) = &ident.standing {
         push(s, Access::Standing);
+    }
+    for (who, role) in held.dev {
+        if who == identity {
+            push(role, Access::Dev);
+        }
     }
     for g in active {
         if g.identity == identity && g.status == GrantStatus::Active {
@@ -177,6 +187,13 @@ pub fn policy_side(
     Ok(out)
 }
 
+/// What an identity holds besides policy: grants usable now and the
+/// daemon's development credentials, as (identity, role).
+pub struct Held<'a> {
+    pub grants: &'a [GrantView],
+    pub dev: &'a [(String, String)],
+}
+
 /// Add PostgreSQL's side (or why it is missing) and the summary.
 pub fn attach(engine: &Engine, identity: &str, r: &mut RoleRadius, pg: Result<PgUser, String>) {
     match pg {
@@ -200,10 +217,10 @@ pub async fn blast_radius(
     database: &str,
     identity: &str,
     only: Option<&str>,
-    active: &[GrantView],
+    held: &Held<'_>,
 ) -> Result<BlastRadius, InventoryError> {
     let engine = Engine::uncached(set.clone())?;
-    let mut roles = policy_side(&set, &engine, identity, only, active)?;
+    let mut roles = policy_side(&set, &engine, identity, only, held)?;
     let kind = set
         .identity(identity)
         .map(|i| i.kind)
@@ -251,6 +268,10 @@ pub fn summarize(identity: &str, r: &RoleRadius) -> String {
             format!("{identity}, as {}{until}", r.role)
         }
         Access::Standing => format!("{identity}, as {} (standing)", r.role),
+        Access::Dev => format!(
+            "{identity}, as {} (development credential: a standing secret)",
+            r.role
+        ),
         Access::Grantable => format!(
             "{identity} may be granted {}{}",
             r.role,

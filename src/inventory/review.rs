@@ -32,6 +32,10 @@ pub struct IdentityReview {
     pub roles: Vec<String>,
     /// Its standing role (services only).
     pub standing: Option<String>,
+    /// Roles it holds through the daemon's development credentials:
+    /// standing secrets that bypass grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dev_credentials: Vec<String>,
     /// Grants active now, and those that ended inside the window.
     pub grants: Vec<GrantReview>,
     pub last_login: Option<Seen>,
@@ -39,6 +43,17 @@ pub struct IdentityReview {
     pub logins: u64,
     pub statements: u64,
     pub never_logged_in: bool,
+}
+
+impl IdentityReview {
+    /// Its standing role and `dev:ROLE` for each development credential.
+    pub fn standing_access(&self) -> Vec<String> {
+        self.standing
+            .iter()
+            .cloned()
+            .chain(self.dev_credentials.iter().map(|r| format!("dev:{r}")))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,7 +82,8 @@ pub struct RoleReview {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Findings {
-    /// `identity: role` for every standing access.
+    /// `identity: role` for every standing access (standing roles and
+    /// development credentials).
     pub standing: Vec<String>,
     /// Grants (active, or ended in the window) never used to log in.
     pub unused_grants: Vec<String>,
@@ -107,17 +123,37 @@ pub fn in_window(grant: &Grant, now: u64, since_ms: u64) -> bool {
     }
 }
 
-/// Put the review together. `grants` are every stored grant; `usage` is the
-/// log from the earlier of `since_ms` and the oldest grant reviewed.
+/// What the review is made of besides the policies.
+pub struct Input<'a> {
+    /// Every stored grant.
+    pub grants: &'a [Grant],
+    /// The daemon's development credentials, as (identity, role).
+    pub dev: &'a [(String, String)],
+    /// The log from the earlier of the window's start and the oldest grant
+    /// reviewed.
+    pub usage: &'a Usage,
+}
+
+/// Put the review together.
 pub fn build(
     set: &PolicySet,
-    grants: &[Grant],
-    usage: &Usage,
+    input: &Input<'_>,
     now: u64,
     window_days: u64,
     since_ms: u64,
 ) -> AccessReview {
+    let (grants, usage) = (input.grants, input.usage);
     let mut findings = Findings::default();
+    for (who, role) in input.dev {
+        let note = if set.identity(who).is_some() {
+            ""
+        } else {
+            "; identity not in the policies"
+        };
+        findings
+            .standing
+            .push(format!("{who}: {role} (development credential{note})"));
+    }
     let mut identities = Vec::new();
     for (name, ident) in &set.identities {
         let mut mine: Vec<&Grant> = grants
@@ -156,6 +192,12 @@ pub fn build(
             kind: ident.kind,
             roles: ident.roles.clone(),
             standing: ident.standing.clone(),
+            dev_credentials: input
+                .dev
+                .iter()
+                .filter(|(who, _)| who == name)
+                .map(|(_, role)| role.clone())
+                .collect(),
             grants,
             last_login: used.and_then(|u| u.last_login.clone()),
             last_statement: used.and_then(|u| u.last_statement.clone()),
@@ -230,7 +272,7 @@ pub fn csv(review: &AccessReview) -> String {
             i.identity.clone(),
             serde_plain(&i.kind),
             i.roles.join(";"),
-            i.standing.clone().unwrap_or_default(),
+            i.standing_access().join(";"),
             grants.join("; "),
             unused.join(";"),
             i.last_login

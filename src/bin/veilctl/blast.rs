@@ -87,6 +87,9 @@ fn details(r: &RoleRadius) -> String {
             format!("held ({})", grants.join("; "))
         }
         Access::Standing => "standing (no grant needed)".to_owned(),
+        Access::Dev => {
+            "development credential (a standing secret from the daemon's config)".to_owned()
+        }
         Access::Grantable => format!(
             "may be granted{}",
             r.max_ttl

@@ -114,7 +114,7 @@ fn render(r: &AccessReview) -> String {
             i.identity.clone(),
             serde_name(&i.kind),
             dash(&i.roles.join(",")),
-            dash(i.standing.as_deref().unwrap_or("")),
+            dash(&i.standing_access().join(",")),
             dash(&active.join(", ")),
             i.last_login
                 .as_ref()
