@@ -423,6 +423,10 @@ async fn access_review_shows_use_and_gates_a_compliance_job() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("alice"), "{out}");
 
+    // The API refuses a window it cannot mean.
+    let body = proxy.admin_get("/v1/inventory/access-review?days=0").await;
+    assert!(body.contains("days must be between 1 and 3650"), "{body}");
+
     // CSV: a header and a row per identity.
     let (ok, out, err) = proxy
         .veilctl(&["--output", "csv", "access", "review"])

@@ -114,7 +114,11 @@ pub fn policy_side(
         }
     }
     for g in active {
-        if g.identity == identity && g.status == GrantStatus::Active {
+        // A grant the policies no longer back logs in no more.
+        if g.identity == identity
+            && g.status == GrantStatus::Active
+            && crate::grants::still_permitted(set, identity, &g.role).is_ok()
+        {
             push(&g.role, Access::Held);
         }
     }
@@ -139,7 +143,7 @@ pub fn policy_side(
     }
     let mut out = Vec::new();
     for (name, access) in names {
-        // A held grant for a role the policy no longer defines logs in no more.
+        // A dev credential for a role the policies do not define.
         let Some(role) = set.role(&name) else {
             continue;
         };
