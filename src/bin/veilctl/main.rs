@@ -79,10 +79,12 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// What an identity could do right now and at most: per role, the
-    /// policy's classes and scope beside what PostgreSQL itself lets the
-    /// role's upstream user do, with the places they disagree flagged.
-    /// Exits 1 when PostgreSQL's side could not be read.
+    /// What an identity could do right now and at most, policy beside
+    /// PostgreSQL's own privileges.
+    ///
+    /// Per role: the policy's classes and scope beside what PostgreSQL
+    /// itself lets the role's upstream user do, with the places they
+    /// disagree flagged. Exits 1 when PostgreSQL's side could not be read.
     BlastRadius {
         #[arg(long)]
         identity: String,
