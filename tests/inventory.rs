@@ -240,7 +240,10 @@ async fn blast_radius_flags_what_postgres_refuses() {
 async fn blast_radius_flags_role_attributes() {
     let db = fresh_db_with("attrs", SCHEMA);
     cluster()
-        .psql("postgres", "ALTER ROLE app_billing BYPASSRLS CREATEROLE;")
+        .psql(
+            "postgres",
+            "ALTER ROLE app_billing BYPASSRLS CREATEROLE; GRANT pg_read_server_files TO app_billing;",
+        )
         .unwrap();
     let proxy = proxy_with(POLICIES).await;
     // Role attributes: a service's standing role as an over-privileged user.
@@ -264,10 +267,14 @@ async fn blast_radius_flags_role_attributes() {
         finding(billing, "postgres_allows_more", "createrole").is_some(),
         "{b:#}"
     );
+    let files =
+        finding(billing, "postgres_allows_more", "pg_read_server_files").expect("membership");
+    assert_eq!(files["class"], "privileged");
+    assert!(strings(&billing["postgres"]["member_of"]).contains(&"pg_read_server_files"));
     cluster()
         .psql(
             "postgres",
-            "ALTER ROLE app_billing NOBYPASSRLS NOCREATEROLE;",
+            "ALTER ROLE app_billing NOBYPASSRLS NOCREATEROLE; REVOKE pg_read_server_files FROM app_billing;",
         )
         .unwrap();
 

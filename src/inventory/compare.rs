@@ -290,6 +290,17 @@ fn role_findings(engine: &Engine, identity: &str, role: &str, pg: &PgUser) -> Ve
             format!("{user} has REPLICATION: it may stream every table's changes"),
         );
     }
+    if denied(Class::Privileged) {
+        for (role, what) in SERVER_ROLES {
+            if pg.member_of.iter().any(|m| m == role) {
+                flag(
+                    Class::Privileged,
+                    role,
+                    format!("{user} is a member of {role}: it may {what}"),
+                );
+            }
+        }
+    }
     if denied(Class::Ddl) {
         if pg.create_on_database {
             flag(
@@ -314,6 +325,25 @@ fn role_findings(engine: &Engine, identity: &str, role: &str, pg: &PgUser) -> Ve
     }
     out
 }
+
+/// Predefined roles whose members reach the server itself, and what they
+/// may do there (`pg_read_all_data` and `pg_write_all_data` show in the
+/// table privileges already).
+const SERVER_ROLES: [(&str, &str); 4] = [
+    (
+        "pg_execute_server_program",
+        "run programs on the database server (COPY ... PROGRAM)",
+    ),
+    (
+        "pg_read_server_files",
+        "read any file the database server can (COPY ... FROM 'file')",
+    ),
+    (
+        "pg_write_server_files",
+        "write files on the database server (COPY ... TO 'file')",
+    ),
+    ("pg_signal_backend", "cancel and terminate other sessions"),
+];
 
 /// Scope patterns that match none of the tables PostgreSQL shows. The
 /// system schemas are not listed, so patterns naming them are not judged;
@@ -529,6 +559,7 @@ roles = ["r"]
         pg.createrole = true;
         pg.createdb = true;
         pg.create_in_schemas = vec!["public".into()];
+        pg.member_of = vec!["pg_read_server_files".into(), "app_readers".into()];
         let (_, findings) = intersect(&engine(), "i", "r", &pg);
         let privileges: Vec<&str> = findings
             .iter()
@@ -541,6 +572,7 @@ roles = ["r"]
                 "bypassrls",
                 "createrole",
                 "createdb",
+                "pg_read_server_files",
                 "CREATE (schema)"
             ]
         );
