@@ -238,7 +238,13 @@ async fn blast_radius_flags_what_postgres_refuses() {
 
 #[tokio::test]
 async fn blast_radius_flags_role_attributes() {
-    let db = fresh_db_with("attrs", SCHEMA);
+    let db = fresh_db_with(
+        "attrs",
+        &format!(
+            "{SCHEMA} CREATE TABLE billing.ledger (id bigint); \
+             ALTER TABLE billing.ledger OWNER TO app_billing;"
+        ),
+    );
     cluster()
         .psql(
             "postgres",
@@ -266,6 +272,21 @@ async fn blast_radius_flags_role_attributes() {
     assert!(
         finding(billing, "postgres_allows_more", "createrole").is_some(),
         "{b:#}"
+    );
+    // Owning a table means DROP and ALTER, which a service may not.
+    let owns: Vec<(&str, Vec<&str>)> = billing["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["privilege"] == "owner")
+        .map(|f| (f["class"].as_str().unwrap(), strings(&f["tables"])))
+        .collect();
+    assert_eq!(
+        owns,
+        vec![
+            ("ddl", vec!["billing.ledger"]),
+            ("destructive", vec!["billing.ledger"])
+        ]
     );
     let files =
         finding(billing, "postgres_allows_more", "pg_read_server_files").expect("membership");
