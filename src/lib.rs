@@ -32,6 +32,9 @@
 //! - [`approvals`] — the human gate: approval requests with a blast-radius
 //!   preview, the webhook / terminal notifier, signed single-use links, and
 //!   the decisions that let a held statement run once.
+//! - [`inventory`] — who *could*: the blast radius of an identity (policy
+//!   intersected with PostgreSQL's own privileges), the access review, and
+//!   the guard-config generator; reads policy, grants, store and audit.
 //! - [`proxy`] — the PostgreSQL listener and per-client session: startup and
 //!   TLS, authentication, the message relay, cancel requests, held
 //!   statements, the registry of live sessions and the sweeper that ends
@@ -50,6 +53,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod grants;
+pub mod inventory;
 pub mod metrics;
 pub mod net;
 pub mod policy;

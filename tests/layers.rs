@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("audit", 5),
     ("grants", 6),
     ("approvals", 6),
+    ("inventory", 7),
     ("proxy", 7),
     ("admin", 8),
     ("daemon", 9),

@@ -23,6 +23,7 @@ use crate::store::Store;
 mod approvals;
 pub mod audit;
 mod grants;
+mod inventory;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -71,6 +72,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/audit/export", get(audit::export))
+        .route("/v1/inventory/blast-radius", get(inventory::blast_radius))
+        .route("/v1/inventory/access-review", get(inventory::access_review))
+        .route("/v1/inventory/usage", get(inventory::identity_usage))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))

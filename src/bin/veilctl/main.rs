@@ -9,8 +9,11 @@ mod api;
 mod approvals;
 mod approvers;
 mod audit;
+mod blast;
 mod check;
 mod grants;
+mod guard;
+mod review;
 mod table;
 
 #[derive(Parser)]
@@ -31,6 +34,8 @@ struct Cli {
 enum Output {
     Text,
     Json,
+    /// Only `access review`.
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -73,6 +78,32 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// What an identity could do right now and at most, policy beside
+    /// PostgreSQL's own privileges.
+    ///
+    /// Per role: the policy's classes and scope beside what PostgreSQL
+    /// itself lets the role's upstream user do, with the places they
+    /// disagree flagged. Exits 1 when PostgreSQL's side could not be read.
+    BlastRadius {
+        #[arg(long)]
+        identity: String,
+        /// Only this role.
+        #[arg(long)]
+        role: Option<String>,
+        /// The database to look in (default: the one in grants' DATABASE_URL).
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Who could: identities, grants, standing access, last use.
+    Access {
+        #[command(subcommand)]
+        command: review::AccessCommand,
+    },
+    /// Policy files: generate a least-privilege guard config.
+    Policy {
+        #[command(subcommand)]
+        command: guard::PolicyCommand,
     },
 }
 
@@ -245,8 +276,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )?;
         std::process::exit(code);
     }
+    if cli.output == Output::Csv && !matches!(cli.command, Command::Access { .. }) {
+        anyhow::bail!("--output csv is only for `veilctl access review`; use text or json");
+    }
     let json_out = cli.output == Output::Json;
     infraveil::net::tls::install_default_provider();
+    if let Command::Policy { command } = cli.command {
+        // Offline unless --from-audit.
+        let (api, problem) = match api::Api::new(cli.admin_url, cli.token) {
+            Ok(a) => (Some(a), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        return guard::run(api.as_ref(), command, problem);
+    }
     if let Command::Audit { command } = cli.command {
         // Offline forms need no admin API.
         let api = api::Api::new(cli.admin_url, cli.token).ok();
@@ -303,7 +345,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ApproversCommand::List { all } => approvers::list(&api, all, json_out)?,
             ApproversCommand::Revoke { id } => approvers::revoke(&api, &id, json_out)?,
         },
-        Command::Check { .. } | Command::Audit { .. } => unreachable!("handled above"),
+        Command::BlastRadius {
+            identity,
+            role,
+            database,
+        } => {
+            let args = blast::Args {
+                identity,
+                role,
+                database,
+            };
+            std::process::exit(blast::run(&api, &args, json_out)?);
+        }
+        Command::Access { command } => {
+            std::process::exit(review::run(&api, &command, cli.output)?);
+        }
+        Command::Check { .. } | Command::Audit { .. } | Command::Policy { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }

@@ -132,7 +132,7 @@ impl Scope {
         Ok(Scope { globs })
     }
 
-    fn allows(&self, t: &TableName) -> bool {
+    pub(crate) fn allows(&self, t: &TableName) -> bool {
         // The catalogs are never out of scope: drivers and ORMs read them to
         // work at all, and PostgreSQL's privileges guard the sensitive ones.
         // Except the views that show other tables' contents (column
@@ -359,6 +359,25 @@ impl Engine {
             }
         }
         (class, reason)
+    }
+
+    /// The decision for a statement of `class` touching `tables`, by the
+    /// same rules as [`Engine::judge`] (for the inventory, which asks per
+    /// class and per table rather than per statement).
+    pub fn decide_class(
+        &self,
+        identity: &str,
+        role: &str,
+        class: Class,
+        tables: &[TableName],
+    ) -> Verdict {
+        self.decide(
+            identity,
+            role,
+            class,
+            format!("a {class} statement"),
+            tables,
+        )
     }
 
     fn decide(
