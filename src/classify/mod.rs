@@ -17,6 +17,7 @@ pub(crate) mod functions;
 mod lexer;
 #[doc(hidden)]
 pub mod mutate;
+mod names;
 pub mod objects;
 mod pg;
 mod redact;
@@ -25,6 +26,8 @@ mod walk;
 
 pub use redact::redact;
 pub use settings::names_utf8;
+
+pub(crate) use names::resolve;
 
 use std::collections::BTreeSet;
 
@@ -92,17 +95,6 @@ impl std::fmt::Display for Class {
 pub struct TableName {
     pub schema: String,
     pub name: String,
-}
-
-/// The table a name means: `pg_catalog` comes first on every search path
-/// the firewall allows, so the catalogs people name without a schema mean
-/// it; any other unqualified name means `public`.
-pub(crate) fn resolve(schema: Option<&str>, name: &str) -> TableName {
-    match schema {
-        Some(s) => TableName::new(s, name),
-        None if walk::CATALOG_RELATIONS.contains(&name) => TableName::new("pg_catalog", name),
-        None => TableName::new("public", name),
-    }
 }
 
 impl TableName {
