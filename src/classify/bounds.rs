@@ -23,7 +23,7 @@ use sqlparser::ast::{
 };
 
 use super::TableName;
-use super::walk::{dotted, normalize_ident, string_literal, table_name};
+use super::names::{dotted, normalize_ident, string_literal, table_name};
 
 /// How column references can name the target table.
 pub(crate) struct Target {
