@@ -93,21 +93,19 @@ impl Bench {
         ]
     }
 
-    /// Stop; with `held`, first check that the script's statements were
-    /// held and ran once approved: alice's (wait) and ops-agent's (defer).
-    async fn finish(self, held: bool) {
+    /// Check that the script's held statements ran once approved, alice's
+    /// (wait) and ops-agent's (defer), then stop.
+    async fn finish(self) {
         self.approver.abort();
-        if held {
-            let approvals = self.p.running().shared.approvals.clone().unwrap();
-            let all = approvals.list(true);
-            for (identity, mode) in [("alice", "wait"), ("ops-agent", "defer")] {
-                assert!(
-                    all.iter().any(|r| r.identity == identity
-                        && r.status == Status::Executed
-                        && serde_json::to_value(r.mode).unwrap() == mode),
-                    "no executed {mode} approval of {identity}: {all:#?}"
-                );
-            }
+        let approvals = self.p.running().shared.approvals.clone().unwrap();
+        let all = approvals.list(true);
+        for (identity, mode) in [("alice", "wait"), ("ops-agent", "defer")] {
+            assert!(
+                all.iter().any(|r| r.identity == identity
+                    && r.status == Status::Executed
+                    && serde_json::to_value(r.mode).unwrap() == mode),
+                "no executed {mode} approval of {identity}: {all:#?}"
+            );
         }
         self.p.shutdown().await;
     }
@@ -120,7 +118,7 @@ async fn psycopg3() {
     }
     let b = setup("psycopg").await;
     run_script("python3", &["psycopg_suite.py"], ".", &b.env()).await;
-    b.finish(true).await;
+    b.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +128,7 @@ async fn asyncpg() {
     }
     let b = setup("asyncpg").await;
     run_script("python3", &["asyncpg_suite.py"], ".", &b.env()).await;
-    b.finish(true).await;
+    b.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +138,7 @@ async fn sqlalchemy() {
     }
     let b = setup("sqlalchemy").await;
     run_script("python3", &["sqlalchemy_suite.py"], ".", &b.env()).await;
-    b.finish(true).await;
+    b.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +152,7 @@ async fn node_postgres() {
     let stderr = run_script("node", &["pg_suite.js"], "node", &b.env()).await;
     // The URL is taken as it is: no warning about what sslmode means.
     assert!(!stderr.contains("SECURITY WARNING"), "{stderr}");
-    b.finish(true).await;
+    b.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +162,7 @@ async fn pgjdbc() {
     };
     let b = setup("pgjdbc").await;
     run_script("java", &["-cp", &cp, "PgjdbcSuite.java"], "java", &b.env()).await;
-    b.finish(true).await;
+    b.finish().await;
 }
 
 /// pgx v4 from Debian's Go packages, built in GOPATH mode (nothing is
@@ -192,7 +190,7 @@ async fn pgx() {
     let cache = std::env::temp_dir().join("infraveil-go-build");
     env.push(("GOCACHE", cache.to_string_lossy().into_owned()));
     run_script("go", &["run", "pgx_suite.go"], "go", &env).await;
-    b.finish(true).await;
+    b.finish().await;
 }
 
 /// sqlx (tokio, rustls), in this process: always the extended protocol
@@ -418,5 +416,5 @@ async fn sqlx() {
     }
     assert!(ran, "never approved");
     agent.close().await.unwrap();
-    b.finish(true).await;
+    b.finish().await;
 }

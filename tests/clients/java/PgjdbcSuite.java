@@ -84,6 +84,7 @@ public class PgjdbcSuite {
             errorsThenWork(c);
             preparedReuse(c);
             copyInAndOut(c);
+            batch(c);
             cursor(c);
             largeBytea(c);
             listenNotify(c);
@@ -208,6 +209,23 @@ public class PgjdbcSuite {
         cm.copyOut("COPY (SELECT id, name FROM items WHERE id >= 1000 ORDER BY id) TO STDOUT", out);
         eq(in.toString(), out.toString("UTF-8"));
         ok("COPY FROM STDIN and TO STDOUT (CopyManager)");
+    }
+
+    static void batch(Connection c) throws SQLException {
+        try (PreparedStatement ps = c.prepareStatement("INSERT INTO items (id, name) VALUES (?, ?)")) {
+            for (int i = 0; i < 50; i++) {
+                ps.setInt(1, 7000 + i);
+                ps.setString(2, "batched " + i);
+                ps.addBatch();
+            }
+            int[] counts = ps.executeBatch();
+            eq(50, counts.length);
+            for (int n : counts) {
+                eq(1, n);
+            }
+        }
+        eq(50L, one(c, "SELECT count(*) FROM items WHERE id >= 7000"));
+        ok("executeBatch of 50 INSERTs (pipelined by pgjdbc, one Sync)");
     }
 
     static void cursor(Connection c) throws SQLException {

@@ -37,6 +37,7 @@ async function main() {
     await client.end();
   }
   await pool();
+  await pipelineAndBinary();
   await heldDefer();
 }
 
@@ -219,6 +220,32 @@ async function heldWait(c) {
   const r = await c.query("DELETE FROM held");
   assert.equal(r.rowCount, 10);
   ok("a held DELETE waits for its approval, then runs (wait mode)");
+}
+
+async function pipelineAndBinary() {
+  // pipeline: every query is sent at once, each with its own Sync, so an
+  // error fails only its own query; binary: results in binary format.
+  const c = new pg.Client({ connectionString: URL, pipeline: true, binary: true });
+  await c.connect();
+  try {
+    const all = [];
+    for (let i = 0; i < 40; i++) {
+      all.push(i === 20 ? c.query("SELECT 1/$1::int AS x", [0]) : c.query("SELECT $1::int AS x, $2::text AS t", [i, `p${i}`]));
+    }
+    const settled = await Promise.allSettled(all);
+    settled.forEach((r, i) => {
+      if (i === 20) {
+        assert.equal(r.status, "rejected");
+        assert.equal(r.reason.code, "22012");
+      } else {
+        assert.equal(r.status, "fulfilled", String(r.reason));
+        assert.deepEqual(r.value.rows, [{ x: i, t: `p${i}` }]);
+      }
+    });
+    ok("pipeline mode: 40 queries in flight, one error failing only itself; binary results");
+  } finally {
+    await c.end();
+  }
 }
 
 async function heldDefer() {
