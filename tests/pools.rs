@@ -137,6 +137,9 @@ async fn pgbouncer() -> Option<Bouncer> {
     if nix::unistd::Uid::effective().is_root() {
         cmd.uid(owner.uid()).gid(owner.gid());
     }
+    // Its log (also on stderr) goes to pgbouncer.log only.
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()
@@ -272,5 +275,12 @@ async fn pgbouncer_in_transaction_mode_behind_the_firewall() {
     assert_eq!(e.code().map(|c| c.code()), Some("26000"), "{e}");
     b.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(a.query_typed("SELECT 1", &[]).await.unwrap().len(), 1);
+
+    // A driver's extended protocol the way such setups use it: psycopg
+    // with unnamed statements only.
+    if have_python_module("psycopg").await {
+        let env = [("DATABASE_URL", p.url("alice", &db))];
+        run_script("python3", &["psycopg_bouncer.py"], ".", &env).await;
+    }
     p.shutdown().await;
 }
