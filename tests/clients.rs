@@ -5,12 +5,15 @@
 //! cursors, large values, LISTEN/NOTIFY, cancel, held statements) against
 //! the firewall in front of the test cluster, as `alice` in role `deployer`
 //! (whose destructive statements wait for approval) and `ops-agent` in role
-//! `agent` (whose writes are deferred). sqlx runs in this file.
+//! `agent` (whose writes are deferred). sqlx runs in this process
+//! (`tests/clients/sqlx_suite.rs`).
 //!
 //! Needs the drivers (see `tests/clients/README.md`). Without them the
 //! tests say so and pass, unless `INFRAVEIL_REQUIRE_DRIVERS=1` (CI sets it).
 
 mod common;
+#[path = "clients/sqlx_suite.rs"]
+mod sqlx_suite;
 
 use std::path::Path;
 use std::time::Duration;
@@ -193,228 +196,12 @@ async fn pgx() {
     b.finish().await;
 }
 
-/// sqlx (tokio, rustls), in this process: always the extended protocol
-/// with binary results and statements cached per connection.
+/// sqlx (tokio, rustls), in this process: `tests/clients/sqlx_suite.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlx() {
-    use futures_util::TryStreamExt;
-    use sqlx::{Connection, Row};
-
     let b = setup("sqlx").await;
     let url = b.p.verified_url("alice", &b.db, PASSWORD);
-    let mut c = sqlx::PgConnection::connect(&url)
-        .await
-        .expect("sqlx connects with the demo's URL");
-    let plain = url.replace("sslmode=verify-full", "sslmode=disable");
-    let refused = sqlx::PgConnection::connect(&plain)
-        .await
-        .expect_err("plain TCP refused");
-    assert!(refused.to_string().contains("TLS"), "{refused}");
-
-    // Parameters and types, binary both ways.
-    let data: Vec<u8> = (0..8 * 1024 * 1024)
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
-        .collect();
-    let row = sqlx::query(
-        "SELECT $1::int4, $2::text, $3::float8, $4::bool, $5::int4[], $6::text, $7::bytea, length($7)",
-    )
-    .bind(42i32)
-    .bind("ünïcödé ✓")
-    .bind(1.5f64)
-    .bind(true)
-    .bind(vec![1i32, 2, 3])
-    .bind(None::<String>)
-    .bind(&data)
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
-    assert_eq!(row.get::<i32, _>(0), 42);
-    assert_eq!(row.get::<String, _>(1), "ünïcödé ✓");
-    assert_eq!(row.get::<f64, _>(2), 1.5);
-    assert!(row.get::<bool, _>(3));
-    assert_eq!(row.get::<Vec<i32>, _>(4), vec![1, 2, 3]);
-    assert_eq!(row.get::<Option<String>, _>(5), None);
-    assert!(
-        row.get::<Vec<u8>, _>(6) == data,
-        "the 8 MB bytea came back changed"
-    );
-    assert_eq!(row.get::<i32, _>(7), 8 * 1024 * 1024);
-
-    // Transactions: commit, rollback, a savepoint (nested begin) rolled back.
-    let mut tx = c.begin().await.unwrap();
-    sqlx::query("INSERT INTO items (id, name) VALUES (1, 'kept')")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let mut tx = c.begin().await.unwrap();
-    sqlx::query("INSERT INTO items (id, name) VALUES (2, 'rolled back')")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let mut inner = tx.begin().await.unwrap();
-    sqlx::query("INSERT INTO items (id, name) VALUES (3, 'inner')")
-        .execute(&mut *inner)
-        .await
-        .unwrap();
-    inner.rollback().await.unwrap();
-    tx.rollback().await.unwrap();
-    let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM items ORDER BY id")
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(ids, vec![1]);
-
-    // An error (PostgreSQL's, the firewall's), then a working statement.
-    let code = |e: sqlx::Error| {
-        e.as_database_error()
-            .and_then(|d| d.code())
-            .map(|c| c.into_owned())
-    };
-    let e = sqlx::query("SELECT 1/0").execute(&mut c).await.unwrap_err();
-    assert_eq!(code(e).as_deref(), Some("22012"));
-    let e = sqlx::query("SET ROLE postgres")
-        .execute(&mut c)
-        .await
-        .unwrap_err();
-    assert_eq!(code(e).as_deref(), Some("42501"));
-    let two: i32 = sqlx::query_scalar("SELECT $1::int4 + 1")
-        .bind(1)
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(two, 2);
-
-    // One cached statement, reused.
-    sqlx::query("INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(100, 119) g")
-        .execute(&mut c)
-        .await
-        .unwrap();
-    for i in 100..120 {
-        let name: String = sqlx::query_scalar("SELECT name FROM items WHERE id = $1")
-            .bind(i)
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        assert_eq!(name, format!("n{i}"));
-    }
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_prepared_statements WHERE statement = 'SELECT name FROM items WHERE id = $1'",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
-    assert_eq!(n, 1);
-
-    // COPY in and out.
-    let mut copy = c
-        .copy_in_raw("COPY items (id, name) FROM STDIN")
-        .await
-        .unwrap();
-    let text: String = (0..500)
-        .map(|i| format!("{}\tcopied {i}\n", 1000 + i))
-        .collect();
-    copy.send(text.as_bytes()).await.unwrap();
-    assert_eq!(copy.finish().await.unwrap(), 500);
-    let out: Vec<bytes::Bytes> = c
-        .copy_out_raw("COPY (SELECT id, name FROM items WHERE id >= 1000 ORDER BY id) TO STDOUT")
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(out.concat(), text.as_bytes());
-
-    // 100000 rows streamed.
-    let mut rows =
-        sqlx::query_scalar::<_, i32>("SELECT g FROM generate_series(1, 100000) g").fetch(&mut c);
-    let (mut n, mut total) = (0u64, 0u64);
-    while let Some(g) = rows.try_next().await.unwrap() {
-        n += 1;
-        total += g as u64;
-    }
-    drop(rows);
-    assert_eq!((n, total), (100_000, 100_000 * 100_001 / 2));
-
-    // LISTEN/NOTIFY, to an idle PgListener.
-    let mut listener = sqlx::postgres::PgListener::connect(&url).await.unwrap();
-    listener.listen("infraveil_chan").await.unwrap();
-    sqlx::query("NOTIFY infraveil_chan, 'one'")
-        .execute(&mut c)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_notify('infraveil_chan', $1)")
-        .bind("two")
-        .execute(&mut c)
-        .await
-        .unwrap();
-    for want in ["one", "two"] {
-        let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
-            .await
-            .expect("a notification")
-            .unwrap();
-        assert_eq!((n.channel(), n.payload()), ("infraveil_chan", want));
-    }
-
-    // A held DELETE waits for its approval (wait mode).
-    let done = sqlx::query("DELETE FROM held")
-        .execute(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(done.rows_affected(), 10);
-
-    // A pool of three serving twelve queries at once.
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(3)
-        .connect(&url)
-        .await
-        .unwrap();
-    let all = futures_util::future::join_all((0..12).map(|i| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i32>("SELECT $1::int4")
-                .bind(i)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    }))
-    .await;
-    assert_eq!(all, (0..12).collect::<Vec<_>>());
-    pool.close().await;
-    c.close().await.unwrap();
-
-    // A deferred INSERT: refused with its approval id, run once approved.
     let agent_url = b.p.verified_url("ops-agent", &b.db, PASSWORD);
-    let mut agent = sqlx::PgConnection::connect(&agent_url).await.unwrap();
-    let insert = || {
-        sqlx::query("INSERT INTO held (id, v) VALUES ($1, $2)")
-            .bind(100)
-            .bind("deferred")
-    };
-    let e = insert().execute(&mut agent).await.unwrap_err();
-    let db = e.as_database_error().expect("a database error");
-    assert_eq!(db.code().as_deref(), Some("42501"));
-    assert!(
-        db.message().contains("approval request a-"),
-        "{}",
-        db.message()
-    );
-    let mut ran = false;
-    for _ in 0..100 {
-        match insert().execute(&mut agent).await {
-            Ok(done) => {
-                assert_eq!(done.rows_affected(), 1);
-                ran = true;
-                break;
-            }
-            Err(e) => {
-                assert_eq!(code(e).as_deref(), Some("42501"));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-    assert!(ran, "never approved");
-    agent.close().await.unwrap();
+    sqlx_suite::run(&url, &agent_url).await;
     b.finish().await;
 }
