@@ -492,3 +492,56 @@ async fn tls_optional_still_allows_plaintext() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "secure");
 }
+
+/// A cancel request sent inside TLS (libpq 17's `PQcancelCreate`, psycopg's
+/// `cancel_safe`) is answered by a clean TLS close: the client waits for
+/// that close, and a bare TCP close is "unexpected eof" to OpenSSL, which
+/// then reports the cancel as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_over_tls_ends_with_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = Proxy::start(ProxyOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap(); // SSLRequest
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        rustls::pki_types::pem::PemObject::pem_file_iter(proxy.cert_path.as_ref().unwrap()).unwrap()
+    {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    // CancelRequest for a session that does not exist: answered the same way.
+    let mut cancel = vec![0, 0, 0, 16, 4, 0xd2, 0x16, 0x2e];
+    cancel.extend_from_slice(&[0, 0, 0x30, 0x39, 0, 0, 0x10, 0x92]);
+    tls.write_all(&cancel).await.unwrap();
+    let mut rest = vec![];
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest))
+        .await
+        .expect("the firewall closes the connection");
+    assert!(
+        matches!(read, Ok(0)),
+        "want a clean TLS close, got {read:?}"
+    );
+}

@@ -333,6 +333,11 @@ async fn startup(
             }
             StartupPacket::Cancel { pid, key } => {
                 cancel(shared, pid, key).await;
+                // The client waits for the server to close. Over TLS
+                // (libpq 17's PQcancelCreate, psycopg's cancel_safe) that
+                // must be a close_notify: a bare TCP close is "SSL error:
+                // unexpected eof" to OpenSSL, and the cancel reported failed.
+                let _ = reader.get_mut().shutdown().await;
                 return Ok(Started::Cancelled);
             }
             StartupPacket::Startup(params) => {

@@ -1,7 +1,7 @@
 """asyncpg through the firewall, as its users drive it every day.
 
 Run by tests/clients.rs like psycopg_suite.py (same URL form, role and
-`items` table). asyncpg always uses the extended protocol with named,
+tables, the same held statements). asyncpg always uses the extended protocol with named,
 cached prepared statements and binary results, and sends
 client_encoding='utf-8' at start-up. Prints one `ok:` line per check; any
 failure raises (exit status 1).
@@ -11,11 +11,14 @@ import asyncio
 import datetime
 import decimal
 import os
+import re
+import time
 import uuid
 
 import asyncpg
 
 URL = os.environ["DATABASE_URL"]
+AGENT_URL = os.environ["AGENT_URL"]
 
 
 def ok(what):
@@ -34,8 +37,14 @@ async def main():
         await errors_then_work(conn)
         await copy_in_and_out(conn)
         await prepared_reuse(conn)
+        await server_side_cursor(conn)
+        await large_bytea(conn)
+        await listen_notify(conn)
+        await cancel(conn)
+        await held_wait(conn)
     finally:
         await conn.close()
+    await held_defer()
 
 
 async def types(conn):
@@ -148,6 +157,100 @@ async def prepared_reuse(conn):
     )
     assert await conn.fetchval("SELECT count(*) FROM items WHERE id >= 7000") == 50
     ok("prepared statements reused (explicit, cached, executemany)")
+
+
+async def server_side_cursor(conn):
+    # A portal fetched `prefetch` rows per Execute (PortalSuspended between).
+    n = total = 0
+    async with conn.transaction():
+        async for r in conn.cursor("SELECT g, md5(g::text) FROM generate_series(1, $1) g", 100000, prefetch=5000):
+            n += 1
+            total += r[0]
+        # And one moved by hand: forward, then fetch.
+        cur = await conn.cursor("SELECT g FROM generate_series(1, 100000) g")
+        await cur.forward(99990)
+        tail = [r[0] for r in await cur.fetch(20)]
+    assert (n, total) == (100000, 100000 * 100001 // 2), (n, total)
+    assert tail == list(range(99991, 100001)), tail
+    ok("a cursor over 100000 rows, 5000 per Execute; forward and fetch")
+
+
+async def large_bytea(conn):
+    data = os.urandom(8 * 1024 * 1024)
+    back, n = await conn.fetchrow("SELECT $1::bytea, length($1::bytea)", data)
+    assert (back, n) == (data, len(data)), (len(back), n)
+    ok("an 8 MB bytea there and back")
+
+
+async def listen_notify(conn):
+    listener = await asyncpg.connect(URL)
+    try:
+        got = asyncio.Queue()
+        await listener.add_listener("infraveil_chan", lambda _c, _pid, ch, payload: got.put_nowait((ch, payload)))
+        await conn.execute("NOTIFY infraveil_chan, 'one'")
+        await conn.execute("SELECT pg_notify('infraveil_chan', $1)", "two")
+        # The listener is idle: the notifications arrive on their own.
+        seen = [await asyncio.wait_for(got.get(), 10) for _ in range(2)]
+        assert seen == [("infraveil_chan", "one"), ("infraveil_chan", "two")], seen
+    finally:
+        await listener.close()
+    ok("LISTEN, NOTIFY and pg_notify, delivered to an idle listener")
+
+
+async def cancel(conn):
+    started = time.monotonic()
+    try:
+        # On timeout asyncpg sends a CancelRequest and waits for the answer.
+        await conn.execute("SELECT pg_sleep(30)", timeout=0.5)
+        raise AssertionError("pg_sleep ran to its end")
+    except asyncio.TimeoutError:
+        pass
+    assert await conn.fetchval("SELECT 6") == 6
+    assert time.monotonic() - started < 10, "the query was not cancelled on the server"
+    # A task cancelled by the application cancels its query too.
+    task = asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(30)"))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    try:
+        await task
+        raise AssertionError("pg_sleep ran to its end")
+    except asyncio.CancelledError:
+        pass
+    assert await conn.fetchval("SELECT 7") == 7
+    assert time.monotonic() - started < 20, "the query was not cancelled on the server"
+    ok("a running pg_sleep cancelled (timeout, task.cancel()), then a working statement")
+
+
+async def held_wait(conn):
+    # DELETE without WHERE is destructive: held until approved (wait mode).
+    assert await conn.execute("DELETE FROM held") == "DELETE 10"
+    ok("a held DELETE waits for its approval, then runs (wait mode)")
+
+
+async def held_defer():
+    agent = await asyncpg.connect(AGENT_URL)
+    try:
+        sql = "INSERT INTO held (id, v) VALUES ($1, $2)"
+        try:
+            await agent.execute(sql, 100, "deferred")
+            raise AssertionError("a deferred write ran at once")
+        except asyncpg.InsufficientPrivilegeError as e:
+            assert e.sqlstate == "42501"
+            m = re.search(r"approval request (a-[0-9a-f]+)", e.message)
+            assert m, e.message
+            assert m.group(1) in (e.hint or ""), e.hint
+        for _ in range(100):
+            try:
+                assert await agent.execute(sql, 100, "deferred") == "INSERT 0 1"
+                break
+            except asyncpg.InsufficientPrivilegeError:
+                await asyncio.sleep(0.2)  # not approved yet
+        else:
+            raise AssertionError("never approved")
+        assert await agent.fetchval("SELECT v FROM held WHERE id = 100") == "deferred"
+    finally:
+        await agent.close()
+    ok(f"a deferred INSERT refused with its approval id ({m.group(1)}), run once approved")
 
 
 if __name__ == "__main__":

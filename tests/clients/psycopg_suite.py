@@ -2,14 +2,23 @@
 
 Run by tests/clients.rs with DATABASE_URL in the form `infraveil demo`
 prints (TLS verified against the firewall's certificate), as an identity
-whose role allows read, write and ddl, in a database holding
-`items (id int primary key, name text, price numeric, tags text[])`.
+whose role allows read, write and ddl and holds destructive statements
+until approved (wait mode), in a database holding
+`items (id int primary key, name text, price numeric, tags text[])` and
+`held (id int primary key, v text)` with ten rows. AGENT_URL is an
+identity whose writes are deferred: refused at once with the approval
+request's id, run once when sent again after approval. The test approves
+every request as soon as it is pending.
 Prints one `ok:` line per check; any failure raises (exit status 1).
 """
 
 import datetime
 import decimal
+import inspect
 import os
+import re
+import threading
+import time
 import uuid
 
 import psycopg
@@ -17,6 +26,7 @@ from psycopg import errors
 from psycopg.types.json import Jsonb
 
 URL = os.environ["DATABASE_URL"]
+AGENT_URL = os.environ["AGENT_URL"]
 
 
 def ok(what):
@@ -35,6 +45,12 @@ def main():
         copy_in_and_out(conn)
         prepared_reuse(conn)
         pipeline(conn)
+        server_side_cursor(conn)
+        large_bytea(conn)
+        listen_notify(conn)
+        cancel(conn)
+        held_wait(conn)
+    held_defer()
 
 
 def types(conn):
@@ -180,6 +196,107 @@ def pipeline(conn):
             cur.execute("SELECT count(*) FROM items WHERE id >= 7000 AND id < 8000")
             assert cur.fetchone() == (50,)
     ok("pipeline mode with executemany")
+
+
+def server_side_cursor(conn):
+    with conn.transaction():
+        with conn.cursor(name="big") as cur:  # DECLARE, then FETCH itersize rows at a time
+            cur.itersize = 5000
+            cur.execute("SELECT g, md5(g::text) FROM generate_series(1, 100000) g")
+            n = total = 0
+            for g, _ in cur:
+                n += 1
+                total += g
+    assert (n, total) == (100000, 100000 * 100001 // 2), (n, total)
+    ok("a server-side cursor over 100000 rows, 5000 at a time")
+
+
+def large_bytea(conn):
+    data = os.urandom(8 * 1024 * 1024)
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            back = cur.execute("SELECT %b::bytea, length(%b::bytea)", (data, data)).fetchone()
+            assert back == (data, len(data)), (binary, len(back[0]), back[1])
+    ok("an 8 MB bytea there and back, text and binary")
+
+
+def listen_notify(conn):
+    with psycopg.connect(URL, autocommit=True) as listener:
+        listener.execute("LISTEN infraveil_chan")
+        conn.execute("NOTIFY infraveil_chan, 'one'")
+        conn.execute("SELECT pg_notify('infraveil_chan', %s)", ("two",))
+        got = []
+        # The listener is idle: the notifications arrive on their own.
+        has_timeout = "timeout" in inspect.signature(listener.notifies).parameters  # 3.2+
+        gen = listener.notifies(timeout=10, stop_after=2) if has_timeout else listener.notifies()
+        try:
+            for n in gen:
+                got.append((n.channel, n.payload))
+                if len(got) == 2:
+                    break
+        finally:
+            gen.close()  # an open generator keeps the connection locked
+        assert got == [("infraveil_chan", "one"), ("infraveil_chan", "two")], got
+    ok("LISTEN, NOTIFY and pg_notify, delivered to an idle listener")
+
+
+def cancel(conn):
+    cancels = [("cancel", conn.cancel)]
+    if hasattr(conn, "cancel_safe"):  # psycopg 3.2+: libpq 17's encrypted cancel
+        cancels.append(("cancel_safe", conn.cancel_safe))
+    for name, how in cancels:
+        failed = []
+
+        def send(how=how):
+            try:
+                how()
+            except Exception as e:  # noqa: BLE001 - reported below
+                failed.append(e)
+
+        timer = threading.Timer(0.5, send)
+        timer.start()
+        started = time.monotonic()
+        try:
+            conn.execute("SELECT pg_sleep(30)")
+            raise AssertionError("pg_sleep ran to its end")
+        except errors.QueryCanceled as e:
+            assert e.sqlstate == "57014", e.sqlstate
+        finally:
+            timer.join()
+        assert not failed, f"conn.{name}(): {failed[0]}"
+        assert time.monotonic() - started < 10
+        assert conn.execute("SELECT 6").fetchone() == (6,)
+        ok(f"a running pg_sleep cancelled with conn.{name}(), then a working statement")
+
+
+def held_wait(conn):
+    # DELETE without WHERE is destructive: held until approved (wait mode).
+    cur = conn.execute("DELETE FROM held")
+    assert cur.rowcount == 10, cur.rowcount
+    ok("a held DELETE waits for its approval, then runs (wait mode)")
+
+
+def held_defer():
+    with psycopg.connect(AGENT_URL, autocommit=True) as agent:
+        sql, args = "INSERT INTO held (id, v) VALUES (%s, %s)", (100, "deferred")
+        try:
+            agent.execute(sql, args)
+            raise AssertionError("a deferred write ran at once")
+        except errors.InsufficientPrivilege as e:
+            assert e.sqlstate == "42501"
+            m = re.search(r"approval request (a-[0-9a-f]+)", e.diag.message_primary)
+            assert m, e.diag.message_primary
+            assert m.group(1) in (e.diag.message_hint or ""), e.diag.message_hint
+        for _ in range(100):
+            try:
+                agent.execute(sql, args)
+                break
+            except errors.InsufficientPrivilege:
+                time.sleep(0.2)  # not approved yet
+        else:
+            raise AssertionError("never approved")
+        assert agent.execute("SELECT v FROM held WHERE id = 100").fetchall() == [("deferred",)]
+    ok(f"a deferred INSERT refused with its approval id ({m.group(1)}), run once approved")
 
 
 if __name__ == "__main__":

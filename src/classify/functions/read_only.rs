@@ -329,6 +329,18 @@ pub(crate) const READ_ONLY: &[&str] = &[
     "pg_table_is_visible",
     "pg_type_is_visible",
     "pg_function_is_visible",
+    // The rest of the family: SQLAlchemy 2's column reflection calls
+    // pg_collation_is_visible, and tools reach for the others the same way.
+    "pg_collation_is_visible",
+    "pg_conversion_is_visible",
+    "pg_operator_is_visible",
+    "pg_opclass_is_visible",
+    "pg_opfamily_is_visible",
+    "pg_statistics_obj_is_visible",
+    "pg_ts_config_is_visible",
+    "pg_ts_dict_is_visible",
+    "pg_ts_parser_is_visible",
+    "pg_ts_template_is_visible",
     "obj_description",
     "col_description",
     "shobj_description",
