@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use super::denials::Denials;
 use super::{FLUSH_AT, RelayEnd};
+use crate::approvals::Approvals;
 use crate::audit::Event;
 use crate::net::stream::Stream;
 use crate::protocol::frame::FrameError;
@@ -80,6 +81,8 @@ async fn write_with_timeout<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Run the backend direction: each frame from PostgreSQL passes the steps
+/// in order, then goes to the client (in one write for what is buffered).
 pub(super) async fn upstream_to_client(
     up: &mut FrameReader<ReadHalf<Stream>>,
     client: &mut WriteHalf<Stream>,
@@ -89,13 +92,7 @@ pub(super) async fn upstream_to_client(
     client_pid: i32,
 ) -> RelayEnd {
     let mut out = BytesMut::with_capacity(64 * 1024);
-    // Outcomes of approved statements, told to their approvers at the next
-    // ReadyForQuery, which says whether the transaction is still open.
-    let mut approved: Vec<(String, String)> = Vec::new();
-    // Approved statements that ran inside a transaction still open, and the
-    // last command tag (COMMIT or ROLLBACK ends it).
-    let mut open: Vec<String> = Vec::new();
-    let mut last_tag = String::new();
+    let mut approvers = Approvers::default();
     loop {
         let frame = match up.next().await {
             Ok(Some(f)) => f,
@@ -117,59 +114,10 @@ pub(super) async fn upstream_to_client(
                     bytes: e.to_bytes(),
                 };
             }
-            if matches!(
-                frame.tag(),
-                b'1' | b'2' | b'3' | b'C' | b'E' | b'G' | b'I' | b's' | b'T' | b'n' | b'Z'
-            ) {
-                let events = match model.on_backend(&frame) {
-                    Ok(events) => events,
-                    Err(Desync(why)) => {
-                        warn!(%why, "session model out of step with PostgreSQL");
-                        return RelayEnd::Fatal(PgError::lost_track_of_statements());
-                    }
-                };
-                for e in events {
-                    if let Event::Outcome {
-                        approval: Some(id), ..
-                    } = &e
-                    {
-                        approved.push((id.clone(), ran(&e)));
-                    }
-                    // Waits when the log's queue is full: a session that
-                    // outruns the log slows down instead of piling up
-                    // events. An error means the log has failed; the writer
-                    // has said so, and new statements are refused.
-                    let _ = shared.audit.enqueue(e).await;
-                }
+            if let Err(end) = answer_model(&frame, model, shared, &mut approvers).await {
+                return end;
             }
-            if frame.tag() == b'C' && !open.is_empty() {
-                last_tag = String::from_utf8_lossy(
-                    frame.body().split(|&b| b == 0).next().unwrap_or_default(),
-                )
-                .into_owned();
-            }
-            if frame.tag() == b'Z'
-                && (!approved.is_empty() || !open.is_empty())
-                && let Some(approvals) = &shared.approvals
-            {
-                let status = frame.body().first().copied().unwrap_or(b'I');
-                if status == b'I' {
-                    let how = match last_tag.as_str() {
-                        "COMMIT" => "committed",
-                        "PREPARE TRANSACTION" => "was prepared for two-phase commit",
-                        _ => "was rolled back",
-                    };
-                    for id in open.drain(..) {
-                        approvals.settled(&id, how);
-                    }
-                }
-                for (id, ran) in approved.drain(..) {
-                    if status != b'I' && ran.starts_with("ran") {
-                        open.push(id.clone());
-                    }
-                    approvals.finished(&id, in_transaction(ran, status));
-                }
-            }
+            approvers.tell(&frame, shared.approvals.as_deref());
             // A setting changed under which PostgreSQL would read the next
             // statements differently from the classifier: however it was
             // done, the session ends before it sends another.
@@ -204,5 +152,95 @@ pub(super) async fn upstream_to_client(
             return end;
         }
         out.clear();
+    }
+}
+
+/// The session model takes PostgreSQL's answer (the messages that change
+/// or end what it waits for); the outcome records that answer ends go to
+/// the log, and approved ones to their approvers.
+async fn answer_model(
+    frame: &Frame,
+    model: &SessionState,
+    shared: &Shared,
+    approvers: &mut Approvers,
+) -> Result<(), RelayEnd> {
+    if !matches!(
+        frame.tag(),
+        b'1' | b'2' | b'3' | b'C' | b'E' | b'G' | b'I' | b's' | b'T' | b'n' | b'Z'
+    ) {
+        return Ok(());
+    }
+    let events = match model.on_backend(frame) {
+        Ok(events) => events,
+        Err(Desync(why)) => {
+            warn!(%why, "session model out of step with PostgreSQL");
+            return Err(RelayEnd::Fatal(PgError::lost_track_of_statements()));
+        }
+    };
+    for e in events {
+        approvers.outcome(&e);
+        // Waits when the log's queue is full: a session that
+        // outruns the log slows down instead of piling up
+        // events. An error means the log has failed; the writer
+        // has said so, and new statements are refused.
+        let _ = shared.audit.enqueue(e).await;
+    }
+    Ok(())
+}
+
+/// What approvers of this session's statements have still to hear.
+#[derive(Default)]
+struct Approvers {
+    /// Outcomes of approved statements, told to their approvers at the next
+    /// ReadyForQuery, which says whether the transaction is still open.
+    approved: Vec<(String, String)>,
+    /// Approved statements that ran inside a transaction still open, and
+    /// the last command tag (COMMIT or ROLLBACK ends it).
+    open: Vec<String>,
+    last_tag: String,
+}
+
+impl Approvers {
+    /// An outcome record: kept for its approvers if the statement was held.
+    fn outcome(&mut self, e: &Event) {
+        if let Event::Outcome {
+            approval: Some(id), ..
+        } = e
+        {
+            self.approved.push((id.clone(), ran(e)));
+        }
+    }
+
+    /// A command tag is remembered while a transaction with an approved
+    /// statement is open; at ReadyForQuery approvers hear how theirs ended.
+    fn tell(&mut self, frame: &Frame, approvals: Option<&Approvals>) {
+        let (approved, open, last_tag) = (&mut self.approved, &mut self.open, &mut self.last_tag);
+        if frame.tag() == b'C' && !open.is_empty() {
+            *last_tag =
+                String::from_utf8_lossy(frame.body().split(|&b| b == 0).next().unwrap_or_default())
+                    .into_owned();
+        }
+        if frame.tag() == b'Z'
+            && (!approved.is_empty() || !open.is_empty())
+            && let Some(approvals) = approvals
+        {
+            let status = frame.body().first().copied().unwrap_or(b'I');
+            if status == b'I' {
+                let how = match last_tag.as_str() {
+                    "COMMIT" => "committed",
+                    "PREPARE TRANSACTION" => "was prepared for two-phase commit",
+                    _ => "was rolled back",
+                };
+                for id in open.drain(..) {
+                    approvals.settled(&id, how);
+                }
+            }
+            for (id, ran) in approved.drain(..) {
+                if status != b'I' && ran.starts_with("ran") {
+                    open.push(id.clone());
+                }
+                approvals.finished(&id, in_transaction(ran, status));
+            }
+        }
     }
 }
