@@ -6,7 +6,7 @@
 //! 1. [`handle_client_frame`] dispatches by message: `Query`
 //!    ([`query`]), `Parse` ([`parse`]), `Bind` ([`bind`]), `Execute`
 //!    ([`execute`]); `Close`, `Describe`, `Sync`, the end of COPY and the
-//!    refused `FunctionCall` are handled here. Each tells the session model
+//!    refused `FunctionCall` ([`control`]). Each tells the session model
 //!    what it forwards and the [`Trail`] what it records.
 //! 2. A step may stall (a name it needs is not settled: [`settle`]), or
 //!    hold the message for approval ([`release`]).
@@ -15,6 +15,7 @@
 //!    no statement goes upstream before it is recorded.
 
 mod bind;
+mod control;
 mod execute;
 mod judge;
 mod parse;
@@ -27,6 +28,7 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 
 use self::bind::{bind_values, decode_bind, on_bind};
+use self::control::{on_close, on_copy_end, on_describe, on_function_call, on_sync};
 use self::execute::on_execute;
 use self::parse::on_parse;
 use self::query::on_query;
@@ -40,7 +42,7 @@ use crate::protocol::{Frame, FrameReader, PgError};
 use crate::proxy::Shared;
 use crate::proxy::hold::{self, Outcome};
 use crate::proxy::state::{Effect, Gate, SessionState, Statement};
-use crate::proxy::trail::{Decided, Trail};
+use crate::proxy::trail::Trail;
 
 /// Bytes of a `Query` or `Parse` statement, as UTF-8. Read from the raw
 /// frame, not via pgwire's decoder, which replaces invalid bytes: the
@@ -317,54 +319,15 @@ fn handle_client_frame(
         b'P' => on_parse(frame, out, ctx, state),
         b'B' => on_bind(frame, out, ctx, state),
         b'E' => on_execute(frame, out, ctx, state),
-        b'C' => {
-            // Applied to the model when PostgreSQL answers CloseComplete.
-            match frame.body() {
-                [kind, name @ .., 0] => {
-                    let name = String::from_utf8_lossy(name);
-                    state.model.close(*kind == b'P', &name);
-                }
-                _ => return Err(bad_message("Close")),
-            }
-            forward(out, &frame)
-        }
-        b'D' => {
-            state.model.describe();
-            forward(out, &frame)
-        }
-        b'S' => {
-            state.model.sync();
-            state.trail.sync();
-            forward(out, &frame)
-        }
+        b'C' => on_close(frame, out, state),
+        b'D' => on_describe(frame, out, state),
+        b'S' => on_sync(frame, out, state),
         // PostgreSQL ignores a Sync during COPY: the model must know
         // where the COPY ends.
-        b'c' | b'f' => {
-            state.model.copy_end();
-            forward(out, &frame)
-        }
+        b'c' | b'f' => on_copy_end(frame, out, state),
         // Flush and COPY data carry no statement: forwarded.
         b'H' | b'd' => forward(out, &frame),
-        b'F' => {
-            // The function is named by OID and its arguments are opaque:
-            // nothing to inspect, so it never runs.
-            ctx.shared.metrics.statement(None, Metrics::DENY);
-            let e = PgError::function_call_unsupported();
-            let n = state.trail.statement(
-                "function-call",
-                "<FunctionCall message>",
-                Decided {
-                    class: None,
-                    decision: crate::policy::Action::Deny,
-                    rule: Some("protocol.function_call".to_owned()),
-                    tables: Vec::new(),
-                    rollback_undoes: false,
-                },
-            );
-            state.model.query(n, Vec::new(), None);
-            ctx.denials.refuse(out, Carrier::Query, e)?;
-            Ok(Flow::Continue)
-        }
+        b'F' => on_function_call(out, ctx, state),
         b'X' => {
             out.extend_from_slice(&frame.bytes);
             Ok(Flow::Terminate)
