@@ -212,7 +212,6 @@ fn functions(text: &str) -> Vec<(usize, String, usize)> {
 }
 
 #[test]
-#[ignore = "until the long files and functions are split (issue 16)"]
 fn no_file_or_function_in_src_is_too_long() {
     let mut files = Vec::new();
     sources(&src(), &mut files);

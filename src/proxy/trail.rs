@@ -2,7 +2,7 @@
 //! statement, records it with its decision, records each execution of a
 //! statement that is not a read, and decides which records must be durable
 //! before which message goes upstream. Outcomes (what PostgreSQL answered)
-//! are paired with their statements by the session model (`state.rs`).
+//! are paired with their statements by the session model (`state/`).
 //!
 //! The rule: nothing that changes data is *committed* before its record is
 //! durable. Outside an explicit transaction block a data-changing statement
