@@ -43,6 +43,14 @@
 //! - [`daemon`] — wiring it all together for `infraveil serve`.
 //! - [`demo`] — `infraveil demo`: the sandbox with the firewall in front.
 
+/// The crate version and the commit it was built from, for `--version`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("INFRAVEIL_GIT_HASH"),
+    ")"
+);
+
 pub mod admin;
 pub mod approvals;
 pub mod audit;

@@ -187,3 +187,82 @@ fn daemon_logs_to_a_pipe_without_colours_and_fails_in_plain_words() {
     assert!(err.contains("\ncaused by: "), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `--version` names the commit; the completion scripts cover veilctl's
+/// commands for each shell.
+#[test]
+fn versions_name_the_build_and_completions_cover_the_commands() {
+    for bin in [
+        env!("CARGO_BIN_EXE_infraveil"),
+        env!("CARGO_BIN_EXE_veilctl"),
+    ] {
+        let out = Command::new(bin).arg("--version").output().unwrap();
+        assert!(out.status.success());
+        let version = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+        // `git` is there in a checkout; the build then knows its commit.
+        if let Ok(git) = Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            && git.status.success()
+        {
+            let head = String::from_utf8_lossy(&git.stdout).trim().to_owned();
+            assert!(
+                version.contains(&format!("({head}")),
+                "{version} is not {head}"
+            );
+        }
+    }
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef veilctl"),
+        ("fish", "complete -c veilctl"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_veilctl"))
+            .args(["completions", shell])
+            .env_remove("VEIL_ADMIN_URL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {}", stderr_of(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for command in ["grants", "approvals", "audit", "blast-radius", "check"] {
+            assert!(script.contains(command), "{shell} lacks {command}");
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_veilctl"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+/// `--log-format json`: every line one object with time and level, and a
+/// session's lines carry its span (session id, identity).
+#[tokio::test]
+async fn json_logs_carry_the_session_span() {
+    let fw = common::child::Firewall::start("100ms").await;
+    let c = fw.connect("app").await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = fw.log();
+        assert!(!lines.is_empty());
+        for l in &lines {
+            assert!(l["timestamp"].is_string() && l["level"].is_string(), "{l}");
+        }
+        let started = lines.iter().find(|l| l["message"] == "session started");
+        if let Some(l) = started {
+            let span = &l["spans"][0];
+            assert_eq!(span["name"], "session", "{l}");
+            assert_eq!(span["identity"], "alice", "{l}");
+            assert!(span["id"].as_u64().is_some(), "{l}");
+            assert_eq!(l["role"], "deployer", "{l}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no session line in {lines:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

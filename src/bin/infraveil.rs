@@ -15,12 +15,22 @@ use infraveil::policy::PolicyInspector;
 #[derive(Parser)]
 #[command(
     name = "infraveil",
-    version,
+    version = infraveil::VERSION,
     about = "PostgreSQL wire-protocol firewall"
 )]
 struct Cli {
+    /// How the daemon logs to stderr: `text` for people, `json` for a log
+    /// pipeline (one object per line, with the session's span fields).
+    #[arg(long, global = true, env = "INFRAVEIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -55,14 +65,23 @@ enum Command {
     },
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFRAVEIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(infraveil::cli::stderr_colours())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(infraveil::cli::stderr_colours()).init(),
+        // One object per line: time, level, target, the event's fields,
+        // and every enclosing span's (session id, identity, statement).
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .flatten_event(true)
+            .init(),
+    }
 }
 
 fn main() {
@@ -72,7 +91,7 @@ fn main() {
         // output lands in `docker inspect`.
         Command::Healthcheck { url } => healthcheck(&url),
         command => {
-            init_tracing();
+            init_tracing(cli.log_format);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

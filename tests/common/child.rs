@@ -99,9 +99,10 @@ secret = {{ file = {secret:?} }}
             .open(&self.log)
             .unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_infraveil"))
-            .args(["serve", "--config"])
+            // JSON lines, as a log pipeline would take them (see `log`).
+            .args(["--log-format", "json", "serve", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env("INFRAVEIL_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -121,6 +122,17 @@ secret = {{ file = {secret:?} }}
             "infraveil serve did not come up: {}",
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
+    }
+
+    /// What the daemon has logged so far, one JSON object a line.
+    pub fn log(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))
+            })
+            .collect()
     }
 
     /// A session as alice (deployer), without TLS.

@@ -17,7 +17,7 @@ mod review;
 mod table;
 
 #[derive(Parser)]
-#[command(name = "veilctl", version, about = "Infraveil admin CLI")]
+#[command(name = "veilctl", version = infraveil::VERSION, about = "Infraveil admin CLI")]
 struct Cli {
     #[arg(long, env = "VEIL_ADMIN_URL", global = true)]
     admin_url: Option<String>,
@@ -40,6 +40,12 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print a shell completion script: `veilctl completions bash >
+    /// /etc/bash_completion.d/veilctl` (or zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Check that the daemon's admin API answers (and, with a token, that the
     /// token is accepted).
     Health,
@@ -260,6 +266,18 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completions { shell } = cli.command {
+        // Offline: a completion script needs no daemon.
+        // Into a buffer first: clap_complete panics on a write error, and
+        // `veilctl completions bash | head` closes the pipe early.
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "veilctl", &mut script);
+        return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        };
+    }
     if let Command::Check {
         sql,
         identity,
@@ -360,7 +378,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Access { command } => {
             std::process::exit(review::run(&api, &command, cli.output)?);
         }
-        Command::Check { .. } | Command::Audit { .. } | Command::Policy { .. } => {
+        Command::Check { .. }
+        | Command::Audit { .. }
+        | Command::Policy { .. }
+        | Command::Completions { .. } => {
             unreachable!("handled above")
         }
     }
