@@ -265,18 +265,23 @@ fn main() {
     }
 }
 
+/// `veilctl completions SHELL`, generated from the CLI itself.
+fn print_completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    // Into a buffer first: clap_complete panics on a write error, and
+    // `veilctl completions bash | head` closes the pipe early.
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "veilctl", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Completions { shell } = cli.command {
         // Offline: a completion script needs no daemon.
-        // Into a buffer first: clap_complete panics on a write error, and
-        // `veilctl completions bash | head` closes the pipe early.
-        let mut command = <Cli as clap::CommandFactory>::command();
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut command, "veilctl", &mut script);
-        return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-            _ => Ok(()),
-        };
+        return print_completions(shell);
     }
     if let Command::Check {
         sql,

@@ -18,9 +18,11 @@ use tracing::{info, warn};
 
 use super::Shared;
 use crate::approvals::{ApprovalError, ApprovalView, Approvals, Binding, NewRequest, Status};
-use crate::policy::ApprovalMode;
+use crate::auth::CredentialSource;
 use crate::policy::inspect::{Held, SessionInfo};
+use crate::policy::{ApprovalMode, PolicySet};
 use crate::protocol::{FrameReader, PgError};
+use crate::upstream::UpstreamConnector;
 
 /// What to do with the held message.
 pub enum Outcome {
@@ -41,6 +43,32 @@ pub struct Asked<'a> {
     pub values: crate::approvals::Values<'a>,
 }
 
+/// What holding a statement needs of the firewall, and nothing more.
+pub struct Gate<'a> {
+    pub approvals: &'a Arc<Approvals>,
+    /// For the preview, which logs in as the role's upstream user.
+    pub upstream: &'a UpstreamConnector,
+    /// For the grant's reason, shown to approvers.
+    pub credentials: &'a dyn CredentialSource,
+    pub policies: Arc<PolicySet>,
+    /// How much a waiting client may send before it stops being read.
+    pub max_message_bytes: usize,
+}
+
+impl<'a> Gate<'a> {
+    /// The firewall's gate; `None` without an admin API, where approvals
+    /// would be decided.
+    pub fn of(shared: &'a Shared) -> Option<Gate<'a>> {
+        Some(Gate {
+            approvals: shared.approvals.as_ref()?,
+            upstream: &shared.upstream,
+            credentials: shared.credentials.as_ref(),
+            policies: shared.policies(),
+            max_message_bytes: shared.limits.max_message_bytes,
+        })
+    }
+}
+
 /// Decide the fate of a held statement (see the module doc).
 pub async fn hold<R: AsyncRead + Unpin>(
     shared: &Arc<Shared>,
@@ -50,11 +78,38 @@ pub async fn hold<R: AsyncRead + Unpin>(
     client: &mut FrameReader<R>,
     cancel: &Notify,
 ) -> Outcome {
-    let Some(approvals) = &shared.approvals else {
-        return Outcome::Refuse(held.error.clone());
-    };
-    let Some(upstream_user) = shared
-        .policies()
+    match Gate::of(shared) {
+        Some(gate) => gate.hold(info, held, asked, client, cancel).await,
+        // Nowhere to ask: the statement is refused, saying so.
+        None => Outcome::Refuse(held.error.clone()),
+    }
+}
+
+impl Gate<'_> {
+    /// [`hold`] through this gate.
+    pub async fn hold<R: AsyncRead + Unpin>(
+        &self,
+        info: &SessionInfo,
+        held: &Held,
+        asked: &Asked<'_>,
+        client: &mut FrameReader<R>,
+        cancel: &Notify,
+    ) -> Outcome {
+        hold_at(self, info, held, asked, client, cancel).await
+    }
+}
+
+async fn hold_at<R: AsyncRead + Unpin>(
+    gate: &Gate<'_>,
+    info: &SessionInfo,
+    held: &Held,
+    asked: &Asked<'_>,
+    client: &mut FrameReader<R>,
+    cancel: &Notify,
+) -> Outcome {
+    let approvals = gate.approvals;
+    let Some(upstream_user) = gate
+        .policies
         .role(&info.role)
         .map(|r| r.upstream_user.clone())
     else {
@@ -68,7 +123,7 @@ pub async fn hold<R: AsyncRead + Unpin>(
         hash: crate::approvals::bound_hash(asked.sql, asked.types, asked.values),
     };
     let q = Question {
-        shared,
+        gate,
         approvals,
         info,
         held,
@@ -83,7 +138,7 @@ pub async fn hold<R: AsyncRead + Unpin>(
 
 /// One held statement and everything its request is made of.
 struct Question<'a> {
-    shared: &'a Arc<Shared>,
+    gate: &'a Gate<'a>,
     approvals: &'a Arc<Approvals>,
     info: &'a SessionInfo,
     held: &'a Held,
@@ -132,7 +187,7 @@ async fn wait<R: AsyncRead + Unpin>(
     client: &mut FrameReader<R>,
     cancel: &Notify,
 ) -> Outcome {
-    let (shared, approvals) = (q.shared, q.approvals);
+    let approvals = q.approvals;
     let (req, mut rx, _) = match ask(q).await {
         Ok(r) => r,
         Err(e) => return Outcome::Refuse(unavailable(&e)),
@@ -146,7 +201,7 @@ async fn wait<R: AsyncRead + Unpin>(
     // Read ahead from the client only to notice it leaving; what it sends
     // meanwhile stays buffered, in order, up to the message size limit.
     let mut watch_client = true;
-    let limit = shared.limits.max_message_bytes;
+    let limit = q.gate.max_message_bytes;
     info!(approval = %req.id, "waiting for approval");
     loop {
         tokio::select! {
@@ -214,7 +269,7 @@ async fn ask(
 ) -> Result<(ApprovalView, tokio::sync::watch::Receiver<Status>, String), ApprovalError> {
     let (info, held) = (q.info, q.held);
     let preview = crate::approvals::preview::preview(
-        &q.shared.upstream,
+        q.gate.upstream,
         &q.binding.upstream_user,
         &info.database,
         q.asked.sql,
@@ -235,12 +290,12 @@ async fn ask(
                 q.asked.values,
             ),
             kind: q
-                .shared
-                .policies()
+                .gate
+                .policies
                 .identity(&info.identity)
                 .map(|i| crate::policy::engine::kind_name(i.kind).to_owned())
                 .unwrap_or_default(),
-            grant_reason: q.shared.credentials.reason(&info.credential_id),
+            grant_reason: q.gate.credentials.reason(&info.credential_id),
             class: held.class,
             tables: held.tables.clone(),
             rule: held.rule.clone(),
@@ -283,3 +338,6 @@ fn unavailable(e: &ApprovalError) -> PgError {
 fn unavailable_text(why: &str) -> PgError {
     PgError::approval_unavailable(why)
 }
+
+#[cfg(test)]
+mod tests;
