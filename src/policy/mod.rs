@@ -2,6 +2,18 @@
 //! the least-privilege PostgreSQL user it logs in as) and identities (a name and
 //! a kind). Loading validates everything up front and names the file, the key
 //! and the fix, so a typo never silently widens or narrows access.
+//!
+//! The decision, from the engine to the audit record, is one [`Action`]
+//! (allow, deny, hold) carried with more or less around it:
+//! - the engine gives each statement a [`Verdict`] (the action, its rule,
+//!   class and reason) and a whole string a [`Judgement`] (each verdict and
+//!   the one that stands);
+//! - the inspector ([`inspect`]) turns that into an
+//!   [`inspect::Inspection`]: an [`inspect::Decision`] (the action with
+//!   what acting on it needs: the client's error for a denial, an
+//!   [`inspect::Held`] for a hold) and the facts the proxy and the log use;
+//! - the proxy's trail moves the inspection's action, rule and tables into
+//!   the `statement` record, where the action is `decision`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -20,21 +20,11 @@
 use crate::audit::{Audit, AuditError, Event};
 use crate::classify::Class;
 use crate::policy::Action;
-use crate::policy::inspect::SessionInfo;
+use crate::policy::inspect::{Inspection, SessionInfo};
 
 /// Longest statement text kept in a record; longer text is cut and its
 /// SHA-256 kept instead of the rest.
 const MAX_TEXT: usize = 64 * 1024;
-
-/// What the audit log says about one decision (moved into the record).
-pub struct Decided {
-    pub class: Option<Class>,
-    pub decision: Action,
-    pub rule: Option<String>,
-    pub tables: Vec<String>,
-    /// See [`crate::policy::inspect::Inspection::rollback_undoes`].
-    pub rollback_undoes: bool,
-}
 
 /// The frontend's side: statement numbers and records not yet handed to
 /// the log.
@@ -144,8 +134,10 @@ impl Trail {
         self.runs(ends, false);
     }
 
-    /// Record a statement and its decision; returns its number.
-    pub fn statement(&mut self, via: &'static str, sql: &str, d: Decided) -> u64 {
+    /// Record a statement and the inspection that decided it (its rule and
+    /// tables move into the record); returns its number.
+    pub fn statement(&mut self, via: &'static str, sql: &str, d: &mut Inspection) -> u64 {
+        let decision = d.decision.action();
         self.next += 1;
         let redacted = crate::classify::redact(sql);
         let text = if redacted.len() > MAX_TEXT {
@@ -168,7 +160,7 @@ impl Trail {
         // A Parse runs nothing; each Execute of it gets its own record,
         // which covers this one too (the log is ordered).
         let ends = self.ends_block(sql);
-        if changes && d.decision == Action::Allow && via != "parse" {
+        if changes && decision == Action::Allow && via != "parse" {
             if self.may_go_early(d.class, d.rollback_undoes, ends) {
                 self.early = true;
             } else {
@@ -178,7 +170,7 @@ impl Trail {
         if via == "query" {
             self.runs(ends, true);
         }
-        self.forwards |= d.decision == Action::Allow;
+        self.forwards |= decision == Action::Allow;
         self.events.push(Event::Statement {
             session: self.session,
             statement: self.next,
@@ -188,9 +180,9 @@ impl Trail {
             via,
             text,
             class: d.class.map(|c| c.to_string()),
-            tables: d.tables,
-            decision: d.decision,
-            rule: d.rule,
+            tables: std::mem::take(&mut d.tables),
+            decision,
+            rule: d.rule.take(),
             approval: None,
             ran: None,
         });
@@ -310,12 +302,10 @@ mod tests {
         t.statement(
             "query",
             sql,
-            Decided {
+            &mut Inspection {
                 class: Some(class),
-                decision: Action::Allow,
-                rule: None,
-                tables: vec![],
                 rollback_undoes: !sql.contains("nextval"),
+                ..crate::policy::inspect::Decision::Allow.into()
             },
         );
     }

@@ -6,10 +6,10 @@ use bytes::BytesMut;
 
 use super::{Flow, Frontend, bad_message, forward};
 use crate::metrics::Metrics;
+use crate::policy::inspect::{Decision, Inspection};
 use crate::protocol::{Frame, PgError};
 use crate::proxy::relay::denials::Carrier;
 use crate::proxy::relay::{Ctx, RelayEnd};
-use crate::proxy::trail::Decided;
 
 pub(super) fn on_close(
     frame: Frame,
@@ -68,12 +68,9 @@ pub(super) fn on_function_call(
     let n = state.trail.statement(
         "function-call",
         "<FunctionCall message>",
-        Decided {
-            class: None,
-            decision: crate::policy::Action::Deny,
+        &mut Inspection {
             rule: Some("protocol.function_call".to_owned()),
-            tables: Vec::new(),
-            rollback_undoes: false,
+            ..Decision::Deny(e.clone()).into()
         },
     );
     state.model.query(n, Vec::new(), None);

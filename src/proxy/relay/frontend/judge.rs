@@ -17,7 +17,7 @@ use crate::protocol::PgError;
 use crate::proxy::Shared;
 use crate::proxy::relay::Ctx;
 use crate::proxy::state::{Effect, Gate, Lookup, SessionState, Statement};
-use crate::proxy::trail::{Decided, Trail};
+use crate::proxy::trail::Trail;
 
 /// Where `EXECUTE name` inside a statement finds `name`'s class: the
 /// session model, as PostgreSQL will see it. A name whose state is not yet
@@ -60,15 +60,7 @@ impl Judged<'_> {
     /// Record the statement with the decision made (moving rule and tables
     /// into the record); returns its number.
     pub(super) fn record(&mut self, trail: &mut Trail, via: &'static str) -> u64 {
-        let i = &mut self.inspection;
-        let decided = Decided {
-            class: i.class,
-            decision: i.decision.action(),
-            rule: i.rule.take(),
-            tables: std::mem::take(&mut i.tables),
-            rollback_undoes: i.rollback_undoes,
-        };
-        trail.statement(via, &self.logged, decided)
+        trail.statement(via, &self.logged, &mut self.inspection)
     }
 }
 
