@@ -57,7 +57,41 @@ pub async fn java_classpath(jars: &[&str]) -> Option<String> {
 
 /// Run `program args` in `tests/clients/<dir>` with `env`; fails with its
 /// output (so far, if it hangs) unless it succeeds; returns its stderr.
+///
+/// A run that hangs past the limit is run once more, and the hang is
+/// reported on stderr either way: asyncpg's 8 MB bytea step hung once in
+/// CI (see issue 17's note) and has not been seen since, so a second hang
+/// fails the test, but one alone does not sink the build.
 pub async fn run_script(program: &str, args: &[&str], dir: &str, env: &[(&str, String)]) -> String {
+    let (stdout, stderr) = match run_once(program, args, dir, env).await {
+        Ok(out) => out,
+        Err((stdout, stderr)) => {
+            eprintln!(
+                "WARNING: {args:?} did not finish in {LIMIT:?}; running it again\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+            );
+            run_once(program, args, dir, env).await.unwrap_or_else(|(again, err)| {
+                panic!(
+                    "{args:?} did not finish in {LIMIT:?}, twice\n--- stdout\n{again}\n--- stderr\n{err}\n--- the first run's stdout\n{stdout}"
+                )
+            })
+        }
+    };
+    // Which driver and version passed, in the test's output.
+    eprintln!("{stdout}");
+    stderr
+}
+
+/// How long one run of a driver's script may take.
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// One run: its (stdout, stderr), or the same so far if it hung. Panics
+/// if it fails.
+async fn run_once(
+    program: &str,
+    args: &[&str],
+    dir: &str,
+    env: &[(&str, String)],
+) -> Result<(String, String), (String, String)> {
     let logs = super::scratch_dir();
     let (out_path, err_path) = (logs.join("stdout"), logs.join("stderr"));
     let mut child = tokio::process::Command::new(program)
@@ -70,20 +104,16 @@ pub async fn run_script(program: &str, args: &[&str], dir: &str, env: &[(&str, S
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("run {program} {args:?}: {e}"));
-    let status = tokio::time::timeout(Duration::from_secs(180), child.wait()).await;
+    let status = tokio::time::timeout(LIMIT, child.wait()).await;
     let _ = child.start_kill();
+    let _ = child.wait().await;
     let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&logs);
     match status {
-        Ok(Ok(s)) if s.success() => {}
+        Ok(Ok(s)) if s.success() => Ok((stdout, stderr)),
         Ok(Ok(s)) => panic!("{args:?} failed ({s})\n--- stdout\n{stdout}\n--- stderr\n{stderr}"),
         Ok(Err(e)) => panic!("wait for {program} {args:?}: {e}"),
-        Err(_) => {
-            panic!("{args:?} did not finish in 180s\n--- stdout\n{stdout}\n--- stderr\n{stderr}")
-        }
+        Err(_) => Err((stdout, stderr)),
     }
-    // Which driver and version passed, in the test's output.
-    eprintln!("{stdout}");
-    stderr
 }
