@@ -21,6 +21,23 @@ pub struct SessionInfo {
     pub objects: std::sync::Arc<crate::classify::objects::UserObjects>,
 }
 
+#[cfg(test)]
+impl SessionInfo {
+    /// A session of `identity` as `role` on database `app`, for unit tests.
+    pub(crate) fn for_test(identity: &str, role: &str) -> SessionInfo {
+        SessionInfo {
+            id: 7,
+            identity: identity.into(),
+            role: role.into(),
+            credential_id: "g1".into(),
+            client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 5000)),
+            tls: true,
+            database: "app".into(),
+            objects: Default::default(),
+        }
+    }
+}
+
 /// Which protocol message carried the statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin<'a> {

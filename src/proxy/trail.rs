@@ -286,16 +286,7 @@ mod tests {
     use super::*;
 
     fn trail() -> Trail {
-        Trail::new(&SessionInfo {
-            id: 1,
-            identity: "alice".into(),
-            role: "deployer".into(),
-            credential_id: "g".into(),
-            client_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
-            tls: false,
-            database: "d".into(),
-            objects: Default::default(),
-        })
+        Trail::new(&SessionInfo::for_test("alice", "deployer"))
     }
 
     fn query(t: &mut Trail, class: Class, sql: &str) {

@@ -15,21 +15,13 @@ fn example() -> Arc<PolicySet> {
     )
 }
 
-fn session(identity: &str, role: &str) -> SessionInfo {
-    SessionInfo {
-        id: 1,
-        identity: identity.into(),
-        role: role.into(),
-        credential_id: "g1".into(),
-        client_addr: "127.0.0.1:5000".parse().unwrap(),
-        tls: true,
-        database: "app".into(),
-        objects: Default::default(),
-    }
-}
-
 fn inspect(i: &PolicyInspector, who: (&str, &str), sql: &str, origin: Origin<'_>) -> Inspection {
-    i.inspect(&session(who.0, who.1), &Prepared::default(), sql, origin)
+    i.inspect(
+        &SessionInfo::for_test(who.0, who.1),
+        &Prepared::default(),
+        sql,
+        origin,
+    )
 }
 
 #[test]
@@ -117,7 +109,7 @@ fn execute_is_not_prepared() {
     let mut prepared = Prepared::default();
     prepared.remember("reads", Class::Read);
     let r = i.inspect(
-        &session("alice", "writer"),
+        &SessionInfo::for_test("alice", "writer"),
         &prepared,
         "EXECUTE reads",
         Origin::Parse { statement: "s1" },
@@ -125,7 +117,7 @@ fn execute_is_not_prepared() {
     assert_eq!(r.decision, Decision::Deny(PgError::execute_not_prepared()));
     // As a simple query it runs what `reads` is now.
     let r = i.inspect(
-        &session("alice", "writer"),
+        &SessionInfo::for_test("alice", "writer"),
         &prepared,
         "EXECUTE reads",
         Origin::SimpleQuery,

@@ -95,51 +95,37 @@ impl Gate<'_> {
         client: &mut FrameReader<R>,
         cancel: &Notify,
     ) -> Outcome {
-        hold_at(self, info, held, asked, client, cancel).await
-    }
-}
-
-async fn hold_at<R: AsyncRead + Unpin>(
-    gate: &Gate<'_>,
-    info: &SessionInfo,
-    held: &Held,
-    asked: &Asked<'_>,
-    client: &mut FrameReader<R>,
-    cancel: &Notify,
-) -> Outcome {
-    let approvals = gate.approvals;
-    let Some(upstream_user) = gate
-        .policies
-        .role(&info.role)
-        .map(|r| r.upstream_user.clone())
-    else {
-        return Outcome::Refuse(unavailable_text("the role is no longer defined"));
-    };
-    let binding = Binding {
-        identity: info.identity.clone(),
-        role: info.role.clone(),
-        database: info.database.clone(),
-        upstream_user,
-        hash: crate::approvals::bound_hash(asked.sql, asked.types, asked.values),
-    };
-    let q = Question {
-        gate,
-        approvals,
-        info,
-        held,
-        asked,
-        binding,
-    };
-    match held.mode {
-        ApprovalMode::Defer => defer(&q).await,
-        ApprovalMode::Wait => wait(&q, client, cancel).await,
+        let Some(upstream_user) = self
+            .policies
+            .role(&info.role)
+            .map(|r| r.upstream_user.clone())
+        else {
+            return Outcome::Refuse(unavailable_text("the role is no longer defined"));
+        };
+        let binding = Binding {
+            identity: info.identity.clone(),
+            role: info.role.clone(),
+            database: info.database.clone(),
+            upstream_user,
+            hash: crate::approvals::bound_hash(asked.sql, asked.types, asked.values),
+        };
+        let q = Question {
+            gate: self,
+            info,
+            held,
+            asked,
+            binding,
+        };
+        match held.mode {
+            ApprovalMode::Defer => defer(&q).await,
+            ApprovalMode::Wait => wait(&q, client, cancel).await,
+        }
     }
 }
 
 /// One held statement and everything its request is made of.
 struct Question<'a> {
     gate: &'a Gate<'a>,
-    approvals: &'a Arc<Approvals>,
     info: &'a SessionInfo,
     held: &'a Held,
     asked: &'a Asked<'a>,
@@ -147,7 +133,7 @@ struct Question<'a> {
 }
 
 async fn defer(q: &Question<'_>) -> Outcome {
-    let (approvals, held) = (q.approvals, q.held);
+    let (approvals, held) = (q.gate.approvals, q.held);
     match approvals.take_approved(&q.binding).await {
         Ok(Some(req)) => {
             info!(approval = %req.id, by = ?req.decided_by, "running an approved statement");
@@ -187,7 +173,7 @@ async fn wait<R: AsyncRead + Unpin>(
     client: &mut FrameReader<R>,
     cancel: &Notify,
 ) -> Outcome {
-    let approvals = q.approvals;
+    let approvals = q.gate.approvals;
     let (req, mut rx, _) = match ask(q).await {
         Ok(r) => r,
         Err(e) => return Outcome::Refuse(unavailable(&e)),
@@ -277,6 +263,7 @@ async fn ask(
     )
     .await;
     let (req, rx, link) = q
+        .gate
         .approvals
         .request(NewRequest {
             binding: q.binding.clone(),

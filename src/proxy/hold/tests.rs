@@ -109,19 +109,6 @@ impl Drop for Fixture {
     }
 }
 
-fn session(identity: &str, role: &str) -> SessionInfo {
-    SessionInfo {
-        id: 7,
-        identity: identity.into(),
-        role: role.into(),
-        credential_id: "g1".into(),
-        client_addr: "127.0.0.1:5000".parse().unwrap(),
-        tls: true,
-        database: "app".into(),
-        objects: Default::default(),
-    }
-}
-
 fn held(mode: ApprovalMode) -> Held {
     Held {
         class: Class::Destructive,
@@ -175,7 +162,10 @@ fn refused_id(o: &Outcome) -> String {
 async fn defer_asks_once_and_runs_an_approval_exactly_once() {
     let f = Fixture::new();
     let gate = f.gate();
-    let (info, held) = (session("ops-agent", "agent"), held(ApprovalMode::Defer));
+    let (info, held) = (
+        SessionInfo::for_test("ops-agent", "agent"),
+        held(ApprovalMode::Defer),
+    );
     let (mut client, _keep) = quiet_client();
     let cancel = Notify::new();
     let first = gate
@@ -189,7 +179,7 @@ async fn defer_asks_once_and_runs_an_approval_exactly_once() {
     assert_eq!(refused_id(&again), id);
     assert_eq!(f.approvals.list(false).len(), 1);
     // Another text, or another identity, is another binding.
-    let other = session("alice", "agent");
+    let other = SessionInfo::for_test("alice", "agent");
     let theirs = gate
         .hold(&other, &held, &asked(), &mut client, &cancel)
         .await;
@@ -222,7 +212,10 @@ async fn waiting(
         let f = f.clone();
         tokio::spawn(async move {
             let mut client = client;
-            let (info, held) = (session("alice", "deployer"), held(ApprovalMode::Wait));
+            let (info, held) = (
+                SessionInfo::for_test("alice", "deployer"),
+                held(ApprovalMode::Wait),
+            );
             f.gate()
                 .hold(&info, &held, &asked(), &mut client, &cancel)
                 .await
