@@ -249,6 +249,13 @@ pub fn leading_keywords(sql: &str) -> Option<Vec<String>> {
     )
 }
 
+/// Each statement of `sql` as a text of its own, split by PostgreSQL's
+/// parser, so each can be planned alone (`EXPLAIN` takes one statement);
+/// `None` if it does not parse.
+pub fn statement_texts(sql: &str) -> Option<Vec<String>> {
+    pg::split(sql).ok()
+}
+
 /// The class of setting `name` to `value` (a start-up parameter: the text
 /// as the client sent it), with why: the same rules as `SET`.
 pub fn setting(name: &str, value: &str) -> (Class, String) {

@@ -75,7 +75,7 @@ pub struct Held {
 
 /// A decision and the class of the statement it is about (`None` when the
 /// inspector does not classify), for metrics and the audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Inspection {
     pub decision: Decision,
     pub class: Option<Class>,
@@ -92,6 +92,9 @@ pub struct Inspection {
     /// transaction block it may go upstream before its record is durable.
     /// False when not known.
     pub rollback_undoes: bool,
+    /// The role limits how many rows a write may change: the proxy plans
+    /// the statements first, and over a limit the decision is this check's.
+    pub row_check: Option<std::sync::Arc<crate::policy::limits::RowCheck>>,
 }
 
 /// What one statement does to the session's names, and how the policy
@@ -114,6 +117,7 @@ impl From<Decision> for Inspection {
             tables: Vec::new(),
             effects: Vec::new(),
             rollback_undoes: false,
+            row_check: None,
         }
     }
 }

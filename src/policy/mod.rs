@@ -25,6 +25,7 @@ use crate::classify::Class;
 mod enforce;
 pub mod engine;
 pub mod inspect;
+pub mod limits;
 
 pub use enforce::PolicyInspector;
 pub use engine::{Action, Engine, Judgement, Prepared, PreparedClasses, Verdict};
@@ -97,6 +98,20 @@ pub struct Role {
     /// Functions this role may call that the classifier does not know as safe.
     #[serde(default)]
     pub safe_functions: Vec<String>,
+    /// Row-estimate holds: a `write` DELETE, UPDATE or MERGE the planner
+    /// expects to change more rows than this counts as `destructive`.
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+    /// The same, as a share of the changed table's rows (0 < f ≤ 1).
+    #[serde(default)]
+    pub max_rows_fraction: Option<f64>,
+}
+
+impl Role {
+    /// Whether writes of this role are planned before they run.
+    pub fn limits_rows(&self) -> bool {
+        self.max_rows.is_some() || self.max_rows_fraction.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,6 +219,14 @@ impl PolicySet {
             if let Some(ttl) = &role.max_ttl {
                 crate::config::parse_duration(ttl)
                     .map_err(|e| self.err_at(&key, format!("max_ttl: {e}")))?;
+            }
+            if let Some(f) = role.max_rows_fraction
+                && !(f > 0.0 && f <= 1.0)
+            {
+                return Err(self.err_at(
+                    &key,
+                    format!("max_rows_fraction must be above 0 and at most 1, not {f}"),
+                ));
             }
             for c in &role.approve {
                 if role.allow.contains(c) || role.deny.contains(c) {

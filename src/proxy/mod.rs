@@ -2,12 +2,14 @@
 //! ([`server`]), one session state machine per client ([`session`]), the
 //! message relay between client and PostgreSQL ([`relay`]), held statements
 //! waiting for approval ([`hold`]), the upstream databases' user-defined
-//! objects ([`catalog`]), the registry that maps cancel keys and lets
+//! objects ([`catalog`]), row estimates for roles with row limits
+//! ([`estimate`]), the registry that maps cancel keys and lets
 //! grants end live sessions ([`registry`]) and the [`sweeper`] that does.
 //! Authentication is [`crate::auth`]'s, the upstream login
 //! [`crate::upstream`]'s and TLS [`crate::net`]'s.
 
 pub mod catalog;
+pub mod estimate;
 pub mod hold;
 pub mod registry;
 pub mod relay;
@@ -50,6 +52,8 @@ pub struct Shared {
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
     pub audit: crate::audit::Audit,
     pub catalogs: catalog::Catalogs,
+    /// Side connections that size the writes of roles with row limits.
+    pub planner: estimate::Planner,
     /// Clients between connecting and being logged in (`limits.max_authenticating`).
     pub authenticating: tokio::sync::Semaphore,
 }

@@ -19,6 +19,11 @@ use crate::config::UpstreamConfig;
 use crate::net::stream::Stream;
 use crate::protocol::{ErrorFields, Frame, FrameReader, sqlstate};
 
+pub mod plan;
+mod query;
+
+pub use query::{Param, Rows};
+
 /// Backend messages from PostgreSQL are trusted but still bounded.
 pub const MAX_BACKEND_MESSAGE: usize = 1 << 30;
 
@@ -343,68 +348,7 @@ fn md5_digest(data: &[u8]) -> md5::Digest {
     md5::compute(data)
 }
 
-/// Rows of a simple query, every value as text (`None` for NULL).
-pub type Rows = Vec<Vec<Option<String>>>;
-
-impl Upstream {
-    /// Run one simple query and collect its rows as text. For the firewall's
-    /// own small lookups (approval previews), never for client traffic.
-    /// An `ErrorResponse` becomes `Err` with PostgreSQL's message.
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Rows, UpstreamError> {
-        let mut buf = BytesMut::new();
-        pgwire::messages::simplequery::Query::new(sql.to_owned()).encode(&mut buf)?;
-        self.reader.get_mut().write_all(&buf).await?;
-        self.reader.get_mut().flush().await?;
-        let mut rows = Vec::new();
-        let mut error = None;
-        loop {
-            let frame = next(&mut self.reader).await?;
-            match frame.tag() {
-                b'D' => rows.push(
-                    data_row(frame.body())
-                        .ok_or_else(|| UpstreamError::Protocol("malformed DataRow".into()))?,
-                ),
-                b'E' => {
-                    let fields = ErrorFields::decode(&frame.bytes);
-                    let message = fields
-                        .as_ref()
-                        .and_then(|f| f.message())
-                        .unwrap_or("error without a message")
-                        .to_owned();
-                    error = Some(message);
-                }
-                b'Z' => break,
-                // RowDescription, CommandComplete, notices, parameter status.
-                _ => {}
-            }
-        }
-        match error {
-            Some(m) => Err(UpstreamError::Query(m)),
-            None => Ok(rows),
-        }
-    }
-}
-
-/// Split a `DataRow` body into text values.
-fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
-    let n = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
-    let mut rest = &body[2..];
-    let mut out = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n {
-        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-        rest = &rest[4..];
-        if len < 0 {
-            out.push(None);
-            continue;
-        }
-        let v = rest.get(..len as usize)?;
-        out.push(Some(String::from_utf8_lossy(v).into_owned()));
-        rest = &rest[len as usize..];
-    }
-    Some(out)
-}
-
-async fn next(reader: &mut FrameReader<Stream>) -> Result<Frame, UpstreamError> {
+pub(crate) async fn next(reader: &mut FrameReader<Stream>) -> Result<Frame, UpstreamError> {
     match reader.next().await {
         Ok(Some(f)) => Ok(f),
         Ok(None) => Err(UpstreamError::Protocol(

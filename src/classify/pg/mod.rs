@@ -82,6 +82,15 @@ pub(crate) fn read(sql: &str) -> Result<Vec<PgStatement>, String> {
     stacker::maybe_grow(RED_ZONE, STACK, || read_on_stack(sql))
 }
 
+/// Each statement's own text, as PostgreSQL's parser splits `sql`.
+pub(crate) fn split(sql: &str) -> Result<Vec<String>, String> {
+    stacker::maybe_grow(RED_ZONE, STACK, || {
+        pg_query::split_with_parser(sql)
+            .map(|v| v.into_iter().map(str::to_owned).collect())
+            .map_err(|e| e.to_string())
+    })
+}
+
 fn read_on_stack(sql: &str) -> Result<Vec<PgStatement>, String> {
     let parsed = pg_query::parse(sql, 0).map_err(|e| match e {
         pg_query::Error::Parse(m) => m,

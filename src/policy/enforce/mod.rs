@@ -121,6 +121,21 @@ impl Inspector for PolicyInspector {
             .iter()
             .all(|s| !s.outlives_rollback && s.executes.is_none() && s.functions.is_empty())
             && !session.objects.write_outlives_rollback(&tables);
+        // Only a role with row limits pays for this, and only for writes.
+        let row_check = match (&decision, engine.policies().role(&session.role)) {
+            (Decision::Deny(_), _) | (_, None) => None,
+            (_, Some(role)) if !role.limits_rows() => None,
+            (_, Some(role)) => super::limits::row_check(
+                &engine,
+                session,
+                role,
+                sql,
+                &analysis,
+                &j,
+                (&tables, &relations),
+                mode(&engine, session),
+            ),
+        };
         Inspection {
             decision,
             class: Some(v.class),
@@ -128,6 +143,7 @@ impl Inspector for PolicyInspector {
             tables,
             effects,
             rollback_undoes,
+            row_check,
         }
     }
 

@@ -72,6 +72,9 @@ pub struct Statement {
     pub param_types: Vec<u32>,
     /// See [`crate::policy::inspect::Inspection::rollback_undoes`].
     pub rollback_undoes: bool,
+    /// The role limits the rows it may change: each `Bind` of it is
+    /// planned with its values first.
+    pub row_check: Option<Arc<crate::policy::limits::RowCheck>>,
 }
 
 impl Statement {
@@ -84,6 +87,7 @@ impl Statement {
             effect: None,
             param_types: Vec::new(),
             rollback_undoes: false,
+            row_check: None,
         })
     }
 }

@@ -6,9 +6,11 @@ use bytes::BytesMut;
 use pgwire::messages::extendedquery::Bind;
 
 use super::{
-    AfterHold, Flow, Frontend, HeldMessage, audit_unhealthy, bad_message, forward, invalid_utf8,
-    not_running, refused, too_many_names,
+    AfterHold, EstimateMessage, Flow, Frontend, HeldMessage, audit_unhealthy, bad_message,
+    forward, invalid_utf8, not_running, refused, too_many_names,
 };
+use crate::policy::inspect::{Decision, Inspection};
+use crate::proxy::estimate::Sized;
 use crate::protocol::{Frame, PgError};
 use crate::proxy::relay::denials::Carrier;
 use crate::proxy::relay::{Ctx, RelayEnd};
@@ -55,6 +57,60 @@ pub(super) fn on_bind(
         }
         Lookup::Found(s) => s,
     };
+    // A limited role's write is planned with these values first; over a
+    // limit, the decision is the one for `destructive`.
+    if let Some(check) = &statement.row_check
+        && !matches!(statement.gate, Gate::Refused)
+    {
+        match state.sized_for(&frame) {
+            None => {
+                let Some(b) = decode_bind(&frame) else {
+                    return Err(bad_message("Bind"));
+                };
+                let params = bind_values(&b)
+                    .into_iter()
+                    .map(|(binary, v)| (binary, v.map(bytes::Bytes::copy_from_slice)))
+                    .collect();
+                return Ok(Flow::Estimate(Box::new(EstimateMessage {
+                    check: check.clone(),
+                    types: statement.param_types.clone(),
+                    params,
+                    frame,
+                })));
+            }
+            Some(Sized::Within(_)) => {}
+            Some(Sized::Over(why)) => {
+                let (decision, class, rule) = check.over(&why);
+                let mut inspection = Inspection {
+                    class: Some(class),
+                    rule: Some(rule),
+                    tables: check.tables().to_vec(),
+                    ..decision.into()
+                };
+                match std::mem::replace(&mut inspection.decision, Decision::Allow) {
+                    Decision::Deny(e) => {
+                        inspection.decision = Decision::Deny(e.clone());
+                        state.trail.statement("bind", &statement.text, &mut inspection);
+                        return refuse(out, state.model, e);
+                    }
+                    Decision::Hold(held) if ctx.shared.audit.healthy() => {
+                        return Ok(Flow::Hold(Box::new(HeldMessage {
+                            held,
+                            sql: statement.text.clone(),
+                            param_types: statement.param_types.clone(),
+                            then: AfterHold::Bind {
+                                portal: portal.to_owned(),
+                                statement: statement.clone(),
+                            },
+                            frame,
+                        })));
+                    }
+                    Decision::Hold(_) => return refuse(out, state.model, audit_unhealthy()),
+                    Decision::Allow => {}
+                }
+            }
+        }
+    }
     match &statement.gate {
         Gate::Free | Gate::Recorded => {
             state.model.bind(portal, statement.clone(), None);

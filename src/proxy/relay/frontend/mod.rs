@@ -37,6 +37,9 @@ use super::{Ctx, FLUSH_AT, RelayEnd};
 use crate::metrics::Metrics;
 use crate::net::stream::Stream;
 use crate::policy::inspect::Held;
+use crate::policy::limits::RowCheck;
+use crate::proxy::estimate::Sized;
+use crate::upstream::Param;
 use crate::protocol::frame::FrameError;
 use crate::protocol::{Frame, FrameReader, PgError};
 use crate::proxy::Shared;
@@ -65,6 +68,19 @@ fn invalid_utf8() -> PgError {
 struct Frontend<'a> {
     trail: Trail,
     model: &'a SessionState,
+    /// The planner's answer for the frame about to be handled again (see
+    /// [`Flow::Estimate`]), with that frame's bytes.
+    sized: Option<(BytesMut, Sized)>,
+}
+
+impl Frontend<'_> {
+    /// The row estimate made for `frame`, if one was.
+    fn sized_for(&mut self, frame: &Frame) -> Option<Sized> {
+        match self.sized.take() {
+            Some((bytes, sized)) if bytes == frame.bytes => Some(sized),
+            _ => None,
+        }
+    }
 }
 
 /// What to do after one client frame.
@@ -78,6 +94,17 @@ enum Flow {
     /// has not answered yet may have changed: wait for the answer, then
     /// handle the message again.
     Stall(Frame),
+    /// The role limits how many rows a write may change: plan it on a
+    /// side connection, then handle the message again with the answer.
+    Estimate(Box<EstimateMessage>),
+}
+
+struct EstimateMessage {
+    frame: Frame,
+    check: Arc<RowCheck>,
+    /// For a Bind: the statement's parameter types and the values bound.
+    types: Vec<u32>,
+    params: Vec<Param>,
 }
 
 struct HeldMessage {
@@ -123,6 +150,7 @@ pub(super) async fn client_to_upstream(
     let mut state = Frontend {
         trail: Trail::new(ctx.info),
         model,
+        sized: None,
     };
     let protocol_error = |e: &FrameError| {
         Metrics::inc(&shared.metrics.protocol_errors_total);
@@ -162,6 +190,25 @@ pub(super) async fn client_to_upstream(
                         return end;
                     }
                     next = Some(frame);
+                    continue;
+                }
+                Flow::Estimate(m) => {
+                    // What came before runs first; the plan is of the
+                    // database as this statement will find it.
+                    if let Err(end) = send(&mut state, &mut out, up, shared).await {
+                        return end;
+                    }
+                    let sized = shared
+                        .planner
+                        .size(
+                            &shared.upstream,
+                            &ctx.info.database,
+                            &m.check,
+                            (&m.types, &m.params),
+                        )
+                        .await;
+                    state.sized = Some((m.frame.bytes.clone(), sized));
+                    next = Some(m.frame);
                     continue;
                 }
                 Flow::Hold(m) => {

@@ -97,6 +97,7 @@ pub(super) fn on_parse(
                 effect,
                 param_types,
                 rollback_undoes: j.inspection.rollback_undoes,
+                row_check: j.inspection.row_check.take(),
             });
             state.model.parse(&name, statement);
             forward(out, &frame)

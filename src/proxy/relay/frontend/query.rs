@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::judge::{effects, judge};
-use super::{AfterHold, Flow, Frontend, HeldMessage, bad_message, forward};
+use super::{AfterHold, EstimateMessage, Flow, Frontend, HeldMessage, bad_message, forward};
+use crate::proxy::estimate::Sized;
 use crate::policy::inspect::{Decision, Origin};
 use crate::protocol::Frame;
 use crate::proxy::relay::denials::Carrier;
@@ -25,6 +26,27 @@ pub(super) fn on_query(
     let Some(mut j) = judge(raw, true, Origin::SimpleQuery, ctx, state.model) else {
         return Ok(Flow::Stall(frame));
     };
+    // A limited role's write is planned first; over a limit, the
+    // decision is the one for `destructive`.
+    if let Some(check) = j.inspection.row_check.take() {
+        match state.sized_for(&frame) {
+            None => {
+                return Ok(Flow::Estimate(Box::new(EstimateMessage {
+                    frame,
+                    check,
+                    types: Vec::new(),
+                    params: Vec::new(),
+                })));
+            }
+            Some(Sized::Within(_)) => {}
+            Some(Sized::Over(why)) => {
+                let (decision, class, rule) = check.over(&why);
+                j.inspection.decision = decision;
+                j.inspection.class = Some(class);
+                j.inspection.rule = Some(rule);
+            }
+        }
+    }
     let n = j.record(&mut state.trail, "query");
     let defines = std::mem::take(&mut j.inspection.effects);
     let sql = &j.logged;

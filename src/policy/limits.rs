@@ -1,0 +1,164 @@
+//! Row-estimate holds. For a role with `max_rows` or `max_rows_fraction`,
+//! a `write` DELETE, UPDATE or MERGE is planned before it runs, and counts
+//! as `destructive` when the planner expects it to change more rows than
+//! the role allows: syntax proves `WHERE id > 0` bounded, only the planner
+//! sees that it is every row. This module decides which statements need a
+//! plan and what stands when one is over; the proxy asks the planner.
+
+use std::sync::Arc;
+
+use super::engine::{Action, Engine, Judgement, Verdict};
+use super::enforce::{denied, held};
+use super::inspect::{Decision, Held, SessionInfo};
+use super::{ApprovalMode, Role};
+use crate::classify::{Analysis, Class, TableName};
+
+/// What the proxy must plan before a limited role's write runs, and the
+/// decision that stands if the plan is over a limit or cannot be made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowCheck {
+    /// Each statement to plan, alone (PostgreSQL's own split).
+    pub statements: Vec<String>,
+    pub max_rows: Option<u64>,
+    pub max_rows_fraction: Option<f64>,
+    /// The plan is made as the role's upstream user, who sees what it sees.
+    pub upstream_user: String,
+    /// Set when the string cannot be planned at all (an `EXECUTE` of a
+    /// prepared write, a string PostgreSQL's parser does not split): it is
+    /// over without asking, failing closed.
+    pub unplannable: Option<String>,
+    /// The string judged as `destructive` by the role's rules.
+    over: Verdict,
+    mode: ApprovalMode,
+    tables: Vec<String>,
+    relations: Vec<TableName>,
+}
+
+/// The first keywords of the statements a plan can size.
+const PLANNED: [&str; 4] = ["DELETE", "UPDATE", "MERGE", "WITH"];
+
+impl RowCheck {
+    /// The decision for a string the planner sizes over a limit (or could
+    /// not size), with `why` as its reason; and the class and rule it is
+    /// then recorded under.
+    pub fn over(&self, why: &str) -> (Decision, Class, String) {
+        let v = Verdict {
+            reason: why.to_owned(),
+            ..self.over.clone()
+        };
+        let decision = match v.action {
+            Action::Allow => Decision::Allow,
+            Action::Deny => Decision::Deny(denied(&v)),
+            Action::Hold => Decision::Hold(Box::new(Held {
+                class: v.class,
+                rule: v.rule.clone(),
+                reason: v.reason.clone(),
+                tables: self.tables.clone(),
+                relations: self.relations.clone(),
+                approvers: v.approvers.clone(),
+                mode: self.mode,
+                error: held(&v),
+            })),
+        };
+        (decision, v.class, v.rule)
+    }
+
+    /// The tables the string touches, `schema.name`.
+    pub fn tables(&self) -> &[String] {
+        &self.tables
+    }
+
+    /// `max_rows 100` / `max_rows_fraction 0.25` / both, for reasons.
+    pub fn limits(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.max_rows {
+            parts.push(format!("max_rows {n}"));
+        }
+        if let Some(f) = self.max_rows_fraction {
+            parts.push(format!("max_rows_fraction {f}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The check a judged string needs, if any: only for a role with limits,
+/// only when a statement of it is a `write` the planner can size, and only
+/// when `destructive` would be decided differently (a role that allows
+/// `destructive` loses nothing by skipping the plan).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn row_check(
+    engine: &Engine,
+    session: &SessionInfo,
+    role: &Role,
+    sql: &str,
+    analysis: &Analysis,
+    j: &Judgement,
+    (tables, relations): (&[String], &[TableName]),
+    mode: ApprovalMode,
+) -> Option<Arc<RowCheck>> {
+    let sized: Vec<usize> = analysis
+        .statements
+        .iter()
+        .zip(&j.verdicts)
+        .enumerate()
+        .filter(|(_, (_, v))| v.action != Action::Deny && v.class == Class::Write)
+        .map(|(i, _)| i)
+        .collect();
+    if sized.is_empty() {
+        return None;
+    }
+    let over = engine.decide_class(
+        &session.identity,
+        &session.role,
+        Class::Destructive,
+        relations,
+    );
+    if over.action == Action::Allow {
+        return None;
+    }
+    let texts = if analysis.statements.len() == 1 {
+        Some(vec![sql.to_owned()])
+    } else {
+        crate::classify::statement_texts(sql)
+            .filter(|t| t.len() == analysis.statements.len())
+    };
+    let mut unplannable = None;
+    let mut statements = Vec::new();
+    match texts {
+        None => {
+            unplannable = Some("its statements could not be told apart to plan each".to_owned())
+        }
+        Some(texts) => {
+            for i in sized {
+                if analysis.statements[i].executes.is_some() {
+                    unplannable = Some(
+                        "an EXECUTE of a prepared statement cannot be planned apart from the session"
+                            .to_owned(),
+                    );
+                    break;
+                }
+                let text = &texts[i];
+                let first = crate::classify::leading_keywords(text)
+                    .and_then(|k| k.into_iter().next())
+                    .unwrap_or_default();
+                if PLANNED.contains(&first.as_str()) {
+                    statements.push(text.clone());
+                }
+            }
+        }
+    }
+    if unplannable.is_none() && statements.is_empty() {
+        return None;
+    }
+    Some(Arc::new(RowCheck {
+        statements,
+        max_rows: role.max_rows,
+        max_rows_fraction: role.max_rows_fraction,
+        upstream_user: role.upstream_user.clone(),
+        unplannable,
+        over,
+        mode,
+        tables: tables.to_vec(),
+        relations: relations.to_vec(),
+    }))
+}
