@@ -118,7 +118,10 @@ async fn a_delete_the_planner_sizes_over_max_rows_is_held_as_destructive() {
     assert_eq!(rows(&db), 10000, "nothing ran");
 
     // One row by its key: runs at once.
-    let n = agent.execute("DELETE FROM t WHERE id = 42", &[]).await.unwrap();
+    let n = agent
+        .execute("DELETE FROM t WHERE id = 42", &[])
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     assert_eq!(rows(&db), 9999);
     let n = agent
@@ -134,17 +137,30 @@ async fn a_delete_the_planner_sizes_over_max_rows_is_held_as_destructive() {
     let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["class"], "destructive", "{shown}");
     let reason = shown["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("about 9999 rows") || reason.contains("about 10000 rows"), "{shown}");
-    assert!(reason.contains("kB") || reason.contains("MB"), "the table's size: {shown}");
+    assert!(
+        reason.contains("about 9999 rows") || reason.contains("about 10000 rows"),
+        "{shown}"
+    );
+    assert!(
+        reason.contains("kB") || reason.contains("MB"),
+        "the table's size: {shown}"
+    );
     let (ok, _, err) = p
         .veilctl(&["approvals", "approve", &id, "--as", "oncall"])
         .await;
     assert!(ok, "{err}");
-    let n = agent.execute("DELETE FROM t WHERE id > 0", &[]).await.unwrap();
+    let n = agent
+        .execute("DELETE FROM t WHERE id > 0", &[])
+        .await
+        .unwrap();
     assert_eq!(n, 9999);
     assert_eq!(rows(&db), 0);
     let again = refused(&agent, "DELETE FROM t WHERE id > 0").await;
-    assert_ne!(request_id(&again), id, "a new request: the approval was spent");
+    assert_ne!(
+        request_id(&again),
+        id,
+        "a new request: the approval was spent"
+    );
 
     // The log has the hold as destructive, with the planner's reason.
     let payloads = p.audit_payloads(&[]).await;
@@ -184,7 +200,10 @@ async fn prepared_statements_are_planned_with_their_bound_values() {
         .expect_err("held");
     assert_eq!(sqlstate(&e), "42501", "{e}");
     assert_eq!(
-        cluster().psql(&db, "SELECT count(*) FROM t WHERE v = 'z'").unwrap().trim(),
+        cluster()
+            .psql(&db, "SELECT count(*) FROM t WHERE v = 'z'")
+            .unwrap()
+            .trim(),
         "1"
     );
     p.shutdown().await;
@@ -234,7 +253,13 @@ async fn no_estimate_fails_closed_and_roles_without_limits_plan_nothing() {
     let detail = e.detail().unwrap_or_default();
     assert!(detail.contains("no row estimate could be made"), "{detail}");
     owner.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(agent.execute("DELETE FROM t WHERE id = 1", &[]).await.unwrap(), 1);
+    assert_eq!(
+        agent
+            .execute("DELETE FROM t WHERE id = 1", &[])
+            .await
+            .unwrap(),
+        1
+    );
 
     // The side connection is the role's upstream user's, read-only.
     let side = cluster()
@@ -249,7 +274,10 @@ async fn no_estimate_fails_closed_and_roles_without_limits_plan_nothing() {
     // A role without limits never opens one.
     let other = db_name_unlimited();
     let alice = p.connect("alice", &other).await;
-    alice.execute("DELETE FROM t WHERE id > 0", &[]).await.unwrap();
+    alice
+        .execute("DELETE FROM t WHERE id > 0", &[])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let side = cluster()
         .psql(

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use super::engine::{Action, Engine, Judgement, Verdict};
 use super::enforce::{denied, held};
+use super::engine::{Action, Engine, Judgement, Verdict};
 use super::inspect::{Decision, Held, SessionInfo};
 use super::{ApprovalMode, Role};
 use crate::classify::{Analysis, Class, TableName};
@@ -119,8 +119,7 @@ pub(super) fn row_check(
     let texts = if analysis.statements.len() == 1 {
         Some(vec![sql.to_owned()])
     } else {
-        crate::classify::statement_texts(sql)
-            .filter(|t| t.len() == analysis.statements.len())
+        crate::classify::statement_texts(sql).filter(|t| t.len() == analysis.statements.len())
     };
     let mut unplannable = None;
     let mut statements = Vec::new();

@@ -128,7 +128,10 @@ impl Planner {
     }
 }
 
-async fn connect(upstream: &UpstreamConnector, (database, user): &Key) -> Result<Upstream, UpstreamError> {
+async fn connect(
+    upstream: &UpstreamConnector,
+    (database, user): &Key,
+) -> Result<Upstream, UpstreamError> {
     let params = [
         ("database".to_owned(), database.clone()),
         (

@@ -40,7 +40,10 @@ impl Upstream {
         Bind::new(
             None,
             None,
-            params.iter().map(|(binary, _)| i16::from(*binary)).collect(),
+            params
+                .iter()
+                .map(|(binary, _)| i16::from(*binary))
+                .collect(),
             params.iter().map(|(_, v)| v.clone()).collect(),
             Vec::new(),
         )

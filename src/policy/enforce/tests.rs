@@ -141,3 +141,74 @@ fn a_reload_changes_decisions_and_policies_in_one_swap() {
     assert!(after.role("readonly").is_none());
     assert!(!Arc::ptr_eq(&before, &after));
 }
+
+/// Which strings a limited role must have planned, and what stands over
+/// the limit.
+#[test]
+fn limited_roles_get_a_row_check_for_writes_the_planner_can_size() {
+    let i = PolicyInspector::new(example()).unwrap();
+    let ci = ("deploy-bot", "ci");
+    let check = |sql: &str| inspect(&i, ci, sql, Origin::SimpleQuery).row_check;
+
+    let c = check("DELETE FROM orders WHERE id > 0").expect("a bounded DELETE is sized");
+    assert_eq!(c.statements, vec!["DELETE FROM orders WHERE id > 0"]);
+    assert_eq!((c.max_rows, c.max_rows_fraction), (Some(10000), Some(0.5)));
+    assert_eq!(c.upstream_user, "app_write");
+    assert!(c.unplannable.is_none());
+    // Over the limit: held as destructive for the role's approvers.
+    let (d, class, rule) = c.over("the planner expects 20000 rows");
+    assert_eq!(class, Class::Destructive);
+    assert_eq!(rule, "roles.ci.approve");
+    let Decision::Hold(h) = d else {
+        panic!("held: {d:?}");
+    };
+    assert_eq!(h.class, Class::Destructive);
+    assert_eq!(h.reason, "the planner expects 20000 rows");
+    assert_eq!(h.approvers, vec!["oncall"]);
+
+    // Each statement of a string alone, as PostgreSQL splits it; only the
+    // writes the planner can size.
+    let c = check("SELECT 1; UPDATE orders SET status = 'x' WHERE id < 5; INSERT INTO orders (customer_id) VALUES (1)")
+        .unwrap();
+    assert_eq!(
+        c.statements,
+        vec!["UPDATE orders SET status = 'x' WHERE id < 5"]
+    );
+    let c =
+        check("WITH d AS (DELETE FROM orders WHERE id > 3 RETURNING id) SELECT count(*) FROM d")
+            .unwrap();
+    assert_eq!(c.statements.len(), 1);
+
+    // Reads, inserts, and what is denied anyway are not planned; nor is a
+    // destructive statement (already judged as one).
+    for sql in [
+        "SELECT * FROM orders",
+        "INSERT INTO orders (customer_id) VALUES (1)",
+        "DELETE FROM orders",
+        "DROP TABLE orders",
+        "DELETE FROM pg_catalog.pg_class WHERE oid = 1",
+    ] {
+        assert!(check(sql).is_none(), "{sql}");
+    }
+    // A role without limits never is.
+    let w = inspect(
+        &i,
+        ("alice", "deployer"),
+        "DELETE FROM orders WHERE id > 0",
+        Origin::SimpleQuery,
+    );
+    assert!(w.row_check.is_none());
+
+    // An EXECUTE of a prepared write cannot be planned apart from the
+    // session: it is over without asking.
+    let mut prepared = Prepared::default();
+    prepared.remember("d", Class::Write);
+    let e = i.inspect(
+        &SessionInfo::for_test("deploy-bot", "ci"),
+        &prepared,
+        "EXECUTE d(1)",
+        Origin::SimpleQuery,
+    );
+    let c = e.row_check.expect("checked");
+    assert!(c.unplannable.is_some(), "{c:?}");
+}

@@ -6,12 +6,12 @@ use bytes::BytesMut;
 use pgwire::messages::extendedquery::Bind;
 
 use super::{
-    AfterHold, EstimateMessage, Flow, Frontend, HeldMessage, audit_unhealthy, bad_message,
-    forward, invalid_utf8, not_running, refused, too_many_names,
+    AfterHold, EstimateMessage, Flow, Frontend, HeldMessage, audit_unhealthy, bad_message, forward,
+    invalid_utf8, not_running, refused, too_many_names,
 };
 use crate::policy::inspect::{Decision, Inspection};
-use crate::proxy::estimate::Sized;
 use crate::protocol::{Frame, PgError};
+use crate::proxy::estimate::Sized;
 use crate::proxy::relay::denials::Carrier;
 use crate::proxy::relay::{Ctx, RelayEnd};
 use crate::proxy::state::{Gate, Lookup, SessionState};
@@ -90,7 +90,9 @@ pub(super) fn on_bind(
                 match std::mem::replace(&mut inspection.decision, Decision::Allow) {
                     Decision::Deny(e) => {
                         inspection.decision = Decision::Deny(e.clone());
-                        state.trail.statement("bind", &statement.text, &mut inspection);
+                        state
+                            .trail
+                            .statement("bind", &statement.text, &mut inspection);
                         return refuse(out, state.model, e);
                     }
                     Decision::Hold(held) if ctx.shared.audit.healthy() => {

@@ -38,14 +38,14 @@ use crate::metrics::Metrics;
 use crate::net::stream::Stream;
 use crate::policy::inspect::Held;
 use crate::policy::limits::RowCheck;
-use crate::proxy::estimate::Sized;
-use crate::upstream::Param;
 use crate::protocol::frame::FrameError;
 use crate::protocol::{Frame, FrameReader, PgError};
 use crate::proxy::Shared;
+use crate::proxy::estimate::Sized;
 use crate::proxy::hold::{self, Outcome};
 use crate::proxy::state::{Effect, Gate, SessionState, Statement};
 use crate::proxy::trail::Trail;
+use crate::upstream::Param;
 
 /// Bytes of a `Query` or `Parse` statement, as UTF-8. Read from the raw
 /// frame, not via pgwire's decoder, which replaces invalid bytes: the

@@ -7,9 +7,9 @@ use bytes::BytesMut;
 
 use super::judge::{effects, judge};
 use super::{AfterHold, EstimateMessage, Flow, Frontend, HeldMessage, bad_message, forward};
-use crate::proxy::estimate::Sized;
 use crate::policy::inspect::{Decision, Origin};
 use crate::protocol::Frame;
+use crate::proxy::estimate::Sized;
 use crate::proxy::relay::denials::Carrier;
 use crate::proxy::relay::{Ctx, RelayEnd};
 use crate::proxy::state::Statement;
