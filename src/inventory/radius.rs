@@ -75,6 +75,12 @@ pub struct RoleRadius {
     /// The role's `tables` scope; empty: every table.
     pub tables: Vec<String>,
     pub safe_functions: Vec<String>,
+    /// Row-estimate holds: writes the planner sizes over these count as
+    /// destructive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows_fraction: Option<f64>,
     /// What PostgreSQL grants the upstream user, when it could be read.
     pub postgres: Option<PgUser>,
     /// Why it could not be read.
@@ -181,6 +187,8 @@ pub fn policy_side(
             classes,
             tables: role.tables.clone(),
             safe_functions: role.safe_functions.clone(),
+            max_rows: role.max_rows,
+            max_rows_fraction: role.max_rows_fraction,
             postgres: None,
             postgres_error: None,
             reach: Vec::new(),
@@ -290,6 +298,11 @@ pub fn summarize(identity: &str, r: &RoleRadius) -> String {
             parts.push(p);
         }
     }
+    if let Some(limit) = row_limits(r) {
+        parts.push(format!(
+            "writes the planner expects to change {limit} count as destructive"
+        ));
+    }
     let more: Vec<&Finding> = r
         .findings
         .iter()
@@ -320,6 +333,19 @@ pub fn summarize(identity: &str, r: &RoleRadius) -> String {
         parts.push(format!("PostgreSQL side unknown ({e})"));
     }
     format!("{head}: {}", parts.join("; "))
+}
+
+/// "over 100 rows or 25% of a table", when the role limits rows.
+pub fn row_limits(r: &RoleRadius) -> Option<String> {
+    let rows = r.max_rows.map(|n| format!("{n} rows"));
+    let share = r
+        .max_rows_fraction
+        .map(|f| format!("{}% of a table", f * 100.0));
+    match (rows, share) {
+        (Some(a), Some(b)) => Some(format!("over {a} or {b}")),
+        (Some(a), None) | (None, Some(a)) => Some(format!("over {a}")),
+        (None, None) => None,
+    }
 }
 
 fn reads(r: &RoleRadius) -> String {

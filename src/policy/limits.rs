@@ -63,6 +63,11 @@ impl RowCheck {
         (decision, v.class, v.rule)
     }
 
+    /// The tables the string touches, schema and name apart.
+    pub fn relations(&self) -> &[TableName] {
+        &self.relations
+    }
+
     /// The tables the string touches, `schema.name`.
     pub fn tables(&self) -> &[String] {
         &self.tables

@@ -6,8 +6,9 @@
 //! bound as the client's `Bind` gave them. Over a limit, or when no
 //! estimate can be made, the statement counts as `destructive`.
 //!
-//! Side connections are kept idle per database and user, so a limited
-//! write pays a round trip or two rather than a login.
+//! Side connections are kept idle per database and user, and the plans
+//! and the tables' figures are asked for in one round trip, so a limited
+//! write pays about one round trip and the planning, not a login.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,7 +18,7 @@ use tracing::debug;
 
 use crate::policy::limits::RowCheck;
 use crate::upstream::plan::{Change, modifications, planned_rows};
-use crate::upstream::{Param, Upstream, UpstreamConnector, UpstreamError};
+use crate::upstream::{Param, Rows, Upstream, UpstreamConnector, UpstreamError};
 
 /// Longest a whole estimate may take before it counts as over.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -151,20 +152,45 @@ struct Table {
     size: String,
 }
 
+/// Rows (statistics; -1 for a table never analysed) and size of the
+/// tables named by two parallel arrays of schemas and names.
+const TABLES: &str = "SELECT n.nspname, c.relname, c.reltuples::bigint, \
+     pg_size_pretty(pg_total_relation_size(c.oid)) \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     JOIN unnest($1::text[], $2::text[]) AS t(s, r) ON n.nspname = t.s AND c.relname = t.r";
+
+/// The plans and the catalog facts of the tables the statements name,
+/// in one round trip; a table the plan changes that the statements do not
+/// name (a rule's, an inheritance child's) costs one more.
 async fn size_with(
     conn: &mut Upstream,
     check: &RowCheck,
     (types, params): (&[u32], &[Param]),
 ) -> Result<Sized, UpstreamError> {
+    let explains: Vec<String> = check
+        .statements
+        .iter()
+        .map(|s| format!("EXPLAIN (FORMAT JSON, VERBOSE) {s}"))
+        .collect();
+    let relations = check.relations();
+    let tables_params = [
+        text_param(&array(relations.iter().map(|t| t.schema.as_str()))),
+        text_param(&array(relations.iter().map(|t| t.name.as_str()))),
+    ];
+    let mut queries: Vec<(&str, &[u32], &[Param])> = explains
+        .iter()
+        .map(|e| (e.as_str(), types, params))
+        .collect();
+    queries.push((TABLES, &[], &tables_params));
+    let mut answers = conn.pipeline(&queries).await?;
+    let facts = match answers.pop() {
+        Some(Ok(rows)) => rows,
+        Some(Err(m)) => return Err(UpstreamError::Query(m)),
+        None => Vec::new(),
+    };
     let mut changes: Vec<Change> = Vec::new();
-    for statement in &check.statements {
-        let plan = conn
-            .extended_query(
-                &format!("EXPLAIN (FORMAT JSON, VERBOSE) {statement}"),
-                types,
-                params,
-            )
-            .await?;
+    for plan in answers {
+        let plan = plan.map_err(UpstreamError::Query)?;
         let found = modifications(&plan);
         if found.is_empty() {
             return Ok(Sized::Over(format!(
@@ -192,7 +218,7 @@ async fn size_with(
             )));
         };
         total = total.saturating_add(rows);
-        let table = describe(conn, c).await?;
+        let table = describe(conn, c, &facts).await?;
         let of = match table.rows {
             Some(n) => format!("of about {n} rows, {}", table.size),
             None => format!("row count unknown, {}", table.size),
@@ -240,30 +266,30 @@ async fn size_with(
 }
 
 /// The changed table's rows (statistics, else the planner's guess for a
-/// table never analysed) and size, as the role's user sees them.
-async fn describe(conn: &mut Upstream, c: &Change) -> Result<Table, UpstreamError> {
-    let text = |s: &str| (false, Some(bytes::Bytes::copy_from_slice(s.as_bytes())));
-    let rows = conn
-        .extended_query(
-            "SELECT c.reltuples::bigint, pg_size_pretty(pg_total_relation_size(c.oid)) \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2",
-            &[],
-            &[text(&c.schema), text(&c.relation)],
-        )
-        .await?;
-    let name = format!("{}.{}", c.schema, c.relation);
-    let Some(row) = rows.first() else {
-        return Ok(Table {
-            name,
-            rows: None,
-            size: "size unknown".to_owned(),
-        });
+/// table never analysed) and size, as the role's user sees them: from
+/// `facts` when the statements named it, else read now.
+async fn describe(conn: &mut Upstream, c: &Change, facts: &Rows) -> Result<Table, UpstreamError> {
+    let field =
+        |row: &[Option<String>], i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let known = facts
+        .iter()
+        .find(|r| field(r, 0) == c.schema && field(r, 1) == c.relation)
+        .map(|r| (field(r, 2), field(r, 3)));
+    let (reltuples, size) = match known {
+        Some(k) => k,
+        None => {
+            let one = |s: &str| text_param(&array([s]));
+            let rows = conn
+                .extended_query(TABLES, &[], &[one(&c.schema), one(&c.relation)])
+                .await?;
+            match rows.first() {
+                Some(r) => (field(r, 2), field(r, 3)),
+                None => (String::new(), "size unknown".to_owned()),
+            }
+        }
     };
-    let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-    let size = field(1);
-    let mut count = field(0).parse::<i64>().ok().filter(|n| *n >= 0);
-    if count.is_none() {
+    let mut count = reltuples.parse::<i64>().ok().filter(|n| *n >= 0);
+    if count.is_none() && !reltuples.is_empty() {
         let q = format!(
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM {}",
             quote_path(&c.schema, &c.relation)
@@ -271,13 +297,41 @@ async fn describe(conn: &mut Upstream, c: &Change) -> Result<Table, UpstreamErro
         count = planned_rows(&conn.extended_query(&q, &[], &[]).await?);
     }
     Ok(Table {
-        name,
+        name: format!("{}.{}", c.schema, c.relation),
         rows: count,
         size,
     })
 }
 
+fn text_param(s: &str) -> Param {
+    (false, Some(bytes::Bytes::copy_from_slice(s.as_bytes())))
+}
+
+/// A `text[]` literal: every element double-quoted, `"` and `\` escaped.
+fn array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let quoted: Vec<String> = items
+        .into_iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
 fn quote_path(schema: &str, name: &str) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     format!("{}.{}", q(schema), q(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_literals_quote_every_element() {
+        assert_eq!(
+            array(["public", "a\"b", "c\\d", "e,f"]),
+            r#"{"public","a\"b","c\\d","e,f"}"#
+        );
+        assert_eq!(array([]), "{}");
+        assert_eq!(quote_path("a\"b", "c"), "\"a\"\"b\".\"c\"");
+    }
 }

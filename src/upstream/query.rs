@@ -36,26 +36,42 @@ impl Upstream {
         params: &[Param],
     ) -> Result<Rows, UpstreamError> {
         let mut buf = BytesMut::new();
-        Parse::new(None, sql.to_owned(), types.to_vec()).encode(&mut buf)?;
-        Bind::new(
-            None,
-            None,
-            params
-                .iter()
-                .map(|(binary, _)| i16::from(*binary))
-                .collect(),
-            params.iter().map(|(_, v)| v.clone()).collect(),
-            Vec::new(),
-        )
-        .encode(&mut buf)?;
-        Execute::new(None, 0).encode(&mut buf)?;
-        Sync::new().encode(&mut buf)?;
+        encode_extended(&mut buf, sql, types, params)?;
         self.send_and_collect(buf).await
+    }
+
+    /// Several [`Upstream::extended_query`]s in one write (one round
+    /// trip), each with its own `Sync`, so one failing does not skip the
+    /// others: each has its rows or PostgreSQL's message.
+    pub async fn pipeline(
+        &mut self,
+        queries: &[(&str, &[u32], &[Param])],
+    ) -> Result<Vec<Result<Rows, String>>, UpstreamError> {
+        let mut buf = BytesMut::new();
+        for (sql, types, params) in queries {
+            encode_extended(&mut buf, sql, types, params)?;
+        }
+        self.reader.get_mut().write_all(&buf).await?;
+        self.reader.get_mut().flush().await?;
+        let mut out = Vec::with_capacity(queries.len());
+        for _ in queries {
+            out.push(match self.collect().await {
+                Ok(rows) => Ok(rows),
+                Err(UpstreamError::Query(m)) => Err(m),
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(out)
     }
 
     async fn send_and_collect(&mut self, buf: BytesMut) -> Result<Rows, UpstreamError> {
         self.reader.get_mut().write_all(&buf).await?;
         self.reader.get_mut().flush().await?;
+        self.collect().await
+    }
+
+    /// Rows up to the next `ReadyForQuery`; an `ErrorResponse` is `Err`.
+    async fn collect(&mut self) -> Result<Rows, UpstreamError> {
         let mut rows = Vec::new();
         let mut error = None;
         loop {
@@ -85,6 +101,30 @@ impl Upstream {
             None => Ok(rows),
         }
     }
+}
+
+/// Parse, Bind, Execute and Sync of one unnamed statement.
+fn encode_extended(
+    buf: &mut BytesMut,
+    sql: &str,
+    types: &[u32],
+    params: &[Param],
+) -> Result<(), UpstreamError> {
+    Parse::new(None, sql.to_owned(), types.to_vec()).encode(buf)?;
+    Bind::new(
+        None,
+        None,
+        params
+            .iter()
+            .map(|(binary, _)| i16::from(*binary))
+            .collect(),
+        params.iter().map(|(_, v)| v.clone()).collect(),
+        Vec::new(),
+    )
+    .encode(buf)?;
+    Execute::new(None, 0).encode(buf)?;
+    Sync::new().encode(buf)?;
+    Ok(())
 }
 
 /// Split a `DataRow` body into text values.

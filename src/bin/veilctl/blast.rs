@@ -112,6 +112,11 @@ fn details(r: &RoleRadius) -> String {
             r.safe_functions.join(", ")
         }
     ));
+    if let Some(limit) = infraveil::inventory::radius::row_limits(r) {
+        out.push_str(&format!(
+            "  row limits: a write the planner expects to change {limit} counts as destructive\n"
+        ));
+    }
     let mut classes = Table::new(&["  CLASS", "DECISION", "RULE", "APPROVERS"]);
     for c in &r.classes {
         let approvers = match (&c.approvers[..], c.mode) {

@@ -197,6 +197,16 @@ fn decide(
     let span = info_span!("statement", origin = ?origin);
     let _g = span.enter();
     let inspection = shared.inspector.inspect(info, prepared, sql, origin);
+    // A simple query that is planned first is judged again with the
+    // planner's answer: counted then, once.
+    if inspection.row_check.is_none() || origin != Origin::SimpleQuery {
+        count(shared, &inspection);
+    }
+    inspection
+}
+
+/// Count (and log) a decision made.
+pub(super) fn count(shared: &Shared, inspection: &Inspection) {
     let outcome = match &inspection.decision {
         Decision::Allow => Metrics::ALLOW,
         Decision::Deny(e) => {
@@ -209,7 +219,6 @@ fn decide(
         }
     };
     shared.metrics.statement(inspection.class, outcome);
-    inspection
 }
 
 /// Count a refusal made before the inspector saw the statement.

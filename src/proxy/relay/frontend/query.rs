@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::judge::{effects, judge};
+use super::judge::{count, effects, judge};
 use super::{AfterHold, EstimateMessage, Flow, Frontend, HeldMessage, bad_message, forward};
 use crate::policy::inspect::{Decision, Origin};
 use crate::protocol::Frame;
@@ -46,6 +46,7 @@ pub(super) fn on_query(
                 j.inspection.rule = Some(rule);
             }
         }
+        count(ctx.shared, &j.inspection);
     }
     let n = j.record(&mut state.trail, "query");
     let defines = std::mem::take(&mut j.inspection.effects);
