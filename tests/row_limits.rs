@@ -292,3 +292,96 @@ async fn no_estimate_fails_closed_and_roles_without_limits_plan_nothing() {
 fn db_name_unlimited() -> String {
     db("limits_none")
 }
+
+fn bound(stmt: &str, value: i32) -> pgwire::messages::extendedquery::Bind {
+    pgwire::messages::extendedquery::Bind::new(
+        None,
+        (!stmt.is_empty()).then(|| stmt.into()),
+        vec![],
+        vec![Some(bytes::Bytes::from(value.to_string()))],
+        vec![],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_bind_of_a_pipeline_is_planned_with_its_own_values() {
+    let db = db("limits_pipeline");
+    let p = start().await;
+    let mut raw = Raw::login(p.port, "ops-agent", &db).await;
+    // Small, then large, then small again, before one Sync: the second is
+    // held (defer: an error), PostgreSQL skips the rest to Sync, and the
+    // implicit transaction they share rolls the first back, exactly as for
+    // any failed message.
+    raw.send(&parse("d", "DELETE FROM t WHERE id > $1")).await;
+    raw.send(&bound("d", 9995)).await;
+    raw.send(&execute()).await;
+    raw.send(&bound("d", 0)).await;
+    raw.send(&execute()).await;
+    raw.send(&bound("d", 9990)).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert_eq!(codes, vec!["42501"], "one refusal");
+    assert_eq!(rows(&db), 10000, "the first was rolled back with the block");
+    // After Sync the statement is usable again, with a value in bounds.
+    raw.send(&bound("d", 9990)).await;
+    raw.send(&execute()).await;
+    raw.send(&sync()).await;
+    let (_, codes, _) = raw.until_ready().await;
+    assert!(codes.is_empty(), "{codes:?}");
+    assert_eq!(rows(&db), 9990);
+    // Each Bind had its own plan: the log has the one hold as destructive.
+    let payloads = p.audit_payloads(&[]).await;
+    let holds: Vec<_> = payloads
+        .iter()
+        .filter(|r| r["type"] == "approval.requested")
+        .collect();
+    assert_eq!(
+        holds.len(),
+        1,
+        "the held Bind asked for approval: {payloads:?}"
+    );
+    assert_eq!(holds[0]["class"], "destructive");
+    assert_eq!(holds[0]["identity"], "ops-agent");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merges_ctes_and_strings_of_statements_are_planned_too() {
+    let db = db("limits_forms");
+    let p = start().await;
+    let agent = p.connect("ops-agent", &db).await;
+    for sql in [
+        "WITH gone AS (DELETE FROM t WHERE id > 0 RETURNING id) SELECT count(*) FROM gone",
+        "MERGE INTO t USING (SELECT g FROM generate_series(1, 5000) g) s ON t.id = s.g \
+         WHEN MATCHED THEN UPDATE SET v = 'm'",
+        "SELECT 1; UPDATE t SET v = 'u' WHERE id > 10; SELECT 2",
+        "UPDATE t SET v = 'a' WHERE id = 1; UPDATE t SET v = 'b' WHERE id > 1",
+    ] {
+        let e = refused(&agent, sql).await;
+        assert!(
+            e.message().contains("destructive"),
+            "{sql}: {}",
+            e.message()
+        );
+    }
+    assert_eq!(
+        cluster()
+            .psql(&db, "SELECT count(*) FROM t WHERE v <> 'x'")
+            .unwrap()
+            .trim(),
+        "0",
+        "nothing of a refused string ran"
+    );
+    // The same forms, small, run.
+    agent
+        .batch_execute(
+            "WITH gone AS (DELETE FROM t WHERE id > 9990 RETURNING id) SELECT count(*) FROM gone; \
+             UPDATE t SET v = 'a' WHERE id = 1; \
+             MERGE INTO t USING (SELECT 2 AS g) s ON t.id = s.g WHEN MATCHED THEN UPDATE SET v = 'm'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows(&db), 9990);
+    p.shutdown().await;
+}
