@@ -214,6 +214,16 @@ async fn startup_client_encoding_is_judged_as_postgres_judges_it() {
                 let (_, codes, _) = raw.pipeline_query("SELECT 'ünïcödé'").await;
                 assert!(codes.is_empty(), "{name:?}: {codes:?}");
             }
+            // psql under a C locale: PostgreSQL would not convert, and a
+            // UTF8 database reads the same bytes as UTF8 does.
+            Ok((_, status)) if status["client_encoding"] == "SQL_ASCII" => {
+                let (mut raw, theirs) = through.unwrap_or_else(|e| {
+                    panic!("{name:?}: PostgreSQL says SQL_ASCII, refused {e:?}")
+                });
+                assert_eq!(theirs["client_encoding"], "UTF8", "{name:?}");
+                let (_, codes, _) = raw.pipeline_query("SELECT 'ünïcödé'").await;
+                assert!(codes.is_empty(), "{name:?}: {codes:?}");
+            }
             direct => {
                 let direct = direct.map(|(_, status)| status);
                 let Err(codes) = through else {
@@ -353,5 +363,31 @@ async fn drivers_startup_parameters_are_forwarded() {
         .unwrap_or_else(|e| panic!("standard_conforming_strings={on}: {e:?}"));
         assert_eq!(status["standard_conforming_strings"], "on", "{on}");
     }
+    p.shutdown().await;
+}
+
+/// psql at a terminal without a locale asks for SQL_ASCII (`auto` under
+/// C); here, without a terminal, `PGCLIENTENCODING` asks the same. It
+/// connects, and runs as UTF8 upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_under_a_c_locale_connects() {
+    let db = fresh_db("c_locale");
+    let p = Proxy::start(ProxyOptions::enforcing()).await;
+    let out = tokio::process::Command::new("psql")
+        .arg(p.url("alice", &db))
+        .args(["-XAtc", "SHOW client_encoding", "-c", "SELECT 'ok'"])
+        .env("LC_ALL", "C")
+        .env("LANG", "C")
+        .env("PGCLIENTENCODING", "SQL_ASCII")
+        .output()
+        .await
+        .expect("run psql");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["UTF8", "ok"]);
     p.shutdown().await;
 }

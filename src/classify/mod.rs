@@ -30,7 +30,7 @@ mod walk;
 
 pub use keys::{number_shape_key, quick_shape_key};
 pub use redact::redact;
-pub use settings::names_utf8;
+pub use settings::{names_sql_ascii, names_utf8};
 
 pub(crate) use names::resolve;
 

@@ -135,14 +135,24 @@ fn safe_value(name: &str, values: Option<&[String]>) -> bool {
 /// never another encoding. One rule for start-up parameters, `SET`,
 /// `set_config` and what PostgreSQL reports back.
 pub fn names_utf8(name: &str) -> bool {
+    let key = encoding_key(name);
+    key == b"utf8" || key == b"unicode"
+}
+
+/// Whether PostgreSQL reads `name` as SQL_ASCII (what psql asks for under
+/// a C locale), by the same folding as [`names_utf8`].
+pub fn names_sql_ascii(name: &str) -> bool {
+    encoding_key(name) == b"sqlascii"
+}
+
+/// The letters and digits `pg_char_to_encoding` compares, folded.
+fn encoding_key(name: &str) -> Vec<u8> {
     const NAME_BYTES: usize = 63;
-    let key: Vec<u8> = name
-        .bytes()
+    name.bytes()
         .take(NAME_BYTES)
         .filter(u8::is_ascii_alphanumeric)
         .map(|b| b.to_ascii_lowercase())
-        .collect();
-    key == b"utf8" || key == b"unicode"
+        .collect()
 }
 
 /// Only the default path, optionally behind an explicit `pg_catalog`:

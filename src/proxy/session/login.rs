@@ -200,6 +200,15 @@ fn vet_params(params: &StartupParams, user: &str) -> Result<Vec<(String, String)
                         .into(),
                 );
             }
+            // psql under a C locale asks for SQL_ASCII, which PostgreSQL
+            // does not convert: it only checks the text is valid in the
+            // server's encoding. The firewall passes only UTF-8 text, so
+            // the session runs as UTF8 upstream: a UTF8 database reads and
+            // answers every byte the same, and any other converts as it
+            // does for every client of the firewall.
+            "client_encoding" if crate::classify::names_sql_ascii(v) => {
+                out.push((k.clone(), "UTF8".into()));
+            }
             "client_encoding" if !crate::classify::names_utf8(v) => {
                 return refuse(format!(
                     "client_encoding \"{v}\" is not supported: infraveil inspects statements as UTF8"
@@ -368,7 +377,6 @@ mod tests {
             ("options", "-c role=postgres"),
             ("client_encoding", "SJIS"),
             ("client_encoding", "'utf-16'"),
-            ("client_encoding", "sql_ascii"),
             ("role", "postgres"),
             ("session_authorization", "postgres"),
             ("standard_conforming_strings", "off"),
@@ -379,6 +387,18 @@ mod tests {
                 e.code,
                 crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sql_ascii_runs_as_utf8_upstream() {
+        for name in ["SQL_ASCII", "sql_ascii", "'sql-ascii'"] {
+            let out =
+                vet_params(&params(&[("user", "a"), ("client_encoding", name)]), "a").unwrap();
+            assert!(
+                out.contains(&("client_encoding".into(), "UTF8".into())),
+                "{name}: {out:?}"
             );
         }
     }
