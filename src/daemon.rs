@@ -88,6 +88,18 @@ pub async fn start_with(
         extras.store_faults.clone(),
     )?);
     let mut database_url = config.database_url()?;
+    // The default URL cannot name a CA the client should trust, so its
+    // clients would not check whom they talk to.
+    if config.grants.database_url.is_none()
+        && database_url
+            .query_pairs()
+            .any(|(k, v)| k == "sslmode" && v == "require")
+    {
+        warn!(
+            url = %database_url,
+            "grants hand out sslmode=require URLs, which do not verify the firewall's certificate; set [grants] database_url (e.g. with sslmode=verify-full and sslrootcert)"
+        );
+    }
     let mut background = Vec::new();
 
     // The audit log first: nothing happens that it does not see.
