@@ -75,6 +75,21 @@ pub async fn start(config: &Config, inspector: Arc<dyn Inspector>) -> Result<Run
     start_with(config, inspector, Extras::default()).await
 }
 
+/// The default URL cannot name a CA the client should trust, so clients
+/// given it would not check whom they talk to.
+fn warn_if_unverified(config: &Config, url: &url::Url) {
+    if config.grants.database_url.is_none()
+        && url
+            .query_pairs()
+            .any(|(k, v)| k == "sslmode" && v == "require")
+    {
+        warn!(
+            url = %url,
+            "grants hand out sslmode=require URLs, which do not verify the firewall's certificate; set [grants] database_url (e.g. with sslmode=verify-full and sslrootcert)"
+        );
+    }
+}
+
 /// [`start`] with [`Extras`].
 pub async fn start_with(
     config: &Config,
@@ -88,18 +103,7 @@ pub async fn start_with(
         extras.store_faults.clone(),
     )?);
     let mut database_url = config.database_url()?;
-    // The default URL cannot name a CA the client should trust, so its
-    // clients would not check whom they talk to.
-    if config.grants.database_url.is_none()
-        && database_url
-            .query_pairs()
-            .any(|(k, v)| k == "sslmode" && v == "require")
-    {
-        warn!(
-            url = %database_url,
-            "grants hand out sslmode=require URLs, which do not verify the firewall's certificate; set [grants] database_url (e.g. with sslmode=verify-full and sslrootcert)"
-        );
-    }
+    warn_if_unverified(config, &database_url);
     let mut background = Vec::new();
 
     // The audit log first: nothing happens that it does not see.

@@ -270,6 +270,28 @@ async fn no_estimate_fails_closed_and_roles_without_limits_plan_nothing() {
         )
         .unwrap();
     assert!(side.contains("app_write"), "{side}");
+    let metrics = p.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("infraveil_row_estimate_connections_idle 1"),
+        "{metrics}"
+    );
+    // Idle side connections close after a while: they hold a connection
+    // slot and keep the database from being dropped.
+    let mut gone = false;
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let n = cluster()
+            .psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'infraveil-estimate' AND datname = '{db}'"),
+            )
+            .unwrap();
+        if n.trim() == "0" {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the idle side connection was closed");
 
     // A role without limits never opens one.
     let other = db_name_unlimited();

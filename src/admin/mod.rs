@@ -100,6 +100,12 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         "Grants usable now.",
         state.grants.active_count() as u64,
     );
+    crate::metrics::gauge(
+        &mut out,
+        "infraveil_row_estimate_connections_idle",
+        "Side connections kept open to plan the writes of roles with row limits.",
+        state.shared.planner.idle() as u64,
+    );
     let audit = &state.shared.audit;
     crate::metrics::gauge(
         &mut out,

@@ -156,6 +156,14 @@ pub struct StatementClass {
     /// (`nextval`, `setval`, `dblink…`), as either parser reads the call.
     #[serde(skip)]
     pub outlives_rollback: bool,
+    /// Changes rows that exist (an UPDATE, DELETE, MERGE or upsert anywhere
+    /// in it, as PostgreSQL's parser reads it), for row limits.
+    #[serde(skip)]
+    pub changes_rows: bool,
+    /// `EXPLAIN` can plan it as written (a SELECT, INSERT, UPDATE, DELETE
+    /// or MERGE at the top).
+    #[serde(skip)]
+    pub explainable: bool,
 }
 
 /// What a statement does to the names PostgreSQL keeps for a session: the
@@ -297,6 +305,8 @@ fn unknown(reason: String) -> StatementClass {
         names: objects::Names::default(),
         session: SessionEffect::Unknown,
         outlives_rollback: true,
+        changes_rows: false,
+        explainable: false,
     }
 }
 

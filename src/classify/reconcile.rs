@@ -94,6 +94,10 @@ impl StatementClass {
             .chain(facts.iter().flat_map(|f| f.called.iter()))
             .any(|c| functions::outlives_rollback(c.strip_prefix("pg_catalog.").unwrap_or(c)));
         self.outlives_rollback = outlives;
+        let (changes_rows, explainable) =
+            (p.changes_rows, DETAILED_KINDS.contains(&p.kind.as_str()));
+        self.changes_rows = changes_rows;
+        self.explainable = explainable;
         // EXECUTE takes its class from the session's PREPARE: never here.
         if facts.is_none() && !p.needs_walk && p.unknown.is_none() && p.kind != "ExecuteStmt" {
             // sqlparser cannot parse it (`TABLE t`, `EXPLAIN ANALYSE …`,
@@ -112,6 +116,8 @@ impl StatementClass {
                 names: p.names,
                 session: std::mem::take(&mut self.session),
                 outlives_rollback: outlives,
+                changes_rows,
+                explainable,
             };
             // The walk classifies routine bodies; here nobody else will.
             for (what, body) in &p.sql_bodies {

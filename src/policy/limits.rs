@@ -34,9 +34,6 @@ pub struct RowCheck {
     relations: Vec<TableName>,
 }
 
-/// The first keywords of the statements a plan can size.
-const PLANNED: [&str; 4] = ["DELETE", "UPDATE", "MERGE", "WITH"];
-
 impl RowCheck {
     /// The decision for a string the planner sizes over a limit (or could
     /// not size), with `why` as its reason; and the class and rule it is
@@ -87,7 +84,7 @@ impl RowCheck {
 }
 
 /// The check a judged string needs, if any: only for a role with limits,
-/// only when a statement of it is a `write` the planner can size, and only
+/// only when a statement of it changes existing rows, and only
 /// when `destructive` would be decided differently (a role that allows
 /// `destructive` loses nothing by skipping the plan).
 #[allow(clippy::too_many_arguments)]
@@ -101,12 +98,20 @@ pub(super) fn row_check(
     (tables, relations): (&[String], &[TableName]),
     mode: ApprovalMode,
 ) -> Option<Arc<RowCheck>> {
+    // What changes existing rows, as PostgreSQL's tree shows it (an
+    // EXPLAIN ANALYZE, a COPY or a CREATE TABLE AS can hold a DELETE), and
+    // an EXECUTE of a write, unless denied anyway or already judged as
+    // destructive.
     let sized: Vec<usize> = analysis
         .statements
         .iter()
         .zip(&j.verdicts)
         .enumerate()
-        .filter(|(_, (_, v))| v.action != Action::Deny && v.class == Class::Write)
+        .filter(|(_, (s, v))| {
+            v.action != Action::Deny
+                && v.class != Class::Destructive
+                && (s.changes_rows || (s.executes.is_some() && v.class == Class::Write))
+        })
         .map(|(i, _)| i)
         .collect();
     if sized.is_empty() {
@@ -134,20 +139,22 @@ pub(super) fn row_check(
         }
         Some(texts) => {
             for i in sized {
-                if analysis.statements[i].executes.is_some() {
+                let s = &analysis.statements[i];
+                if s.executes.is_some() {
                     unplannable = Some(
                         "an EXECUTE of a prepared statement cannot be planned apart from the session"
                             .to_owned(),
                     );
                     break;
                 }
-                let text = &texts[i];
-                let first = crate::classify::leading_keywords(text)
-                    .and_then(|k| k.into_iter().next())
-                    .unwrap_or_default();
-                if PLANNED.contains(&first.as_str()) {
-                    statements.push(text.clone());
+                if !s.explainable {
+                    unplannable = Some(
+                        "it changes rows inside a statement EXPLAIN cannot plan as written (EXPLAIN ANALYZE, COPY, CREATE TABLE AS, …)"
+                            .to_owned(),
+                    );
+                    break;
                 }
+                statements.push(texts[i].clone());
             }
         }
     }

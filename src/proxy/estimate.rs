@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 
@@ -22,9 +22,12 @@ use crate::upstream::{Param, Rows, Upstream, UpstreamConnector, UpstreamError};
 
 /// Longest a whole estimate may take before it counts as over.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle side connections kept per (database, user), and pairs kept.
+/// Idle side connections kept per (database, user), pairs kept, and for
+/// how long: an idle one still holds a connection slot and keeps its
+/// database from being dropped.
 const IDLE_PER_KEY: usize = 4;
 const MAX_KEYS: usize = 64;
+const IDLE_FOR: Duration = Duration::from_secs(10);
 /// Every statement on a side connection is read-only and bounded: a plan
 /// that waits on another session's lock gives up rather than queue.
 const SETUP: &str = "SET default_transaction_read_only = on; \
@@ -45,7 +48,7 @@ type Key = (String, String);
 /// The side connections, by (database, upstream user).
 #[derive(Default)]
 pub struct Planner {
-    idle: Mutex<HashMap<Key, Vec<Upstream>>>,
+    idle: Mutex<HashMap<Key, Vec<(Instant, Upstream)>>>,
 }
 
 impl Planner {
@@ -110,7 +113,29 @@ impl Planner {
     }
 
     fn take(&self, key: &Key) -> Option<Upstream> {
-        self.lock().get_mut(key).and_then(Vec::pop)
+        let mut idle = self.lock();
+        let list = idle.get_mut(key)?;
+        while let Some((at, conn)) = list.pop() {
+            if at.elapsed() < IDLE_FOR {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Close side connections idle for longer than [`IDLE_FOR`] (the
+    /// sweeper calls this).
+    pub fn close_idle(&self) {
+        let mut idle = self.lock();
+        idle.retain(|_, list| {
+            list.retain(|(at, _)| at.elapsed() < IDLE_FOR);
+            !list.is_empty()
+        });
+    }
+
+    /// Side connections open and idle now.
+    pub fn idle(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
     }
 
     fn put(&self, key: &Key, conn: Upstream) {
@@ -120,11 +145,11 @@ impl Planner {
         }
         let list = idle.entry(key.clone()).or_default();
         if list.len() < IDLE_PER_KEY {
-            list.push(conn);
+            list.push((Instant::now(), conn));
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Upstream>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<(Instant, Upstream)>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -198,15 +223,13 @@ async fn size_with(
                 check.limits()
             )));
         }
-        changes.extend(
-            found
-                .into_iter()
-                .filter(|c| matches!(c.operation.as_str(), "Delete" | "Update" | "Merge")),
-        );
+        changes.extend(found.into_iter().filter(Change::changes_existing));
     }
     let mut total: i64 = 0;
     let mut parts = Vec::new();
     let mut over = Vec::new();
+    // Rows per table, for the fraction: two CTEs of 8% each change 16%.
+    let mut per_table: Vec<(Table, i64)> = Vec::new();
     for c in &changes {
         let Some(rows) = c.rows else {
             return Ok(Sized::Over(format!(
@@ -218,19 +241,25 @@ async fn size_with(
             )));
         };
         total = total.saturating_add(rows);
-        let table = describe(conn, c, &facts).await?;
+        let table = describe(conn, c, rows, &facts).await?;
         let of = match table.rows {
             Some(n) => format!("of about {n} rows, {}", table.size),
             None => format!("row count unknown, {}", table.size),
         };
-        parts.push(format!(
-            "{} about {rows} rows of {} ({of})",
-            c.operation.to_uppercase(),
-            table.name
-        ));
-        if let Some(f) = check.max_rows_fraction {
-            let share = table.rows.map(|n| rows as f64 / (n.max(1) as f64));
-            match share {
+        let verb = if c.upsert {
+            "INSERT … ON CONFLICT DO UPDATE".to_owned()
+        } else {
+            c.operation.to_uppercase()
+        };
+        parts.push(format!("{verb} about {rows} rows of {} ({of})", table.name));
+        match per_table.iter_mut().find(|(t, _)| t.name == table.name) {
+            Some((_, n)) => *n = n.saturating_add(rows),
+            None => per_table.push((table, rows)),
+        }
+    }
+    if let Some(f) = check.max_rows_fraction {
+        for (table, rows) in &per_table {
+            match table.rows.map(|n| *rows as f64 / (n.max(1) as f64)) {
                 Some(s) if s > f => over.push(format!(
                     "{:.0}% of {} is over max_rows_fraction {f}",
                     s * 100.0,
@@ -266,9 +295,16 @@ async fn size_with(
 }
 
 /// The changed table's rows (statistics, else the planner's guess for a
-/// table never analysed) and size, as the role's user sees them: from
-/// `facts` when the statements named it, else read now.
-async fn describe(conn: &mut Upstream, c: &Change, facts: &Rows) -> Result<Table, UpstreamError> {
+/// table never analysed, or one whose own figure is below the rows planned
+/// for it: an inheritance parent counts its children too) and size, as the
+/// role's user sees them: from `facts` when the statements named it, else
+/// read now.
+async fn describe(
+    conn: &mut Upstream,
+    c: &Change,
+    planned: i64,
+    facts: &Rows,
+) -> Result<Table, UpstreamError> {
     let field =
         |row: &[Option<String>], i: usize| row.get(i).cloned().flatten().unwrap_or_default();
     let known = facts
@@ -288,7 +324,10 @@ async fn describe(conn: &mut Upstream, c: &Change, facts: &Rows) -> Result<Table
             }
         }
     };
-    let mut count = reltuples.parse::<i64>().ok().filter(|n| *n >= 0);
+    let mut count = reltuples
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0 && *n >= planned);
     if count.is_none() && !reltuples.is_empty() {
         let q = format!(
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM {}",

@@ -1,6 +1,7 @@
 //! Ends live sessions whose grant expired or was revoked, and logs each
 //! expiry once. Runs every quarter second, so a session outlives its grant
-//! by at most that (plus the time to deliver the FATAL error).
+//! by at most that (plus the time to deliver the FATAL error). Closes the
+//! row-estimate side connections left idle, too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub async fn sweeper(grants: Arc<Grants>, shared: Arc<Shared>, mut shutdown: Shu
                 })
                 .await;
         }
+        shared.planner.close_idle();
         let ended = shared.registry.end_sessions(|credential_id| {
             match shared.credentials.state(credential_id) {
                 CredentialState::Active => None,

@@ -18,6 +18,16 @@ pub struct Change {
     /// Its input is a plain sequential scan of that table with no filter:
     /// every row.
     pub whole: bool,
+    /// An INSERT … ON CONFLICT DO UPDATE: its input rows may each update
+    /// an existing row.
+    pub upsert: bool,
+}
+
+impl Change {
+    /// It changes rows that exist: a DELETE, UPDATE, MERGE or upsert.
+    pub fn changes_existing(&self) -> bool {
+        matches!(self.operation.as_str(), "Delete" | "Update" | "Merge") || self.upsert
+    }
 }
 
 /// Every table the plan changes, from `EXPLAIN (FORMAT JSON, VERBOSE)`
@@ -78,6 +88,7 @@ fn walk_plan(node: &serde_json::Value, out: &mut Vec<Change>) {
                 .and_then(|r| r.as_f64())
                 .map(|r| r.round() as i64),
             whole,
+            upsert: node.get("Conflict Resolution").and_then(|v| v.as_str()) == Some("UPDATE"),
         });
     }
     for c in children {
@@ -120,6 +131,7 @@ mod tests {
                 relation: "t".into(),
                 rows: Some(100),
                 whole: false,
+                upsert: false,
             }]
         );
         // A data-changing WITH under a SELECT: found below the top node.

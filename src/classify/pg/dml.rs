@@ -27,12 +27,15 @@ impl Reader {
                 }
             }
             "InsertStmt" => {
-                self.out.needs_walk |= self.not_run == 0
+                let upsert = self.not_run == 0
                     && matches!(m.get("on_conflict_clause"), Some(Value::Object(_)));
+                self.out.needs_walk |= upsert;
+                self.out.changes_rows |= upsert;
                 self.raise(Write, "INSERT");
             }
             "UpdateStmt" | "DeleteStmt" => {
                 self.out.needs_walk |= self.not_run == 0;
+                self.out.changes_rows |= self.not_run == 0;
                 let verb = if kind == "UpdateStmt" {
                     "UPDATE"
                 } else {
@@ -51,6 +54,7 @@ impl Reader {
             }
             "MergeStmt" => {
                 self.out.needs_walk |= self.not_run == 0;
+                self.out.changes_rows |= self.not_run == 0;
                 let deletes = m
                     .get("merge_when_clauses")
                     .and_then(Value::as_array)

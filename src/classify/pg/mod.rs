@@ -58,6 +58,9 @@ pub(crate) struct PgStatement {
     /// Holds an UPDATE, DELETE, MERGE or upsert, whose class depends on
     /// the bounds analysis only the sqlparser walk does.
     pub needs_walk: bool,
+    /// Runs an UPDATE, DELETE, MERGE or upsert somewhere in its tree: it
+    /// changes rows that exist (what row limits size).
+    pub changes_rows: bool,
     /// `PREPARE name AS …`: the name.
     pub prepares: Option<String>,
     /// What it does to the session's prepared statements and portals.

@@ -144,6 +144,8 @@ impl Walker {
             session: super::SessionEffect::Unknown,
             // Set against both readings' calls, there too.
             outlives_rollback: false,
+            changes_rows: false,
+            explainable: false,
         };
         (class, w.facts)
     }

@@ -190,6 +190,24 @@ fn limited_roles_get_a_row_check_for_writes_the_planner_can_size() {
     ] {
         assert!(check(sql).is_none(), "{sql}");
     }
+    // Rows changed inside what EXPLAIN cannot plan as written: over
+    // without asking. An upsert is planned like the rest.
+    for sql in [
+        "EXPLAIN ANALYZE DELETE FROM orders WHERE id > 0",
+        "COPY (DELETE FROM orders WHERE id > 0 RETURNING id) TO STDOUT",
+    ] {
+        let c = check(sql).unwrap_or_else(|| panic!("{sql}: checked"));
+        assert!(c.unplannable.is_some(), "{sql}: {c:?}");
+    }
+    let c = check(
+        "INSERT INTO orders (id, customer_id) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET status = 'x'",
+    )
+    .unwrap();
+    assert!(c.unplannable.is_none() && c.statements.len() == 1, "{c:?}");
+    let c =
+        check("(WITH d AS (DELETE FROM orders WHERE id > 0 RETURNING 1) SELECT count(*) FROM d)")
+            .unwrap();
+    assert!(c.unplannable.is_none() && c.statements.len() == 1, "{c:?}");
     // A role without limits never is.
     let w = inspect(
         &i,

@@ -10,11 +10,13 @@ use super::{
     invalid_utf8, not_running, refused, too_many_names,
 };
 use crate::policy::inspect::{Decision, Inspection};
+use crate::policy::limits::RowCheck;
 use crate::protocol::{Frame, PgError};
 use crate::proxy::estimate::Sized;
 use crate::proxy::relay::denials::Carrier;
 use crate::proxy::relay::{Ctx, RelayEnd};
-use crate::proxy::state::{Gate, Lookup, SessionState};
+use crate::proxy::state::{Gate, Lookup, SessionState, Statement};
+use std::sync::Arc;
 
 pub(super) fn on_bind(
     frame: Frame,
@@ -63,21 +65,7 @@ pub(super) fn on_bind(
         && !matches!(statement.gate, Gate::Refused)
     {
         match state.sized_for(&frame) {
-            None => {
-                let Some(b) = decode_bind(&frame) else {
-                    return Err(bad_message("Bind"));
-                };
-                let params = bind_values(&b)
-                    .into_iter()
-                    .map(|(binary, v)| (binary, v.map(bytes::Bytes::copy_from_slice)))
-                    .collect();
-                return Ok(Flow::Estimate(Box::new(EstimateMessage {
-                    check: check.clone(),
-                    types: statement.param_types.clone(),
-                    params,
-                    frame,
-                })));
-            }
+            None => return plan_first(frame, check, &statement),
             Some(Sized::Within(_)) => {}
             Some(Sized::Over(why)) => {
                 let (decision, class, rule) = check.over(&why);
@@ -95,7 +83,10 @@ pub(super) fn on_bind(
                             .statement("bind", &statement.text, &mut inspection);
                         return refuse(out, state.model, e);
                     }
-                    Decision::Hold(held) if ctx.shared.audit.healthy() => {
+                    Decision::Hold(_) if !ctx.shared.audit.healthy() => {
+                        return refuse(out, state.model, audit_unhealthy());
+                    }
+                    Decision::Hold(held) => {
                         return Ok(Flow::Hold(Box::new(HeldMessage {
                             held,
                             sql: statement.text.clone(),
@@ -107,7 +98,6 @@ pub(super) fn on_bind(
                             frame,
                         })));
                     }
-                    Decision::Hold(_) => return refuse(out, state.model, audit_unhealthy()),
                     Decision::Allow => {}
                 }
             }
@@ -136,6 +126,27 @@ pub(super) fn on_bind(
             frame,
         }))),
     }
+}
+
+/// Plan the bound statement first, with the values this `Bind` carries.
+fn plan_first(
+    frame: Frame,
+    check: &Arc<RowCheck>,
+    statement: &Statement,
+) -> Result<Flow, RelayEnd> {
+    let Some(b) = decode_bind(&frame) else {
+        return Err(bad_message("Bind"));
+    };
+    let params = bind_values(&b)
+        .into_iter()
+        .map(|(binary, v)| (binary, v.map(bytes::Bytes::copy_from_slice)))
+        .collect();
+    Ok(Flow::Estimate(Box::new(EstimateMessage {
+        check: check.clone(),
+        types: statement.param_types.clone(),
+        params,
+        frame,
+    })))
 }
 
 /// The portal and statement names of a `Bind` body; `None` when it is
