@@ -610,3 +610,92 @@ async fn cancelling_a_call_cancels_its_query() {
     };
     assert_eq!(outcome["sqlstate"], "57014", "{outcome}");
 }
+
+/// A role in `wait` mode (the demo's `deployer`, destructive statements
+/// held for `oncall`): a proposal approved beforehand lets the identical
+/// statement run once without blocking; the next run waits on a new
+/// request, and cancelling the call cancels that request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_mode_role_runs_an_approved_proposal_once() {
+    let fw = Firewall::start("50ms").await;
+    let db = sample_db("mcp_wait");
+    // alice, deployer, from the firewall's development credential.
+    let url = format!(
+        "postgres://alice:{PASSWORD}@127.0.0.1:{}/{db}?sslmode=disable",
+        fw.pg_port
+    );
+    let mut mcp = Mcp::start(&fw, &url).await;
+    let w = mcp.ok("whoami", json!({})).await;
+    assert_eq!(w["role"]["name"], "deployer", "{w}");
+    assert_eq!(w["role"]["mode"], "wait", "{w}");
+    let sql = "DELETE FROM orders";
+    let p = mcp
+        .ok("propose", json!({"sql": sql, "reason": "reset the sample"}))
+        .await;
+    let id = p["approval"]["id"].as_str().unwrap().to_owned();
+    let (ok, _, err) = veilctl(
+        Some(&fw.admin_url),
+        &["approvals", "approve", &id, "--as", "oncall"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let r = mcp.ok("query", json!({"sql": sql})).await;
+    assert_eq!(r["rows_affected"], 200, "{r}");
+    assert_eq!(
+        mcp.ok("status", json!({"id": id})).await["status"],
+        "executed"
+    );
+
+    // Again: it waits for a human on a new request; cancelling the call
+    // cancels the request, and nothing ran.
+    superuser(
+        &db,
+        "INSERT INTO orders (customer_id, total_cents) SELECT id, 1 FROM customers LIMIT 1",
+    );
+    let call = mcp
+        .start_request(
+            "tools/call",
+            json!({"name": "query", "arguments": {"sql": sql}}),
+        )
+        .await;
+    let list = || async {
+        let (ok, out, err) = veilctl(
+            Some(&fw.admin_url),
+            &["--output", "json", "approvals", "list", "--all"],
+        )
+        .await;
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["identity"] == "alice" && r["id"] != json!(id))
+            .cloned()
+    };
+    let mut waiting = None;
+    for _ in 0..100 {
+        if let Some(r) = list().await {
+            waiting = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waiting = waiting.expect("a new request for the second run");
+    assert_eq!(waiting["status"], "pending", "{waiting}");
+    mcp.notify("notifications/cancelled", json!({"requestId": call}))
+        .await;
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = list().await.unwrap()["status"].clone();
+        if status != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "cancelled");
+    assert_eq!(superuser(&db, "SELECT count(*) FROM orders"), "1");
+    assert_eq!(
+        mcp.ok("query", json!({"sql": "SELECT 3"})).await["rows"][0][0],
+        3
+    );
+}

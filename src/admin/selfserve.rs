@@ -136,8 +136,7 @@ fn database(state: &AdminState, asked: Option<String>) -> String {
             state
                 .grants
                 .client_url()
-                .map(|u| u.path().trim_start_matches('/').to_owned())
-                .filter(|d| !d.is_empty())
+                .and_then(super::inventory::database_of)
         })
         .unwrap_or_else(|| "postgres".to_owned())
 }

@@ -21,7 +21,6 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
-use serde_json::Map;
 
 mod api;
 mod conn;
@@ -138,7 +137,7 @@ impl ServerHandler for Handler {
                 .enable_resources()
                 .build(),
         )
-        .with_server_info(Implementation::new("infraveil", crate::VERSION))
+        .with_server_info(Implementation::new("infraveil", env!("CARGO_PKG_VERSION")))
         .with_instructions(INSTRUCTIONS)
     }
 
@@ -155,7 +154,7 @@ impl ServerHandler for Handler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let args = request.arguments.unwrap_or_else(Map::new);
+        let args = request.arguments.unwrap_or_default();
         let result = self
             .0
             .dispatch(&request.name, &args, context.ct.clone())
