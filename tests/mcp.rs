@@ -77,7 +77,7 @@ impl Mcp {
             .args(["mcp", "--admin-url", &fw.admin_url])
             // The URL from the environment, as agent runtimes pass it.
             .env("DATABASE_URL", url)
-            .env("INFRAVEIL_LOG", "info")
+            .env("INFRAVEIL_LOG", "info,rmcp=warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -698,4 +698,40 @@ async fn a_wait_mode_role_runs_an_approved_proposal_once() {
         mcp.ok("query", json!({"sql": "SELECT 3"})).await["rows"][0][0],
         3
     );
+}
+
+/// The firewall session dies under the MCP server (here: PostgreSQL ends
+/// its backend); the next calls connect again, as the same identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_made_again() {
+    let fw = Firewall::start("50ms").await;
+    let db = sample_db("mcp_reconnect");
+    let (_, pw) = agent_grant(&fw, "30m").await;
+    let mut mcp = Mcp::start(&fw, &agent_url(&fw, &db, &pw)).await;
+    let before = mcp
+        .ok("query", json!({"sql": "SELECT pg_backend_pid()"}))
+        .await["rows"][0][0]
+        .clone();
+    superuser(&db, &format!("SELECT pg_terminate_backend({before})"));
+    // A call racing the news may say the connection was lost (a statement
+    // is never re-sent by itself); after that, it connects again.
+    let mut after = Value::Null;
+    let mut failures = Vec::new();
+    for _ in 0..20 {
+        let (err, v) = mcp
+            .call("query", json!({"sql": "SELECT pg_backend_pid()"}))
+            .await;
+        if !err {
+            after = v["rows"][0][0].clone();
+            break;
+        }
+        failures.push(v);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(after.is_number(), "never reconnected: {failures:?}");
+    assert_ne!(after, before);
+    assert!(failures.len() <= 1, "{failures:?}");
+    for f in &failures {
+        assert_ne!(f["error"], "access_ended", "{f}");
+    }
 }

@@ -87,9 +87,9 @@ enum Command {
     },
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFRAVEIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -113,7 +113,13 @@ fn main() {
         // output lands in `docker inspect`.
         Command::Healthcheck { url } => healthcheck(&url),
         command => {
-            init_tracing(cli.log_format);
+            // The MCP server's stderr lands in the agent runtime's log:
+            // rmcp's per-message lines only at debug.
+            let default = match command {
+                Command::Mcp { .. } => "info,rmcp=warn",
+                _ => "info",
+            };
+            init_tracing(cli.log_format, default);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -189,9 +189,16 @@ impl Conn {
         let ended = self.ended.clone();
         let watch = move |r: Result<(), tokio_postgres::Error>| {
             if let Err(e) = r {
-                tracing::warn!(error = %e, "the firewall connection ended");
-                if let Some(db) = e.as_db_error() {
-                    *ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(db.clone());
+                match e.as_db_error() {
+                    Some(db) => {
+                        tracing::warn!(
+                            sqlstate = db.code().code(),
+                            message = db.message(),
+                            "the firewall ended the connection"
+                        );
+                        *ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(db.clone());
+                    }
+                    None => tracing::warn!(error = %e, "the firewall connection ended"),
                 }
             }
         };
