@@ -735,3 +735,91 @@ async fn a_lost_connection_is_made_again() {
         assert_ne!(f["error"], "access_ended", "{f}");
     }
 }
+
+/// `/v1/self` answers only with the caller's own active grant, and only
+/// about the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_service_api_is_scoped_to_the_caller() {
+    let fw = Firewall::start("50ms").await;
+    let db = sample_db("mcp_self");
+    let (_, pw) = agent_grant(&fw, "30m").await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}/v1/self/{p}", fw.admin_url);
+    let propose = |who: &str, secret: &str, sql: &str| {
+        http.post(url("proposals"))
+            .basic_auth(who, Some(secret))
+            .json(&json!({"sql": sql, "reason": "test", "database": db}))
+            .send()
+    };
+
+    // No credential, the admin token, a wrong secret: refused.
+    let r = http.get(url("whoami")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(url("whoami"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = propose("ops-agent", "not-the-secret", "DELETE FROM orders")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Statements the policy allows or denies get no request.
+    for (sql, decision) in [("SELECT 1", "allow"), ("SET ROLE postgres", "deny")] {
+        let r = propose("ops-agent", &pw, sql).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["proposed"], false, "{v}");
+        assert_eq!(v["decision"], decision, "{v}");
+    }
+    let (ok, out, _) = veilctl(
+        Some(&fw.admin_url),
+        &["--output", "json", "approvals", "list", "--all"],
+    )
+    .await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([]));
+
+    // A request is its owner's: another identity cannot see it.
+    let r = propose("ops-agent", &pw, "DELETE FROM orders")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["approval"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mine = http
+        .get(url(&format!("approvals/{id}")))
+        .basic_auth("ops-agent", Some(&pw))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), 200);
+    let theirs = http
+        .get(url(&format!("approvals/{id}")))
+        .basic_auth("alice", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 404);
+    // Nothing ran.
+    assert_eq!(superuser(&db, "SELECT count(*) FROM orders"), "200");
+
+    // Guessing is cut short.
+    let mut last = 0;
+    for _ in 0..6 {
+        last = http
+            .get(url("whoami"))
+            .basic_auth("ops-agent", Some("guess"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+    }
+    assert_eq!(last, 429);
+}
