@@ -215,6 +215,8 @@ async fn an_agent_reads_is_denied_proposes_and_runs_once_approved() {
     for t in &tools {
         assert!(t["description"].as_str().unwrap().len() > 60, "{t}");
         assert_eq!(t["inputSchema"]["type"], "object", "{t}");
+        let read_only = !matches!(t["name"].as_str(), Some("query" | "propose"));
+        assert_eq!(t["annotations"]["readOnlyHint"], read_only, "{t}");
     }
 
     // A read runs, and returns what PostgreSQL has.

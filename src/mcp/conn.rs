@@ -205,12 +205,20 @@ impl Conn {
         match &self.target.tls {
             Some(tls) => {
                 let (c, conn) = self.target.config.connect(tls.clone()).await?;
-                tokio::spawn(async move { watch(conn.await) });
+                tokio::spawn(async move {
+                    // Why it ended is recorded before the connection is
+                    // dropped, which is when the client sees it closed.
+                    let mut conn = Box::pin(conn);
+                    watch((&mut conn).await);
+                });
                 Ok(c)
             }
             None => {
                 let (c, conn) = self.target.config.connect(tokio_postgres::NoTls).await?;
-                tokio::spawn(async move { watch(conn.await) });
+                tokio::spawn(async move {
+                    let mut conn = Box::pin(conn);
+                    watch((&mut conn).await);
+                });
                 Ok(c)
             }
         }

@@ -65,8 +65,12 @@ impl Failure {
                 .set("detail", detail.clone())
                 .set("hint", e.hint().map(str::to_owned))
         };
-        if e.code().code() == "57P01" || e.code().code() == "28P01" {
+        if access_ended(e) {
             return base("access_ended");
+        }
+        if e.code().code() == "57P01" {
+            // The server or an administrator ended the session.
+            return base("connection_lost");
         }
         if e.code().code() != "42501" {
             return base("postgres_error");
@@ -110,7 +114,7 @@ impl Failure {
     /// last session, if it said.
     pub fn connect(e: &tokio_postgres::Error, ended: Option<&DbError>, had: bool) -> Failure {
         if let Some(end) = ended
-            && matches!(end.code().code(), "57P01" | "28P01")
+            && access_ended(end)
         {
             return Failure::new(
                 "access_ended",
@@ -151,6 +155,22 @@ impl Failure {
             return Failure::new("connection_lost", e.to_string());
         }
         Failure::new("connection_lost", e.to_string())
+    }
+}
+
+/// The firewall ended the session because its credential stopped being
+/// valid (`PgError::grant_expired` and its siblings), or refused the
+/// secret (28P01: wrong, expired or revoked, it does not say which).
+fn access_ended(e: &DbError) -> bool {
+    match e.code().code() {
+        "28P01" => true,
+        "57P01" => [
+            "terminating connection: grant ",
+            "terminating connection: credential ",
+        ]
+        .iter()
+        .any(|p| e.message().starts_with(p)),
+        _ => false,
     }
 }
 
@@ -232,6 +252,22 @@ mod tests {
             msg.strip_prefix("statement denied by infraveil rule "),
             Some("roles.x.tables")
         );
+        for e in [
+            PgError::grant_expired("g-1", "2026-12-01T00:00:00Z"),
+            PgError::grant_revoked("g-1", "alice"),
+            PgError::credential_gone("g-1"),
+        ] {
+            assert!(
+                [
+                    "terminating connection: grant ",
+                    "terminating connection: credential "
+                ]
+                .iter()
+                .any(|p| e.message.starts_with(p)),
+                "{}",
+                e.message
+            );
+        }
         let (msg, _) = parts(&PgError::approval_denied("a-1", "oncall", None));
         assert_eq!(
             between(&msg, "(approval request ", ")").as_deref(),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use futures_util::{StreamExt, pin_mut};
-use rmcp::model::Tool;
+use rmcp::model::{Tool, ToolAnnotations};
 use serde_json::{Map, Value, json};
 use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,22 @@ fn schema(v: Value) -> Arc<Map<String, Value>> {
 
 /// The tool list.
 pub fn list() -> Vec<Tool> {
+    let mut tools = defined();
+    for t in &mut tools {
+        // Hints for runtimes that ask before calling tools that may change
+        // things; the firewall decides either way.
+        let changes = matches!(&*t.name, "query" | "propose");
+        *t = t.clone().annotate(
+            ToolAnnotations::new()
+                .read_only(!changes)
+                .destructive(t.name == "query")
+                .open_world(false),
+        );
+    }
+    tools
+}
+
+fn defined() -> Vec<Tool> {
     let sql = json!({"type": "string", "description": "One SQL statement (PostgreSQL dialect)."});
     vec![
         Tool::new(
