@@ -73,10 +73,18 @@ struct Mcp {
 
 impl Mcp {
     async fn start(fw: &Firewall, url: &str) -> Mcp {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_infraveil"))
-            .args(["mcp", "--admin-url", &fw.admin_url])
-            // The URL from the environment, as agent runtimes pass it.
-            .env("DATABASE_URL", url)
+        // The URL from the environment, as agent runtimes pass it.
+        Mcp::start_with(fw, &[], Some(url)).await
+    }
+
+    async fn start_with(fw: &Firewall, args: &[&str], url: Option<&str>) -> Mcp {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_infraveil"));
+        cmd.args(["mcp", "--admin-url", &fw.admin_url]).args(args);
+        match url {
+            Some(u) => cmd.env("DATABASE_URL", u),
+            None => cmd.env_remove("DATABASE_URL"),
+        };
+        let mut child = cmd
             .env("INFRAVEIL_LOG", "info,rmcp=warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -824,4 +832,24 @@ async fn the_self_service_api_is_scoped_to_the_caller() {
             .as_u16();
     }
     assert_eq!(last, 429);
+}
+
+/// `--grant-file`: the JSON `veilctl --output json grants issue` prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_file_is_enough_to_start() {
+    let fw = Firewall::start("50ms").await;
+    let db = sample_db("mcp_file");
+    let (id, pw) = agent_grant(&fw, "30m").await;
+    let dir = scratch_dir();
+    let file = dir.join("grant.json");
+    let issued = json!({"id": id, "identity": "ops-agent", "role": "agent",
+                        "password": pw, "database_url": agent_url(&fw, &db, &pw)});
+    std::fs::write(&file, issued.to_string()).unwrap();
+    let mut mcp = Mcp::start_with(&fw, &["--grant-file", file.to_str().unwrap()], None).await;
+    let r = mcp
+        .ok("query", json!({"sql": "SELECT count(*) FROM customers"}))
+        .await;
+    assert_eq!(r["rows"][0][0], 50);
+    assert_eq!(mcp.ok("whoami", json!({})).await["grant"]["id"], json!(id));
+    let _ = std::fs::remove_dir_all(dir);
 }

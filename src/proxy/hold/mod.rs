@@ -6,9 +6,15 @@
 //!   (identity, role, database, upstream user, text and parameter values)
 //!   lets it run (once). Otherwise the client is refused at once with the
 //!   request's id and link, creating the request if none is pending.
-//! - `wait`: a request is created and the session blocks (only this one)
-//!   until an approver decides, the request expires, the client cancels
-//!   (CancelRequest) or disconnects, or the session is ended.
+//! - `wait`: a request approved beforehand for exactly this binding (a
+//!   proposal, see [`Gate::propose`]) lets it run once. Otherwise a request
+//!   is created and the session blocks (only this one) until an approver
+//!   decides, the request expires, the client cancels (CancelRequest) or
+//!   disconnects, or the session is ended.
+//!
+//! Outside any session, [`Gate::propose`] creates (or finds) the pending
+//! request for a statement without running it (the admin API's `/v1/self`,
+//! for agents): in `defer` semantics, whatever the role's mode.
 
 use std::sync::Arc;
 
