@@ -816,8 +816,23 @@ async fn the_self_service_api_is_scoped_to_the_caller() {
         .await
         .unwrap();
     assert_eq!(theirs.status(), 404);
-    // Nothing ran.
+    // Nothing ran; the request says where it came from.
     assert_eq!(superuser(&db, "SELECT count(*) FROM orders"), "200");
+    let (ok, out, _) = veilctl(
+        Some(&fw.admin_url),
+        &["--output", "json", "approvals", "list"],
+    )
+    .await;
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["id"], json!(id), "{listed}");
+    assert_eq!(listed[0]["identity"], "ops-agent");
+    assert!(
+        listed[0]["client_addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{listed}"
+    );
 
     // Guessing is cut short.
     let mut last = 0;

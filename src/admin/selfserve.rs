@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -129,6 +129,13 @@ pub struct SqlBody {
     reason: Option<String>,
 }
 
+/// The HTTP peer, when the listener records it (the daemon's does).
+fn peer(ext: &Extensions) -> std::net::SocketAddr {
+    ext.get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
 fn database(state: &AdminState, asked: Option<String>) -> String {
     asked
         .filter(|d| !d.trim().is_empty())
@@ -144,7 +151,12 @@ fn database(state: &AdminState, asked: Option<String>) -> String {
 /// The session the firewall would give this caller, for judging a
 /// statement outside one: user-defined objects read as the role's upstream
 /// user, as a login reads them (failing closed).
-async fn session(state: &AdminState, who: &Caller, db: &str) -> Result<SessionInfo, ApiError> {
+async fn session(
+    state: &AdminState,
+    who: &Caller,
+    db: &str,
+    peer: std::net::SocketAddr,
+) -> Result<SessionInfo, ApiError> {
     let policies = state.shared.policies();
     let user = policies
         .role(&who.role)
@@ -178,7 +190,7 @@ async fn session(state: &AdminState, who: &Caller, db: &str) -> Result<SessionIn
         identity: who.identity.clone(),
         role: who.role.clone(),
         credential_id: who.credential_id.clone(),
-        client_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        client_addr: peer,
         tls: true,
         database: db.to_owned(),
         objects,
@@ -231,12 +243,13 @@ fn judged(i: &Inspection, sql: &str) -> Value {
 pub async fn check(
     State(state): State<AdminState>,
     headers: HeaderMap,
+    ext: Extensions,
     body: Result<Json<SqlBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let who = caller(&state, &headers).await?;
     let Json(body) = body?;
     let db = database(&state, body.database);
-    let info = session(&state, &who, &db).await?;
+    let info = session(&state, &who, &db, peer(&ext)).await?;
     let mut out = judged(&inspect(&state, &info, &body.sql), &body.sql);
     out["identity"] = json!(who.identity);
     out["role"] = json!(who.role);
@@ -251,12 +264,13 @@ pub async fn check(
 pub async fn propose(
     State(state): State<AdminState>,
     headers: HeaderMap,
+    ext: Extensions,
     body: Result<Json<SqlBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let who = caller(&state, &headers).await?;
     let Json(body) = body?;
     let db = database(&state, body.database);
-    let info = session(&state, &who, &db).await?;
+    let info = session(&state, &who, &db, peer(&ext)).await?;
     let inspection = inspect(&state, &info, &body.sql);
     let Decision::Hold(held) = &inspection.decision else {
         let mut out = judged(&inspection, &body.sql);
