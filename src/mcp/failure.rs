@@ -37,6 +37,10 @@ fn next_step(kind: &str) -> &'static str {
              (or VEIL_ADMIN_URL)"
         }
         "bad_request" => "fix the arguments and call again",
+        "not_found" => "nothing by that name is visible to you; list what exists first",
+        "client_error" => {
+            "the statement could not be sent or its result read; check the SQL and params"
+        }
         _ => "read the error; PostgreSQL refused the statement",
     }
 }
@@ -147,14 +151,17 @@ impl Failure {
         if let Some(db) = e.as_db_error() {
             return Failure::db(db);
         }
-        if e.is_closed() {
-            if let Some(end) = ended {
-                return Failure::db(end)
-                    .set("message", format!("access has ended: {}", end.message()));
-            }
-            return Failure::new("connection_lost", e.to_string());
+        if !e.is_closed() {
+            return Failure::new("client_error", e.to_string());
         }
-        Failure::new("connection_lost", e.to_string())
+        match ended {
+            Some(end) if access_ended(end) => {
+                Failure::db(end).set("message", format!("access has ended: {}", end.message()))
+            }
+            // Why the firewall ended it (say, PostgreSQL's own 57P01).
+            Some(end) => Failure::db(end),
+            None => Failure::new("connection_lost", e.to_string()),
+        }
     }
 }
 
