@@ -99,6 +99,8 @@ async fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, ApiEr
     .flatten();
     let Some(c) = matched else {
         state.self_limit.failed(&identity);
+        // The secret is never logged; the name is what a client typed.
+        tracing::warn!(identity = %identity.escape_debug(), "self-service sign-in refused");
         return Err(unauthorized(
             "wrong identity or secret, or the grant is no longer active",
         ));
