@@ -280,6 +280,8 @@ async fn start_admin(
     let mut sd = controller.subscribe();
     info!(addr = ?bound, "admin API listening");
     let task = tokio::spawn(async move {
+        // Peers' addresses, for what `/v1/self` proposals record.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { sd.reached(Phase::Draining).await })
             .await;

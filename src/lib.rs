@@ -12,6 +12,10 @@
 //! - [`net`] — TCP or TLS streams and the rustls configurations.
 //! - [`protocol`] — helpers over pgwire's message codec: frame reading with
 //!   limits, startup packets, and the catalogue of client-facing errors.
+//! - [`mcp`] — `infraveil mcp`: an MCP server for AI agents that is only a
+//!   client of the firewall (its wire protocol and its self-service admin
+//!   API, with the agent's own grant); it uses nothing of the firewall's
+//!   inside.
 //! - [`classify`] — SQL text to statements, each with a class (read, write,
 //!   ddl, destructive, privileged, unknown), the tables it touches and why;
 //!   no I/O, shared by the proxy and `veilctl check`.
@@ -62,6 +66,7 @@ pub mod daemon;
 pub mod demo;
 pub mod grants;
 pub mod inventory;
+pub mod mcp;
 pub mod metrics;
 pub mod net;
 pub mod policy;

@@ -17,6 +17,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("sandbox", 0),
     ("net", 1),
     ("protocol", 1),
+    // A client of the firewall: the wire and the admin API, TLS from `net`.
+    ("mcp", 2),
     ("classify", 2),
     ("metrics", 3),
     ("policy", 3),

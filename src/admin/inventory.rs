@@ -144,7 +144,7 @@ pub async fn identity_usage(
 }
 
 /// The database a client URL names, if any.
-fn database_of(url: &url::Url) -> Option<String> {
+pub(super) fn database_of(url: &url::Url) -> Option<String> {
     let db = percent_decode(url.path().trim_start_matches('/'))?;
     (!db.is_empty()).then_some(db)
 }

@@ -1,7 +1,8 @@
 //! The admin HTTP API, on its own listener: `/healthz` for load balancers,
 //! the approval page (authorized by its signed link and the approver's own
-//! credential), and everything else behind a bearer token compared in
-//! constant time. JSON in and out; errors are `{"error": "..."}` with a
+//! credential), `/v1/self` (an identity about itself, authorized by its own
+//! grant credential; see `selfserve`), and everything else behind a bearer
+//! token compared in constant time. JSON in and out; errors are `{"error": "..."}` with a
 //! status that says whose fault it was. Nothing changes state on GET.
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ mod approvals;
 pub mod audit;
 mod grants;
 mod inventory;
+mod selfserve;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -34,6 +36,8 @@ pub struct AdminState {
     token: Arc<String>,
     /// Wrong secrets on the approval page, per approver.
     signin_limit: Arc<approvals::SignInLimit>,
+    /// Wrong grant secrets on `/v1/self`, per identity.
+    self_limit: Arc<approvals::SignInLimit>,
 }
 
 impl AdminState {
@@ -45,6 +49,7 @@ impl AdminState {
             store,
             token: Arc::new(token),
             signin_limit: Arc::default(),
+            self_limit: Arc::default(),
         }
     }
 }
@@ -84,6 +89,11 @@ pub fn router(state: AdminState) -> Router {
             "/approvals/{id}",
             get(approvals::page).post(approvals::decide_page),
         )
+        // An identity about itself, with its own grant credential.
+        .route("/v1/self/whoami", get(selfserve::whoami))
+        .route("/v1/self/check", post(selfserve::check))
+        .route("/v1/self/proposals", post(selfserve::propose))
+        .route("/v1/self/approvals/{id}", get(selfserve::approval))
         .merge(protected)
         .with_state(state)
 }

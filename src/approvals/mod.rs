@@ -8,7 +8,9 @@
 //! that an approval runs its statement at most once. In `wait` mode the
 //! session blocks on the request (see `proxy::hold`); in `defer` mode
 //! the client is refused at once and the identical statement from the same
-//! identity and role, re-sent after approval, runs once.
+//! identity and role, re-sent after approval, runs once. A request can also
+//! be proposed without a session (`proxy::hold::Gate::propose`); it is
+//! `defer` then, and taken the same way by either mode.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

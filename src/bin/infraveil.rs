@@ -1,5 +1,6 @@
-//! `infraveil`: the firewall daemon (`serve`), the sandbox (`demo`) and a
-//! container health probe (`healthcheck`).
+//! `infraveil`: the firewall daemon (`serve`), the sandbox (`demo`), the
+//! MCP server for AI agents (`mcp`) and a container health probe
+//! (`healthcheck`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,6 +58,27 @@ enum Command {
         #[arg(long)]
         env_file: Option<PathBuf>,
     },
+    /// An MCP server over stdio for AI agents, connecting through the
+    /// firewall with the agent's own grant (tools: query, check, propose,
+    /// status, describe, whoami). Logs go to stderr; stdout is the protocol.
+    Mcp {
+        /// The agent's grant URL, as `veilctl grants issue` prints it.
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            hide_env_values = true,
+            conflicts_with = "grant_file"
+        )]
+        database_url: Option<String>,
+        /// A file holding the grant: `veilctl --output json grants issue`'s
+        /// output, a `DATABASE_URL=...` line, or the URL alone.
+        #[arg(long)]
+        grant_file: Option<PathBuf>,
+        /// The firewall's admin API, for check, propose, status and whoami
+        /// (signed in with the same grant; no admin token).
+        #[arg(long, env = "VEIL_ADMIN_URL")]
+        admin_url: Option<String>,
+    },
     /// Exit 0 if the admin API answers `/healthz`, 1 otherwise: a
     /// container HEALTHCHECK for images without curl.
     Healthcheck {
@@ -65,9 +87,9 @@ enum Command {
     },
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFRAVEIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -91,7 +113,13 @@ fn main() {
         // output lands in `docker inspect`.
         Command::Healthcheck { url } => healthcheck(&url),
         command => {
-            init_tracing(cli.log_format);
+            // The MCP server's stderr lands in the agent runtime's log:
+            // rmcp's per-message lines only at debug.
+            let default = match command {
+                Command::Mcp { .. } => "info,rmcp=warn",
+                _ => "info",
+            };
+            init_tracing(cli.log_format, default);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -152,6 +180,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "approval pages: sign in as this approver with VEIL_APPROVER_SECRET"
             );
             d.run_until_signal().await?;
+        }
+        Command::Mcp {
+            database_url,
+            grant_file,
+            admin_url,
+        } => {
+            let database_url = match (grant_file, database_url) {
+                (Some(f), _) => infraveil::mcp::url_from_grant_file(&f)?,
+                (None, Some(u)) => u,
+                (None, None) => return Err(infraveil::mcp::McpError::NoUrl.into()),
+            };
+            infraveil::mcp::run(infraveil::mcp::Options {
+                database_url,
+                admin_url,
+            })
+            .await?;
         }
         Command::Healthcheck { .. } => unreachable!("run without a runtime in main"),
     }

@@ -6,9 +6,15 @@
 //!   (identity, role, database, upstream user, text and parameter values)
 //!   lets it run (once). Otherwise the client is refused at once with the
 //!   request's id and link, creating the request if none is pending.
-//! - `wait`: a request is created and the session blocks (only this one)
-//!   until an approver decides, the request expires, the client cancels
-//!   (CancelRequest) or disconnects, or the session is ended.
+//! - `wait`: a request approved beforehand for exactly this binding (a
+//!   proposal, see [`Gate::propose`]) lets it run once. Otherwise a request
+//!   is created and the session blocks (only this one) until an approver
+//!   decides, the request expires, the client cancels (CancelRequest) or
+//!   disconnects, or the session is ended.
+//!
+//! Outside any session, [`Gate::propose`] creates (or finds) the pending
+//! request for a statement without running it (the admin API's `/v1/self`,
+//! for agents): in `defer` semantics, whatever the role's mode.
 
 use std::sync::Arc;
 
@@ -95,19 +101,8 @@ impl Gate<'_> {
         client: &mut FrameReader<R>,
         cancel: &Notify,
     ) -> Outcome {
-        let Some(upstream_user) = self
-            .policies
-            .role(&info.role)
-            .map(|r| r.upstream_user.clone())
-        else {
+        let Some(binding) = self.binding(info, asked) else {
             return Outcome::Refuse(unavailable_text("the role is no longer defined"));
-        };
-        let binding = Binding {
-            identity: info.identity.clone(),
-            role: info.role.clone(),
-            database: info.database.clone(),
-            upstream_user,
-            hash: crate::approvals::bound_hash(asked.sql, asked.types, asked.values),
         };
         let q = Question {
             gate: self,
@@ -120,6 +115,61 @@ impl Gate<'_> {
             ApprovalMode::Defer => defer(&q).await,
             ApprovalMode::Wait => wait(&q, client, cancel).await,
         }
+    }
+}
+
+impl Gate<'_> {
+    /// What an approval of `asked` by this session is bound to; `None` if
+    /// the session's role is no longer defined.
+    fn binding(&self, info: &SessionInfo, asked: &Asked<'_>) -> Option<Binding> {
+        let upstream_user = self.policies.role(&info.role)?.upstream_user.clone();
+        Some(Binding {
+            identity: info.identity.clone(),
+            role: info.role.clone(),
+            database: info.database.clone(),
+            upstream_user,
+            hash: crate::approvals::bound_hash(asked.sql, asked.types, asked.values),
+        })
+    }
+
+    /// A proposal made outside a session (the admin API's self-service
+    /// `propose`, for an agent): the pending request for exactly this
+    /// binding, or a new one in `defer` mode, so the identical statement
+    /// sent later by the same identity in the same role runs once approved.
+    /// Never takes an approved request: only the statement itself does.
+    /// Returns the request, its link, and whether it was created now.
+    pub async fn propose(
+        &self,
+        info: &SessionInfo,
+        held: &Held,
+        sql: &str,
+        why: &str,
+    ) -> Result<(ApprovalView, String, bool), ApprovalError> {
+        let asked = Asked {
+            sql,
+            types: &[],
+            values: &[],
+        };
+        let binding = self.binding(info, &asked).ok_or_else(|| {
+            ApprovalError::NotFound(format!("role {} (no longer defined)", info.role))
+        })?;
+        if let Some((req, link)) = self.approvals.pending_for(&binding) {
+            return Ok((req, link, false));
+        }
+        let mut held = held.clone();
+        held.mode = ApprovalMode::Defer;
+        if !why.trim().is_empty() {
+            held.reason = format!("{}; the requester says: {}", held.reason, why.trim());
+        }
+        let q = Question {
+            gate: self,
+            info,
+            held: &held,
+            asked: &asked,
+            binding,
+        };
+        let (req, _, link) = ask(&q).await?;
+        Ok((req, link, true))
     }
 }
 
@@ -174,6 +224,16 @@ async fn wait<R: AsyncRead + Unpin>(
     cancel: &Notify,
 ) -> Outcome {
     let approvals = q.gate.approvals;
+    // A proposal approved beforehand (see `Gate::propose`) runs it once,
+    // as in `defer` mode, instead of asking again.
+    match approvals.take_approved(&q.binding).await {
+        Ok(Some(req)) => {
+            info!(approval = %req.id, by = ?req.decided_by, "running a statement approved beforehand");
+            return Outcome::Run(req.id);
+        }
+        Ok(None) => {}
+        Err(e) => return Outcome::Refuse(unavailable(&e)),
+    }
     let (req, mut rx, _) = match ask(q).await {
         Ok(r) => r,
         Err(e) => return Outcome::Refuse(unavailable(&e)),
