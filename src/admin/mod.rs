@@ -1,7 +1,8 @@
 //! The admin HTTP API, on its own listener: `/healthz` for load balancers,
 //! the approval page (authorized by its signed link and the approver's own
 //! credential), and everything else behind a bearer token compared in
-//! constant time. JSON in and out; errors are `{"error": "..."}` with a
+//! constant time, and the web console under `/console` (its own sign-in
+//! and sessions). JSON in and out; errors are `{"error": "..."}` with a
 //! status that says whose fault it was. Nothing changes state on GET.
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::store::Store;
 
 mod approvals;
 pub mod audit;
+mod console;
 mod grants;
 mod inventory;
 
@@ -32,8 +34,10 @@ pub struct AdminState {
     pub approvals: Option<Arc<Approvals>>,
     pub store: Arc<Store>,
     token: Arc<String>,
-    /// Wrong secrets on the approval page, per approver.
+    /// Wrong secrets on the approval page and the console, per name.
     signin_limit: Arc<approvals::SignInLimit>,
+    /// The web console's sessions.
+    console: Arc<console::Console>,
 }
 
 impl AdminState {
@@ -45,6 +49,7 @@ impl AdminState {
             store,
             token: Arc::new(token),
             signin_limit: Arc::default(),
+            console: Arc::default(),
         }
     }
 }
@@ -84,6 +89,8 @@ pub fn router(state: AdminState) -> Router {
             "/approvals/{id}",
             get(approvals::page).post(approvals::decide_page),
         )
+        // The console signs its users in itself (session cookie + CSRF).
+        .merge(console::routes())
         .merge(protected)
         .with_state(state)
 }

@@ -353,7 +353,7 @@ static DECOY: std::sync::LazyLock<crate::auth::Verifier> = std::sync::LazyLock::
 
 /// Whether `secret` is one of `approver`'s approver secrets or the secret
 /// of one of their active grants.
-async fn signs_in(
+pub(super) async fn signs_in(
     state: &AdminState,
     approvals: &Approvals,
     approver: &str,
@@ -438,7 +438,7 @@ impl SignInLimit {
 /// contexts, is refused). A client that sends neither is not a browser a
 /// cross-site page could drive; the CSRF cookie and the approver's secret
 /// still bind it.
-fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
     let text = |name| {
         headers
             .get(name)

@@ -1,0 +1,417 @@
+//! The web console in headless Chromium: an approver signs in, a held
+//! `DROP TABLE` from a waiting `psql` appears in the queue without a
+//! reload, the approver approves it and `psql` completes; a non-approver
+//! neither sees nor can decide a request; a POST without the session's
+//! CSRF token is refused; the risk checker classes a destructive
+//! statement; the pages fit a 360 px wide phone. Screenshots of each page
+//! go to `target/console-screenshots/`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (see
+//! `tests/common/browser.rs`).
+
+mod common;
+#[path = "common/browser.rs"]
+mod headless;
+
+use std::time::Duration;
+
+use common::*;
+use fantoccini::Locator;
+use headless::Browser;
+use infraveil::approvals::Status;
+
+/// The approvals fixture, alice's grant in `ops` and oncall's approver
+/// secret.
+async fn setup() -> (Proxy, String, String) {
+    let p = approvals_fixture().await;
+    let g = p
+        .veilctl_json(&[
+            "grants",
+            "issue",
+            "--identity",
+            "alice",
+            "--role",
+            "ops",
+            "--ttl",
+            "1h",
+            "--reason",
+            "INC-7 tidy up",
+        ])
+        .await;
+    let alice = g["password"].as_str().unwrap().to_owned();
+    let e = p
+        .veilctl_json(&["approvers", "enroll", "--identity", "oncall"])
+        .await;
+    (p, alice, e["secret"].as_str().unwrap().to_owned())
+}
+
+fn console(p: &Proxy, path: &str) -> String {
+    format!("{}/console{path}", p.admin_url.as_ref().unwrap())
+}
+
+/// Sign in on the console's page; returns the heading of where it led.
+async fn sign_in(b: &Browser, p: &Proxy, identity: &str, secret: &str) -> (String, String) {
+    b.client.goto(&console(p, "")).await.unwrap();
+    let (heading, _) = b.page().await;
+    assert_eq!(heading, "Sign in", "the console sends strangers to sign in");
+    b.client
+        .find(Locator::Css("input[name=identity]"))
+        .await
+        .unwrap()
+        .send_keys(identity)
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("input[name=secret]"))
+        .await
+        .unwrap()
+        .send_keys(secret)
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("form[action='/console/signin'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_heading_not(b, "Sign in").await
+}
+
+/// The page's heading and text once it is no longer `old` (a form
+/// submission has led somewhere).
+async fn wait_heading_not(b: &Browser, old: &str) -> (String, String) {
+    for _ in 0..100 {
+        let (h, body) = b.page().await;
+        if h != old {
+            return (h, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("still on {old:?}");
+}
+
+/// Wait until `css` matches something in the current page (the live
+/// queue adds it without a reload).
+async fn wait_for(b: &Browser, css: &str) -> fantoccini::elements::Element {
+    for _ in 0..300 {
+        if let Some(e) = b.client.find_all(Locator::Css(css)).await.unwrap().pop() {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} never appeared");
+}
+
+fn alice_url(p: &Proxy, password: &str, db: &str) -> String {
+    format!(
+        "postgres://alice:{password}@127.0.0.1:{}/{db}?sslmode=disable",
+        p.port
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approver_approves_a_held_drop_from_the_live_queue() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let db = approvals_db("console_queue");
+    let (p, alice, oncall) = setup().await;
+
+    let (heading, body) = sign_in(&b, &p, "oncall", &oncall).await;
+    assert_eq!(heading, "Approvals", "{body}");
+    assert!(body.contains("Signed in as oncall"), "{body}");
+    assert!(body.contains("No pending requests."), "{body}");
+
+    // psql waits on a held DROP TABLE; the open page shows it unprompted.
+    let url = alice_url(&p, &alice, &db);
+    let waiting = tokio::spawn(async move { psql(&url, &["-c", "DROP TABLE child"]).await });
+    let article = wait_for(&b, "article.request").await;
+    let text = article.text().await.unwrap();
+    for needed in [
+        "DROP TABLE child",
+        "alice (human) as ops",
+        "destructive",
+        "rule roles.ops.approve",
+        "approving runs the statement once, now",
+        "Expires",
+        "Blast radius",
+    ] {
+        assert!(text.contains(needed), "{needed:?} missing from:\n{text}");
+    }
+    let drop_kw = article
+        .find(Locator::Css("pre.sql .kw.danger"))
+        .await
+        .unwrap();
+    assert_eq!(drop_kw.text().await.unwrap(), "DROP");
+    b.screenshot("approvals-queue").await;
+
+    // A phone: the queue fits 360 px without sideways scrolling.
+    b.resize(360, 800).await;
+    let width = b
+        .eval("return document.documentElement.scrollWidth")
+        .await
+        .as_u64()
+        .unwrap();
+    assert!(width <= 360, "the queue is {width} px wide on a phone");
+    b.screenshot("approvals-queue-phone").await;
+    b.resize(1200, 900).await;
+
+    assert!(!waiting.is_finished(), "psql waits for the decision");
+    article
+        .find(Locator::Css("textarea[name=note]"))
+        .await
+        .unwrap()
+        .send_keys("checked with alice")
+        .await
+        .unwrap();
+    article
+        .find(Locator::Css("button[value=approve]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = wait_for(&b, "p.flash").await.text().await.unwrap();
+    assert!(flash.contains("approved by oncall"), "{flash}");
+
+    let (ok, out, err) = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("psql completes after the approval")
+        .unwrap();
+    assert!(ok, "psql failed: {err}");
+    assert!(out.contains("DROP TABLE"), "{out}");
+    assert_eq!(
+        cluster()
+            .psql(&db, "SELECT to_regclass('child') IS NULL")
+            .unwrap()
+            .trim(),
+        "t"
+    );
+
+    // The history says who decided, and the audit log has the decision
+    // under oncall, from the console.
+    let (_, body) = b.page().await;
+    assert!(body.contains("checked with alice"), "{body}");
+    let decided: Vec<_> = p
+        .audit_payloads(&[])
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "approval.decided")
+        .collect();
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(decided[0]["by"], "oncall");
+    assert_eq!(decided[0]["via"], "console");
+
+    // The risk checker classes a destructive statement as veilctl does.
+    b.client.goto(&console(&p, "/check")).await.unwrap();
+    b.client
+        .find(Locator::Css("textarea[name=sql]"))
+        .await
+        .unwrap()
+        .send_keys("DROP TABLE t CASCADE")
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("select[name=identity] option[value=alice]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("form[action='/console/check'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let class = wait_for(&b, "#overall-class").await.text().await.unwrap();
+    assert_eq!(class, "destructive");
+    let decision = b
+        .client
+        .find(Locator::Css("#decision"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (ok, cli, _) = p
+        .veilctl(&[
+            "--output",
+            "json",
+            "check",
+            "DROP TABLE t CASCADE",
+            "--identity",
+            "alice",
+            "--policies",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/policies/approvals"),
+        ])
+        .await;
+    assert!(!ok, "a hold is not allowed: exit 1");
+    let cli: serde_json::Value = serde_json::from_str(&cli).unwrap();
+    assert_eq!(cli["class"], "destructive");
+    assert_eq!(
+        cli["decision"].as_str().unwrap(),
+        decision,
+        "as veilctl check decides"
+    );
+    b.screenshot("risk-checker").await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_approver_cannot_see_or_decide_and_csrf_is_enforced() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let db = approvals_db("console_refused");
+    let (p, alice, oncall) = setup().await;
+    // bot-a's DELETE is held (defer) for oncall only: alice approves ops,
+    // not bot.
+    let (_, bot) = p.grant("bot-a", "bot", "1h").await;
+    let c = p.connect_with("bot-a", &db, &bot).await;
+    let e = c.execute("DELETE FROM t", &[]).await.unwrap_err();
+    let e = e
+        .as_db_error()
+        .expect("an error from the firewall")
+        .message();
+    assert!(e.contains("approval"), "{e}");
+    let list = p.running().shared.approvals.as_ref().unwrap().list(false);
+    assert_eq!(list.len(), 1);
+    let id = list[0].id.clone();
+
+    let (heading, body) = sign_in(&b, &p, "alice", &alice).await;
+    assert_eq!(heading, "Approvals", "{body}");
+    assert!(
+        body.contains("No pending requests."),
+        "alice sees it:\n{body}"
+    );
+    assert!(!body.contains(&id), "{body}");
+
+    // A POST of her own session, with her CSRF token, is still refused.
+    let forged = format!(
+        "var f = document.createElement('form'); f.method = 'post'; f.action = '/console/approvals/{id}';
+         for (const [k, v] of [['csrf', document.querySelector('form.signout input[name=csrf]').value], ['decision', 'approve']]) {{
+           var i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i);
+         }}
+         document.body.appendChild(f); f.submit(); return true;"
+    );
+    b.eval(&forged).await;
+    let (heading, body) = wait_heading_not(&b, "Approvals").await;
+    assert_eq!(heading, "Refused", "{body}");
+    assert!(body.contains("not an approver of this request"), "{body}");
+    let status = |p: &Proxy| {
+        p.running()
+            .shared
+            .approvals
+            .as_ref()
+            .unwrap()
+            .get(&id)
+            .unwrap()
+            .status
+    };
+    assert_eq!(status(&p), Status::Pending);
+
+    // oncall sees it; a form without the CSRF token, from the console's
+    // own origin or from another page, decides nothing.
+    b.client.goto(&console(&p, "/approvals")).await.unwrap();
+    let signout = b
+        .client
+        .find(Locator::Css("form.signout button"))
+        .await
+        .unwrap();
+    signout.click().await.unwrap();
+    let (heading, body) = sign_in(&b, &p, "oncall", &oncall).await;
+    assert_eq!(heading, "Approvals", "{body}");
+    assert!(body.contains("DELETE FROM t"), "oncall sees it:\n{body}");
+    b.screenshot("approvals-defer").await;
+    let without_token = format!(
+        "var f = document.createElement('form'); f.method = 'post'; f.action = '/console/approvals/{id}';
+         var i = document.createElement('input'); i.type = 'hidden'; i.name = 'decision'; i.value = 'approve'; f.appendChild(i);
+         document.body.appendChild(f); f.submit(); return true;"
+    );
+    b.eval(&without_token).await;
+    let (heading, body) = wait_heading_not(&b, "Approvals").await;
+    assert_eq!(heading, "Refused", "{body}");
+    assert!(body.contains("CSRF check failed"), "{body}");
+    assert_eq!(status(&p), Status::Pending);
+
+    let action = console(&p, &format!("/approvals/{id}"));
+    let evil = attacker_page(&action).await;
+    b.client.goto(&evil).await.unwrap();
+    b.client
+        .find(Locator::Css("button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let (heading, body) = wait_heading_not(&b, "Win a prize").await;
+    assert_eq!(heading, "Refused", "{body}");
+    assert_eq!(status(&p), Status::Pending);
+
+    // Wrong secrets do not say which half was wrong.
+    b.client.goto(&console(&p, "/approvals")).await.unwrap();
+    b.client
+        .find(Locator::Css("form.signout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for (who, secret) in [("oncall", "vap_wrong"), ("nobody", oncall.as_str())] {
+        b.client.goto(&console(&p, "/signin")).await.unwrap();
+        b.client
+            .find(Locator::Css("input[name=identity]"))
+            .await
+            .unwrap()
+            .send_keys(who)
+            .await
+            .unwrap();
+        b.client
+            .find(Locator::Css("input[name=secret]"))
+            .await
+            .unwrap()
+            .send_keys(secret)
+            .await
+            .unwrap();
+        b.client
+            .find(Locator::Css("form[action='/console/signin'] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let error = wait_for(&b, "p.error").await.text().await.unwrap();
+        assert_eq!(
+            error,
+            "Sign-in failed: wrong identity or secret, or this identity approves no role."
+        );
+    }
+    b.screenshot("sign-in").await;
+    b.close().await;
+}
+
+/// A page on another origin (127.0.0.1, another port: same site, so a
+/// `SameSite=Strict` cookie still goes along) with a form that posts a
+/// decision to the console without the CSRF token.
+async fn attacker_page(action: &str) -> String {
+    let html = format!(
+        "<!doctype html><html><body><h1>Win a prize</h1><form method=\"post\" action=\"{action}\">\
+         <button name=\"decision\" value=\"approve\">Claim</button></form></body></html>"
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let html = html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://127.0.0.1:{port}/")
+}
