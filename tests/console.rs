@@ -117,6 +117,7 @@ async fn an_approver_approves_a_held_drop_from_the_live_queue() {
     };
     let db = approvals_db("console_queue");
     let (p, alice, oncall) = setup().await;
+    b.resize(1100, 1000).await;
 
     let (heading, body) = sign_in(&b, &p, "oncall", &oncall).await;
     assert_eq!(heading, "Approvals", "{body}");
@@ -155,7 +156,7 @@ async fn an_approver_approves_a_held_drop_from_the_live_queue() {
         .unwrap();
     assert!(width <= 360, "the queue is {width} px wide on a phone");
     b.screenshot("approvals-queue-phone").await;
-    b.resize(1200, 900).await;
+    b.resize(1100, 1000).await;
 
     assert!(!waiting.is_finished(), "psql waits for the decision");
     article
@@ -414,4 +415,219 @@ async fn attacker_page(action: &str) -> String {
         let _ = axum::serve(listener, app).await;
     });
     format!("http://127.0.0.1:{port}/")
+}
+
+/// Text of the element `css` on the current page.
+async fn text_of(b: &Browser, css: &str) -> String {
+    wait_for(b, css).await.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_sees_inventory_audit_and_grants() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let db = approvals_db("console_admin");
+    let (p, alice, _) = setup().await;
+    let (ok, _, err) = psql(
+        &alice_url(&p, &alice, &db),
+        &["-c", "SELECT count(*) FROM t"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    b.resize(1100, 1000).await;
+
+    let (heading, body) = sign_in(&b, &p, "", ADMIN_TOKEN).await;
+    assert_eq!(heading, "Approvals", "{body}");
+    for link in ["Blast radius", "Audit", "Grants"] {
+        assert!(
+            body.contains(link),
+            "the admin's navigation has {link}:\n{body}"
+        );
+    }
+
+    // Blast radius: the page shows what veilctl prints.
+    b.client
+        .goto(&console(&p, "/blast-radius?identity=alice"))
+        .await
+        .unwrap();
+    let page = text_of(&b, "#radius-text").await;
+    let (_, cli, err) = p.veilctl(&["blast-radius", "--identity", "alice"]).await;
+    assert!(!cli.is_empty(), "{err}");
+    for line in cli.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        assert!(
+            page.contains(line),
+            "{line:?} missing from the page:\n{page}"
+        );
+    }
+    assert!(page.contains("role ops"), "{page}");
+    b.screenshot("blast-radius").await;
+
+    b.client.goto(&console(&p, "/access")).await.unwrap();
+    let review = text_of(&b, "#review-text").await;
+    assert!(review.contains("access review"), "{review}");
+    assert!(review.contains("alice"), "{review}");
+    b.screenshot("access-review").await;
+
+    b.client
+        .goto(&console(
+            &p,
+            "/guard?kind=agent&identity=report-agent&tables=public.t&approvers=oncall",
+        ))
+        .await
+        .unwrap();
+    let toml = text_of(&b, "#guard-toml").await;
+    assert!(toml.contains("[identities.report-agent]"), "{toml}");
+    assert!(toml.contains("public.t"), "{toml}");
+    let copy = b
+        .client
+        .find(Locator::Css("button[data-copy=guard-toml]"))
+        .await
+        .unwrap();
+    assert!(
+        copy.is_displayed().await.unwrap(),
+        "the script shows the copy button"
+    );
+    b.screenshot("guard-config").await;
+
+    // Audit: alice's read is there, the chain verifies up to it, and the
+    // class filter narrows.
+    b.client
+        .goto(&console(&p, "/audit?identity=alice&class=read"))
+        .await
+        .unwrap();
+    let audit = text_of(&b, "#audit").await;
+    assert!(audit.contains("SELECT count(*) FROM t"), "{audit}");
+    assert!(audit.contains("verifies"), "{audit}");
+    assert!(!audit.contains("does not verify"), "{audit}");
+    b.screenshot("audit").await;
+    b.client
+        .goto(&console(&p, "/audit?identity=alice&class=destructive"))
+        .await
+        .unwrap();
+    let (_, body) = b.page().await;
+    assert!(body.contains("No records match."), "{body}");
+
+    // The export streams veilctl's bytes.
+    let until = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cookie = b
+        .client
+        .get_named_cookie("veil_console")
+        .await
+        .expect("the session cookie");
+    let export = reqwest::Client::new()
+        .get(console(
+            &p,
+            &format!("/audit/export?identity=alice&until={until}&format=csv"),
+        ))
+        .header("cookie", format!("veil_console={}", cookie.value()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    assert!(
+        export.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("audit.csv")
+    );
+    let bytes = export.text().await.unwrap();
+    let (ok, cli, err) = p
+        .veilctl(&[
+            "audit",
+            "export",
+            "--identity",
+            "alice",
+            "--until",
+            &until,
+            "--format",
+            "csv",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(bytes, cli, "the console exports what veilctl does");
+    assert!(bytes.contains("SELECT count(*) FROM t"));
+
+    // Grants: issue one (the secret is shown once and works), then revoke.
+    b.client.goto(&console(&p, "/grants")).await.unwrap();
+    b.client
+        .find(Locator::Css("select[name=identity] option[value=bot-b]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("select[name=role] option[value=bot]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("input[name=reason]"))
+        .await
+        .unwrap()
+        .send_keys("CON-1 report")
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("form[action='/console/grants'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let secret = text_of(&b, "#grant-secret").await;
+    let c = p.connect_with("bot-b", &db, &secret).await;
+    let n: i64 = scalar(&c, "SELECT count(*) FROM t").await;
+    assert_eq!(n, 100);
+    let (_, body) = b.page().await;
+    assert!(body.contains("CON-1 report"), "{body}");
+    b.screenshot("grants").await;
+    b.client.goto(&console(&p, "/grants")).await.unwrap();
+    let (_, body) = b.page().await;
+    assert!(!body.contains(&secret), "the secret is shown once only");
+    let id = p
+        .running()
+        .grants
+        .list(false)
+        .into_iter()
+        .find(|g| g.identity == "bot-b")
+        .unwrap()
+        .id;
+    b.client
+        .find(Locator::Css(&format!(
+            "form[action='/console/grants/{id}/revoke'] button"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = text_of(&b, "p.flash").await;
+    assert!(flash.contains(&format!("Grant {id} revoked")), "{flash}");
+    assert!(p.try_connect("bot-b", &db, &secret).await.is_err());
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approver_cannot_open_admin_pages() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let (p, _, oncall) = setup().await;
+    sign_in(&b, &p, "oncall", &oncall).await;
+    for path in [
+        "/grants",
+        "/audit",
+        "/blast-radius?identity=alice",
+        "/audit/export",
+    ] {
+        b.client.goto(&console(&p, path)).await.unwrap();
+        let (heading, _) = b.page().await;
+        assert_eq!(heading, "Admins only", "{path}");
+    }
+    b.close().await;
 }

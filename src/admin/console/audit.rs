@@ -124,7 +124,7 @@ fn filters(f: &AuditForm) -> Markup {
         form.card method="get" action="/console/audit" {
             div.row {
                 p { label for="identity" { "Identity" } input #identity name="identity" value=(f.identity); }
-                p { label for="since" { "Since (2026-12-01T09:00:00Z, 2026-12-01 or 1h)" } input #since name="since" value=(f.since); }
+                p { label for="since" { "Since" } input #since name="since" placeholder="2026-12-01T09:00:00Z, 2026-12-01 or 1h" value=(f.since); }
                 p { label for="until" { "Until" } input #until name="until" value=(f.until); }
                 p {
                     label for="class" { "Class" }

@@ -126,6 +126,11 @@ fn request(v: &ApprovalView, signed: &Signed) -> Markup {
                 p.warn role="alert" { strong { "Warning: " } (crate::approvals::notify::HIDDEN_CHARACTERS) "." }
             }
             pre.sql dir="ltr" { code { (statement) } }
+            h4 { "Blast radius" }
+            ul.preview {
+                @for line in &v.preview { li { (line) } }
+                @if v.preview.is_empty() { li { "no preview" } }
+            }
             dl.facts {
                 dt { "Request" } dd { code { (v.id) } }
                 dt { "Identity" } dd { (who(v)) }
@@ -138,11 +143,6 @@ fn request(v: &ApprovalView, signed: &Signed) -> Markup {
                 dt { "Age" } dd { (relative(v.created_ms)) " (" (v.created_at) ")" }
                 dt { "Expires" } dd { (relative(v.expires_ms)) " (" (v.expires_at) ")" }
                 dt { "Approvers" } dd { (v.approvers.join(", ")) }
-            }
-            h4 { "Blast radius" }
-            ul.preview {
-                @for line in &v.preview { li { (line) } }
-                @if v.preview.is_empty() { li { "no preview" } }
             }
             @if own {
                 p.note { "You asked for this statement: another approver must decide it." }
