@@ -50,49 +50,8 @@ pub fn stderr_colours() -> bool {
     !no_color && std::io::stderr().is_terminal()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    enum Outer {
-        #[error("cannot start: {0}")]
-        Shows(#[source] Inner),
-        #[error("cannot start")]
-        Hides(#[source] Inner),
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("port 6432 is in use")]
-    struct Inner;
-
-    #[test]
-    fn causes_on_their_own_lines_once() {
-        assert_eq!(render(&Inner), "error: port 6432 is in use");
-        assert_eq!(
-            render(&Outer::Hides(Inner)),
-            "error: cannot start\ncaused by: port 6432 is in use"
-        );
-        // Already in the message: not repeated.
-        assert_eq!(
-            render(&Outer::Shows(Inner)),
-            "error: cannot start: port 6432 is in use"
-        );
-    }
-
-    #[test]
-    fn anyhow_context_is_a_cause() {
-        let e = anyhow::Error::new(Inner).context("cannot start the demo");
-        assert_eq!(
-            render(e.as_ref()),
-            "error: cannot start the demo\ncaused by: port 6432 is in use"
-        );
-    }
-}
-
 /// A plain-text table for terminal output: columns padded to their widest
 /// cell, no borders, so `grep` and `awk` still work.
-
 pub struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
@@ -135,5 +94,45 @@ impl std::fmt::Display for Table {
             writeln!(f, "{}", line.trim_end())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("cannot start: {0}")]
+        Shows(#[source] Inner),
+        #[error("cannot start")]
+        Hides(#[source] Inner),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("port 6432 is in use")]
+    struct Inner;
+
+    #[test]
+    fn causes_on_their_own_lines_once() {
+        assert_eq!(render(&Inner), "error: port 6432 is in use");
+        assert_eq!(
+            render(&Outer::Hides(Inner)),
+            "error: cannot start\ncaused by: port 6432 is in use"
+        );
+        // Already in the message: not repeated.
+        assert_eq!(
+            render(&Outer::Shows(Inner)),
+            "error: cannot start: port 6432 is in use"
+        );
+    }
+
+    #[test]
+    fn anyhow_context_is_a_cause() {
+        let e = anyhow::Error::new(Inner).context("cannot start the demo");
+        assert_eq!(
+            render(e.as_ref()),
+            "error: cannot start the demo\ncaused by: port 6432 is in use"
+        );
     }
 }

@@ -73,7 +73,7 @@ pub async fn page(
     q: Result<Query<AuditForm>, QueryRejection>,
 ) -> Response {
     if let Err(r) = signed.admin_only() {
-        return r;
+        return r.into_response();
     }
     let f = q.map(|Query(q)| q).unwrap_or_default();
     let store = state.store.clone();
@@ -306,7 +306,7 @@ pub async fn export(
     q: Result<Query<crate::admin::audit::ExportQuery>, QueryRejection>,
 ) -> Response {
     if let Err(r) = signed.admin_only() {
-        return r;
+        return r.into_response();
     }
     let csv = matches!(&q, Ok(Query(q)) if q.is_csv());
     match crate::admin::audit::export(state, q).await {

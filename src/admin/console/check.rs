@@ -9,7 +9,7 @@ use axum::Form;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -53,7 +53,7 @@ pub async fn post(
         );
     };
     if let Err(r) = signed.check_post(&state, &headers, &f.csrf) {
-        return r;
+        return r.into_response();
     }
     if f.sql.len() > MAX_SQL {
         return message(

@@ -7,7 +7,7 @@ use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -20,7 +20,7 @@ use crate::grants::{IssueRequest, Issued};
 /// `GET /console/grants`.
 pub async fn page(State(state): State<AdminState>, signed: Signed) -> Response {
     if let Err(r) = signed.admin_only() {
-        return r;
+        return r.into_response();
     }
     render(&state, &signed, html! {})
 }
@@ -119,7 +119,7 @@ pub async fn issue(
         .admin_only()
         .and_then(|()| signed.check_post(&state, &headers, &f.csrf))
     {
-        return r;
+        return r.into_response();
     }
     let ttl = match crate::config::parse_duration(f.ttl.trim()) {
         Ok(d) => d,
@@ -175,7 +175,7 @@ pub async fn revoke(
         .admin_only()
         .and_then(|()| signed.check_post(&state, &headers, &f.csrf))
     {
-        return r;
+        return r.into_response();
     }
     let top = match revoke_and_end(&state, &id, "admin (console)".to_owned(), None).await {
         Ok(r) => html! {

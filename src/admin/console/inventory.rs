@@ -7,7 +7,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -60,7 +60,7 @@ pub async fn blast_radius(
     q: Result<Query<RadiusForm>, QueryRejection>,
 ) -> Response {
     if let Err(r) = signed.admin_only() {
-        return r;
+        return r.into_response();
     }
     let f = q.map(|Query(q)| q).unwrap_or_default();
     let identity = f.identity.trim();
@@ -114,7 +114,7 @@ pub async fn access_review(
     q: Result<Query<ReviewForm>, QueryRejection>,
 ) -> Response {
     if let Err(r) = signed.admin_only() {
-        return r;
+        return r.into_response();
     }
     let days = q.ok().and_then(|Query(q)| q.days).unwrap_or(90);
     let result = review_report(&state, days).await;
@@ -177,7 +177,7 @@ pub async fn guard(
     q: Result<Query<GuardForm>, QueryRejection>,
 ) -> Response {
     if let Err(r) = signed.admin_only() {
-        return r;
+        return r.into_response();
     }
     let f = q.map(|Query(q)| q).unwrap_or_default();
     let kinds = ["agent", "ci", "human", "service"];

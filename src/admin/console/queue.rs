@@ -266,7 +266,7 @@ pub async fn decide(
         );
     };
     if let Err(r) = signed.check_post(&state, &headers, &form.csrf) {
-        return r;
+        return r.into_response();
     }
     let Some(approvals) = &state.approvals else {
         return message(

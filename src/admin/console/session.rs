@@ -177,7 +177,7 @@ impl Signed {
         state: &AdminState,
         headers: &HeaderMap,
         form_csrf: &str,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Refused> {
         let token_ok =
             !form_csrf.is_empty() && bool::from(form_csrf.as_bytes().ct_eq(self.csrf.as_bytes()));
         if token_ok
@@ -189,23 +189,34 @@ impl Signed {
             who = self.who.name(),
             "console: POST without this session's CSRF token or from another origin"
         );
-        Err(super::message(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "This form was not sent from this console session (CSRF check failed). Reload the page and try again.",
-        ))
+        Err(Refused {
+            title: "Refused",
+            text: "This form was not sent from this console session (CSRF check failed). Reload the page and try again.",
+        })
     }
 
     /// Refuses anyone but the admin.
-    pub fn admin_only(&self) -> Result<(), Response> {
+    pub fn admin_only(&self) -> Result<(), Refused> {
         if self.who.is_admin() {
             return Ok(());
         }
-        Err(super::message(
-            StatusCode::FORBIDDEN,
-            "Admins only",
-            "This page needs an admin sign-in (the admin token).",
-        ))
+        Err(Refused {
+            title: "Admins only",
+            text: "This page needs an admin sign-in (the admin token).",
+        })
+    }
+}
+
+/// A `403` page: why a signed-in request was refused.
+#[derive(Debug)]
+pub struct Refused {
+    title: &'static str,
+    text: &'static str,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        super::message(StatusCode::FORBIDDEN, self.title, self.text)
     }
 }
 
@@ -254,5 +265,52 @@ fn still_allowed(state: &AdminState, who: &Who) -> bool {
     match who {
         Who::Admin => true,
         Who::Approver(name) => state.shared.policies().is_approver(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_have_their_own_ids_and_csrf_tokens() {
+        let s = Sessions::default();
+        let a = s.create(Who::Approver("oncall".into()));
+        let b = s.create(Who::Admin);
+        assert_ne!(a, b);
+        // 256 random bits, base64url without padding.
+        assert_eq!(a.len(), 43);
+        let (sa, sb) = (s.get(&a).unwrap(), s.get(&b).unwrap());
+        assert_eq!(sa.who, Who::Approver("oncall".into()));
+        assert_eq!(sb.who, Who::Admin);
+        assert_ne!(sa.csrf, sb.csrf);
+        assert_ne!(sa.csrf, a, "the CSRF token is not the session id");
+        assert!(s.alive(&a));
+        s.remove(&a);
+        assert!(s.get(&a).is_none() && !s.alive(&a));
+        assert!(s.get("not-a-session").is_none());
+    }
+
+    #[test]
+    fn the_cookie_is_scoped_and_secure_under_tls() {
+        let c = cookie("abc", false);
+        assert_eq!(
+            c,
+            "veil_console=abc; Path=/console; HttpOnly; SameSite=Strict; Max-Age=28800"
+        );
+        assert!(cookie("abc", true).ends_with("; Secure"));
+        assert!(cleared_cookie(true).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn only_this_sessions_cookie_is_read() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "veil_csrf=x; veil_console=the-id; other=y".parse().unwrap(),
+        );
+        assert_eq!(cookie_value(&h).as_deref(), Some("the-id"));
+        h.insert(header::COOKIE, "veil_console_x=no".parse().unwrap());
+        assert_eq!(cookie_value(&h), None);
     }
 }

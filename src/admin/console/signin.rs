@@ -129,7 +129,7 @@ pub async fn signout(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = signed.check_post(&state, &headers, &f.csrf) {
-        return r;
+        return r.into_response();
     }
     state.console.sessions.remove(&signed.id);
     let mut resp = Redirect::to("/console/signin").into_response();
