@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::*;
 use fantoccini::Locator;
-use headless::Browser;
+use headless::{Browser, attacker_page};
 use infraveil::approvals::Status;
 
 const SIGNING_SECRET: &str = "browser-webhook-secret";
@@ -26,25 +26,7 @@ const SIGNING_SECRET: &str = "browser-webhook-secret";
 async fn setup() -> (Proxy, Receiver, String, String) {
     let hook = receiver().await;
     let p = approvals_proxy_with_webhook(&hook.url, SIGNING_SECRET, Duration::from_secs(60)).await;
-    let g = p
-        .veilctl_json(&[
-            "grants",
-            "issue",
-            "--identity",
-            "alice",
-            "--role",
-            "ops",
-            "--ttl",
-            "1h",
-            "--reason",
-            "INC-4711 clean up",
-        ])
-        .await;
-    let alice = g["password"].as_str().unwrap().to_owned();
-    let e = p
-        .veilctl_json(&["approvers", "enroll", "--identity", "oncall"])
-        .await;
-    let approver_secret = e["secret"].as_str().unwrap().to_owned();
+    let (alice, approver_secret) = alice_and_oncall(&p, "INC-4711 clean up").await;
     (p, hook, alice, approver_secret)
 }
 
@@ -185,33 +167,6 @@ async fn an_approver_approves_and_denies_from_the_chat_link_in_a_browser() {
     );
     hook.next_saying("denied by oncall").await;
     browser.close().await;
-}
-
-/// A page an attacker controls, served from `host`: a form that posts a
-/// decision to the approval page with every field right, as if the link,
-/// the CSRF token and even the secret had leaked.
-async fn attacker_page(host: &str, action: &str, fields: &[(&str, String)]) -> String {
-    let inputs: String = fields
-        .iter()
-        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{v}\">"))
-        .collect();
-    let html = format!(
-        "<!doctype html><html><body><h1>Win a prize</h1><form method=\"post\" action=\"{action}\">{inputs}\
-         <button name=\"decision\" value=\"approve\">Claim</button></form></body></html>"
-    );
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || {
-            let html = html.clone();
-            async move { axum::response::Html(html) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{host}:{port}/")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

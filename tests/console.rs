@@ -17,32 +17,15 @@ use std::time::Duration;
 
 use common::*;
 use fantoccini::Locator;
-use headless::Browser;
+use headless::{Browser, attacker_page};
 use infraveil::approvals::Status;
 
 /// The approvals fixture, alice's grant in `ops` and oncall's approver
 /// secret.
 async fn setup() -> (Proxy, String, String) {
     let p = approvals_fixture().await;
-    let g = p
-        .veilctl_json(&[
-            "grants",
-            "issue",
-            "--identity",
-            "alice",
-            "--role",
-            "ops",
-            "--ttl",
-            "1h",
-            "--reason",
-            "INC-7 tidy up",
-        ])
-        .await;
-    let alice = g["password"].as_str().unwrap().to_owned();
-    let e = p
-        .veilctl_json(&["approvers", "enroll", "--identity", "oncall"])
-        .await;
-    (p, alice, e["secret"].as_str().unwrap().to_owned())
+    let (alice, oncall) = alice_and_oncall(&p, "INC-7 tidy up").await;
+    (p, alice, oncall)
 }
 
 fn console(p: &Proxy, path: &str) -> String {
@@ -54,28 +37,16 @@ async fn sign_in(b: &Browser, p: &Proxy, identity: &str, secret: &str) -> (Strin
     b.client.goto(&console(p, "")).await.unwrap();
     let (heading, _) = b.page().await;
     assert_eq!(heading, "Sign in", "the console sends strangers to sign in");
-    b.client
-        .find(Locator::Css("input[name=identity]"))
-        .await
-        .unwrap()
-        .send_keys(identity)
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("input[name=secret]"))
-        .await
-        .unwrap()
-        .send_keys(secret)
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("form[action='/console/signin'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_sign_in(b, identity, secret).await;
     wait_heading_not(b, "Sign in").await
+}
+
+/// Fill in and send the sign-in form of the current page.
+async fn submit_sign_in(b: &Browser, identity: &str, secret: &str) {
+    for (name, text) in [("identity", identity), ("secret", secret)] {
+        b.type_into(&format!("input[name={name}]"), text).await;
+    }
+    b.click("form[action='/console/signin'] button").await;
 }
 
 /// The page's heading and text once it is no longer `old` (a form
@@ -206,27 +177,10 @@ async fn an_approver_approves_a_held_drop_from_the_live_queue() {
 
     // The risk checker classes a destructive statement as veilctl does.
     b.client.goto(&console(&p, "/check")).await.unwrap();
-    b.client
-        .find(Locator::Css("textarea[name=sql]"))
-        .await
-        .unwrap()
-        .send_keys("DROP TABLE t CASCADE")
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("select[name=identity] option[value=alice]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("form[action='/console/check'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_into("textarea[name=sql]", "DROP TABLE t CASCADE")
+        .await;
+    b.click("select[name=identity] option[value=alice]").await;
+    b.click("form[action='/console/check'] button").await;
     let class = wait_for(&b, "#overall-class").await.text().await.unwrap();
     assert_eq!(class, "destructive");
     let decision = b
@@ -339,51 +293,21 @@ async fn a_non_approver_cannot_see_or_decide_and_csrf_is_enforced() {
     assert_eq!(status(&p), Status::Pending);
 
     let action = console(&p, &format!("/approvals/{id}"));
-    let evil = attacker_page(&action).await;
+    // 127.0.0.1 on another port: same site, so the `SameSite=Strict`
+    // cookie still goes along; no CSRF token.
+    let evil = attacker_page("127.0.0.1", &action, &[]).await;
     b.client.goto(&evil).await.unwrap();
-    b.client
-        .find(Locator::Css("button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("button").await;
     let (heading, body) = wait_heading_not(&b, "Win a prize").await;
     assert_eq!(heading, "Refused", "{body}");
     assert_eq!(status(&p), Status::Pending);
 
     // Wrong secrets do not say which half was wrong.
     b.client.goto(&console(&p, "/approvals")).await.unwrap();
-    b.client
-        .find(Locator::Css("form.signout button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("form.signout button").await;
     for (who, secret) in [("oncall", "vap_wrong"), ("nobody", oncall.as_str())] {
         b.client.goto(&console(&p, "/signin")).await.unwrap();
-        b.client
-            .find(Locator::Css("input[name=identity]"))
-            .await
-            .unwrap()
-            .send_keys(who)
-            .await
-            .unwrap();
-        b.client
-            .find(Locator::Css("input[name=secret]"))
-            .await
-            .unwrap()
-            .send_keys(secret)
-            .await
-            .unwrap();
-        b.client
-            .find(Locator::Css("form[action='/console/signin'] button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        submit_sign_in(&b, who, secret).await;
         let error = wait_for(&b, "p.error").await.text().await.unwrap();
         assert_eq!(
             error,
@@ -392,29 +316,6 @@ async fn a_non_approver_cannot_see_or_decide_and_csrf_is_enforced() {
     }
     b.screenshot("sign-in").await;
     b.close().await;
-}
-
-/// A page on another origin (127.0.0.1, another port: same site, so a
-/// `SameSite=Strict` cookie still goes along) with a form that posts a
-/// decision to the console without the CSRF token.
-async fn attacker_page(action: &str) -> String {
-    let html = format!(
-        "<!doctype html><html><body><h1>Win a prize</h1><form method=\"post\" action=\"{action}\">\
-         <button name=\"decision\" value=\"approve\">Claim</button></form></body></html>"
-    );
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || {
-            let html = html.clone();
-            async move { axum::response::Html(html) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://127.0.0.1:{port}/")
 }
 
 /// Text of the element `css` on the current page.
@@ -551,34 +452,10 @@ async fn an_admin_sees_inventory_audit_and_grants() {
 
     // Grants: issue one (the secret is shown once and works), then revoke.
     b.client.goto(&console(&p, "/grants")).await.unwrap();
-    b.client
-        .find(Locator::Css("select[name=identity] option[value=bot-b]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("select[name=role] option[value=bot]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("input[name=reason]"))
-        .await
-        .unwrap()
-        .send_keys("CON-1 report")
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("form[action='/console/grants'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("select[name=identity] option[value=bot-b]").await;
+    b.click("select[name=role] option[value=bot]").await;
+    b.type_into("input[name=reason]", "CON-1 report").await;
+    b.click("form[action='/console/grants'] button").await;
     let secret = text_of(&b, "#grant-secret").await;
     let c = p.connect_with("bot-b", &db, &secret).await;
     let n: i64 = scalar(&c, "SELECT count(*) FROM t").await;

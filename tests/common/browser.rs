@@ -186,6 +186,28 @@ impl Browser {
             .expect("set the window size");
     }
 
+    /// Click the element `css` matches.
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Type `text` into the element `css` matches.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+
     /// Run `script` (a function body that `return`s) in the page.
     pub async fn eval(&self, script: &str) -> serde_json::Value {
         self.client
@@ -201,4 +223,31 @@ pub fn screenshot_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
     target.join("console-screenshots")
+}
+
+/// A page an attacker controls, served from `host`: a form that posts a
+/// decision to the approval page with every field right, as if the link,
+/// the CSRF token and even the secret had leaked.
+pub async fn attacker_page(host: &str, action: &str, fields: &[(&str, String)]) -> String {
+    let inputs: String = fields
+        .iter()
+        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{v}\">"))
+        .collect();
+    let html = format!(
+        "<!doctype html><html><body><h1>Win a prize</h1><form method=\"post\" action=\"{action}\">{inputs}\
+         <button name=\"decision\" value=\"approve\">Claim</button></form></body></html>"
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let html = html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{host}:{port}/")
 }

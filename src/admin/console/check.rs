@@ -5,21 +5,25 @@
 //! nothing, but the SQL is sent by POST (with the CSRF token) so it stays
 //! out of URLs and logs.
 
-use axum::Form;
 use axum::extract::State;
-use axum::extract::rejection::FormRejection;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::session::Signed;
+use super::session::{CsrfField, Posted, Signed};
 use super::{Nav, message, page as layout};
 use crate::admin::AdminState;
 use crate::policy::check::{Checked, check};
 
 /// Longest SQL the page judges.
 const MAX_SQL: usize = 100_000;
+
+impl CsrfField for CheckForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct CheckForm {
@@ -41,20 +45,8 @@ pub async fn page(State(state): State<AdminState>, signed: Signed) -> Response {
 /// `POST /console/check`: judge the pasted SQL.
 pub async fn post(
     State(state): State<AdminState>,
-    signed: Signed,
-    headers: HeaderMap,
-    form: Result<Form<CheckForm>, FormRejection>,
+    Posted(signed, f): Posted<CheckForm>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The form is malformed.",
-        );
-    };
-    if let Err(r) = signed.check_post(&state, &headers, &f.csrf) {
-        return r.into_response();
-    }
     if f.sql.len() > MAX_SQL {
         return message(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -3,16 +3,15 @@
 //! revoking one (live sessions on it end, as with `veilctl grants
 //! revoke`). Issuing and revoking go through the same calls as the API.
 
-use axum::Form;
-use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::session::Signed;
-use super::{Nav, message, page as layout};
+use super::session::{CsrfField, Posted, Signed};
+use super::signin::CsrfForm;
+use super::{Nav, page as layout};
 use crate::admin::AdminState;
 use crate::admin::grants::revoke_and_end;
 use crate::grants::{IssueRequest, Issued};
@@ -87,6 +86,12 @@ fn render(state: &AdminState, signed: &Signed, top: Markup) -> Response {
     layout(StatusCode::OK, "Grants", Some(signed), Nav::Grants, body)
 }
 
+impl CsrfField for IssueForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct IssueForm {
     #[serde(default)]
@@ -104,21 +109,9 @@ pub struct IssueForm {
 /// `POST /console/grants`: issue; the answer shows the secret once.
 pub async fn issue(
     State(state): State<AdminState>,
-    signed: Signed,
-    headers: HeaderMap,
-    form: Result<Form<IssueForm>, FormRejection>,
+    Posted(signed, f): Posted<IssueForm>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The form is malformed.",
-        );
-    };
-    if let Err(r) = signed
-        .admin_only()
-        .and_then(|()| signed.check_post(&state, &headers, &f.csrf))
-    {
+    if let Err(r) = signed.admin_only() {
         return r.into_response();
     }
     let ttl = match crate::config::parse_duration(f.ttl.trim()) {
@@ -150,31 +143,13 @@ fn shown_once(i: &Issued) -> Markup {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RevokeForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /console/grants/{id}/revoke`.
 pub async fn revoke(
     State(state): State<AdminState>,
-    signed: Signed,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    form: Result<Form<RevokeForm>, FormRejection>,
+    Posted(signed, CsrfForm { .. }): Posted<CsrfForm>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The form is malformed.",
-        );
-    };
-    if let Err(r) = signed
-        .admin_only()
-        .and_then(|()| signed.check_post(&state, &headers, &f.csrf))
-    {
+    if let Err(r) = signed.admin_only() {
         return r.into_response();
     }
     let top = match revoke_and_end(&state, &id, "admin (console)".to_owned(), None).await {

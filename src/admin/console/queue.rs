@@ -8,17 +8,15 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Form;
-use axum::extract::rejection::FormRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::session::{Signed, Who};
+use super::session::{CsrfField, Posted, Signed, Who};
 use super::{Nav, highlight, message, page as layout};
 use crate::admin::AdminState;
 use crate::approvals::notify::{params_line, relative, story, what_approving_does, who};
@@ -59,11 +57,7 @@ pub async fn page(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
     let Some(approvals) = &state.approvals else {
-        return message(
-            StatusCode::NOT_FOUND,
-            "Approvals",
-            "Approvals are not enabled.",
-        );
+        return not_enabled();
     };
     let done = q
         .ok()
@@ -236,6 +230,12 @@ pub async fn events(State(state): State<AdminState>, signed: Signed) -> Response
     super::with_headers(sse.into_response())
 }
 
+impl CsrfField for DecideForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct DecideForm {
     #[serde(default)]
@@ -253,27 +253,11 @@ pub struct DecideForm {
 /// `POST /console/approvals/{id}`: approve or deny.
 pub async fn decide(
     State(state): State<AdminState>,
-    signed: Signed,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    form: Result<Form<DecideForm>, FormRejection>,
+    Posted(signed, form): Posted<DecideForm>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The form is malformed.",
-        );
-    };
-    if let Err(r) = signed.check_post(&state, &headers, &form.csrf) {
-        return r.into_response();
-    }
     let Some(approvals) = &state.approvals else {
-        return message(
-            StatusCode::NOT_FOUND,
-            "Approvals",
-            "Approvals are not enabled.",
-        );
+        return not_enabled();
     };
     // Enforced here, not only by what the page shows: a request the
     // approver may not see reads as one that does not exist.
@@ -322,13 +306,18 @@ pub async fn decide(
     }
 }
 
+fn not_enabled() -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "Approvals",
+        "Approvals are not enabled.",
+    )
+}
+
 fn refused(e: ApprovalError) -> Response {
-    let code = match &e {
-        ApprovalError::Decided { .. } => StatusCode::CONFLICT,
-        ApprovalError::Expired(_) => StatusCode::GONE,
-        ApprovalError::NotFound(_) => StatusCode::NOT_FOUND,
-        ApprovalError::Store(_) | ApprovalError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::FORBIDDEN,
-    };
-    message(code, "Refused", &e.to_string())
+    message(
+        crate::admin::approvals::decision_status(&e),
+        "Refused",
+        &e.to_string(),
+    )
 }

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::Form;
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
@@ -151,14 +152,9 @@ pub fn cleared_cookie(secure: bool) -> String {
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
+    crate::admin::cookies(headers, COOKIE)
+        .next()
+        .map(str::to_owned)
 }
 
 /// A signed-in request. As an extractor it sends anyone else to sign in.
@@ -261,6 +257,41 @@ impl OptionalFromRequestParts<AdminState> for Signed {
     }
 }
 
+/// A form with the session's CSRF token in it.
+pub trait CsrfField {
+    fn csrf(&self) -> &str;
+}
+
+/// A POSTed form of a signed-in session, its CSRF token and origin
+/// checked: handlers that take it never see a forged one.
+pub struct Posted<T>(pub Signed, pub T);
+
+impl<T> FromRequest<AdminState> for Posted<T>
+where
+    T: serde::de::DeserializeOwned + CsrfField + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AdminState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let signed =
+            <Signed as FromRequestParts<AdminState>>::from_request_parts(&mut parts, state).await?;
+        let headers = parts.headers.clone();
+        let Ok(Form(form)) = Form::<T>::from_request(Request::from_parts(parts, body), state).await
+        else {
+            return Err(super::message(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The form is malformed.",
+            ));
+        };
+        signed
+            .check_post(state, &headers, form.csrf())
+            .map_err(IntoResponse::into_response)?;
+        Ok(Posted(signed, form))
+    }
+}
+
 fn still_allowed(state: &AdminState, who: &Who) -> bool {
     match who {
         Who::Admin => true,
@@ -270,6 +301,8 @@ fn still_allowed(state: &AdminState, who: &Who) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::header;
+
     use super::*;
 
     #[test]

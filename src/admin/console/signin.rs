@@ -13,7 +13,7 @@ use maud::html;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::session::{self, Signed, Who};
+use super::session::{self, CsrfField, Posted, Signed, Who};
 use crate::admin::AdminState;
 use crate::admin::approvals::{same_origin, signs_in};
 
@@ -115,22 +115,24 @@ pub async fn post(
     resp
 }
 
+/// A form that carries only the CSRF token.
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
     csrf: String,
 }
 
+impl CsrfField for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /console/signout`.
 pub async fn signout(
     State(state): State<AdminState>,
-    signed: Signed,
-    headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
+    Posted(signed, _): Posted<CsrfForm>,
 ) -> Response {
-    if let Err(r) = signed.check_post(&state, &headers, &f.csrf) {
-        return r.into_response();
-    }
     state.console.sessions.remove(&signed.id);
     let mut resp = Redirect::to("/console/signin").into_response();
     if let Ok(v) = HeaderValue::from_str(&session::cleared_cookie(session::secure(&state))) {
