@@ -53,6 +53,7 @@ ul.preview{margin:.25rem 0;padding-left:1.2rem}
 .flash{background:#dafbe1;border:1px solid #4ac26b;padding:.6rem}
 .secret{background:#fff8c5;border:1px solid #d4a72c;padding:.6rem;overflow-wrap:anywhere}
 .note,.empty{color:#57606a}
+.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}
 th,td{text-align:left;vertical-align:top;padding:.35rem .5rem;border-bottom:1px solid #d0d7de;overflow-wrap:anywhere}

@@ -212,7 +212,11 @@ pub async fn events(State(state): State<AdminState>, signed: Signed) -> Response
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 first = false;
-                if !state.console.sessions.alive(&signed.id) {
+                // Ends with the session, or when its approver leaves the
+                // policies.
+                if !state.console.sessions.alive(&signed.id)
+                    || !super::session::still_allowed(&state, &signed.who)
+                {
                     return None;
                 }
                 let list = pending(&approvals, &signed.who);

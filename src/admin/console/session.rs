@@ -292,7 +292,8 @@ where
     }
 }
 
-fn still_allowed(state: &AdminState, who: &Who) -> bool {
+/// Whether `who` may still use the console under the policies in force.
+pub fn still_allowed(state: &AdminState, who: &Who) -> bool {
     match who {
         Who::Admin => true,
         Who::Approver(name) => state.shared.policies().is_approver(name),
