@@ -95,14 +95,17 @@ async fn an_approver_approves_a_held_drop_from_the_live_queue() {
     assert!(body.contains("Signed in as oncall"), "{body}");
     assert!(body.contains("No pending requests."), "{body}");
 
-    // psql waits on a held DROP TABLE; the open page shows it unprompted.
+    // psql waits on a held DROP TABLE; the open page shows it unprompted,
+    // with its blast radius: the rows and what CASCADE drops too.
     let url = alice_url(&p, &alice, &db);
-    let waiting = tokio::spawn(async move { psql(&url, &["-c", "DROP TABLE child"]).await });
+    let waiting = tokio::spawn(async move { psql(&url, &["-c", "DROP TABLE t CASCADE"]).await });
     let article = wait_for(&b, "article.request").await;
     let text = article.text().await.unwrap();
     for needed in [
-        "DROP TABLE child",
+        "DROP TABLE t CASCADE",
         "alice (human) as ops",
+        "100 rows (exact count)",
+        "depended on by:",
         "destructive",
         "rule roles.ops.approve",
         "approving runs the statement once, now",
@@ -155,7 +158,7 @@ async fn an_approver_approves_a_held_drop_from_the_live_queue() {
     assert!(out.contains("DROP TABLE"), "{out}");
     assert_eq!(
         cluster()
-            .psql(&db, "SELECT to_regclass('child') IS NULL")
+            .psql(&db, "SELECT to_regclass('t') IS NULL AND to_regclass('tv') IS NULL")
             .unwrap()
             .trim(),
         "t"
