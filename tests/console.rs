@@ -158,7 +158,10 @@ async fn an_approver_approves_a_held_drop_from_the_live_queue() {
     assert!(out.contains("DROP TABLE"), "{out}");
     assert_eq!(
         cluster()
-            .psql(&db, "SELECT to_regclass('t') IS NULL AND to_regclass('tv') IS NULL")
+            .psql(
+                &db,
+                "SELECT to_regclass('t') IS NULL AND to_regclass('tv') IS NULL"
+            )
             .unwrap()
             .trim(),
         "t"
@@ -350,6 +353,44 @@ async fn an_admin_sees_inventory_audit_and_grants() {
         );
     }
 
+    // The admin sees every request and decides as one of its approvers
+    // (never as the requester), as `veilctl approvals deny --as` does.
+    let url = alice_url(&p, &alice, &db);
+    let waiting = tokio::spawn(async move { psql(&url, &["-c", "DROP TABLE child"]).await });
+    let options = wait_for(&b, "article.request select[name=as]")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(options.trim(), "oncall", "alice may not decide her own");
+    b.type_into(
+        "article.request textarea[name=note]",
+        "not during the freeze",
+    )
+    .await;
+    b.click("article.request button[value=deny]").await;
+    let flash = text_of(&b, "p.flash").await;
+    assert!(flash.contains("denied by oncall"), "{flash}");
+    let (ok, _, err) = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("psql ends after the denial")
+        .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("denied by oncall") && err.contains("not during the freeze"),
+        "{err}"
+    );
+    let decided: Vec<_> = p
+        .audit_payloads(&[])
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "approval.decided")
+        .collect();
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(decided[0]["by"], "oncall");
+    assert_eq!(decided[0]["via"], "console (admin)");
+    assert_eq!(decided[0]["status"], "denied");
+
     // Blast radius: the page shows what veilctl prints.
     b.client
         .goto(&console(&p, "/blast-radius?identity=alice"))
@@ -406,7 +447,7 @@ async fn an_admin_sees_inventory_audit_and_grants() {
     assert!(!audit.contains("does not verify"), "{audit}");
     b.screenshot("audit").await;
     b.client
-        .goto(&console(&p, "/audit?identity=alice&class=destructive"))
+        .goto(&console(&p, "/audit?identity=alice&class=privileged"))
         .await
         .unwrap();
     let (_, body) = b.page().await;

@@ -147,7 +147,8 @@ fn request(v: &ApprovalView, signed: &Signed) -> Markup {
                         p {
                             label for={ "as-" (v.id) } { "Decide as" }
                             select id={ "as-" (v.id) } name="as" required {
-                                @for a in &v.approvers { option value=(a) { (a) } }
+                                // Never the requester: it cannot approve itself.
+                                @for a in v.approvers.iter().filter(|a| **a != v.identity) { option value=(a) { (a) } }
                             }
                         }
                     }
