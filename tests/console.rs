@@ -53,9 +53,13 @@ async fn submit_sign_in(b: &Browser, identity: &str, secret: &str) {
 /// submission has led somewhere).
 async fn wait_heading_not(b: &Browser, old: &str) -> (String, String) {
     for _ in 0..100 {
-        let (h, body) = b.page().await;
-        if h != old {
-            return (h, body);
+        // The page may be replaced between finding the heading and reading
+        // it: a stale element just means "not yet".
+        if let Ok(h1) = b.client.find(Locator::Css("h1")).await
+            && let Ok(h) = h1.text().await
+            && h != old
+        {
+            return b.page().await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -218,6 +222,17 @@ async fn an_approver_approves_a_held_drop_from_the_live_queue() {
         "as veilctl check decides"
     );
     b.screenshot("risk-checker").await;
+    b.resize(360, 800).await;
+    let width = b
+        .eval("return document.documentElement.scrollWidth")
+        .await
+        .as_u64()
+        .unwrap();
+    assert!(
+        width <= 360,
+        "the risk checker is {width} px wide on a phone"
+    );
+    b.screenshot("risk-checker-phone").await;
     b.close().await;
 }
 
@@ -277,12 +292,9 @@ async fn a_non_approver_cannot_see_or_decide_and_csrf_is_enforced() {
     // oncall sees it; a form without the CSRF token, from the console's
     // own origin or from another page, decides nothing.
     b.client.goto(&console(&p, "/approvals")).await.unwrap();
-    let signout = b
-        .client
-        .find(Locator::Css("form.signout button"))
-        .await
-        .unwrap();
-    signout.click().await.unwrap();
+    b.click("form.signout button").await;
+    let (heading, _) = wait_heading_not(&b, "Approvals").await;
+    assert_eq!(heading, "Sign in");
     let (heading, body) = sign_in(&b, &p, "oncall", &oncall).await;
     assert_eq!(heading, "Approvals", "{body}");
     assert!(body.contains("DELETE FROM t"), "oncall sees it:\n{body}");
@@ -311,6 +323,8 @@ async fn a_non_approver_cannot_see_or_decide_and_csrf_is_enforced() {
     // Wrong secrets do not say which half was wrong.
     b.client.goto(&console(&p, "/approvals")).await.unwrap();
     b.click("form.signout button").await;
+    let (heading, _) = wait_heading_not(&b, "Approvals").await;
+    assert_eq!(heading, "Sign in");
     for (who, secret) in [("oncall", "vap_wrong"), ("nobody", oncall.as_str())] {
         b.client.goto(&console(&p, "/signin")).await.unwrap();
         submit_sign_in(&b, who, secret).await;
