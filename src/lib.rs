@@ -21,8 +21,9 @@
 //!   no I/O, shared by the proxy and `veilctl check`.
 //! - [`metrics`] — counters rendered for Prometheus.
 //! - [`policy`] — policy files (roles, identities, kinds, validation), the
-//!   decision engine, and the inspector seam every `Query` and `Parse`
-//!   passes through to get a decision (allow / deny / hold).
+//!   decision engine, the inspector seam every `Query` and `Parse`
+//!   passes through to get a decision (allow / deny / hold), and the
+//!   offline risk checker behind `veilctl check` and the console.
 //! - [`auth`] — SCRAM-SHA-256 verifiers and the credential source logins
 //!   check against.
 //! - [`store`] — the one owner of sled: typed trees under `data_dir` that
@@ -38,12 +39,14 @@
 //!   the decisions that let a held statement run once.
 //! - [`inventory`] — who *could*: the blast radius of an identity (policy
 //!   intersected with PostgreSQL's own privileges), the access review, and
-//!   the guard-config generator; reads policy, grants, store and audit.
+//!   the guard-config generator, and their text for `veilctl` and the
+//!   console; reads policy, grants, store and audit.
 //! - [`proxy`] — the PostgreSQL listener and per-client session: startup and
 //!   TLS, authentication, the message relay, cancel requests, held
 //!   statements, the registry of live sessions and the sweeper that ends
 //!   those whose grant is no longer valid.
-//! - [`admin`] — the admin HTTP API (`/healthz`, `/metrics`, grants, …).
+//! - [`admin`] — the admin HTTP API (`/healthz`, `/metrics`, grants, …),
+//!   the approval page and the web console under `/console`.
 //! - [`daemon`] — wiring it all together for `infraveil serve`.
 //! - [`demo`] — `infraveil demo`: the sandbox with the firewall in front.
 

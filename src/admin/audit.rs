@@ -98,6 +98,12 @@ pub struct ExportQuery {
     format: Format,
 }
 
+impl ExportQuery {
+    pub fn is_csv(&self) -> bool {
+        self.format == Format::Csv
+    }
+}
+
 pub async fn export(
     State(state): State<AdminState>,
     q: Result<Query<ExportQuery>, QueryRejection>,

@@ -68,9 +68,9 @@ pub struct RevokeRequest {
 #[derive(Debug, Serialize)]
 pub struct Revoked {
     #[serde(flatten)]
-    grant: GrantView,
+    pub grant: GrantView,
     /// Live sessions told to end.
-    sessions_ended: usize,
+    pub sessions_ended: usize,
 }
 
 pub async fn revoke(
@@ -86,11 +86,22 @@ pub async fn revoke(
         .filter(|s| !s.is_empty())
         .unwrap_or("admin")
         .to_owned();
-    let grant = state.grants.revoke(&id, &by, req.reason).await?;
-    let error = session_ended(&id, &CredentialState::Revoked { by });
-    let sessions_ended = state.shared.registry.terminate_credential(&id, &error);
-    Ok(Json(Revoked {
+    Ok(Json(revoke_and_end(&state, &id, by, req.reason).await?))
+}
+
+/// Revoke grant `id` and end the live sessions on it (the API and the
+/// console alike).
+pub(super) async fn revoke_and_end(
+    state: &AdminState,
+    id: &str,
+    by: String,
+    reason: Option<String>,
+) -> Result<Revoked, GrantError> {
+    let grant = state.grants.revoke(id, &by, reason).await?;
+    let error = session_ended(id, &CredentialState::Revoked { by });
+    let sessions_ended = state.shared.registry.terminate_credential(id, &error);
+    Ok(Revoked {
         grant,
         sessions_ended,
-    }))
+    })
 }

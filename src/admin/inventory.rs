@@ -46,26 +46,36 @@ pub async fn blast_radius(
     q: Result<Query<RadiusQuery>, QueryRejection>,
 ) -> Result<Json<BlastRadius>, ApiError> {
     let Query(q) = q?;
-    let database = q
-        .database
+    let report = radius_report(&state, &q.identity, q.role.as_deref(), q.database).await?;
+    Ok(Json(report))
+}
+
+/// The blast radius of `identity` (in `role`, or every role it may hold),
+/// for the API and the console alike.
+pub(super) async fn radius_report(
+    state: &AdminState,
+    identity: &str,
+    role: Option<&str>,
+    database: Option<String>,
+) -> Result<BlastRadius, ApiError> {
+    let database = database
         .filter(|d| !d.trim().is_empty())
         .or_else(|| state.grants.client_url().and_then(database_of))
         .unwrap_or_else(|| "postgres".to_owned());
     let grants = state.grants.list(false);
     let dev = state.grants.dev_credentials();
-    let report = radius::blast_radius(
+    Ok(radius::blast_radius(
         state.shared.policies(),
         &state.shared.upstream,
         &database,
-        &q.identity,
-        q.role.as_deref(),
+        identity,
+        role,
         &radius::Held {
             grants: &grants,
             dev: &dev,
         },
     )
-    .await?;
-    Ok(Json(report))
+    .await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,7 +89,12 @@ pub async fn access_review(
     q: Result<Query<ReviewQuery>, QueryRejection>,
 ) -> Result<Json<AccessReview>, ApiError> {
     let Query(q) = q?;
-    let days = q.days.unwrap_or(90);
+    Ok(Json(review_report(&state, q.days.unwrap_or(90)).await?))
+}
+
+/// The access review over the last `days` days, for the API and the
+/// console alike.
+pub(super) async fn review_report(state: &AdminState, days: u64) -> Result<AccessReview, ApiError> {
     if days == 0 || days > MAX_DAYS {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -115,7 +130,7 @@ pub async fn access_review(
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(Json(built))
+    Ok(built)
 }
 
 #[derive(Debug, Deserialize)]

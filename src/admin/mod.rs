@@ -1,8 +1,10 @@
 //! The admin HTTP API, on its own listener: `/healthz` for load balancers,
 //! the approval page (authorized by its signed link and the approver's own
 //! credential), `/v1/self` (an identity about itself, authorized by its own
-//! grant credential; see `selfserve`), and everything else behind a bearer
-//! token compared in constant time. JSON in and out; errors are `{"error": "..."}` with a
+//! grant credential; see `selfserve`), the web console under `/console`
+//! (its own sign-in and sessions), and everything else behind a bearer
+//! token compared in constant time. JSON in and out; errors are
+//! `{"error": "..."}` with a
 //! status that says whose fault it was. Nothing changes state on GET.
 
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +25,7 @@ use crate::store::Store;
 
 mod approvals;
 pub mod audit;
+mod console;
 mod grants;
 mod inventory;
 mod selfserve;
@@ -34,10 +37,12 @@ pub struct AdminState {
     pub approvals: Option<Arc<Approvals>>,
     pub store: Arc<Store>,
     token: Arc<String>,
-    /// Wrong secrets on the approval page, per approver.
+    /// Wrong secrets on the approval page and the console, per name.
     signin_limit: Arc<approvals::SignInLimit>,
     /// Wrong grant secrets on `/v1/self`, per identity.
     self_limit: Arc<approvals::SignInLimit>,
+    /// The web console's sessions.
+    console: Arc<console::Console>,
 }
 
 impl AdminState {
@@ -50,6 +55,7 @@ impl AdminState {
             token: Arc::new(token),
             signin_limit: Arc::default(),
             self_limit: Arc::default(),
+            console: Arc::default(),
         }
     }
 }
@@ -94,6 +100,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/self/check", post(selfserve::check))
         .route("/v1/self/proposals", post(selfserve::propose))
         .route("/v1/self/approvals/{id}", get(selfserve::approval))
+        // The console signs its users in itself (session cookie + CSRF).
+        .merge(console::routes())
         .merge(protected)
         .with_state(state)
 }
@@ -153,6 +161,18 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         );
         resp
     }
+}
+
+/// The values of cookie `name` in a request's `Cookie` headers.
+fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 /// `?all=true` on list endpoints: include what is no longer active

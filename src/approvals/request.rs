@@ -126,8 +126,10 @@ pub struct ApprovalView {
     #[serde(default)]
     pub outcome: Option<String>,
     pub notification: Option<String>,
-    /// Unix milliseconds of `expires_at` and `decided_at`, for relative
-    /// times on the page ("in 8 min").
+    /// Unix milliseconds of `created_at`, `expires_at` and `decided_at`,
+    /// for relative times on the pages ("in 8 min", "3 min ago").
+    #[serde(skip)]
+    pub created_ms: u64,
     #[serde(skip)]
     pub expires_ms: u64,
     #[serde(skip)]
@@ -167,6 +169,7 @@ impl ApprovalRequest {
             executed_at: self.executed_at.map(rfc3339),
             outcome: self.outcome.clone(),
             notification: self.notification.clone(),
+            created_ms: self.created_at,
             expires_ms: self.expires_at,
             decided_ms: self.decided_at,
         }

@@ -179,6 +179,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 approver = demo::DEMO_APPROVER,
                 "approval pages: sign in as this approver with VEIL_APPROVER_SECRET"
             );
+            tracing::info!(
+                "web console: {}/console (the approver as above, or an empty identity and VEIL_ADMIN_TOKEN)",
+                d.admin_url
+            );
             d.run_until_signal().await?;
         }
         Command::Mcp {

@@ -20,6 +20,8 @@
 //! - [`guard`] — `veilctl policy init`: a least-privilege guard config for
 //!   a kind of identity, or the narrowest one that covers what an identity
 //!   actually ran.
+//! - [`text`] — the blast radius and the access review as text, for
+//!   `veilctl` and the web console alike.
 //!
 //! The module sits above the policy engine, grants, the store and the
 //! audit log, and below the admin API; it only reads them.
@@ -29,6 +31,7 @@ pub mod compare;
 pub mod guard;
 pub mod radius;
 pub mod review;
+pub mod text;
 pub mod usage;
 
 /// Why an inventory could not be made.

@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use crate::classify::Class;
 
+pub mod check;
 mod enforce;
 pub mod engine;
 pub mod inspect;

@@ -856,6 +856,33 @@ pub async fn approvals_proxy_with_webhook(
     .await
 }
 
+/// In the approvals fixture: a grant for alice in `ops` with `reason`, and
+/// an approver secret for oncall, both through veilctl. Returns their
+/// secrets.
+pub async fn alice_and_oncall(p: &Proxy, reason: &str) -> (String, String) {
+    let g = p
+        .veilctl_json(&[
+            "grants",
+            "issue",
+            "--identity",
+            "alice",
+            "--role",
+            "ops",
+            "--ttl",
+            "1h",
+            "--reason",
+            reason,
+        ])
+        .await;
+    let e = p
+        .veilctl_json(&["approvers", "enroll", "--identity", "oncall"])
+        .await;
+    (
+        g["password"].as_str().unwrap().to_owned(),
+        e["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// A database with `t` (100 rows), a view and a child table depending on
 /// it, writable by the test roles.
 pub fn approvals_db(name: &str) -> String {

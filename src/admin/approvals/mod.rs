@@ -353,7 +353,7 @@ static DECOY: std::sync::LazyLock<crate::auth::Verifier> = std::sync::LazyLock::
 
 /// Whether `secret` is one of `approver`'s approver secrets or the secret
 /// of one of their active grants.
-async fn signs_in(
+pub(super) async fn signs_in(
     state: &AdminState,
     approvals: &Approvals,
     approver: &str,
@@ -438,7 +438,7 @@ impl SignInLimit {
 /// contexts, is refused). A client that sends neither is not a browser a
 /// cross-site page could drive; the CSRF cookie and the approver's secret
 /// still bind it.
-fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
     let text = |name| {
         headers
             .get(name)
@@ -468,24 +468,23 @@ fn csrf_ok(headers: &HeaderMap, form_token: &str) -> bool {
     if form_token.is_empty() {
         return false;
     }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .any(|(k, v)| k == CSRF_COOKIE && bool::from(v.as_bytes().ct_eq(form_token.as_bytes())))
+    super::cookies(headers, CSRF_COOKIE)
+        .any(|v| bool::from(v.as_bytes().ct_eq(form_token.as_bytes())))
 }
 
 fn decision_error(e: ApprovalError) -> Response {
-    let code = match &e {
+    message_page(decision_status(&e), "Refused", &e.to_string())
+}
+
+/// The status of a refused decision, on a page.
+pub(super) fn decision_status(e: &ApprovalError) -> StatusCode {
+    match e {
         ApprovalError::Decided { .. } => StatusCode::CONFLICT,
         ApprovalError::Expired(_) => StatusCode::GONE,
         ApprovalError::NotFound(_) => StatusCode::NOT_FOUND,
         ApprovalError::Store(_) | ApprovalError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::FORBIDDEN,
-    };
-    message_page(code, "Refused", &e.to_string())
+    }
 }
 
 fn bad_link() -> Response {
@@ -520,14 +519,9 @@ button{font-size:1rem;padding:.4rem 1.2rem;margin-right:.6rem}\
 .approve{background:#1a7f37;color:#fff}.deny{background:#cf222e;color:#fff}\
 .chosen{outline:3px solid #0969da}.warn{background:#fff8c5;padding:.6rem;border:1px solid #d4a72c}";
 
-fn page_response(status: StatusCode, body: String) -> Response {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>infraveil approval</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\
-         <body>{body}</body></html>"
-    );
-    let mut resp = (status, Html(html)).into_response();
-    let h = resp.headers_mut();
+/// The headers of every HTML page a person opens (the approval page and the
+/// console), with the page's content security policy.
+pub(super) fn page_headers(h: &mut HeaderMap, csp: &'static str) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The token is in the URL: never send it to another origin. Not
     // `no-referrer`: with it, browsers send `Origin: null` on the form's own
@@ -538,10 +532,25 @@ fn page_response(status: StatusCode, body: String) -> Response {
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-        ),
+        HeaderValue::from_static(csp),
+    );
+}
+
+fn page_response(status: StatusCode, body: String) -> Response {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>infraveil approval</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\
+         <body>{body}</body></html>"
+    );
+    let mut resp = (status, Html(html)).into_response();
+    page_headers(
+        resp.headers_mut(),
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
     );
     resp
 }

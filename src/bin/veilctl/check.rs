@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use infraveil::classify::Analysis;
-use infraveil::policy::{Action, Engine, PolicySet, Prepared, Verdict};
+use infraveil::policy::check::CheckError;
+use infraveil::policy::{Action, PolicySet, Verdict};
 use serde_json::json;
 
 /// Returns the exit code: 0, or 1 when not allowed.
@@ -16,9 +17,8 @@ pub fn run(
     dir: &Path,
     json_out: bool,
 ) -> anyhow::Result<i32> {
-    let analysis = infraveil::classify::classify(sql);
     let Some(identity) = identity else {
-        print(&analysis, None, json_out);
+        print(&infraveil::classify::classify(sql), None, json_out);
         return Ok(0);
     };
     if !dir.is_dir() {
@@ -26,43 +26,24 @@ pub fn run(
     }
     let set = PolicySet::load_dir(dir)
         .with_context(|| format!("cannot load policies from {}", dir.display()))?;
-    let Some(ident) = set.identity(identity) else {
-        bail!("identity {identity} is not defined in {}", dir.display());
+    let checked = match infraveil::policy::check::check(Arc::new(set), sql, Some(identity), role) {
+        Ok(c) => c,
+        Err(CheckError::UnknownIdentity(i)) => {
+            bail!("identity {i} is not defined in {}", dir.display())
+        }
+        Err(CheckError::NoRole(i)) => bail!("identity {i} may hold no role; pass --role"),
+        Err(e) => return Err(e.into()),
     };
-    let roles: Vec<String> = match role {
-        Some(r) => vec![r.to_owned()],
-        None => ident
-            .standing
-            .iter()
-            .chain(ident.roles.iter())
-            .cloned()
-            .collect(),
+    let Some(d) = checked.decided else {
+        bail!("identity {identity} was not judged");
     };
-    if roles.is_empty() {
-        bail!("identity {identity} may hold no role; pass --role");
-    }
-    let engine = Engine::uncached(Arc::new(set))?;
-    let verdicts: Vec<(String, Verdict)> = roles
-        .into_iter()
-        .map(|r| {
-            let v = engine
-                .judge(identity, &r, &analysis, &Prepared::default())
-                .overall;
-            (r, v)
-        })
-        .collect();
-    // Across roles, the best outcome is what the identity could do.
-    let rank = |a: Action| match a {
-        Action::Allow => 0,
-        Action::Hold => 1,
-        Action::Deny => 2,
-    };
-    let best = verdicts
-        .iter()
-        .min_by_key(|(_, v)| rank(v.action))
-        .cloned()
-        .expect("at least one role");
-    print(&analysis, Some((identity, &best, &verdicts)), json_out);
+    let best = (d.role, d.verdict);
+    let verdicts = d.roles;
+    print(
+        &checked.analysis,
+        Some((identity, &best, &verdicts)),
+        json_out,
+    );
     Ok(if best.1.action == Action::Allow { 0 } else { 1 })
 }
 
