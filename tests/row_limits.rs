@@ -407,3 +407,40 @@ async fn merges_ctes_and_strings_of_statements_are_planned_too() {
     assert_eq!(rows(&db), 9990);
     p.shutdown().await;
 }
+
+/// The self-service check and proposals (what `infraveil mcp` asks) see
+/// the row estimate too: what a session would get, before it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_service_check_sizes_writes_as_a_session_would() {
+    let db = db("limits_self");
+    let p = start().await;
+    let secret = p.issue("ops-agent", "agent").await;
+    let http = reqwest::Client::new();
+    let check = |sql: &str| {
+        http.post(format!("{}/v1/self/check", p.admin_url.as_deref().unwrap()))
+            .basic_auth("ops-agent", Some(&secret))
+            .json(&serde_json::json!({"sql": sql, "database": db}))
+            .send()
+    };
+    let big: serde_json::Value = check("DELETE FROM t WHERE id > 0")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(big["decision"], "hold", "{big}");
+    assert_eq!(big["class"], "destructive", "{big}");
+    assert!(
+        big["reason"].as_str().unwrap().contains("max_rows 1000"),
+        "{big}"
+    );
+    let small: serde_json::Value = check("DELETE FROM t WHERE id = 42")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(small["decision"], "allow", "{small}");
+    assert_eq!(rows(&db), 10000, "a check runs nothing");
+    p.shutdown().await;
+}

@@ -199,12 +199,27 @@ async fn session(
     })
 }
 
-/// The firewall's own judgement of `sql` for this session.
-fn inspect(state: &AdminState, info: &SessionInfo, sql: &str) -> Inspection {
-    state
-        .shared
+/// The firewall's own judgement of `sql` for this session, with the
+/// planner's row estimate when the role limits rows, as a session sending
+/// it would get.
+async fn inspect(state: &AdminState, info: &SessionInfo, sql: &str) -> Inspection {
+    let shared = &state.shared;
+    let mut i = shared
         .inspector
-        .inspect(info, &Prepared::default(), sql, Origin::SimpleQuery)
+        .inspect(info, &Prepared::default(), sql, Origin::SimpleQuery);
+    if let Some(check) = i.row_check.take() {
+        let sized = shared
+            .planner
+            .size(&shared.upstream, &info.database, &check, (&[], &[]))
+            .await;
+        if let crate::proxy::estimate::Sized::Over(why) = sized {
+            let (decision, class, rule) = check.over(&why);
+            i.decision = decision;
+            i.class = Some(class);
+            i.rule = Some(rule);
+        }
+    }
+    i
 }
 
 /// An inspection as the caller sees it.
@@ -252,7 +267,7 @@ pub async fn check(
     let Json(body) = body?;
     let db = database(&state, body.database);
     let info = session(&state, &who, &db, peer(&ext)).await?;
-    let mut out = judged(&inspect(&state, &info, &body.sql), &body.sql);
+    let mut out = judged(&inspect(&state, &info, &body.sql).await, &body.sql);
     out["identity"] = json!(who.identity);
     out["role"] = json!(who.role);
     Ok(Json(out))
@@ -273,7 +288,7 @@ pub async fn propose(
     let Json(body) = body?;
     let db = database(&state, body.database);
     let info = session(&state, &who, &db, peer(&ext)).await?;
-    let inspection = inspect(&state, &info, &body.sql);
+    let inspection = inspect(&state, &info, &body.sql).await;
     let Decision::Hold(held) = &inspection.decision else {
         let mut out = judged(&inspection, &body.sql);
         out["proposed"] = json!(false);
