@@ -30,8 +30,11 @@ const MAX_KEYS: usize = 64;
 const IDLE_FOR: Duration = Duration::from_secs(10);
 /// Every statement on a side connection is read-only and bounded: a plan
 /// that waits on another session's lock gives up rather than queue.
+/// Names resolve on the default path, as sessions' do (logins refuse any
+/// other), even if a role default changes later.
 const SETUP: &str = "SET default_transaction_read_only = on; \
-     SET statement_timeout = '2s'; SET lock_timeout = '1s'";
+     SET statement_timeout = '2s'; SET lock_timeout = '1s'; \
+     SET search_path = \"$user\", public";
 
 /// What the planner said of a limited write.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -115,6 +115,30 @@ pub(super) async fn login(
             PgError::upstream_catalog_unreadable()
         })?;
 
+    // The classifier resolves names on the default path; a role or
+    // database default set upstream (`ALTER ROLE … SET search_path`) would
+    // make `orders` mean another schema's table, outside the scopes. A path
+    // the client gave at start-up was vetted above.
+    if !forwarded
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("search_path"))
+    {
+        let rows = up.simple_query("SHOW search_path").await.map_err(|e| {
+            warn!(error = %e, "reading the upstream's search_path failed");
+            PgError::upstream_catalog_unreadable()
+        })?;
+        let path = rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default();
+        let (class, why) = crate::classify::setting("search_path", &path);
+        if class != crate::classify::Class::Read {
+            warn!(%upstream_user, %database, search_path = %path, "upstream default search_path refused");
+            return Err(PgError::startup_parameter_refused(format!(
+                "the upstream default search_path \"{path}\" is not one infraveil inspects ({why}); reset it upstream (ALTER ROLE … RESET search_path)"
+            )));
+        }
+    }
     let info = SessionInfo {
         id,
         identity: credential.identity,
