@@ -407,11 +407,9 @@ async fn search_path_public_differs_from_the_side_connections_role_default() {
 
 /// The login is refused, naming the search path, and nothing runs.
 async fn refused_login(p: &Proxy, db: &str) {
-    let e = p
-        .try_connect(CI, db, PASSWORD)
-        .await
-        .err()
-        .expect("the login is refused");
+    let Err(e) = p.try_connect(CI, db, PASSWORD).await else {
+        panic!("the login is refused");
+    };
     assert_eq!(sqlstate(&e), "0A000", "{e}");
     let m = e.as_db_error().unwrap().message().to_owned();
     assert!(m.contains("search_path \"app, public\""), "{m}");
