@@ -210,7 +210,13 @@ async fn inspect(state: &AdminState, info: &SessionInfo, sql: &str) -> Inspectio
     if let Some(check) = i.row_check.take() {
         let sized = shared
             .planner
-            .size(&shared.upstream, &info.database, &check, (&[], &[]))
+            .size(
+                &shared.upstream,
+                &info.database,
+                &check,
+                (&[], &[]),
+                Vec::new(),
+            )
             .await;
         if let crate::proxy::estimate::Sized::Over(why) = sized {
             let (decision, class, rule) = check.over(&why);

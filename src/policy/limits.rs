@@ -137,6 +137,22 @@ pub(super) fn row_check(
         None => {
             unplannable = Some("its statements could not be told apart to plan each".to_owned())
         }
+        // The side connection takes the session's settings as PostgreSQL
+        // last reported them; a SET in the same string would change them
+        // after the plan.
+        Some(texts)
+            if texts.len() > 1
+                && texts.iter().any(|t| {
+                    crate::classify::leading_keywords(t)
+                        .and_then(|k| k.into_iter().next())
+                        .is_some_and(|k| k == "SET" || k == "RESET")
+                }) =>
+        {
+            unplannable = Some(
+                "it changes settings in the same string as its writes, so they cannot be planned under the settings they run with"
+                    .to_owned(),
+            )
+        }
         Some(texts) => {
             for i in sized {
                 let s = &analysis.statements[i];

@@ -46,7 +46,45 @@ pub enum Sized {
     Over(String),
 }
 
-type Key = (String, String);
+/// The settings PostgreSQL reports to a session (`ParameterStatus`) that
+/// change how it reads dates, times and intervals in a statement or a
+/// parameter: the side connection takes the session's values, so both read
+/// `'01/12/2026'` as the same day.
+pub const READING: [&str; 3] = ["DateStyle", "IntervalStyle", "TimeZone"];
+
+/// A session's values of [`READING`], as PostgreSQL last reported them.
+#[derive(Debug, Default)]
+pub struct Settings(Mutex<[Option<String>; 3]>);
+
+impl Settings {
+    /// Note a `ParameterStatus` frame (other settings are ignored).
+    pub fn observe(&self, frame: &crate::protocol::Frame) {
+        if frame.tag() != b'S' {
+            return;
+        }
+        let mut parts = frame.body().split(|&b| b == 0);
+        let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        if let Some(i) = READING.iter().position(|r| r.as_bytes() == name) {
+            let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            v[i] = Some(String::from_utf8_lossy(value).into_owned());
+        }
+    }
+
+    /// The values known, in [`READING`]'s order (empty: the defaults).
+    pub fn snapshot(&self) -> Vec<(&'static str, String)> {
+        let v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        READING
+            .iter()
+            .zip(v.iter())
+            .filter_map(|(n, v)| v.clone().map(|v| (*n, v)))
+            .collect()
+    }
+}
+
+/// (database, upstream user, the session's reading settings).
+type Key = (String, String, Vec<(&'static str, String)>);
 
 /// The side connections, by (database, upstream user).
 #[derive(Default)]
@@ -63,6 +101,7 @@ impl Planner {
         database: &str,
         check: &RowCheck,
         (types, params): (&[u32], &[Param]),
+        settings: Vec<(&'static str, String)>,
     ) -> Sized {
         let limits = check.limits();
         if let Some(why) = &check.unplannable {
@@ -70,7 +109,7 @@ impl Planner {
                 "{why}; with {limits} a write that cannot be sized counts as destructive"
             ));
         }
-        let key = (database.to_owned(), check.upstream_user.clone());
+        let key = (database.to_owned(), check.upstream_user.clone(), settings);
         let run = self.size_on_side(upstream, &key, check, (types, params));
         match tokio::time::timeout(CHECK_TIMEOUT, run).await {
             Ok(Ok(sized)) => sized,
@@ -159,7 +198,7 @@ impl Planner {
 
 async fn connect(
     upstream: &UpstreamConnector,
-    (database, user): &Key,
+    (database, user, settings): &Key,
 ) -> Result<Upstream, UpstreamError> {
     let params = [
         ("database".to_owned(), database.clone()),
@@ -170,6 +209,15 @@ async fn connect(
     ];
     let mut conn = upstream.connect(user, &params).await?;
     conn.simple_query(SETUP).await?;
+    for (name, value) in settings {
+        let text = |s: &str| (false, Some(bytes::Bytes::copy_from_slice(s.as_bytes())));
+        conn.extended_query(
+            "SELECT pg_catalog.set_config($1, $2, false)",
+            &[],
+            &[text(name), text(value)],
+        )
+        .await?;
+    }
     Ok(conn)
 }
 

@@ -121,11 +121,12 @@ pub(super) async fn upstream_to_client(
             // A setting changed under which PostgreSQL would read the next
             // statements differently from the classifier: however it was
             // done, the session ends before it sends another.
-            if frame.tag() == b'S'
-                && let Some(e) = crate::upstream::unsafe_parameter(&frame)
-            {
-                warn!(error = %e, "upstream setting changed mid-session; ending it");
-                return RelayEnd::Fatal(PgError::unsafe_setting(e.to_string()));
+            if frame.tag() == b'S' {
+                if let Some(e) = crate::upstream::unsafe_parameter(&frame) {
+                    warn!(error = %e, "upstream setting changed mid-session; ending it");
+                    return RelayEnd::Fatal(PgError::unsafe_setting(e.to_string()));
+                }
+                model.settings.observe(&frame);
             }
             match frame.tag() {
                 b'A' => {

@@ -99,12 +99,16 @@ async fn serve(
     record.grant = Some(info.credential_id.clone());
     record.reason = "ended during login".into();
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(4);
+    let model = Arc::new(super::state::SessionState::new(info.id, &info.identity));
+    for f in &up.startup_frames {
+        model.settings.observe(f);
+    }
     let reg = shared.registry.register(
         up.pid,
         up.secret_key,
         &info.credential_id,
         control_tx,
-        Arc::new(super::state::SessionState::new(info.id, &info.identity)),
+        model,
     );
     // A grant revoked or expired between the password check and this
     // registration was missed by the sweep: check once more, now that any

@@ -219,6 +219,8 @@ pub struct SessionState {
     identity: String,
     inner: Mutex<Inner>,
     answered: Notify,
+    /// The settings row estimates replay on their side connection.
+    pub settings: crate::proxy::estimate::Settings,
 }
 
 impl std::fmt::Debug for SessionState {
@@ -239,6 +241,7 @@ impl SessionState {
             identity: identity.to_owned(),
             inner: Mutex::default(),
             answered: Notify::new(),
+            settings: Default::default(),
         }
     }
 

@@ -193,9 +193,13 @@ pub(super) async fn client_to_upstream(
                     continue;
                 }
                 Flow::Estimate(m) => {
-                    // What came before runs first; the plan is of the
-                    // database as this statement will find it.
+                    // What came before runs, and PostgreSQL answers it,
+                    // first: the plan is of the database (and under the
+                    // settings) this statement will find.
                     if let Err(end) = send(&mut state, &mut out, up, shared).await {
+                        return end;
+                    }
+                    if let Err(end) = settle(model, client, shared).await {
                         return end;
                     }
                     let sized = shared
@@ -205,6 +209,7 @@ pub(super) async fn client_to_upstream(
                             &ctx.info.database,
                             &m.check,
                             (&m.types, &m.params),
+                            model.settings.snapshot(),
                         )
                         .await;
                     state.sized = Some((m.frame.bytes.clone(), sized));
