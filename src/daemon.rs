@@ -297,6 +297,9 @@ impl Running {
         // The policy inspector holds the one copy logins read too; only an
         // inspector without its own needs the shared copy replaced.
         self.shared.inspector.reload(set.clone())?;
+        self.shared
+            .policy_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.shared.audit.enqueue_now(Event::PolicyLoaded {
             reload: true,
             roles: set.roles.len(),

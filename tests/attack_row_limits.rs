@@ -849,7 +849,6 @@ async fn a_role_default_search_path_leaves_the_table_scope() {
 /// keeps running unchecked: its check (or its lack of one) was fixed when
 /// it was parsed, and drivers keep prepared statements for the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: a reload does not re-judge statements prepared before it"]
 async fn limits_added_by_a_reload_apply_to_statements_prepared_before_it() {
     let db = db("atk_reload");
     let dir = scratch_dir().join("policies");

@@ -362,3 +362,53 @@ async fn a_login_after_reload_uses_the_reloaded_role() {
     p.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload that narrows a role reaches statements prepared before it:
+/// drivers keep them for the whole session, so each Bind after a reload
+/// judges the statement again under the policies in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_statements_prepared_before_it() {
+    let db = setup("reload_prepared");
+    let dir = scratch_dir().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = |name: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies")
+                .join(name),
+        )
+        .unwrap()
+    };
+    std::fs::write(dir.join("identities.toml"), example("identities.toml")).unwrap();
+    std::fs::write(dir.join("roles.toml"), example("roles.toml")).unwrap();
+    let p = Proxy::start(ProxyOptions {
+        policies_dir: Some(dir.clone()),
+        ..ProxyOptions::enforcing()
+    })
+    .await;
+    let alice = p.connect("alice", &db).await;
+    let delete = alice.prepare("DELETE FROM t WHERE id = $1").await.unwrap();
+    let read = alice
+        .prepare("SELECT note FROM t WHERE id = $1")
+        .await
+        .unwrap();
+    alice.execute(&delete, &[&1i32]).await.unwrap();
+
+    // deployer loses `write`: the prepared DELETE is refused at its next
+    // Bind, and stays refused; the prepared read still runs.
+    let roles = example("roles.toml").replace(
+        "upstream_user = \"app_owner\"\nallow = [\"read\", \"write\", \"ddl\"]",
+        "upstream_user = \"app_owner\"\nallow = [\"read\", \"ddl\"]\ndeny = [\"write\"]",
+    );
+    assert_ne!(roles, example("roles.toml"));
+    std::fs::write(dir.join("roles.toml"), roles).unwrap();
+    p.running().reload_policies().unwrap();
+    for id in [2i32, 3] {
+        let e = alice.execute(&delete, &[&id]).await.expect_err("refused");
+        assert_eq!(sqlstate(&e), "42501", "{e}");
+    }
+    assert_eq!(rows(&db), "2");
+    let note: String = alice.query_one(&read, &[&2i32]).await.unwrap().get(0);
+    assert_eq!(note, "b");
+    p.shutdown().await;
+}

@@ -54,6 +54,9 @@ pub struct Shared {
     pub catalogs: catalog::Catalogs,
     /// Side connections that size the writes of roles with row limits.
     pub planner: estimate::Planner,
+    /// Counts policy reloads: a statement prepared under an older count is
+    /// judged again when it is bound.
+    pub policy_generation: std::sync::atomic::AtomicU64,
     /// Clients between connecting and being logged in (`limits.max_authenticating`).
     pub authenticating: tokio::sync::Semaphore,
 }

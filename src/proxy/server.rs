@@ -93,6 +93,7 @@ impl Server {
         let shared = Arc::new(Shared {
             catalogs: Default::default(),
             planner: Default::default(),
+            policy_generation: Default::default(),
             authenticating: tokio::sync::Semaphore::new(config.limits.max_authenticating),
             limits: config.limits.clone(),
             tls,

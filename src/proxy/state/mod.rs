@@ -75,6 +75,9 @@ pub struct Statement {
     /// The role limits the rows it may change: each `Bind` of it is
     /// planned with its values first.
     pub row_check: Option<Arc<crate::policy::limits::RowCheck>>,
+    /// The policy generation it was judged under (see
+    /// [`crate::proxy::Shared::policy_generation`]).
+    pub generation: u64,
 }
 
 impl Statement {
@@ -88,6 +91,7 @@ impl Statement {
             param_types: Vec::new(),
             rollback_undoes: false,
             row_check: None,
+            generation: 0,
         })
     }
 }
@@ -259,6 +263,22 @@ impl SessionState {
             name: name.into(),
             statement,
         });
+    }
+
+    /// `name` judged again after a policy reload: later lookups find the
+    /// new judgement of the same text (what PostgreSQL holds is unchanged).
+    pub fn rejudged(&self, name: &str, statement: Arc<Statement>) {
+        let mut g = self.lock();
+        if let Some(Some(s)) = g.open_statements.get_mut(name)
+            && s.text == statement.text
+        {
+            *s = statement.clone();
+        }
+        if let Some(s) = g.statements.get_mut(name)
+            && s.text == statement.text
+        {
+            *s = statement;
+        }
     }
 
     /// A `Bind` of `statement` into portal `name`.

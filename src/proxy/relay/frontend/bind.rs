@@ -5,6 +5,7 @@
 use bytes::BytesMut;
 use pgwire::messages::extendedquery::Bind;
 
+use super::judge::rejudge;
 use super::{
     AfterHold, EstimateMessage, Flow, Frontend, HeldMessage, audit_unhealthy, bad_message, forward,
     invalid_utf8, not_running, refused, too_many_names,
@@ -58,6 +59,11 @@ pub(super) fn on_bind(
             return refuse(out, state.model, e);
         }
         Lookup::Found(s) => s,
+    };
+    let statement = match current(statement, name, ctx, state) {
+        Current::Statement(s) => s,
+        Current::Unsettled => return Ok(Flow::Stall(frame)),
+        Current::Denied(e) => return refuse(out, state.model, e),
     };
     // A limited role's write is planned with these values first; over a
     // limit, the decision is the one for `destructive`.
@@ -126,6 +132,42 @@ pub(super) fn on_bind(
             frame,
         }))),
     }
+}
+
+/// A prepared statement as the policies in force judge it.
+enum Current {
+    Statement(Arc<Statement>),
+    /// A name it runs is not settled yet: handle the Bind again later.
+    Unsettled,
+    Denied(PgError),
+}
+
+/// The statement itself, unless policies were reloaded since its Parse:
+/// then what they say now, for this and every later Bind of it (a denial
+/// is recorded).
+fn current(
+    statement: Arc<Statement>,
+    name: &str,
+    ctx: &Ctx<'_>,
+    state: &mut Frontend<'_>,
+) -> Current {
+    let now = ctx
+        .shared
+        .policy_generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    if statement.generation == now || matches!(statement.gate, Gate::Refused) {
+        return Current::Statement(statement);
+    }
+    let Some((fresh, mut inspection)) = rejudge(ctx, state.model, name, &statement, now) else {
+        return Current::Unsettled;
+    };
+    if let Decision::Deny(e) = &inspection.decision {
+        let e = e.clone();
+        state.trail.statement("bind", &fresh.text, &mut inspection);
+        return Current::Denied(e);
+    }
+    state.model.rejudged(name, fresh.clone());
+    Current::Statement(fresh)
 }
 
 /// Plan the bound statement first, with the values this `Bind` carries.

@@ -123,6 +123,41 @@ pub(super) fn judge<'a>(
     Some(j)
 }
 
+/// A prepared statement judged again under the policies in force (they
+/// were reloaded since its `Parse`): what a `Parse` of it now would make
+/// of it. `None` when a name it runs is not settled yet.
+pub(super) fn rejudge(
+    ctx: &Ctx<'_>,
+    model: &SessionState,
+    name: &str,
+    old: &Statement,
+    generation: u64,
+) -> Option<(Arc<Statement>, Inspection)> {
+    let classes = ModelClasses {
+        model,
+        unsettled: std::cell::Cell::new(false),
+        found: Default::default(),
+    };
+    let origin = Origin::Parse { statement: name };
+    let mut inspection = decide(ctx.shared, ctx.info, &classes, &old.text, origin);
+    if classes.unsettled.get() {
+        return None;
+    }
+    let class = inspection.class.unwrap_or(Class::Unknown);
+    let statement = Arc::new(Statement {
+        text: old.text.clone(),
+        record: old.record,
+        class: Some(class),
+        gate: gate(class, inspection.decision.clone()),
+        effect: old.effect.clone(),
+        param_types: old.param_types.clone(),
+        rollback_undoes: inspection.rollback_undoes,
+        row_check: inspection.row_check.take(),
+        generation,
+    });
+    Some((statement, inspection))
+}
+
 /// Whether FETCH / MOVE may run `portal` (`None`: not settled yet). A
 /// portal bound through the protocol from a statement that is not a read
 /// runs only by Execute, where it is recorded (and approved); a SQL cursor

@@ -59,6 +59,12 @@ pub(super) fn on_parse(
         return Ok(Flow::Continue);
     }
     let origin = Origin::Parse { statement: &name };
+    // Read before judging: a reload in between makes the stamp older than
+    // the judgement, and the Bind judges again (never the other way).
+    let generation = ctx
+        .shared
+        .policy_generation
+        .load(std::sync::atomic::Ordering::Acquire);
     let Some(mut j) = judge(raw, name_ok, origin, ctx, state.model) else {
         return Ok(Flow::Stall(frame));
     };
@@ -98,6 +104,7 @@ pub(super) fn on_parse(
                 param_types,
                 rollback_undoes: j.inspection.rollback_undoes,
                 row_check: j.inspection.row_check.take(),
+                generation,
             });
             state.model.parse(&name, statement);
             forward(out, &frame)
