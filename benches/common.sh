@@ -7,7 +7,8 @@
 #   start_postgres OPTS   a cluster with `-c` OPTS; PGPORT, PW, DEV, DIRECT
 #   start_firewall NAME BINARY [TOML]
 #                         a firewall (TOML appended to its config);
-#                         PID_NAME, URL_NAME
+#                         PID_NAME, URL_NAME (POLICIES_DIR overrides the
+#                         example policies, e.g. for an older binary)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -60,7 +61,7 @@ start_firewall() {
     cat > "$WORK/$1.toml" <<TOML
 listen = "127.0.0.1:$port"
 data_dir = "$WORK/data-$1"
-policies_dir = "$PWD/policies"
+policies_dir = "${POLICIES_DIR:-$PWD/policies}"
 ${3:-}
 [upstream]
 host = "127.0.0.1"
