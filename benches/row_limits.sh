@@ -18,9 +18,11 @@ bench_init
 start_postgres "-c max_connections=100 -c synchronous_commit=off"
 pgbench -q -i -s 10 "$DIRECT" >/dev/null 2>&1
 
+# `deploy-bot` is the dev credential start_firewall gives; `limited-bot` has
+# the same rights and a row limit.
 mkdir -p "$WORK/policies"
 cat > "$WORK/policies/bench.toml" <<'TOML'
-[roles.plain]
+[roles.deployer]
 upstream_user = "app_owner"
 allow = ["read", "write"]
 
@@ -31,9 +33,9 @@ approve = ["destructive"]
 approvers = ["oncall"]
 max_rows = 1000
 
-[identities.plain-bot]
+[identities.deploy-bot]
 kind = "ci"
-roles = ["plain"]
+roles = ["deployer"]
 
 [identities.limited-bot]
 kind = "ci"
@@ -42,31 +44,13 @@ roles = ["limited"]
 [identities.oncall]
 kind = "human"
 TOML
-port=$(free_port)
-cat > "$WORK/fw.toml" <<TOML
-listen = "127.0.0.1:$port"
-data_dir = "$WORK/data-fw"
-policies_dir = "$WORK/policies"
-[upstream]
-host = "127.0.0.1"
-port = $PGPORT
-[upstream.passwords]
-app_owner = { file = "$WORK/owner.pw" }
-[[dev_credentials]]
-identity = "plain-bot"
-role = "plain"
-secret = { file = "$WORK/dev.pw" }
-[[dev_credentials]]
-identity = "limited-bot"
-role = "limited"
-secret = { file = "$WORK/dev.pw" }
-TOML
-INFRAVEIL_LOG=warn "$BIN" serve --config "$WORK/fw.toml" 2>"$WORK/fw.log" &
-FW=$!
-PIDS+=("$FW")
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
-PLAIN="postgres://plain-bot:$DEV@127.0.0.1:$port/bench"
-LIMITED="postgres://limited-bot:$DEV@127.0.0.1:$port/bench"
+POLICIES_DIR="$WORK/policies" start_firewall fw "$BIN" "[[dev_credentials]]
+identity = \"limited-bot\"
+role = \"limited\"
+secret = { file = \"$WORK/dev.pw\" }"
+FW=$PID_fw
+PLAIN=$URL_fw
+LIMITED=${URL_fw/deploy-bot/limited-bot}
 
 cat > "$WORK/update.sql" <<'SQL'
 \set aid random(1, 1000000)

@@ -219,10 +219,7 @@ async fn inspect(state: &AdminState, info: &SessionInfo, sql: &str) -> Inspectio
             )
             .await;
         if let crate::proxy::estimate::Sized::Over(why) = sized {
-            let (decision, class, rule) = check.over(&why);
-            i.decision = decision;
-            i.class = Some(class);
-            i.rule = Some(rule);
+            check.apply_over(&why, &mut i);
         }
     }
     i

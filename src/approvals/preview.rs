@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use crate::classify::TableName;
-use crate::upstream::plan::{Change, modifications, planned_rows};
+use crate::upstream::plan::{Change, modifications, planned_rows, quote_relation};
 use crate::upstream::{Rows, Upstream, UpstreamConnector, UpstreamError};
 
 /// Longest a whole preview may take; the request is sent without one after.
@@ -161,7 +161,7 @@ async fn describe_table<'a>(
     let reltuples: i64 = field(0).parse().unwrap_or(-1);
     let oid = field(4);
     let rls = field(5) == "true";
-    let quoted = quote_ident_path(&table.schema, &table.name);
+    let quoted = quote_relation(&table.schema, &table.name);
     let mut count = Count::Unknown;
     // Partitioned tables keep no heap of their own: count them too, the
     // timeout bounds it.
@@ -485,11 +485,6 @@ fn literal(s: &str) -> String {
     format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-fn quote_ident_path(schema: &str, name: &str) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    format!("{}.{}", q(schema), q(name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +503,6 @@ mod tests {
     fn quoting() {
         assert_eq!(literal("o'brien"), "E'o''brien'");
         assert_eq!(literal(r"a\b"), r"E'a\\b'");
-        assert_eq!(quote_ident_path("a\"b", "c"), "\"a\"\"b\".\"c\"");
+        assert_eq!(quote_relation("a\"b", "c"), "\"a\"\"b\".\"c\"");
     }
 }

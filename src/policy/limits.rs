@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::enforce::{denied, held};
 use super::engine::{Action, Engine, Judgement, Verdict};
-use super::inspect::{Decision, Held, SessionInfo};
+use super::inspect::{Decision, Held, Inspection, SessionInfo};
 use super::{ApprovalMode, Role};
 use crate::classify::{Analysis, Class, TableName};
 
@@ -58,6 +58,16 @@ impl RowCheck {
             })),
         };
         (decision, v.class, v.rule)
+    }
+
+    /// Make `inspection` what it is when the planner sized the string over
+    /// a limit (or could not size it): the `destructive` decision, class
+    /// and rule, with `why` as the reason.
+    pub fn apply_over(&self, why: &str, inspection: &mut Inspection) {
+        let (decision, class, rule) = self.over(why);
+        inspection.decision = decision;
+        inspection.class = Some(class);
+        inspection.rule = Some(rule);
     }
 
     /// The tables the string touches, schema and name apart.

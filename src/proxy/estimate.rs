@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::policy::limits::RowCheck;
-use crate::upstream::plan::{Change, modifications, planned_rows};
+use crate::upstream::plan::{Change, modifications, planned_rows, quote_relation};
 use crate::upstream::{Param, Rows, Upstream, UpstreamConnector, UpstreamError};
 
 /// Longest a whole estimate may take before it counts as over.
@@ -210,11 +210,10 @@ async fn connect(
     let mut conn = upstream.connect(user, &params).await?;
     conn.simple_query(SETUP).await?;
     for (name, value) in settings {
-        let text = |s: &str| (false, Some(bytes::Bytes::copy_from_slice(s.as_bytes())));
         conn.extended_query(
             "SELECT pg_catalog.set_config($1, $2, false)",
             &[],
-            &[text(name), text(value)],
+            &[text_param(name), text_param(value)],
         )
         .await?;
     }
@@ -382,7 +381,7 @@ async fn describe(
     if count.is_none() && !reltuples.is_empty() {
         let q = format!(
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM {}",
-            quote_path(&c.schema, &c.relation)
+            quote_relation(&c.schema, &c.relation)
         );
         count = planned_rows(&conn.extended_query(&q, &[], &[]).await?);
     }
@@ -406,11 +405,6 @@ fn array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     format!("{{{}}}", quoted.join(","))
 }
 
-fn quote_path(schema: &str, name: &str) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    format!("{}.{}", q(schema), q(name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +416,5 @@ mod tests {
             r#"{"public","a\"b","c\\d","e,f"}"#
         );
         assert_eq!(array([]), "{}");
-        assert_eq!(quote_path("a\"b", "c"), "\"a\"\"b\".\"c\"");
     }
 }

@@ -5,6 +5,13 @@
 
 use super::Rows;
 
+/// `"schema"."name"`, each part quoted whatever it holds (a schema may
+/// hold a dot), for the firewall's own catalog queries.
+pub fn quote_relation(schema: &str, name: &str) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    format!("{}.{}", q(schema), q(name))
+}
+
 /// One table a statement's plan changes (a `ModifyTable` node, in the
 /// main query or in a data-changing `WITH`).
 #[derive(Debug, Clone, PartialEq, Eq)]

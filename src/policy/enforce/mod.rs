@@ -121,8 +121,16 @@ impl Inspector for PolicyInspector {
             .iter()
             .all(|s| !s.outlives_rollback && s.executes.is_none() && s.functions.is_empty())
             && !session.objects.write_outlives_rollback(&tables);
-        // Only a role with row limits pays for this, and only for writes.
-        let row_check = match (&decision, engine.policies().role(&session.role)) {
+        // Only a string that changes rows, of a role with row limits, pays
+        // for this: reads do not even look the role up.
+        let changes_rows = analysis
+            .statements
+            .iter()
+            .any(|s| s.changes_rows || s.executes.is_some());
+        let role = changes_rows
+            .then(|| engine.policies().role(&session.role))
+            .flatten();
+        let row_check = match (&decision, role) {
             (Decision::Deny(_), _) | (_, None) => None,
             (_, Some(role)) if !role.limits_rows() => None,
             (_, Some(role)) => super::limits::row_check(

@@ -74,13 +74,11 @@ pub(super) fn on_bind(
             None => return plan_first(frame, check, &statement),
             Some(Sized::Within(_)) => {}
             Some(Sized::Over(why)) => {
-                let (decision, class, rule) = check.over(&why);
                 let mut inspection = Inspection {
-                    class: Some(class),
-                    rule: Some(rule),
                     tables: check.tables().to_vec(),
-                    ..decision.into()
+                    ..Decision::Allow.into()
                 };
+                check.apply_over(&why, &mut inspection);
                 match std::mem::replace(&mut inspection.decision, Decision::Allow) {
                     Decision::Deny(e) => {
                         inspection.decision = Decision::Deny(e.clone());

@@ -39,12 +39,7 @@ pub(super) fn on_query(
                 })));
             }
             Some(Sized::Within(_)) => {}
-            Some(Sized::Over(why)) => {
-                let (decision, class, rule) = check.over(&why);
-                j.inspection.decision = decision;
-                j.inspection.class = Some(class);
-                j.inspection.rule = Some(rule);
-            }
+            Some(Sized::Over(why)) => check.apply_over(&why, &mut j.inspection),
         }
         count(ctx.shared, &j.inspection);
     }
