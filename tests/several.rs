@@ -347,6 +347,53 @@ async fn killing_one_instance_under_write_load_loses_no_acknowledged_record() {
         .map(|c| c["instance"].as_str().unwrap())
         .collect();
     assert_eq!(chains, ["fw-a", "fw-b"], "{v:#}");
+
+    // The merged export verifies on its own too, each chain with its key.
+    let (ok, jsonl, err) = veilctl(Some(&b.admin_url), &["audit", "export"]).await;
+    assert!(ok, "{err}");
+    let dir = std::env::temp_dir().join(format!("infraveil-merged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("merged.jsonl");
+    std::fs::write(&file, &jsonl).unwrap();
+    let pins: Vec<String> = v["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={}",
+                c["instance"].as_str().unwrap(),
+                c["public_key"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut args = vec![
+        "--output",
+        "json",
+        "audit",
+        "verify",
+        "--file",
+        file.to_str().unwrap(),
+    ];
+    for p in &pins {
+        args.extend(["--public-key", p.as_str()]);
+    }
+    let (ok, out, err) = veilctl(None, &args).await;
+    assert!(ok, "merged export verifies: {out}{err}");
+    let offline: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        offline["chains"].as_array().unwrap().len(),
+        2,
+        "{offline:#}"
+    );
+    // One edited record of A's is found, and named.
+    let edited = jsonl.replacen("INSERT INTO w", "INSERT INTO x", 1);
+    std::fs::write(&file, edited).unwrap();
+    let (ok, out, _) = veilctl(None, &args).await;
+    assert!(!ok, "an edited merged export fails: {out}");
+    let bad: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(bad["problem"]["instance"], "fw-a", "{bad:#}");
+    std::fs::remove_dir_all(&dir).unwrap();
     // A starts again on its chain, and the chains still verify.
     a.restart_and_export().await;
 }

@@ -196,8 +196,13 @@ impl Approvers {
     }
 
     /// Take in a secret as stored now (changed here or elsewhere).
+    /// A revocation is for good: a stale read never undoes it.
     pub(super) fn absorb(&self, a: ApproverSecret) {
-        self.lock().insert(a.id.clone(), a);
+        let mut all = self.lock();
+        if a.revoked_at.is_none() && all.get(&a.id).is_some_and(|old| old.revoked_at.is_some()) {
+            return;
+        }
+        all.insert(a.id.clone(), a);
     }
 
     /// Read what other instances enrolled or revoked since the last look.

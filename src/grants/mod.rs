@@ -201,7 +201,17 @@ struct Index {
 
 impl Index {
     /// Take in a grant as stored now (new, or changed here or elsewhere).
+    /// A revocation is for good: a read that started before it (and
+    /// finishes after) never makes the grant usable again.
     fn absorb(&mut self, g: Grant) {
+        if g.revoked.is_none()
+            && self
+                .by_id
+                .get(&g.id)
+                .is_some_and(|old| old.revoked.is_some())
+        {
+            return;
+        }
         let ids = self.by_identity.entry(g.identity.clone()).or_default();
         if !ids.contains(&g.id) {
             let issued = |id: &String| self.by_id.get(id).map_or(0, |o| o.issued_at);

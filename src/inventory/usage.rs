@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::InventoryError;
 use crate::audit::event::parse_time;
-use crate::audit::log::AuditLog;
 use crate::classify::Class;
 use crate::store::Store;
 
@@ -68,10 +67,9 @@ struct Payload {
 /// Read every record from `since_ms` (Unix ms) on; only `identity`'s when
 /// given. Disk-bound: call it off the async workers.
 pub fn scan(store: &Store, since_ms: u64, identity: Option<&str>) -> Result<Usage, InventoryError> {
-    let log = AuditLog::open(store)?;
-    let start = log.seek_time(since_ms)?;
     let mut usage = Usage::default();
-    for record in log.from(start) {
+    // Every instance's chain (several share a control database), by time.
+    for record in crate::audit::chains::merged(store, Some(since_ms))? {
         let record = record?;
         let Ok(p) = serde_json::from_str::<Payload>(&record.payload) else {
             continue;

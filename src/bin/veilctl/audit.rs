@@ -104,7 +104,7 @@ pub fn export(api: &Api, args: ExportArgs) -> anyhow::Result<()> {
 
 pub struct VerifyArgs {
     pub file: Option<PathBuf>,
-    pub public_key: Option<String>,
+    pub public_key: Vec<String>,
     pub expect_head: Option<String>,
     pub allow_gaps: bool,
 }
@@ -123,11 +123,20 @@ pub fn verify(
         ),
         None => None,
     };
-    let pinned = match args.public_key.as_deref() {
-        Some(k) => Some(read_public_key(k)?),
-        None => None,
-    };
-    let verdict = if let Some(file) = &args.file {
+    // `KEY` pins this log's key; `INSTANCE=KEY` one instance's chain.
+    let mut pinned = None;
+    let mut per_instance = std::collections::BTreeMap::new();
+    for k in &args.public_key {
+        match k.split_once('=') {
+            Some((instance, k)) => {
+                per_instance.insert(instance.to_owned(), read_public_key(k)?);
+            }
+            None => pinned = Some(read_public_key(k)?),
+        }
+    }
+    let verdict = if let (Some(file), false) = (&args.file, per_instance.is_empty()) {
+        verify_chains_file(file, &per_instance, args.allow_gaps)?
+    } else if let Some(file) = &args.file {
         let Some(public) = pinned else {
             bail!(
                 "--file needs --public-key (the key printed by `veilctl audit public-key`, kept elsewhere)"
@@ -172,6 +181,18 @@ pub fn verify(
                 "the daemon signs with {} but --public-key is {k}: the key was replaced",
                 v["public_key"].as_str().unwrap_or("?")
             );
+        }
+        // Each chain of a shared store against the key kept for it.
+        for c in v["chains"].as_array().into_iter().flatten() {
+            let instance = c["instance"].as_str().unwrap_or("?");
+            if let Some(k) = per_instance.get(instance)
+                && c["public_key"].as_str() != Some(k.as_str())
+            {
+                bail!(
+                    "instance {instance} signs with {} but --public-key {instance}=… is {k}: the key was replaced",
+                    c["public_key"].as_str().unwrap_or("?")
+                );
+            }
         }
         v
     };
@@ -286,9 +307,121 @@ fn verify_file(
     Ok(v.finish())
 }
 
+/// An export merged from several instances' chains: each instance's
+/// records (by their `instance`) verified as their own chain, with the key
+/// kept for that instance.
+fn verify_chains_file(
+    file: &Path,
+    keys: &std::collections::BTreeMap<String, String>,
+    allow_gaps: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut chains: std::collections::BTreeMap<String, (Option<ChainVerifier>, Option<Problem>)> =
+        std::collections::BTreeMap::new();
+    for r in export::read(BufReader::new(f)) {
+        let r = r.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let instance = serde_json::from_str::<serde_json::Value>(&r.payload)
+            .ok()
+            .and_then(|p| p["instance"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let (verifier, problem) = chains.entry(instance.clone()).or_default();
+        if problem.is_some() {
+            continue;
+        }
+        let Some(public) = keys.get(&instance).and_then(|k| key::parse_public(k)) else {
+            *problem = Some(Problem {
+                seq: r.seq,
+                fault: chain::Fault::Signature,
+                detail: format!(
+                    "no --public-key {instance}=KEY was given for instance {instance:?}"
+                ),
+            });
+            continue;
+        };
+        let v = verifier.get_or_insert_with(|| {
+            if r.seq == 1 {
+                ChainVerifier::from_genesis(public)
+            } else {
+                ChainVerifier::from_anywhere(public, allow_gaps)
+            }
+        });
+        if let Err(p) = v.check(&r) {
+            *problem = Some(p);
+        }
+    }
+    if chains.is_empty() {
+        bail!("{} holds no records", file.display());
+    }
+    let (mut ok, mut records, mut signatures) = (true, 0u64, 0u64);
+    let mut out = Vec::new();
+    for (instance, (verifier, problem)) in chains {
+        let result = match (problem, verifier) {
+            (Some(p), _) => Err(p),
+            (None, Some(v)) => v.finish(),
+            (None, None) => continue,
+        };
+        if let Ok(s) = &result {
+            records += s.records;
+            signatures += s.signatures;
+        } else {
+            ok = false;
+        }
+        let public = keys.get(&instance).cloned().unwrap_or_default();
+        let mut v = infraveil::audit::verdict(&result, &public);
+        v["instance"] = instance.into();
+        out.push(v);
+    }
+    let problem = out.iter().find(|c| c["ok"] != true).map(|c| {
+        let mut p = c["problem"].clone();
+        p["instance"] = c["instance"].clone();
+        p
+    });
+    let mut v = serde_json::json!({
+        "ok": ok,
+        "records": records,
+        "signatures": signatures,
+        "unvouched": out.iter().map(|c| c["unvouched"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "chains": out,
+    });
+    if let Some(p) = problem {
+        v["problem"] = p;
+    }
+    Ok(v)
+}
+
 fn print_verdict(v: &serde_json::Value, json_out: bool) -> anyhow::Result<()> {
     if json_out {
         println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    if let Some(chains) = v["chains"].as_array() {
+        // Several instances' chains: one line each.
+        for c in chains {
+            let instance = c["instance"].as_str().unwrap_or("?");
+            if c["ok"] == true {
+                println!(
+                    "{instance}: ok, {} records ({} signatures); head {}:{}",
+                    c["records"],
+                    c["signatures"],
+                    c["head_seq"],
+                    c["head_hash"].as_str().unwrap_or("")
+                );
+            } else {
+                let p = &c["problem"];
+                println!(
+                    "{instance}: FAILED at record {}: {} ({})",
+                    p["seq"],
+                    p["fault"].as_str().unwrap_or("?"),
+                    p["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
+        println!(
+            "{}: {} chains, {} records",
+            if v["ok"] == true { "ok" } else { "FAILED" },
+            chains.len(),
+            v["records"]
+        );
         return Ok(());
     }
     if v["ok"] == true {

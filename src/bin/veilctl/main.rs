@@ -156,9 +156,10 @@ enum AuditCommand {
         #[arg(long)]
         file: Option<PathBuf>,
         /// The public key you kept (64 hex characters, or a file holding
-        /// them); required with --file.
+        /// them); required with --file. For an export merged from several
+        /// instances, one INSTANCE=KEY per instance (repeat the option).
         #[arg(long)]
-        public_key: Option<String>,
+        public_key: Vec<String>,
         /// A checkpoint kept elsewhere (SEQ:HASH): that record must be there,
         /// unchanged, so a cut tail is detected.
         #[arg(long)]
