@@ -255,13 +255,12 @@ pub struct StateConfig {
     /// defaults to the host name. Two live daemons may not share one.
     #[serde(default)]
     pub instance: Option<String>,
-    /// TLS to the control database, as for `[upstream]`.
+    /// TLS to the control database, as for `[upstream]`; without it, the
+    /// URL's `sslmode` (`prefer` when it names none).
     #[serde(default)]
-    pub tls: UpstreamTlsMode,
+    pub tls: Option<UpstreamTlsMode>,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub server_name: Option<String>,
     /// Audit records held in memory while the control database cannot
     /// take them (reads go on until it is full; writes stop at once).
     #[serde(default = "default_state_queue")]
@@ -474,7 +473,7 @@ impl Config {
                     "state.backend = \"postgres\" needs state.url (e.g. url = { env = \"VEIL_STATE_URL\" })".into(),
                 ));
             }
-            if self.state.tls == UpstreamTlsMode::VerifyFull && self.state.ca_file.is_none() {
+            if self.state.tls == Some(UpstreamTlsMode::VerifyFull) && self.state.ca_file.is_none() {
                 return Err(ConfigError::Invalid(
                     "state.tls = \"verify-full\" needs state.ca_file".into(),
                 ));

@@ -42,13 +42,16 @@ impl Approvals {
         let ended = self
             .table
             .modify(id, |r| {
-                let due = match status {
-                    Status::Expired => {
-                        matches!(r.status, Status::Pending | Status::Approved)
-                            && r.expires_at <= now
-                    }
-                    _ => r.status == Status::Pending,
-                };
+                // Not while an approver's decision is being recorded: it
+                // takes effect once its record is durable.
+                let due = r.claimed_at(now).is_none()
+                    && match status {
+                        Status::Expired => {
+                            matches!(r.status, Status::Pending | Status::Approved)
+                                && r.expires_at <= now
+                        }
+                        _ => r.status == Status::Pending,
+                    };
                 if !due {
                     return Err(ApprovalError::Decided {
                         id: id.to_owned(),

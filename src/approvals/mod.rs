@@ -228,6 +228,7 @@ impl Approvals {
             notification: None,
             link_nonce: token::Links::nonce(),
             instance: Some(self.store.instance().to_owned()),
+            claimed: None,
         };
         self.audit
             .append(Event::ApprovalRequested {
@@ -253,14 +254,18 @@ impl Approvals {
             mode = ?req.mode,
             "approval requested"
         );
-        let entry = Entry::new(req.clone());
-        let rx = entry.tx.subscribe();
         let me = self.clone();
         let view = req.view();
         let l = link.clone();
-        // Spawned under the lock, so its bookkeeping finds the entry.
+        // Spawned under the lock, so its bookkeeping finds the entry. The
+        // entry may be there already (this instance heard of its own write
+        // first): the session watches whichever is in the map, the one
+        // every change is sent on.
         let mut entries = self.lock();
-        let entry = entries.entry(req.id.clone()).or_insert(entry);
+        let entry = entries
+            .entry(req.id.clone())
+            .or_insert_with(|| Entry::new(req.clone()));
+        let rx = entry.tx.subscribe();
         entry.posted = Some(tokio::spawn(async move {
             let outcome = me.notifier.send(&view, &l).await;
             if let Err(e) = &outcome {
@@ -379,41 +384,79 @@ impl Approvals {
         note: Option<String>,
         policies: &PolicySet,
     ) -> Result<ApprovalView, ApprovalError> {
-        // A conditional update of the stored request: of two approvers
-        // (on any instances) deciding at once, one wins and the other is
-        // told it is already decided.
+        // Three conditional updates of the stored request. The claim: of
+        // two approvers (on any instances) deciding at once, one goes on
+        // and the other is told it is being decided.
         let now = now_ms();
         let note = note.filter(|n| !n.trim().is_empty());
-        let req = self
-            .table
+        let mine = Some((approver.to_owned(), now));
+        self.table
             .modify(id, |r| {
                 check_decidable(r, now)?;
                 check_approver(r, approver, policies)?;
-                r.status = if approve {
-                    Status::Approved
-                } else {
-                    Status::Denied
-                };
-                r.decided_by = Some(approver.to_owned());
-                r.decided_at = Some(now);
-                r.decided_via = Some(via.to_owned());
-                r.note = note.clone();
+                if r.claimed_at(now).is_some() {
+                    return Err(ApprovalError::Decided {
+                        id: id.to_owned(),
+                        status: "being decided by another approver",
+                    });
+                }
+                r.claimed = mine.clone();
                 Ok::<(), ApprovalError>(())
             })
             .await?
             .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
-        let view = req.view();
-        // Durable (and audited) before the waiting session acts on it.
-        self.store.flush().await?;
-        self.audit
+        // The record, durable before the decision takes effect: a decision
+        // the log cannot name never lets a statement run.
+        let status = if approve {
+            Status::Approved
+        } else {
+            Status::Denied
+        };
+        let recorded = self
+            .audit
             .append(Event::ApprovalDecided {
                 approval: id.to_owned(),
-                status: view.status.as_str().to_owned(),
-                by: view.decided_by.clone(),
-                via: view.decided_via.clone(),
-                note: view.note.clone(),
+                status: status.as_str().to_owned(),
+                by: Some(approver.to_owned()),
+                via: Some(via.to_owned()),
+                note: note.clone(),
             })
-            .await?;
+            .await;
+        if let Err(e) = recorded {
+            // Undone: the request stays pending, decidable again.
+            let _ = self
+                .table
+                .modify(id, |r| {
+                    if r.claimed == mine {
+                        r.claimed = None;
+                    }
+                    Ok::<(), StoreError>(())
+                })
+                .await;
+            return Err(e.into());
+        }
+        // The decision, only by the claim's holder.
+        let req = self
+            .table
+            .modify(id, |r| {
+                if r.claimed != mine || r.status != Status::Pending {
+                    return Err(ApprovalError::Decided {
+                        id: id.to_owned(),
+                        status: r.status.as_str(),
+                    });
+                }
+                r.claimed = None;
+                r.status = status;
+                r.decided_by = Some(approver.to_owned());
+                r.decided_at = Some(now);
+                r.decided_via = Some(via.to_owned());
+                r.note = note.clone();
+                Ok(())
+            })
+            .await?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        let view = req.view();
+        self.store.flush().await?;
         // The waiting session (here, or on another instance when it hears
         // of the change) goes on; chat hears of it only once it is durable
         // and audited.

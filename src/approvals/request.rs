@@ -90,6 +90,25 @@ pub struct ApprovalRequest {
     /// control database); `None` in records from before there were.
     #[serde(default)]
     pub instance: Option<String>,
+    /// An approver deciding it right now (who, since when, Unix ms): the
+    /// decision's audit record is being written, and only then does the
+    /// decision take effect.
+    #[serde(default)]
+    pub claimed: Option<(String, u64)>,
+}
+
+/// How long a claim to decide holds off other deciders, expiry and
+/// cancellation: longer than an audit write may take.
+pub(super) const CLAIM_MS: u64 = 30_000;
+
+impl ApprovalRequest {
+    /// Whether someone is deciding it now.
+    pub(super) fn claimed_at(&self, now: u64) -> Option<&str> {
+        self.claimed
+            .as_ref()
+            .filter(|(_, at)| now.saturating_sub(*at) < CLAIM_MS)
+            .map(|(by, _)| by.as_str())
+    }
 }
 
 /// A request as the API, the page and messages show it.

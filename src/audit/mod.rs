@@ -108,6 +108,8 @@ pub struct Audit {
     store: Arc<Store>,
     public_key: String,
     appended: Arc<AtomicU64>,
+    /// The last record stored (seq, hex hash), as this daemon wrote it.
+    head: Arc<std::sync::Mutex<Option<(u64, String)>>>,
     checkpoint: Arc<std::sync::Mutex<Option<Checkpoint>>>,
 }
 
@@ -158,6 +160,9 @@ impl Audit {
             store: store.clone(),
             public_key: key::public_hex(&key),
             appended: Arc::new(AtomicU64::new(0)),
+            head: Arc::new(std::sync::Mutex::new(
+                head.as_ref().map(|r| (r.seq, r.hash.clone())),
+            )),
             checkpoint: Arc::new(std::sync::Mutex::new(None)),
         };
         let instance = store.is_shared().then(|| store.instance().to_owned());
@@ -191,6 +196,12 @@ impl Audit {
     /// Records appended since start.
     pub fn appended(&self) -> u64 {
         self.appended.load(Ordering::Relaxed)
+    }
+
+    /// The last record this daemon stored (seq, hex hash): a chain that
+    /// ends before it was cut.
+    pub fn head(&self) -> Option<(u64, String)> {
+        self.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn last_checkpoint(&self) -> Option<Checkpoint> {

@@ -25,8 +25,9 @@ use crate::time::now_ms;
 /// How often stored-later batches are tried again.
 const RETRY: Duration = Duration::from_millis(250);
 
-/// A sealed batch not yet stored: its chunks and how many records.
-type Sealed = (Vec<(u64, Vec<u8>)>, usize);
+/// A sealed batch not yet stored: its chunks, how many records, and the
+/// chain's head after it (seq, hex hash).
+type Sealed = (Vec<(u64, Vec<u8>)>, usize, (u64, String));
 
 pub(super) struct Writer {
     store: Arc<Store>,
@@ -43,6 +44,8 @@ pub(super) struct Writer {
     waiting: usize,
     limit: usize,
     appended: Arc<AtomicU64>,
+    /// The last record stored (seq, hex hash).
+    head: Arc<std::sync::Mutex<Option<(u64, String)>>>,
     checkpoint: Arc<std::sync::Mutex<Option<Checkpoint>>>,
     on_checkpoint: Option<CheckpointSink>,
     window: Duration,
@@ -133,6 +136,7 @@ impl Writer {
             waiting: 0,
             limit: limit.max(1),
             appended: audit.appended.clone(),
+            head: audit.head.clone(),
             checkpoint: audit.checkpoint.clone(),
             on_checkpoint,
             window: config.read_window,
@@ -312,7 +316,8 @@ impl Writer {
         let seal = move || {
             let (chunks, taken) = sealer.seal(events, checkpoint);
             let n = chunks.records();
-            (sealer, (chunks.finish(), n), taken)
+            let head = (sealer.seq, hex::encode(sealer.prev));
+            (sealer, (chunks.finish(), n, head), taken)
         };
         let (sealer, sealed, taken) = if inline {
             seal()
@@ -352,10 +357,11 @@ impl Writer {
                 "the control database cannot take records".into(),
             ));
         }
-        while let Some((chunks, n)) = self.unstored.front() {
+        while let Some((chunks, n, head)) = self.unstored.front() {
             let n = *n;
             match self.log.append(chunks).await {
                 Ok(()) => {
+                    *self.head.lock().unwrap_or_else(|p| p.into_inner()) = Some(head.clone());
                     self.unstored.pop_front();
                     self.waiting -= n;
                     self.appended.fetch_add(n as u64, Ordering::Relaxed);

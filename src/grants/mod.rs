@@ -385,22 +385,40 @@ impl Grants {
         reason: Option<String>,
     ) -> Result<GrantView, GrantError> {
         let now = now_ms();
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        let still_active = |g: &Grant| match g.status(now) {
+            GrantStatus::Revoked => Err(GrantError::AlreadyRevoked(id.to_owned())),
+            GrantStatus::Expired => Err(GrantError::AlreadyExpired(id.to_owned())),
+            GrantStatus::Active => Ok(()),
+        };
+        let (current, _) = self
+            .table
+            .get(id)
+            .await?
+            .ok_or_else(|| GrantError::NotFound(id.to_owned()))?;
+        still_active(&current)?;
+        // Audited first, as issuing is: the log may name a revocation that
+        // another (racing) revocation beat, never hold one it does not name.
+        self.audit
+            .append(Event::GrantRevoked {
+                grant: id.to_owned(),
+                identity: current.identity.clone(),
+                by: by.to_owned(),
+                reason: reason.clone(),
+            })
+            .await?;
         // A conditional update of what is stored: two instances revoking
         // at once cannot both succeed, nor undo each other.
         let updated = self
             .table
             .modify(id, |g: &mut Grant| {
-                match g.status(now) {
-                    GrantStatus::Revoked => return Err(GrantError::AlreadyRevoked(id.to_owned())),
-                    GrantStatus::Expired => return Err(GrantError::AlreadyExpired(id.to_owned())),
-                    GrantStatus::Active => {}
-                }
+                still_active(g)?;
                 g.revoked = Some(Revocation {
                     at: now,
                     by: by.to_owned(),
-                    reason: reason.clone().filter(|r| !r.trim().is_empty()),
+                    reason: reason.clone(),
                 });
-                Ok(())
+                Ok::<(), GrantError>(())
             })
             .await?
             .ok_or_else(|| GrantError::NotFound(id.to_owned()))?;
@@ -409,14 +427,6 @@ impl Grants {
         // store.
         self.index().absorb(updated.clone());
         self.store.flush().await?;
-        self.audit
-            .append(Event::GrantRevoked {
-                grant: id.to_owned(),
-                identity: updated.identity.clone(),
-                by: by.to_owned(),
-                reason: updated.revoked.as_ref().and_then(|r| r.reason.clone()),
-            })
-            .await?;
         tracing::info!(grant = %id, identity = %updated.identity, by, "grant revoked");
         Ok(updated.view(now))
     }

@@ -24,9 +24,13 @@ use crate::config::{StateConfig, UpstreamConfig, UpstreamTlsMode};
 const CHANNEL: &str = "infraveil_docs";
 /// `pg_advisory_xact_lock` key the migrations run under ("infraveil").
 const MIGRATION_LOCK: i64 = 0x696e_6672_6176_6569;
-/// First half of the session advisory lock that holds an instance's name;
-/// the second is `hashtext(name)`.
-const INSTANCE_LOCK: i32 = 0x6976_6569;
+/// The session advisory lock that holds an instance's name: 64 bits of
+/// SHA-256 of the name, so two names do not share a lock.
+fn instance_lock(name: &str) -> i64 {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("infraveil-instance\0{name}").as_bytes());
+    i64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8]))
+}
 /// How long one operation may take before it counts as a failure.
 const DEADLINE: Duration = Duration::from_secs(5);
 /// A catch-up read this often, for notifications lost with a connection.
@@ -124,13 +128,36 @@ impl Control {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             _ => "localhost".to_owned(),
         };
+        // `[state] tls`, or the URL's `sslmode` (libpq's `prefer` when it
+        // names none); the two may not disagree.
+        let in_url = url.contains("sslmode=").then(|| pg.get_ssl_mode());
+        use tokio_postgres::config::SslMode;
+        let mode = match (config.tls, in_url) {
+            (Some(t), None) => t,
+            (Some(t), Some(m)) => {
+                let agree = matches!(
+                    (t, m),
+                    (UpstreamTlsMode::Disable, SslMode::Disable)
+                        | (UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull, SslMode::Require)
+                );
+                if !agree {
+                    return Err(control_err(
+                        "state.tls and the sslmode in state.url disagree; set one",
+                    ));
+                }
+                t
+            }
+            (None, Some(SslMode::Disable)) => UpstreamTlsMode::Disable,
+            (None, _) => UpstreamTlsMode::Require,
+        };
+        let prefer = config.tls.is_none() && !matches!(in_url, Some(SslMode::Require | SslMode::Disable));
         let up = UpstreamConfig {
             host,
             port: 5432,
-            tls: if config.tls == UpstreamTlsMode::Disable {
+            tls: if mode == UpstreamTlsMode::Disable {
                 UpstreamTlsMode::Require
             } else {
-                config.tls
+                mode
             },
             ca_file: config.ca_file.clone(),
             server_name: None,
@@ -140,9 +167,11 @@ impl Control {
         let rustls = crate::net::tls::upstream_config(&up)
             .map_err(|e| control_err(format!("TLS: {e}")))?
             .ok_or_else(|| control_err("TLS configuration missing"))?;
-        pg.ssl_mode(match config.tls {
-            UpstreamTlsMode::Disable => tokio_postgres::config::SslMode::Disable,
-            _ => tokio_postgres::config::SslMode::Require,
+        pg.ssl_mode(match mode {
+            UpstreamTlsMode::Disable => SslMode::Disable,
+            // Encrypted if the server offers it, as libpq does by default.
+            _ if prefer => SslMode::Prefer,
+            _ => SslMode::Require,
         });
         let control = Arc::new(Control {
             pg,
@@ -209,10 +238,15 @@ impl Control {
         F: FnOnce(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        let client = self.client(writer).await?;
-        match tokio::time::timeout(DEADLINE, op(client)).await {
+        // One deadline for getting a connection and using it: callers
+        // queued behind a connect that hangs do not wait a deadline each.
+        let work = async {
+            let client = self.client(writer).await?;
+            op(client).await.map_err(|e| control_err(describe(&e)))
+        };
+        match tokio::time::timeout(DEADLINE, work).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(control_err(describe(&e))),
+            Ok(Err(e)) => Err(e),
             Err(_) => {
                 let slot = if writer { &self.writer } else { &self.shared };
                 *slot.lock().await = None;
@@ -238,8 +272,8 @@ impl Control {
         let row = tokio::time::timeout(
             DEADLINE,
             client.query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                &[&INSTANCE_LOCK, &self.instance],
+                "SELECT pg_try_advisory_lock($1)",
+                &[&instance_lock(&self.instance)],
             ),
         )
         .await
@@ -451,11 +485,18 @@ impl Control {
     }
 
     /// Every instance's chain: (instance, public key).
-    pub(super) async fn chains(&self) -> Result<Vec<(String, String)>, StoreError> {
+    pub(super) async fn chains(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
         let rows = self
             .run(false, |c| async move {
+                // Chains stored without a registered instance are listed
+                // too (with no key): a deleted registration must not hide
+                // a chain.
                 c.query(
-                    "SELECT id, public_key FROM infraveil_instances ORDER BY id",
+                    "SELECT id, public_key FROM infraveil_instances
+                     UNION ALL
+                     SELECT DISTINCT a.instance, NULL FROM infraveil_audit a
+                     WHERE NOT EXISTS (SELECT 1 FROM infraveil_instances i WHERE i.id = a.instance)
+                     ORDER BY 1",
                     &[],
                 )
                 .await

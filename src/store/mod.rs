@@ -330,7 +330,7 @@ impl Store {
                 .map(|(instance, key)| {
                     let seq =
                         Sequence::control(c.clone(), instance.as_str().into(), self.faults.clone());
-                    (instance, Some(key), seq)
+                    (instance, key, seq)
                 })
                 .collect()),
         }
