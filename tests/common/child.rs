@@ -65,6 +65,63 @@ impl Firewall {
         fw.try_spawn().await.map(|()| fw)
     }
 
+    /// [`Firewall::try_start_shared`] with more `[state]` settings
+    /// (`state_extra`, lines of TOML) and the URL given as is.
+    #[allow(dead_code)]
+    pub async fn try_start_shared_with(
+        state_url: &str,
+        instance: &str,
+        read_window: &str,
+        state_extra: &str,
+    ) -> Result<Firewall, String> {
+        let extra = format!(
+            "[state]\nbackend = \"postgres\"\nurl = {{ env = \"VEIL_STATE_URL\" }}\ninstance = \"{instance}\"\n{state_extra}\n"
+        );
+        let mut fw = Self::configure(cluster().port, read_window, &extra);
+        fw.env.push(("VEIL_STATE_URL".into(), state_url.into()));
+        fw.try_spawn().await.map(|()| fw)
+    }
+
+    /// [`Firewall::try_start_shared`] signing with `other`'s audit key (a
+    /// second daemon standing in for the first).
+    #[allow(dead_code)]
+    pub async fn try_start_shared_as(
+        state_url: &str,
+        instance: &str,
+        read_window: &str,
+        other: &Firewall,
+    ) -> Result<Firewall, String> {
+        let extra = format!(
+            "[state]\nbackend = \"postgres\"\nurl = {{ env = \"VEIL_STATE_URL\" }}\ninstance = \"{instance}\"\n"
+        );
+        let mut fw = Self::configure(cluster().port, read_window, &extra);
+        fw.env.push(("VEIL_STATE_URL".into(), state_url.into()));
+        let key = infraveil::daemon::AUDIT_KEY_FILE;
+        let data = fw.dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::set_permissions(
+            &data,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+        )
+        .unwrap();
+        std::fs::copy(other.dir.join("data").join(key), data.join(key)).unwrap();
+        fw.try_spawn().await.map(|()| fw)
+    }
+
+    /// Whether the daemon has exited (and reaped).
+    #[allow(dead_code)]
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// The daemon's log file as text.
+    #[allow(dead_code)]
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// A firewall in front of `upstream` with `extra` appended to its
     /// config.
     pub async fn start_with(upstream: u16, read_window: &str, extra: &str) -> Firewall {
