@@ -798,6 +798,95 @@ async fn cut_off_x(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_control_database_under_write_load_loses_no_acknowledged_write() {
+    let mut own = Cluster::start(&ClusterOptions {
+        unsafe_fast: true,
+        reap_on_exit: true,
+        ..Default::default()
+    })
+    .expect("start a control cluster");
+    own.psql(
+        "postgres",
+        &format!("CREATE ROLE veil_state LOGIN PASSWORD '{STATE_PASSWORD}'"),
+    )
+    .unwrap();
+    own.psql("postgres", "CREATE DATABASE st OWNER veil_state")
+        .unwrap();
+    let url = format!(
+        "postgres://veil_state:{STATE_PASSWORD}@127.0.0.1:{}/st",
+        own.port
+    );
+    let a = Arc::new(Firewall::start_shared(&url, "fw-r", "100ms").await);
+    let db = write_db("atk_restart");
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        let (a, db, acked, stop) = (a.clone(), db.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut c = None;
+            while !stop.load(Ordering::Relaxed) {
+                if c.as_ref()
+                    .is_none_or(|c: &tokio_postgres::Client| c.is_closed())
+                {
+                    c = a.connect_as("alice", common::PASSWORD, &db).await.ok();
+                    if c.is_none() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+                match c
+                    .as_ref()
+                    .unwrap()
+                    .batch_execute("INSERT INTO w VALUES (1)")
+                    .await
+                {
+                    Ok(()) => {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = acked.load(Ordering::SeqCst);
+    own.restart().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.load(Ordering::SeqCst);
+    assert!(
+        acked > before,
+        "writes went on after the restart ({before} then {acked})"
+    );
+    let rows: u64 = cluster()
+        .psql(&db, "SELECT count(*) FROM w")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let records = export(&a).await;
+    let allowed = records
+        .iter()
+        .filter(|r| {
+            r["type"] == "statement"
+                && r["decision"] != "deny"
+                && r["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("INSERT INTO w"))
+        })
+        .count() as u64;
+    eprintln!("acked {acked}, rows {rows}, allowed writes recorded {allowed}");
+    assert!(acked <= rows);
+    assert!(allowed >= rows, "{rows} rows written, {allowed} recorded");
+    let v = verify_json(&a).await;
+    assert_eq!(v["ok"], true, "{v:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_with_the_name_but_another_key_is_refused_after_the_lock_is_lost() {
     let (_, url, _relay, _a, _on_a, _) = cut_off_x("forkkey").await;
     let log = Firewall::try_start_shared(&url, "fw-x", "100ms")
@@ -1042,6 +1131,27 @@ async fn instance_names_that_could_inject_are_refused_by_config() {
         let log = r.err().unwrap_or_else(|| panic!("{name:?} was accepted"));
         assert!(log.contains("state.instance"), "{log}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finding: the instance lock is keyed by hashtext(name); two different names with one hash cannot both run"]
+async fn two_instance_names_with_one_hashtext_can_both_run() {
+    let (_, url) = state_db("hash");
+    let pair = ctl_sql(
+        "postgres",
+        "SELECT min(n) || ' ' || max(n) FROM (SELECT 'n' || g AS n, hashtext('n' || g) AS h \
+         FROM generate_series(1, 300000) g) s GROUP BY h HAVING count(*) > 1 LIMIT 1",
+    );
+    let (x, y) = pair
+        .split_once(' ')
+        .expect("a hashtext collision among 300000 names");
+    let _first = Firewall::start_shared(&url, x, "100ms").await;
+    let second = Firewall::try_start_shared(&url, y, "100ms").await;
+    assert!(
+        second.is_ok(),
+        "{y} was refused because {x} runs: {}",
+        second.err().unwrap_or_default()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
