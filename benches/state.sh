@@ -113,7 +113,10 @@ for r in $(seq "$ROUNDS"); do
             pg_cpu=$(awk "BEGIN {print $pg_cpu + $sc / $HZ}")
             extra=$(awk -v d="$((c1 - c0))" -v k="$c" 'BEGIN {printf ", %.2f control commits per statement", d / k}')
         fi
-        echo "  round $r $side: $t tps, $l ms$( [ "$side" != direct ] && awk -v a="$after" -v b="$before" -v k="$c" -v hz="$HZ" 'BEGIN {printf ", firewall CPU %.0f us per statement", (a - b) / hz * 1e6 / k}')$extra"
+        awk -v r="$r" -v s="$side" -v t="$t" -v l="$l" -v a="$after" -v b="$before" -v k="$c" -v hz="$HZ" -v x="$extra" \
+            'BEGIN { printf "  round %d %-8s %7.0f tps, %.3f ms", r, s, t, l;
+                     if (s != "direct") printf ", firewall CPU %.0f us per statement", (a - b) / hz * 1e6 / k;
+                     printf "%s\n", x }'
         tps[$side]=$(awk "BEGIN {print ${tps[$side]:-0} + $t}")
         lat[$side]=$(awk "BEGIN {print ${lat[$side]:-0} + $l}")
         cpu[$side]=$(awk "BEGIN {print ${cpu[$side]:-0} + ($after - $before) / $HZ}")
