@@ -38,7 +38,9 @@ async fn open() -> (Audit, tempdir::Dir) {
     let dir = tempdir::Dir::new();
     let store = Arc::new(Store::open(dir.path()).expect("store"));
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let (audit, _task) = Audit::start(store, key, &AuditConfig::default(), None).expect("audit");
+    let (audit, _task) = Audit::start(store, key, &AuditConfig::default(), 10_000, None)
+        .await
+        .expect("audit");
     (audit, dir)
 }
 

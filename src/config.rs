@@ -53,6 +53,11 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Where grants, approvals and the audit log are kept: `data_dir`
+    /// (sled, one daemon) or a PostgreSQL control database several
+    /// daemons share.
+    #[serde(default)]
+    pub state: StateConfig,
     /// Development credential source, used until grants are issued: each
     /// entry lets one identity log in with a secret read from env or file.
     #[serde(default)]
@@ -226,6 +231,62 @@ fn default_webhook_retries() -> u32 {
     3
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// sled under `data_dir`: one daemon.
+    #[default]
+    Sled,
+    /// A PostgreSQL control database, shared by every instance.
+    Postgres,
+}
+
+/// `[state]`: where the firewall's state lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// `postgres://user:password@host:port/database` of the control
+    /// database (a secret: it carries the password).
+    #[serde(default)]
+    pub url: Option<SecretSource>,
+    /// This daemon's name in the shared state (its audit chain's name);
+    /// defaults to the host name. Two live daemons may not share one.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// TLS to the control database, as for `[upstream]`.
+    #[serde(default)]
+    pub tls: UpstreamTlsMode,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Audit records held in memory while the control database cannot
+    /// take them (reads go on until it is full; writes stop at once).
+    #[serde(default = "default_state_queue")]
+    pub queue: usize,
+}
+
+fn default_state_queue() -> usize {
+    10_000
+}
+
+impl StateConfig {
+    /// The instance name: configured, or the host name.
+    pub fn instance_name(&self) -> String {
+        self.instance
+            .clone()
+            .or_else(|| {
+                nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "infraveil".to_owned())
+    }
+}
+
 /// Where a secret is read from: exactly one of `env` or `file`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,6 +413,9 @@ impl Config {
         if let Some(ca) = &mut self.upstream.ca_file {
             fix(ca);
         }
+        if let Some(ca) = &mut self.state.ca_file {
+            fix(ca);
+        }
         let webhook = self
             .approvals
             .webhook
@@ -362,6 +426,7 @@ impl Config {
             .passwords
             .values_mut()
             .chain(self.admin.token.iter_mut())
+            .chain(self.state.url.iter_mut())
             .chain(webhook)
             .chain(self.dev_credentials.iter_mut().map(|d| &mut d.secret));
         for s in secrets {
@@ -401,6 +466,29 @@ impl Config {
                         "tls.cert and tls.key go together: set both, or neither".into(),
                     ));
                 }
+            }
+        }
+        if self.state.backend == StateBackend::Postgres {
+            if self.state.url.is_none() {
+                return Err(ConfigError::Invalid(
+                    "state.backend = \"postgres\" needs state.url (e.g. url = { env = \"VEIL_STATE_URL\" })".into(),
+                ));
+            }
+            if self.state.tls == UpstreamTlsMode::VerifyFull && self.state.ca_file.is_none() {
+                return Err(ConfigError::Invalid(
+                    "state.tls = \"verify-full\" needs state.ca_file".into(),
+                ));
+            }
+            if let Some(name) = &self.state.instance
+                && (name.is_empty()
+                    || name.len() > 63
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "state.instance {name:?}: use 1 to 63 letters, digits, '-', '_' or '.'"
+                )));
             }
         }
         self.database_url()?;

@@ -96,12 +96,12 @@ pub async fn start_with(
     inspector: Arc<dyn Inspector>,
     extras: Extras,
 ) -> Result<Running, ServerError> {
-    // Opening is a few file operations and sled's recovery; brief enough to
-    // run here, once, before anything listens.
-    let store = Arc::new(Store::open_with(
-        &config.data_dir,
-        extras.store_faults.clone(),
-    )?);
+    // Opening is a few file operations and sled's recovery (or the control
+    // database's migrations); brief enough to run here, once, before
+    // anything listens.
+    let store = Arc::new(
+        Store::open_config(&config.state, &config.data_dir, extras.store_faults.clone()).await?,
+    );
     let mut database_url = config.database_url()?;
     warn_if_unverified(config, &database_url);
     let mut background = Vec::new();
@@ -114,7 +114,7 @@ pub async fn start_with(
     let (audit, writer) = open_audit(config, &store, webhook.clone()).await?;
     background.push(writer);
 
-    let grants = Grants::open(store.clone(), audit.clone())?;
+    let grants = Grants::open(store.clone(), audit.clone()).await?;
     let dev = dev_credentials(&config.dev_credentials, grants.salts())?;
     if !dev.is_empty() {
         warn!(
@@ -134,12 +134,7 @@ pub async fn start_with(
                 (None, Some(sink)) => Notifier::Sink(sink),
                 (None, None) => Notifier::Log,
             };
-            Some(Arc::new(Approvals::open(
-                store.clone(),
-                &config.approvals,
-                notifier,
-                audit.clone(),
-            )?))
+            Some(Approvals::open(store.clone(), &config.approvals, notifier, audit.clone()).await?)
         }
         None => None,
     };
@@ -186,6 +181,12 @@ pub async fn start_with(
         _ => (None, None),
     };
 
+    // Several instances on one control database: hear what the others
+    // change (no-ops for the embedded store).
+    background.push(tokio::spawn(grants.clone().follow(controller.subscribe())));
+    if let Some(a) = &approvals {
+        background.push(tokio::spawn(a.clone().follow(controller.subscribe())));
+    }
     background.push(tokio::spawn(crate::proxy::sweeper::sweeper(
         grants.clone(),
         shared.clone(),
@@ -223,8 +224,10 @@ async fn open_audit(
         store.clone(),
         key,
         &config.audit,
+        config.state.queue,
         webhook.map(checkpoint_poster),
-    )?;
+    )
+    .await?;
     audit
         .append(Event::DaemonStart {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -239,6 +239,7 @@ fn write_setup(opts: &DemoOptions, cluster: &Cluster) -> Result<(Config, String)
             ..Default::default()
         },
         audit: Default::default(),
+        state: Default::default(),
         grants: GrantsConfig {
             // Port 0 becomes the port actually bound.
             database_url: Some(client_url(opts.port, "app", &tls.join("cert.pem"))),

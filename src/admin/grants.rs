@@ -32,6 +32,8 @@ pub async fn list(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<GrantView>>, ApiError> {
     let Query(q) = q?;
+    // Grants other instances issued or revoked a moment ago, too.
+    state.grants.sync().await.map_err(GrantError::from)?;
     Ok(Json(state.grants.list(q.all)))
 }
 
@@ -39,6 +41,7 @@ pub async fn show(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<GrantView>, ApiError> {
+    state.grants.sync().await.map_err(GrantError::from)?;
     state
         .grants
         .get(&id)

@@ -70,6 +70,7 @@ async fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, ApiEr
             ),
         ));
     }
+    let _ = state.shared.credentials.refresh().await;
     let active: Vec<_> = state
         .shared
         .credentials
@@ -376,6 +377,7 @@ pub async fn approval(
     let who = caller(&state, &headers).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no request {id} of yours"));
     let approvals = state.approvals.as_ref().ok_or_else(not_found)?;
+    let _ = approvals.load(&id).await;
     let req = approvals
         .get(&id)
         .filter(|r| r.identity == who.identity)

@@ -88,10 +88,11 @@ pub struct Approvers {
 }
 
 impl Approvers {
-    pub fn open(store: Arc<Store>, audit: Audit) -> Result<Approvers, StoreError> {
+    pub async fn open(store: Arc<Store>, audit: Audit) -> Result<Approvers, StoreError> {
         let table = store.table("approvers", "approver secret")?;
         let by_id = table
-            .all()?
+            .all()
+            .await?
             .into_iter()
             .map(|a: ApproverSecret| (a.id.clone(), a))
             .collect();
@@ -143,7 +144,7 @@ impl Approvers {
                 by: by.to_owned(),
             })
             .await?;
-        self.table.put(&a.id, &a)?;
+        self.table.put(&a.id, &a).await?;
         self.store.flush().await?;
         let view = a.view();
         self.lock().insert(a.id.clone(), a);
@@ -155,6 +156,7 @@ impl Approvers {
     }
 
     pub async fn revoke(&self, id: &str, by: &str) -> Result<ApproverView, ApproverError> {
+        self.sync().await?;
         let identity = {
             let all = self.lock();
             let a = all
@@ -174,18 +176,40 @@ impl Approvers {
                 by: by.to_owned(),
             })
             .await?;
-        let view = {
-            let mut all = self.lock();
-            let a = all
-                .get_mut(id)
-                .ok_or_else(|| ApproverError::NotFound(id.to_owned()))?;
-            a.revoked_at = Some(now_ms());
-            a.revoked_by = Some(by.to_owned());
-            self.table.put(&a.id, a)?;
-            a.view()
-        };
+        let now = now_ms();
+        let a = self
+            .table
+            .modify(id, |a: &mut ApproverSecret| {
+                if a.revoked_at.is_some() {
+                    return Err(ApproverError::Revoked(id.to_owned()));
+                }
+                a.revoked_at = Some(now);
+                a.revoked_by = Some(by.to_owned());
+                Ok(())
+            })
+            .await?
+            .ok_or_else(|| ApproverError::NotFound(id.to_owned()))?;
         self.store.flush().await?;
+        let view = a.view();
+        self.absorb(a);
         Ok(view)
+    }
+
+    /// Take in a secret as stored now (changed here or elsewhere).
+    pub(super) fn absorb(&self, a: ApproverSecret) {
+        self.lock().insert(a.id.clone(), a);
+    }
+
+    /// Read what other instances enrolled or revoked since the last look.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        for a in self.table.changed().await? {
+            self.absorb(a);
+        }
+        Ok(())
+    }
+
+    pub(super) fn table(&self) -> &Table<ApproverSecret> {
+        &self.table
     }
 
     /// Every approver secret, newest first; revoked ones only with `all`.

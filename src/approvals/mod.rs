@@ -13,7 +13,7 @@
 //! `defer` then, and taken the same way by either mode.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -26,6 +26,8 @@ use crate::store::{Store, StoreError, Table};
 use crate::time::now_ms;
 
 pub mod approvers;
+mod ending;
+mod follow;
 pub mod notify;
 pub mod preview;
 mod request;
@@ -90,31 +92,51 @@ pub struct Approvals {
     public_url: OnceLock<String>,
     /// Approvers' own page credentials.
     pub approvers: approvers::Approvers,
+    /// This, for the work a sync caller hands to a task.
+    this: Weak<Approvals>,
 }
 
 impl Approvals {
-    /// Load requests from the store. Pending `wait` requests from before a
-    /// restart have lost their session: they are cancelled.
-    pub fn open(
+    /// Load requests from the store. Pending `wait` requests this
+    /// instance's sessions made before a restart have lost their session:
+    /// they are cancelled.
+    pub async fn open(
         store: Arc<Store>,
         config: &ApprovalsConfig,
         notifier: Notifier,
         audit: Audit,
-    ) -> Result<Approvals, StoreError> {
-        let links = token::Links::new(&store.key("approval-links")?);
+    ) -> Result<Arc<Approvals>, StoreError> {
+        let links = token::Links::new(&store.key("approval-links").await?);
         let table: Table<ApprovalRequest> = store.table("approvals", "approval")?;
         let mut entries = HashMap::new();
-        for mut req in table.all()? {
-            if req.status == Status::Pending && req.mode == ApprovalMode::Wait {
-                req.status = Status::Cancelled;
-                req.note = Some("the firewall restarted while the session waited".into());
-                table.put(&req.id, &req)?;
-            }
+        let me = store.instance().to_owned();
+        for req in table.all().await? {
+            let mine = req.instance.as_deref().is_none_or(|i| i == me);
+            let req = if req.status == Status::Pending && req.mode == ApprovalMode::Wait && mine {
+                let cancelled = table
+                    .modify(&req.id, |r: &mut ApprovalRequest| {
+                        if r.status != Status::Pending {
+                            return Err(StoreError::Unsupported("cancelling a decided request"));
+                        }
+                        r.status = Status::Cancelled;
+                        r.note = Some("the firewall restarted while the session waited".into());
+                        Ok(())
+                    })
+                    .await;
+                match cancelled {
+                    Ok(Some(r)) => r,
+                    Ok(None) | Err(StoreError::Unsupported(_)) => req,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                req
+            };
             entries.insert(req.id.clone(), Entry::new(req));
         }
-        store.flush_blocking()?;
-        Ok(Approvals {
-            approvers: approvers::Approvers::open(store.clone(), audit.clone())?,
+        store.flush().await?;
+        let approvers = approvers::Approvers::open(store.clone(), audit.clone()).await?;
+        Ok(Arc::new_cyclic(|this| Approvals {
+            approvers,
             store,
             table,
             audit,
@@ -123,7 +145,8 @@ impl Approvals {
             timeout: config.timeout,
             notifier,
             public_url: OnceLock::new(),
-        })
+            this: this.clone(),
+        }))
     }
 
     pub fn set_public_url(&self, url: &str) {
@@ -204,6 +227,7 @@ impl Approvals {
             outcome: None,
             notification: None,
             link_nonce: token::Links::nonce(),
+            instance: Some(self.store.instance().to_owned()),
         };
         self.audit
             .append(Event::ApprovalRequested {
@@ -219,7 +243,7 @@ impl Approvals {
                 notified: None,
             })
             .await?;
-        self.table.put(&req.id, &req)?;
+        self.table.put(&req.id, &req).await?;
         self.store.flush().await?;
         let link = self.link(&req);
         tracing::info!(
@@ -242,27 +266,45 @@ impl Approvals {
             if let Err(e) = &outcome {
                 tracing::warn!(approval = %view.id, error = %e, "approvers could not be notified; the request stays decidable with veilctl approvals");
             }
-            me.update(&view.id, |r| {
-                r.notification = Some(match outcome {
-                    Ok(m) => m,
-                    Err(e) => format!("failed: {e}"),
-                });
-            });
+            let told = match outcome {
+                Ok(m) => m,
+                Err(e) => format!("failed: {e}"),
+            };
+            me.update(&view.id, move |r| r.notification = Some(told.clone()));
         }));
         drop(entries);
         Ok((req, rx, link))
     }
 
-    /// Change a request in memory and in the store (not flushed: for
-    /// bookkeeping that no decision depends on).
-    fn update(&self, id: &str, change: impl FnOnce(&mut ApprovalRequest)) {
-        let mut entries = self.lock();
-        if let Some(e) = entries.get_mut(id) {
+    /// Change a request in memory and, from a task, in the store (not
+    /// flushed: for bookkeeping that no decision depends on). The stored
+    /// change is conditional, so it never undoes a decision made
+    /// meanwhile, here or on another instance.
+    fn update(&self, id: &str, change: impl Fn(&mut ApprovalRequest) + Send + Sync + 'static) {
+        if let Some(e) = self.lock().get_mut(id) {
             change(&mut e.req);
-            if let Err(err) = self.table.put(&e.req.id, &e.req) {
-                tracing::warn!(approval = %id, error = %err, "could not store an approval update");
-            }
         }
+        let (Some(me), Ok(rt)) = (self.this.upgrade(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let id = id.to_owned();
+        rt.spawn(async move {
+            let stored = me
+                .table
+                .modify(&id, |r| {
+                    change(r);
+                    Ok::<(), StoreError>(())
+                })
+                .await;
+            match stored {
+                Ok(Some(r)) => me.absorb(r),
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(approval = %id, error = %err, "could not store an approval update")
+                }
+            }
+        });
     }
 
     /// Tell the approvers what became of a request (decided, cancelled,
@@ -287,37 +329,43 @@ impl Approvals {
     /// What PostgreSQL answered when an approved statement ran: kept on the
     /// request and posted to the approvers.
     pub fn finished(&self, id: &str, outcome: String) {
-        let mut entries = self.lock();
-        if let Some(e) = entries.get_mut(id) {
+        {
+            let mut entries = self.lock();
+            let Some(e) = entries.get_mut(id) else {
+                return;
+            };
             if e.req.outcome.is_some() {
                 return;
             }
-            e.req.outcome = Some(outcome);
-            if let Err(err) = self.table.put(&e.req.id, &e.req) {
-                tracing::warn!(approval = %id, error = %err, "could not store an approval's outcome");
-            }
+            e.req.outcome = Some(outcome.clone());
             self.follow_up(e);
         }
+        self.update(id, move |r| {
+            r.outcome.get_or_insert_with(|| outcome.clone());
+        });
     }
 
     /// The transaction an approved statement ran in has ended (`how`:
     /// "committed", "was rolled back", …): told to the approvers too.
     pub fn settled(&self, id: &str, how: &str) {
-        let mut entries = self.lock();
-        if let Some(e) = entries.get_mut(id)
-            && let Some(o) = &e.req.outcome
-        {
-            let o = o
-                .split(" (inside a transaction")
-                .next()
-                .unwrap_or(o)
-                .to_owned();
-            e.req.outcome = Some(format!("{o}; its transaction {how}"));
-            if let Err(err) = self.table.put(&e.req.id, &e.req) {
-                tracing::warn!(approval = %id, error = %err, "could not store an approval's outcome");
-            }
+        let settle = |o: &str| {
+            let o = o.split(" (inside a transaction").next().unwrap_or(o);
+            format!("{o}; its transaction {how}")
+        };
+        let outcome = {
+            let mut entries = self.lock();
+            let Some(e) = entries.get_mut(id) else {
+                return;
+            };
+            let Some(o) = &e.req.outcome else {
+                return;
+            };
+            let o = settle(o);
+            e.req.outcome = Some(o.clone());
             self.follow_up(e);
-        }
+            o
+        };
+        self.update(id, move |r| r.outcome = Some(outcome.clone()));
     }
 
     /// Approve or deny. `approver` must be one of the request's approvers,
@@ -331,25 +379,30 @@ impl Approvals {
         note: Option<String>,
         policies: &PolicySet,
     ) -> Result<ApprovalView, ApprovalError> {
-        let (view, tx) = {
-            let mut entries = self.lock();
-            let e = entries
-                .get_mut(id)
-                .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
-            check_decidable(&e.req, now_ms())?;
-            check_approver(&e.req, approver, policies)?;
-            e.req.status = if approve {
-                Status::Approved
-            } else {
-                Status::Denied
-            };
-            e.req.decided_by = Some(approver.to_owned());
-            e.req.decided_at = Some(now_ms());
-            e.req.decided_via = Some(via.to_owned());
-            e.req.note = note.filter(|n| !n.trim().is_empty());
-            self.table.put(&e.req.id, &e.req)?;
-            (e.req.view(), e.tx.clone())
-        };
+        // A conditional update of the stored request: of two approvers
+        // (on any instances) deciding at once, one wins and the other is
+        // told it is already decided.
+        let now = now_ms();
+        let note = note.filter(|n| !n.trim().is_empty());
+        let req = self
+            .table
+            .modify(id, |r| {
+                check_decidable(r, now)?;
+                check_approver(r, approver, policies)?;
+                r.status = if approve {
+                    Status::Approved
+                } else {
+                    Status::Denied
+                };
+                r.decided_by = Some(approver.to_owned());
+                r.decided_at = Some(now);
+                r.decided_via = Some(via.to_owned());
+                r.note = note.clone();
+                Ok::<(), ApprovalError>(())
+            })
+            .await?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        let view = req.view();
         // Durable (and audited) before the waiting session acts on it.
         self.store.flush().await?;
         self.audit
@@ -361,8 +414,10 @@ impl Approvals {
                 note: view.note.clone(),
             })
             .await?;
-        tx.send_replace(view.status);
-        // Chat hears of it only once it is durable and audited.
+        // The waiting session (here, or on another instance when it hears
+        // of the change) goes on; chat hears of it only once it is durable
+        // and audited.
+        self.absorb(req);
         if let Some(e) = self.lock().get_mut(id) {
             self.follow_up(e);
         }
@@ -387,24 +442,24 @@ impl Approvals {
     }
 
     /// An approved request is about to run: mark it executed (durably).
-    /// Fails unless it is approved and unexpired, so it runs at most once.
+    /// Fails unless it is approved, so it runs at most once.
     pub async fn execute(&self, id: &str) -> Result<(), ApprovalError> {
-        {
-            let mut entries = self.lock();
-            let e = entries
-                .get_mut(id)
-                .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
-            if e.req.status != Status::Approved {
-                return Err(ApprovalError::Decided {
-                    id: id.to_owned(),
-                    status: e.req.status.as_str(),
-                });
-            }
-            e.req.status = Status::Executed;
-            e.req.executed_at = Some(now_ms());
-            self.table.put(&e.req.id, &e.req)?;
-            e.tx.send_replace(Status::Executed);
-        }
+        let req = self
+            .table
+            .modify(id, |r| {
+                if r.status != Status::Approved {
+                    return Err(ApprovalError::Decided {
+                        id: id.to_owned(),
+                        status: r.status.as_str(),
+                    });
+                }
+                r.status = Status::Executed;
+                r.executed_at = Some(now_ms());
+                Ok(())
+            })
+            .await?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        self.absorb(req);
         self.store.flush().await?;
         self.audit
             .append(Event::ApprovalExecuted {
@@ -415,34 +470,57 @@ impl Approvals {
     }
 
     /// For `defer`: the approved, unused, unexpired request for exactly
-    /// this binding, marked executed. At most one caller gets it.
+    /// this binding, marked executed. At most one caller gets it, on any
+    /// instance: taking it is a conditional update of the stored request.
     pub async fn take_approved(
         &self,
         binding: &Binding,
     ) -> Result<Option<ApprovalView>, ApprovalError> {
+        // An approval decided on another instance a moment ago.
+        self.sync().await?;
         let now = now_ms();
-        let view = {
-            let mut entries = self.lock();
-            let Some(e) = entries.values_mut().find(|e| {
+        let candidates: Vec<String> = self
+            .lock()
+            .values()
+            .filter(|e| {
                 e.req.status == Status::Approved
                     && e.req.expires_at > now
                     && binding.matches(&e.req)
-            }) else {
-                return Ok(None);
-            };
-            e.req.status = Status::Executed;
-            e.req.executed_at = Some(now);
-            self.table.put(&e.req.id, &e.req)?;
-            e.tx.send_replace(Status::Executed);
-            e.req.view()
-        };
-        self.store.flush().await?;
-        self.audit
-            .append(Event::ApprovalExecuted {
-                approval: view.id.clone(),
             })
-            .await?;
-        Ok(Some(view))
+            .map(|e| e.req.id.clone())
+            .collect();
+        for id in candidates {
+            let taken = self
+                .table
+                .modify(&id, |r| {
+                    if r.status != Status::Approved || r.expires_at <= now || !binding.matches(r) {
+                        return Err(ApprovalError::Decided {
+                            id: id.clone(),
+                            status: r.status.as_str(),
+                        });
+                    }
+                    r.status = Status::Executed;
+                    r.executed_at = Some(now);
+                    Ok(())
+                })
+                .await;
+            let req = match taken {
+                Ok(Some(req)) => req,
+                // Someone else took it first (or it changed): the next.
+                Ok(None) | Err(ApprovalError::Decided { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let view = req.view();
+            self.absorb(req);
+            self.store.flush().await?;
+            self.audit
+                .append(Event::ApprovalExecuted {
+                    approval: view.id.clone(),
+                })
+                .await?;
+            return Ok(Some(view));
+        }
+        Ok(None)
     }
 
     /// For `defer`: a pending request for exactly this binding, so
@@ -456,59 +534,6 @@ impl Approvals {
                 e.req.status == Status::Pending && e.req.expires_at > now && binding.matches(&e.req)
             })
             .map(|e| (e.req.view(), self.link(&e.req)))
-    }
-
-    /// The waiting client went away or gave up: a pending request is
-    /// cancelled (an already decided one is left as it is).
-    pub fn cancel(&self, id: &str, why: &str) {
-        let mut entries = self.lock();
-        if let Some(e) = entries.get_mut(id)
-            && e.req.status == Status::Pending
-        {
-            e.req.status = Status::Cancelled;
-            e.req.note = Some(why.to_owned());
-            if let Err(err) = self.table.put(&e.req.id, &e.req) {
-                tracing::warn!(approval = %id, error = %err, "could not store a cancellation");
-            }
-            e.tx.send_replace(Status::Cancelled);
-            self.follow_up(e);
-            self.audit.enqueue_now(Event::ApprovalDecided {
-                approval: id.to_owned(),
-                status: "cancelled".into(),
-                by: None,
-                via: None,
-                note: Some(why.to_owned()),
-            });
-            tracing::info!(approval = %id, why, "approval request cancelled");
-        }
-    }
-
-    /// Expire pending and approved-but-unused requests past their time.
-    pub fn expire_due(&self) -> usize {
-        let now = now_ms();
-        let mut n = 0;
-        let mut entries = self.lock();
-        for e in entries.values_mut() {
-            if matches!(e.req.status, Status::Pending | Status::Approved) && e.req.expires_at <= now
-            {
-                e.req.status = Status::Expired;
-                if let Err(err) = self.table.put(&e.req.id, &e.req) {
-                    tracing::warn!(approval = %e.req.id, error = %err, "could not store an expiry");
-                }
-                e.tx.send_replace(Status::Expired);
-                self.follow_up(e);
-                self.audit.enqueue_now(Event::ApprovalDecided {
-                    approval: e.req.id.clone(),
-                    status: "expired".into(),
-                    by: None,
-                    via: None,
-                    note: None,
-                });
-                tracing::info!(approval = %e.req.id, "approval request expired");
-                n += 1;
-            }
-        }
-        n
     }
 
     /// Requests, newest first; pending ones unless `all`.
@@ -579,7 +604,7 @@ pub async fn expirer(approvals: Arc<Approvals>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tick.tick() => { approvals.expire_due(); }
+            _ = tick.tick() => { approvals.expire_due().await; }
             _ = shutdown.reached(Phase::Closing) => return,
         }
     }

@@ -86,6 +86,10 @@ pub struct ApprovalRequest {
     pub notification: Option<String>,
     /// Nonce of the link token (the token is not stored).
     pub(super) link_nonce: String,
+    /// The firewall instance whose session asked (several share one
+    /// control database); `None` in records from before there were.
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 /// A request as the API, the page and messages show it.

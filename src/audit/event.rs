@@ -236,7 +236,7 @@ impl Event {
     /// The payload text for record `seq`.
     pub fn payload(&self, seq: u64, time_ms: u64) -> String {
         let mut buf = Vec::new();
-        self.write_payload(&mut buf, seq, &format_time(time_ms));
+        self.write_payload(&mut buf, seq, &format_time(time_ms), None);
         // serde_json writes UTF-8.
         String::from_utf8(buf).unwrap_or_default()
     }
@@ -244,11 +244,15 @@ impl Event {
     /// Write the payload of record `seq` at `time` (see [`format_time`]):
     /// `seq`, `time`, `type`, then the event's fields. Serialised straight
     /// into the log's buffer, once.
-    pub fn write_payload(&self, buf: &mut Vec<u8>, seq: u64, time: &str) {
+    pub fn write_payload(&self, buf: &mut Vec<u8>, seq: u64, time: &str, instance: Option<&str>) {
         #[derive(Serialize)]
         struct Payload<'a> {
             seq: u64,
             time: &'a str,
+            /// The firewall instance whose chain this is (several share a
+            /// control database).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            instance: Option<&'a str>,
             #[serde(flatten)]
             event: &'a Event,
         }
@@ -259,6 +263,7 @@ impl Event {
             &Payload {
                 seq,
                 time,
+                instance,
                 event: self,
             },
         );

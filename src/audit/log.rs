@@ -16,13 +16,25 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
+    /// This instance's log.
     pub fn open(store: &Store) -> Result<AuditLog, StoreError> {
         Ok(AuditLog {
             chunks: store.sequence(AUDIT)?,
         })
     }
 
-    /// Append chunks (from [`layout::encode`]) atomically. Not yet durable.
+    /// The log held in `chunks` (one chain of a shared store).
+    pub fn of(chunks: Sequence) -> AuditLog {
+        AuditLog { chunks }
+    }
+
+    /// Append chunks (from [`layout::encode`]) atomically. Embedded, not
+    /// yet durable; in a control database, committed.
+    pub async fn append(&self, chunks: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        self.chunks.append(chunks).await
+    }
+
+    /// [`AuditLog::append`] for the embedded store, outside async code.
     pub fn put(&self, chunks: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
         self.chunks.insert(chunks)
     }

@@ -13,25 +13,26 @@
 //! every later append fails, and the proxy refuses statements rather than
 //! run them unaudited.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::AuditConfig;
 use crate::store::{Store, StoreError};
-use crate::time::now_ms;
 use log::AuditLog;
+use writer::{Sealer, Writer};
 
 pub mod chain;
+pub mod chains;
 pub mod event;
 pub mod export;
 pub mod key;
 pub mod layout;
 pub mod log;
+mod writer;
 
 pub use event::Event;
 
@@ -63,6 +64,12 @@ pub enum AuditError {
         head - first + 1
     )]
     UnsignedTail { first: u64, head: u64 },
+    /// The control database cannot take records now; they wait in memory
+    /// (reads go on until the queue is full) and are stored when it can.
+    #[error(
+        "the audit log cannot be written now ({0}); infraveil refuses write statements until it can"
+    )]
+    Unavailable(String),
 }
 
 impl From<StoreError> for AuditError {
@@ -95,10 +102,26 @@ pub struct Checkpoint {
 pub struct Audit {
     tx: mpsc::Sender<Job>,
     urgent: Arc<tokio::sync::Notify>,
-    failed: Arc<AtomicBool>,
+    health: Arc<Health>,
+    /// Whether the store can be written at all (a control database may be
+    /// gone before the writer has tried).
+    store: Arc<Store>,
     public_key: String,
     appended: Arc<AtomicU64>,
     checkpoint: Arc<std::sync::Mutex<Option<Checkpoint>>>,
+}
+
+/// How the log is doing, shared by the handles and the writer.
+#[derive(Default)]
+struct Health {
+    /// A write failed for good: every statement is refused from now on.
+    failed: AtomicBool,
+    /// The control database cannot take records: they wait in memory,
+    /// and anything that must be durable first is refused.
+    waiting: AtomicBool,
+    /// ... and the records waiting reached the bound: every statement is
+    /// refused until they are stored.
+    full: AtomicBool,
 }
 
 /// Called with each checkpoint (to post it to the webhook, say).
@@ -106,52 +129,44 @@ pub type CheckpointSink = Arc<dyn Fn(&Checkpoint) + Send + Sync>;
 
 impl Audit {
     /// Start the writer. Returns the handle and the writer task, which ends
-    /// when every handle is dropped.
-    pub fn start(
+    /// when every handle is dropped. `queue` bounds the records held while
+    /// a control database cannot take them.
+    pub async fn start(
         store: Arc<Store>,
         key: SigningKey,
         config: &AuditConfig,
+        queue: usize,
         on_checkpoint: Option<CheckpointSink>,
     ) -> Result<(Audit, tokio::task::JoinHandle<()>), AuditError> {
         let log = AuditLog::open(&store)?;
-        let head = log.head()?;
-        if let Some((first, head)) = log.unsigned_tail()? {
+        // Reading a chain in the control database blocks.
+        let l = log.clone();
+        let (head, tail) = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((l.head()?, l.unsigned_tail()?))
+        })
+        .await
+        .map_err(|e| AuditError::Failed(e.to_string()))??;
+        if let Some((first, head)) = tail {
             return Err(AuditError::UnsignedTail { first, head });
         }
+        store.register_chain(&key::public_hex(&key)).await?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let audit = Audit {
             tx,
             urgent: Arc::new(tokio::sync::Notify::new()),
-            failed: Arc::new(AtomicBool::new(false)),
+            health: Arc::default(),
+            store: store.clone(),
             public_key: key::public_hex(&key),
             appended: Arc::new(AtomicU64::new(0)),
             checkpoint: Arc::new(std::sync::Mutex::new(None)),
         };
-        let writer = Writer {
+        let instance = store.is_shared().then(|| store.instance().to_owned());
+        let writer = Writer::new(
             store,
             log,
-            urgent: audit.urgent.clone(),
-            sealer: Some(Sealer {
-                key,
-                seq: head.as_ref().map_or(0, |r| r.seq),
-                prev: head
-                    .as_ref()
-                    .and_then(|r| hex::decode(&r.hash).ok())
-                    .and_then(|b| b.try_into().ok())
-                    .unwrap_or(chain::GENESIS),
-                time: head
-                    .as_ref()
-                    .and_then(|r| event::time_of(&r.payload))
-                    .unwrap_or(0),
-            }),
-            failed: audit.failed.clone(),
-            appended: audit.appended.clone(),
-            checkpoint: audit.checkpoint.clone(),
-            on_checkpoint,
-            window: config.read_window,
-            every: config.checkpoint_every.max(1),
-            interval: config.checkpoint_interval,
-        };
+            Sealer::new(key, head.as_ref(), instance),
+            (&audit, config, queue, on_checkpoint),
+        );
         let task = tokio::spawn(writer.run(rx));
         Ok((audit, task))
     }
@@ -161,9 +176,16 @@ impl Audit {
         &self.public_key
     }
 
-    /// False once a write has failed.
+    /// False once a write has failed, or while the records waiting for a
+    /// control database fill the queue: no statement may run.
     pub fn healthy(&self) -> bool {
-        !self.failed.load(Ordering::Relaxed)
+        !self.health.failed.load(Ordering::Relaxed) && !self.health.full.load(Ordering::Relaxed)
+    }
+
+    /// True while the control database cannot take records: nothing that
+    /// must be durable first (a write) may run; reads may.
+    pub fn waiting(&self) -> bool {
+        self.health.waiting.load(Ordering::Relaxed) || !self.store.available()
     }
 
     /// Records appended since start.
@@ -180,7 +202,7 @@ impl Audit {
 
     /// Append and wait until the record is durable; returns its seq.
     pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
-        self.check()?;
+        self.check_durable()?;
         let (ack, done) = oneshot::channel();
         self.send(Job {
             event: Some(event),
@@ -196,7 +218,7 @@ impl Audit {
     /// With none, waits until every event handed to the log before is
     /// durable.
     pub async fn append_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
-        self.check()?;
+        self.check_durable()?;
         let mut events = events.into_iter().map(Some).peekable();
         if events.peek().is_none() {
             return self.durable(None).await;
@@ -252,11 +274,26 @@ impl Audit {
     }
 
     fn check(&self) -> Result<(), AuditError> {
-        if self.healthy() {
-            Ok(())
-        } else {
+        if self.health.failed.load(Ordering::Relaxed) {
             Err(AuditError::Failed("an earlier write failed".into()))
+        } else if self.health.full.load(Ordering::Relaxed) {
+            Err(AuditError::Unavailable(
+                "the control database cannot take records and the queue is full".into(),
+            ))
+        } else {
+            Ok(())
         }
+    }
+
+    /// Waiting for durability fails at once while records cannot be stored.
+    fn check_durable(&self) -> Result<(), AuditError> {
+        self.check()?;
+        if self.waiting() {
+            return Err(AuditError::Unavailable(
+                "the control database cannot take records".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn send(&self, job: Job) -> Result<(), AuditError> {
@@ -267,318 +304,6 @@ impl Audit {
     }
 }
 
-struct Writer {
-    store: Arc<Store>,
-    log: AuditLog,
-    /// Someone waits for durability: take the queue now.
-    urgent: Arc<tokio::sync::Notify>,
-    /// Taken while a batch is sealed off the async workers.
-    sealer: Option<Sealer>,
-    failed: Arc<AtomicBool>,
-    appended: Arc<AtomicU64>,
-    checkpoint: Arc<std::sync::Mutex<Option<Checkpoint>>>,
-    on_checkpoint: Option<CheckpointSink>,
-    window: Duration,
-    every: u64,
-    interval: Duration,
-}
-
-/// What the writer holds between rounds.
-#[derive(Default)]
-struct Held {
-    /// Events nobody waits for, taken but not yet written.
-    events: Vec<Event>,
-    /// Reads among them whose outcome has not come: (session, statement)
-    /// to index in `events`.
-    reads: HashMap<(u64, u64), usize>,
-    /// Since when `events` has been non-empty.
-    since: Option<Instant>,
-    /// Written (a full batch) but not yet flushed, since when.
-    unflushed: Option<Instant>,
-    since_checkpoint: u64,
-}
-
-impl Held {
-    /// When the oldest record not yet durable must be.
-    fn deadline(&self, window: Duration) -> Option<tokio::time::Instant> {
-        match (self.since, self.unflushed) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(|t| tokio::time::Instant::from_std(t + window))
-    }
-
-    /// Take `first` and whatever else is queued, up to a batch. Returns
-    /// how many jobs were taken and who waits for durability.
-    fn take(&mut self, first: Job, rx: &mut mpsc::Receiver<Job>) -> (usize, Vec<Ack>) {
-        let mut acks = Vec::new();
-        let mut took = 0;
-        let mut next = Some(first);
-        while let Some(j) = next.take() {
-            took += 1;
-            // A read's outcome joins its statement's record while that is
-            // still held: one record per read.
-            let event = match j.event {
-                Some(e) => match e.outcome_of().and_then(|k| self.reads.remove(&k)) {
-                    Some(i) => self.events[i].absorb(e),
-                    None => Some(e),
-                },
-                None => None,
-            };
-            if let Some(event) = event {
-                if let Some(k) = event.open_read() {
-                    self.reads.insert(k, self.events.len());
-                }
-                self.events.push(event);
-                self.since_checkpoint += 1;
-            }
-            if let Some(a) = j.ack {
-                acks.push(a);
-            }
-            if self.events.len() < BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        self.since.get_or_insert_with(Instant::now);
-        (took, acks)
-    }
-}
-
-impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        // Events nobody waits for are written together when someone
-        // waits, the batch is full, a checkpoint is due or the read window
-        // ends. One store write and one flush per window at low load,
-        // instead of one per read (sled's write path, not the chain, was
-        // the cost).
-        let mut held = Held::default();
-        let mut last_checkpoint = Instant::now();
-        let mut tick = tokio::time::interval(self.interval.max(Duration::from_millis(100)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let window_end = tokio::time::sleep(self.window);
-        tokio::pin!(window_end);
-        let mut armed: Option<tokio::time::Instant> = None;
-        let pace = tokio::time::sleep(PACE);
-        tokio::pin!(pace);
-        let mut busy = false;
-        let mut pending: Option<Job> = None;
-        // Jobs taken in the last round.
-        let mut took = 0;
-        loop {
-            let deadline = held.deadline(self.window);
-            // One timer, moved only when the deadline does: a new one per
-            // job was a timer-wheel insert and removal per record.
-            if deadline.is_some() && deadline != armed {
-                if let Some(d) = deadline {
-                    window_end.as_mut().reset(d);
-                }
-                armed = deadline;
-            }
-            // Busy with records nobody waits for: take them every PACE
-            // rather than be woken for each (a wake-up per record, often of
-            // another worker thread, showed in profiles). A durable append
-            // wakes the writer at once through `urgent`.
-            if busy {
-                // A full take means senders may be waiting for room: no pause.
-                if took < BATCH {
-                    pace.as_mut().reset(tokio::time::Instant::now() + PACE);
-                    tokio::select! {
-                        _ = self.urgent.notified() => {}
-                        _ = &mut pace => {}
-                    }
-                }
-                match rx.try_recv() {
-                    Ok(j) => pending = Some(j),
-                    // Quiet, or every handle gone: wait as usual.
-                    Err(_) => busy = false,
-                }
-            }
-            let first = if let Some(j) = pending.take() {
-                Some(j)
-            } else {
-                tokio::select! {
-                job = rx.recv() => match job {
-                    Some(j) => Some(j),
-                    None => return self.close(held.events).await,
-                },
-                _ = &mut window_end, if deadline.is_some() => {
-                    armed = None;
-                    None
-                }
-                _ = tick.tick() => None,
-                }
-            };
-            let mut acks = Vec::new();
-            took = 0;
-            if let Some(j) = first {
-                (took, acks) = held.take(j, &mut rx);
-                busy = true;
-            }
-            self.settle(&mut held, acks, &mut last_checkpoint).await;
-        }
-    }
-
-    /// Every handle is gone: make what is held durable.
-    async fn close(&mut self, events: Vec<Event>) {
-        if !events.is_empty()
-            && let Err(e) = self.write(events, false).await
-        {
-            tracing::error!(error = %e, "audit log write failed at shutdown");
-        }
-        let _ = self.store.flush().await;
-    }
-
-    /// Write and flush what is due (someone waits, a checkpoint is due, the
-    /// window ended, or a batch is full), and answer those who wait.
-    async fn settle(&mut self, held: &mut Held, acks: Vec<Ack>, last_checkpoint: &mut Instant) {
-        let checkpoint_due = held.since_checkpoint > 0
-            && (held.since_checkpoint >= self.every || last_checkpoint.elapsed() >= self.interval);
-        let window_due = held
-            .since
-            .into_iter()
-            .chain(held.unflushed)
-            .any(|t| t.elapsed() >= self.window);
-        let flush_due = !acks.is_empty() || checkpoint_due || window_due;
-        if !flush_due && held.events.len() < BATCH {
-            return;
-        }
-        let events = std::mem::take(&mut held.events);
-        held.reads.clear();
-        let since = held.since.take();
-        let result = match self.write(events, checkpoint_due).await {
-            Ok(_) if flush_due => {
-                if checkpoint_due {
-                    held.since_checkpoint = 0;
-                    *last_checkpoint = Instant::now();
-                }
-                held.unflushed = None;
-                self.store.flush().await.map_err(AuditError::from)
-            }
-            // A full batch nobody waits for: written now, flushed with the
-            // window (or the next durable append).
-            Ok(_) => {
-                held.unflushed = held.unflushed.or(since);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
-                let seq = self.sealer.as_ref().map_or(0, |s| s.seq);
-                for a in acks {
-                    let _ = a.send(Ok(seq));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit log write failed; refusing statements from now on");
-                self.failed.store(true, Ordering::Relaxed);
-                for a in acks {
-                    let _ = a.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-
-    /// Seal and store the events (and a checkpoint after them). A small
-    /// batch (the common case: one signature and a few payloads) is sealed
-    /// right here; a large one on a blocking thread, so the sessions'
-    /// tasks never wait behind it. Returns whether anything was written.
-    async fn write(&mut self, events: Vec<Event>, checkpoint: bool) -> Result<bool, AuditError> {
-        if self.failed.load(Ordering::Relaxed) {
-            return Err(AuditError::Failed("an earlier write failed".into()));
-        }
-        if events.is_empty() && !checkpoint {
-            return Ok(false);
-        }
-        let inline = events.len() <= INLINE_BATCH;
-        let Some(mut sealer) = self.sealer.take() else {
-            return Err(AuditError::Failed("the audit writer lost its state".into()));
-        };
-        let log = self.log.clone();
-        let seal_and_put = move || {
-            let (chunks, taken) = sealer.seal(events, checkpoint);
-            let n = chunks.records();
-            let put = log.put(chunks.finish()).map(|()| n);
-            (sealer, put, taken)
-        };
-        let (sealer, put, taken) = if inline {
-            seal_and_put()
-        } else {
-            match tokio::task::spawn_blocking(seal_and_put).await {
-                Ok(parts) => parts,
-                Err(e) => return Err(AuditError::Failed(format!("audit writer: {e}"))),
-            }
-        };
-        // Sealed records that were not stored advanced the chain state;
-        // the log is failed from here on, so that state is never used.
-        self.sealer = Some(sealer);
-        let written = put?;
-        self.appended.fetch_add(written as u64, Ordering::Relaxed);
-        if let Some(c) = taken {
-            tracing::info!(head_seq = c.head_seq, head_hash = %c.head_hash, "audit checkpoint");
-            if let Some(sink) = &self.on_checkpoint {
-                sink(&c);
-            }
-            *self.checkpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
-        }
-        Ok(written > 0)
-    }
-}
-
-/// The chain's state: the key, the last seq and hash.
-struct Sealer {
-    key: SigningKey,
-    seq: u64,
-    prev: [u8; 32],
-    /// Never goes back, even if the clock does: `time` rises with `seq`,
-    /// so exports can seek by time.
-    time: u64,
-}
-
-impl Sealer {
-    /// Number and chain `events`, then a checkpoint naming the head if
-    /// asked, and sign the last record: its hash covers every record
-    /// before it, so one signature vouches for the batch (and the batch is
-    /// stored atomically with it). Payloads are serialised once, straight
-    /// into the stored chunks.
-    fn seal(
-        &mut self,
-        events: Vec<Event>,
-        checkpoint: bool,
-    ) -> (layout::Chunks, Option<Checkpoint>) {
-        self.time = self.time.max(now_ms());
-        let time = event::format_time(self.time);
-        let mut chunks = layout::Chunks::default();
-        for e in &events {
-            self.push(&mut chunks, e, &time);
-        }
-        let mut taken = None;
-        if checkpoint && self.seq > 0 {
-            let (head_seq, head_hash) = (self.seq, hex::encode(self.prev));
-            let head = Event::Checkpoint {
-                head_seq,
-                head_hash: head_hash.clone(),
-            };
-            self.push(&mut chunks, &head, &time);
-            taken = Some(Checkpoint {
-                seq: self.seq,
-                head_seq,
-                head_hash,
-            });
-        }
-        if chunks.records() > 0 {
-            chunks.sign_last(&chain::sign_bytes(&self.key, &self.prev));
-        }
-        (chunks, taken)
-    }
-
-    fn push(&mut self, chunks: &mut layout::Chunks, e: &Event, time: &str) {
-        self.seq += 1;
-        e.write_payload(chunks.begin_record(self.seq, &self.prev), self.seq, time);
-        self.prev = chunks.end_record();
-    }
-}
-
 /// Verify the log in `store` from the start; `expect_head` is a checkpoint
 /// kept elsewhere (`seq`, hex hash).
 pub fn verify_store(
@@ -586,14 +311,7 @@ pub fn verify_store(
     key: ed25519_dalek::VerifyingKey,
     expect_head: Option<(u64, String)>,
 ) -> Result<chain::Summary, VerifyError> {
-    let mut v = chain::ChainVerifier::from_genesis(key);
-    if let Some((seq, hash)) = &expect_head {
-        v = v.expect_head(*seq, hash);
-    }
-    for r in AuditLog::open(store)?.from(0) {
-        v.check(&r?)?;
-    }
-    Ok(v.finish()?)
+    chains::verify_log(&AuditLog::open(store)?, key, expect_head)
 }
 
 /// A verification's answer as JSON (`veilctl audit verify --output json`,

@@ -44,8 +44,10 @@ async fn a_durable_append_makes_everything_before_it_durable() {
         store.clone(),
         key(),
         &config(Duration::from_secs(60), 1_000),
+        10_000,
         None,
     )
+    .await
     .unwrap();
     for i in 0..300 {
         audit.enqueue(expired(i)).await.unwrap();
@@ -82,8 +84,10 @@ async fn the_read_window_flushes_what_nobody_waits_for() {
         store.clone(),
         key(),
         &config(Duration::from_millis(50), 1_000),
+        10_000,
         None,
     )
+    .await
     .unwrap();
     audit.enqueue(expired(1)).await.unwrap();
     let log = AuditLog::open(&store).unwrap();
@@ -107,8 +111,10 @@ async fn checkpoints_come_every_n_records() {
         store.clone(),
         key(),
         &config(Duration::from_secs(60), 10),
+        10_000,
         None,
     )
+    .await
     .unwrap();
     assert!(audit.last_checkpoint().is_none());
     for i in 0..25 {
@@ -132,8 +138,10 @@ async fn a_failing_store_fails_appends_and_everything_after() {
         store.clone(),
         key(),
         &config(Duration::from_secs(60), 1_000),
+        10_000,
         None,
     )
+    .await
     .unwrap();
     audit.append(expired(0)).await.unwrap();
     assert!(audit.healthy());

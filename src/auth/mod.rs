@@ -139,6 +139,11 @@ pub trait CredentialSource: Send + Sync + 'static {
     fn reason(&self, _credential_id: &str) -> Option<String> {
         None
     }
+    /// Catch up with credentials changed elsewhere (other instances on one
+    /// control database) before a login; an error refuses the login.
+    fn refresh(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Derives per-identity SCRAM salts from one secret key, so salts are stable

@@ -199,10 +199,27 @@ struct Index {
     expiry_noticed: HashSet<String>,
 }
 
+impl Index {
+    /// Take in a grant as stored now (new, or changed here or elsewhere).
+    fn absorb(&mut self, g: Grant) {
+        let ids = self.by_identity.entry(g.identity.clone()).or_default();
+        if !ids.contains(&g.id) {
+            let issued = |id: &String| self.by_id.get(id).map_or(0, |o| o.issued_at);
+            let at = ids
+                .iter()
+                .position(|id| issued(id) < g.issued_at)
+                .unwrap_or(ids.len());
+            ids.insert(at, g.id.clone());
+        }
+        self.by_id.insert(g.id.clone(), Arc::new(g));
+    }
+}
+
 /// Every grant ever issued, read from the store (for reports that must not
 /// depend on a daemon's memory).
+/// Blocking: call off the async workers.
 pub fn stored(store: &Store) -> Result<Vec<Grant>, StoreError> {
-    store.table::<Grant>(TREE, "grant")?.all()
+    store.table::<Grant>(TREE, "grant")?.all_blocking()
 }
 
 /// The grants: stored in the [`Store`], indexed in memory for logins.
@@ -221,23 +238,16 @@ pub struct Grants {
 
 impl Grants {
     /// Load every grant from the store.
-    pub fn open(store: Arc<Store>, audit: Audit) -> Result<Grants, StoreError> {
-        let salts = SaltKey::new(&store.key("scram-salt")?);
+    pub async fn open(store: Arc<Store>, audit: Audit) -> Result<Grants, StoreError> {
+        let salts = SaltKey::new(&store.key("scram-salt").await?);
         let table: Table<Grant> = store.table(TREE, "grant")?;
-        let mut all = table.all()?;
-        all.sort_by_key(|g| std::cmp::Reverse(g.issued_at));
         let mut index = Index::default();
         let now = now_ms();
-        for g in all {
+        for g in table.all().await? {
             if g.status(now) == GrantStatus::Expired {
                 index.expiry_noticed.insert(g.id.clone());
             }
-            index
-                .by_identity
-                .entry(g.identity.clone())
-                .or_default()
-                .push(g.id.clone());
-            index.by_id.insert(g.id.clone(), Arc::new(g));
+            index.absorb(g);
         }
         Ok(Grants {
             store,
@@ -334,21 +344,11 @@ impl Grants {
                 reason: grant.reason.clone(),
             })
             .await?;
-        self.table.put(&grant.id, &grant)?;
+        self.table.put(&grant.id, &grant).await?;
         self.store.flush().await?;
         // Usable only once durable: a grant nobody was told about cannot
         // survive a crash it did not survive.
-        {
-            let mut index = self.index();
-            index
-                .by_identity
-                .entry(grant.identity.clone())
-                .or_default()
-                .insert(0, grant.id.clone());
-            index
-                .by_id
-                .insert(grant.id.clone(), Arc::new(grant.clone()));
-        }
+        self.index().absorb(grant.clone());
         tracing::info!(
             grant = %grant.id,
             identity = %grant.identity,
@@ -375,27 +375,29 @@ impl Grants {
         reason: Option<String>,
     ) -> Result<GrantView, GrantError> {
         let now = now_ms();
-        let updated = {
-            let mut index = self.index();
-            let Some(g) = index.by_id.get(id) else {
-                return Err(GrantError::NotFound(id.to_owned()));
-            };
-            match g.status(now) {
-                GrantStatus::Revoked => return Err(GrantError::AlreadyRevoked(id.to_owned())),
-                GrantStatus::Expired => return Err(GrantError::AlreadyExpired(id.to_owned())),
-                GrantStatus::Active => {}
-            }
-            let mut g = Grant::clone(g);
-            g.revoked = Some(Revocation {
-                at: now,
-                by: by.to_owned(),
-                reason: reason.filter(|r| !r.trim().is_empty()),
-            });
-            self.table.put(&g.id, &g)?;
-            let g = Arc::new(g);
-            index.by_id.insert(g.id.clone(), g.clone());
-            g
-        };
+        // A conditional update of what is stored: two instances revoking
+        // at once cannot both succeed, nor undo each other.
+        let updated = self
+            .table
+            .modify(id, |g: &mut Grant| {
+                match g.status(now) {
+                    GrantStatus::Revoked => return Err(GrantError::AlreadyRevoked(id.to_owned())),
+                    GrantStatus::Expired => return Err(GrantError::AlreadyExpired(id.to_owned())),
+                    GrantStatus::Active => {}
+                }
+                g.revoked = Some(Revocation {
+                    at: now,
+                    by: by.to_owned(),
+                    reason: reason.clone().filter(|r| !r.trim().is_empty()),
+                });
+                Ok(())
+            })
+            .await?
+            .ok_or_else(|| GrantError::NotFound(id.to_owned()))?;
+        // It stops working here at once, before the write is durable, which
+        // only errs on the safe side; other instances hear of it from the
+        // store.
+        self.index().absorb(updated.clone());
         self.store.flush().await?;
         self.audit
             .append(Event::GrantRevoked {
@@ -529,6 +531,15 @@ impl CredentialSource for Grants {
     fn reason(&self, credential_id: &str) -> Option<String> {
         self.index().by_id.get(credential_id)?.reason.clone()
     }
+
+    fn refresh(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if !self.store.available() {
+                return Err("this instance has lost its control database".into());
+            }
+            self.sync().await.map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// The policy checks of an issue request; returns the grant's lifetime
@@ -647,5 +658,6 @@ mod opt_duration {
     }
 }
 
+mod follow;
 #[cfg(test)]
 mod tests;

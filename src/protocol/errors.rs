@@ -267,6 +267,25 @@ impl PgError {
         )
     }
 
+    /// The control database cannot take audit records: what must be
+    /// durable first (a write) is refused; reads go on.
+    pub fn audit_waiting() -> Self {
+        Self::error(
+            code::IO_ERROR,
+            "infraveil refuses write statements: its control database cannot take audit records now",
+        )
+        .with_hint("reads still run; try the write again once the control database is back")
+    }
+
+    /// This instance has lost its control database: no new sessions.
+    pub fn control_unavailable(why: impl Display) -> Self {
+        Self::fatal(
+            code::CANNOT_CONNECT_NOW,
+            format!("infraveil cannot reach its control database ({why}); new sessions are refused until it is back"),
+        )
+        .with_hint("sessions already open go on with reads; ask the operator to check [state] url")
+    }
+
     /// The log failed earlier: every statement is refused.
     pub fn audit_unhealthy() -> Self {
         Self::error(
@@ -482,6 +501,8 @@ mod tests {
             (PgError::credential_gone("c"), "57P01", F, "terminating connection: credential c"),
             (PgError::audit_write_failed("disk"), "58030", F, "disk"),
             (PgError::audit_unhealthy(), "58030", E, "infraveil refuses statements"),
+            (PgError::audit_waiting(), "58030", E, "infraveil refuses write statements"),
+            (PgError::control_unavailable("down"), "57P03", F, "infraveil cannot reach its control database"),
             (PgError::denied_by_rule("r", "why"), "42501", E, "statement denied by infraveil rule r"),
             (PgError::denied("ddl", "r", "why", None), "42501", E, "infraveil denied this ddl statement"),
             (PgError::held_without_approvals("destructive", "r", "why", oncall), "42501", E, "approval required"),
@@ -521,6 +542,6 @@ mod tests {
         // Errors end sessions only where PostgreSQL's would: FATAL is for
         // login, the wire, and sessions the firewall ends.
         let fatal = table.iter().filter(|t| t.2 == Severity::Fatal).count();
-        assert_eq!(fatal, 24);
+        assert_eq!(fatal, 25);
     }
 }

@@ -26,6 +26,8 @@ pub struct Firewall {
     log: PathBuf,
     pub pg_port: u16,
     pub admin_url: String,
+    /// Extra environment for the daemon.
+    env: Vec<(String, String)>,
 }
 
 impl Firewall {
@@ -38,6 +40,40 @@ impl Firewall {
     /// The same in front of the PostgreSQL on `upstream` (a private
     /// cluster, which has the shared cluster's role passwords).
     pub async fn start_before(upstream: u16, read_window: &str) -> Firewall {
+        Self::start_with(upstream, read_window, "").await
+    }
+
+    /// One of several instances on the control database at `state_url`,
+    /// named `instance`, in front of the shared cluster.
+    pub async fn start_shared(state_url: &str, instance: &str, read_window: &str) -> Firewall {
+        Self::try_start_shared(state_url, instance, read_window)
+            .await
+            .unwrap_or_else(|log| panic!("infraveil serve did not come up: {log}"))
+    }
+
+    /// [`Firewall::start_shared`], or the daemon's log if it would not start.
+    pub async fn try_start_shared(
+        state_url: &str,
+        instance: &str,
+        read_window: &str,
+    ) -> Result<Firewall, String> {
+        let extra = format!(
+            "[state]\nbackend = \"postgres\"\nurl = {{ env = \"VEIL_STATE_URL\" }}\ninstance = \"{instance}\"\n"
+        );
+        let mut fw = Self::configure(cluster().port, read_window, &extra);
+        fw.env.push(("VEIL_STATE_URL".into(), state_url.into()));
+        fw.try_spawn().await.map(|()| fw)
+    }
+
+    /// A firewall in front of `upstream` with `extra` appended to its
+    /// config.
+    pub async fn start_with(upstream: u16, read_window: &str, extra: &str) -> Firewall {
+        let mut fw = Self::configure(upstream, read_window, extra);
+        fw.spawn().await;
+        fw
+    }
+
+    fn configure(upstream: u16, read_window: &str, extra: &str) -> Firewall {
         let dir = scratch_dir();
         let mut passwords = String::new();
         for (role, pw) in &cluster().passwords {
@@ -71,6 +107,8 @@ read_window = "{read_window}"
 identity = "alice"
 role = "deployer"
 secret = {{ file = {secret:?} }}
+
+{extra}
 "#,
             data = dir.join("data"),
             policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
@@ -79,19 +117,25 @@ secret = {{ file = {secret:?} }}
         );
         let config_path = dir.join("infraveil.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut fw = Firewall {
+        Firewall {
             child: None,
             log: dir.join("daemon.log"),
             dir,
             config: config_path,
             pg_port,
             admin_url: format!("http://127.0.0.1:{admin_port}"),
-        };
-        fw.spawn().await;
-        fw
+            env: Vec::new(),
+        }
     }
 
     async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("infraveil serve did not come up: {log}");
+        }
+    }
+
+    /// Start the daemon; its log if it exits or does not come up.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         infraveil::net::tls::install_default_provider();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -103,6 +147,7 @@ secret = {{ file = {secret:?} }}
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&self.config)
             .env("INFRAVEIL_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -114,14 +159,16 @@ secret = {{ file = {secret:?} }}
             if let Ok(r) = http.get(format!("{}/healthz", self.admin_url)).send().await
                 && r.status() == 200
             {
-                return;
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!(
-            "infraveil serve did not come up: {}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
+        Err(std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 
     /// What the daemon has logged so far, one JSON object a line.
@@ -137,17 +184,57 @@ secret = {{ file = {secret:?} }}
 
     /// A session as alice (deployer), without TLS.
     pub async fn connect(&self, db: &str) -> tokio_postgres::Client {
+        self.connect_as("alice", PASSWORD, db).await.unwrap()
+    }
+
+    /// A session as `user` with `password`.
+    pub async fn connect_as(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let cfg = format!(
-            "host=127.0.0.1 port={} user=alice password={PASSWORD} dbname={db} sslmode=disable",
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db} sslmode=disable connect_timeout=10",
+            self.pg_port
+        );
+        let (client, conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// [`Firewall::connect_as`], with a receiver of when and how the
+    /// connection ended (`SQLSTATE message` of an error the server sent).
+    pub async fn connect_watched_as(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> (
+        tokio_postgres::Client,
+        tokio::sync::oneshot::Receiver<(std::time::Instant, String)>,
+    ) {
+        let cfg = format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db} sslmode=disable",
             self.pg_port
         );
         let (client, conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls)
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
+        let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let _ = conn.await;
+            let end = match conn.await {
+                Ok(()) => "closed cleanly".to_owned(),
+                Err(e) => e
+                    .as_db_error()
+                    .map(|d| format!("{} {}", d.code().code(), d.message()))
+                    .unwrap_or_else(|| e.to_string()),
+            };
+            let _ = tx.send((std::time::Instant::now(), end));
         });
-        client
+        (client, rx)
     }
 
     /// Pull the plug.

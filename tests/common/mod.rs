@@ -233,6 +233,7 @@ impl Proxy {
             limits: opts.limits,
             approvals: opts.approvals.clone(),
             audit: Default::default(),
+            state: Default::default(),
             grants: Default::default(),
             dev_credentials: if opts.dev_credentials {
                 vec![

@@ -54,14 +54,19 @@ pub async fn list(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ApprovalView>>, ApiError> {
     let Query(q) = q?;
-    Ok(Json(approvals(&state)?.list(q.all)))
+    let approvals = approvals(&state)?;
+    // Requests other instances made or decided a moment ago, too.
+    approvals.sync().await.map_err(ApprovalError::from)?;
+    Ok(Json(approvals.list(q.all)))
 }
 
 pub async fn show(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<ApprovalView>, ApiError> {
-    approvals(&state)?
+    let approvals = approvals(&state)?;
+    approvals.load(&id).await.map_err(ApprovalError::from)?;
+    approvals
         .get(&id)
         .map(Json)
         .ok_or_else(|| ApprovalError::NotFound(id).into())
@@ -207,6 +212,8 @@ pub async fn page(
             "Approvals are not enabled.",
         );
     };
+    // A request another instance made a moment ago.
+    let _ = approvals.load(&id).await;
     let view = match approvals.by_link(&id, &q.t) {
         Ok(v) => v,
         Err(_) => return bad_link(),
@@ -262,6 +269,7 @@ pub async fn decide_page(
             "Approvals are not enabled.",
         );
     };
+    let _ = approvals.load(&id).await;
     if approvals.by_link(&id, &form.t).is_err() {
         return bad_link();
     }
@@ -362,6 +370,9 @@ pub(super) async fn signs_in(
     if secret.is_empty() {
         return false;
     }
+    // Secrets issued or enrolled on another instance a moment ago count.
+    let _ = state.shared.credentials.refresh().await;
+    let _ = approvals.approvers.sync().await;
     let mut verifiers: Vec<_> = state
         .shared
         .credentials

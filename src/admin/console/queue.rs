@@ -266,6 +266,7 @@ pub async fn decide(
     };
     // Enforced here, not only by what the page shows: a request the
     // approver may not see reads as one that does not exist.
+    let _ = approvals.load(&id).await;
     let Some(view) = approvals.get(&id).filter(|v| visible(&signed.who, v)) else {
         tracing::info!(approval = %id, who = signed.who.name(), "console: decision refused, not this approver's request");
         return message(

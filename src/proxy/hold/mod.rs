@@ -286,7 +286,7 @@ async fn wait<R: AsyncRead + Unpin>(
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                approvals.expire_due();
+                approvals.expire_due().await;
                 guard.armed = false;
                 return Outcome::Refuse(timed_out(&req.id, approvals));
             }
@@ -295,14 +295,14 @@ async fn wait<R: AsyncRead + Unpin>(
                     Ok(true) => watch_client = client.buffered() < limit,
                     Ok(false) | Err(_) => {
                         guard.armed = false;
-                        approvals.cancel(&req.id, "the client disconnected while waiting");
+                        approvals.cancel_now(&req.id, "the client disconnected while waiting").await;
                         return Outcome::ClientGone;
                     }
                 }
             }
             _ = cancel.notified() => {
                 guard.armed = false;
-                approvals.cancel(&req.id, "the client cancelled the statement");
+                approvals.cancel_now(&req.id, "the client cancelled the statement").await;
                 return Outcome::Refuse(PgError::approval_cancelled(&req.id));
             }
         }

@@ -37,7 +37,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    async fn new() -> Fixture {
         let dir = std::env::temp_dir().join(format!(
             "infraveil-hold-{}-{}",
             std::process::id(),
@@ -46,12 +46,16 @@ impl Fixture {
         let store = Arc::new(Store::open(&dir).unwrap());
         let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         let (audit, _writer) =
-            crate::audit::Audit::start(store.clone(), key, &AuditConfig::default(), None).unwrap();
+            crate::audit::Audit::start(store.clone(), key, &AuditConfig::default(), 10_000, None)
+                .await
+                .unwrap();
         let config = ApprovalsConfig {
             timeout: Duration::from_secs(30),
             ..Default::default()
         };
-        let approvals = Arc::new(Approvals::open(store, &config, Notifier::Log, audit).unwrap());
+        let approvals = Approvals::open(store, &config, Notifier::Log, audit)
+            .await
+            .unwrap();
         approvals.set_public_url("http://127.0.0.1:1");
         let policies = Arc::new(
             PolicySet::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap(),
@@ -160,7 +164,7 @@ fn refused_id(o: &Outcome) -> String {
 
 #[tokio::test]
 async fn defer_asks_once_and_runs_an_approval_exactly_once() {
-    let f = Fixture::new();
+    let f = Fixture::new().await;
     let gate = f.gate();
     let (info, held) = (
         SessionInfo::for_test("ops-agent", "agent"),
@@ -237,7 +241,7 @@ async fn waiting(
 
 #[tokio::test]
 async fn wait_resumes_on_approval_and_ends_on_denial() {
-    let f = Arc::new(Fixture::new());
+    let f = Arc::new(Fixture::new().await);
     let (client, _keep) = quiet_client();
     let (task, id) = waiting(&f, client, Arc::new(Notify::new())).await;
     f.approve(&id, true).await;
@@ -262,7 +266,7 @@ async fn wait_resumes_on_approval_and_ends_on_denial() {
 
 #[tokio::test]
 async fn wait_ends_on_cancel_or_a_client_that_leaves() {
-    let f = Arc::new(Fixture::new());
+    let f = Arc::new(Fixture::new().await);
     let cancel = Arc::new(Notify::new());
     let (client, _keep) = quiet_client();
     let (task, id) = waiting(&f, client, cancel.clone()).await;

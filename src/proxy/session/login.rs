@@ -70,6 +70,7 @@ pub(super) async fn login(
             .map_err(|_| PgError::protocol_violation("connection lost"))?;
     }
 
+    caught_up(shared).await?;
     let credential = authenticate(reader, id, &user, shared).await?;
 
     let policies = shared.policies();
@@ -150,6 +151,19 @@ pub(super) async fn login(
         objects,
     };
     Ok((info, up))
+}
+
+/// Several instances on one control database: a grant issued or revoked
+/// on another a moment ago counts here too, and an instance that lost its
+/// control database lets nobody new in.
+async fn caught_up(shared: &Shared) -> Result<(), PgError> {
+    if shared.audit.waiting() {
+        return Err(PgError::control_unavailable("it cannot take audit records"));
+    }
+    shared.credentials.refresh().await.map_err(|why| {
+        warn!(error = %why, "could not read grants from the control database");
+        PgError::control_unavailable(why)
+    })
 }
 
 /// Authenticate the client as `user`, auditing the outcome either way.

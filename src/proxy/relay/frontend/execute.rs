@@ -70,6 +70,10 @@ pub(super) fn on_execute(
             if !ctx.shared.audit.healthy() {
                 return refuse(out, state.model, audit_unhealthy());
             }
+            // Its record must be durable first, and cannot be now.
+            if ctx.shared.audit.waiting() {
+                return refuse(out, state.model, PgError::audit_waiting());
+            }
             if !portal.take_run() {
                 let e = PgError::approval_spent();
                 return refuse(out, state.model, e);

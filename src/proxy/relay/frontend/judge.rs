@@ -89,9 +89,17 @@ pub(super) fn judge<'a>(
                 unsettled: std::cell::Cell::new(false),
                 found: Default::default(),
             };
-            let inspection = decide(ctx.shared, ctx.info, &classes, sql, origin);
+            let mut inspection = decide(ctx.shared, ctx.info, &classes, sql, origin);
             if classes.unsettled.get() {
                 return None;
+            }
+            // The control database cannot take records: only what may run
+            // before its record is durable (a read) goes on.
+            if ctx.shared.audit.waiting()
+                && inspection.class != Some(Class::Read)
+                && !matches!(inspection.decision, Decision::Deny(_))
+            {
+                inspection.decision = Decision::Deny(PgError::audit_waiting());
             }
             executes = classes.found.into_inner();
             inspection

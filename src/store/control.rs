@@ -1,0 +1,653 @@
+//! The PostgreSQL control database several firewalls share: the schema
+//! (versioned migrations, applied under an advisory lock so daemons starting
+//! together take turns), documents with a revision for conditional updates,
+//! keys, each instance's audit chain, and the connection that holds this
+//! instance's name and hears what the others change (LISTEN/NOTIFY).
+//!
+//! Every write is one autocommitted statement, so it is durable when it
+//! returns (with the server's `synchronous_commit`). Every operation has a
+//! deadline: a control database that stops answering is an error the
+//! callers fail closed on, never a hang.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_postgres::{AsyncMessage, Client, SimpleQueryMessage};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{Change, StoreError};
+use crate::config::{StateConfig, UpstreamConfig, UpstreamTlsMode};
+
+/// The channel every document write is announced on (`table:id`).
+const CHANNEL: &str = "infraveil_docs";
+/// `pg_advisory_xact_lock` key the migrations run under ("infraveil").
+const MIGRATION_LOCK: i64 = 0x696e_6672_6176_6569;
+/// First half of the session advisory lock that holds an instance's name;
+/// the second is `hashtext(name)`.
+const INSTANCE_LOCK: i32 = 0x6976_6569;
+/// How long one operation may take before it counts as a failure.
+const DEADLINE: Duration = Duration::from_secs(5);
+/// A catch-up read this often, for notifications lost with a connection.
+const CATCH_UP: Duration = Duration::from_secs(5);
+/// Audit chunks read per round trip.
+pub(super) const PAGE: i64 = 64;
+
+/// The schema, one migration per version; never edit one that shipped.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE infraveil_docs (
+    kind text NOT NULL,
+    id text NOT NULL,
+    rev bigint NOT NULL,
+    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    doc jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX infraveil_docs_xid ON infraveil_docs (kind, xid);
+CREATE TABLE infraveil_keys (
+    name text PRIMARY KEY,
+    value bytea NOT NULL
+);
+CREATE TABLE infraveil_instances (
+    id text PRIMARY KEY,
+    public_key text NOT NULL,
+    host text,
+    pid integer,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE infraveil_audit (
+    instance text NOT NULL,
+    first_seq bigint NOT NULL,
+    chunk bytea NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (instance, first_seq)
+);
+CREATE FUNCTION infraveil_docs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('infraveil_docs', NEW.kind || ':' || NEW.id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER infraveil_docs_notify AFTER INSERT OR UPDATE ON infraveil_docs
+    FOR EACH ROW EXECUTE FUNCTION infraveil_docs_notify();
+"#,
+)];
+
+type Conn = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+>;
+
+/// The control database, as one instance uses it.
+pub(super) struct Control {
+    pg: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    /// Documents, keys and reads.
+    shared: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// The audit writer's own, so an export never delays a record.
+    writer: tokio::sync::Mutex<Option<Arc<Client>>>,
+    instance: String,
+    /// This instance's name is held (and notifications are heard): audit
+    /// records may be written under it.
+    locked: AtomicBool,
+    handle: tokio::runtime::Handle,
+}
+
+fn control_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Control(e.to_string())
+}
+
+impl Control {
+    /// Connect, migrate, take this instance's name and start hearing
+    /// changes. Fails if another live daemon holds the name.
+    pub(super) async fn open(
+        config: &StateConfig,
+        changes: broadcast::Sender<Change>,
+    ) -> Result<Arc<Control>, StoreError> {
+        let url = config
+            .url
+            .as_ref()
+            .ok_or_else(|| control_err("state.url is not set"))?
+            .read("state.url")
+            .map_err(control_err)?;
+        let mut pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| control_err(format!("state.url is not a PostgreSQL URL: {e}")))?;
+        pg.application_name("infraveil")
+            .connect_timeout(DEADLINE)
+            .keepalives_idle(Duration::from_secs(10));
+        let host = match pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "localhost".to_owned(),
+        };
+        let up = UpstreamConfig {
+            host,
+            port: 5432,
+            tls: if config.tls == UpstreamTlsMode::Disable {
+                UpstreamTlsMode::Require
+            } else {
+                config.tls
+            },
+            ca_file: config.ca_file.clone(),
+            server_name: None,
+            connect_timeout: DEADLINE,
+            passwords: Default::default(),
+        };
+        let rustls = crate::net::tls::upstream_config(&up)
+            .map_err(|e| control_err(format!("TLS: {e}")))?
+            .ok_or_else(|| control_err("TLS configuration missing"))?;
+        pg.ssl_mode(match config.tls {
+            UpstreamTlsMode::Disable => tokio_postgres::config::SslMode::Disable,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        let control = Arc::new(Control {
+            pg,
+            tls: MakeRustlsConnect::new((*rustls).clone()),
+            shared: Default::default(),
+            writer: Default::default(),
+            instance: config.instance_name(),
+            locked: AtomicBool::new(false),
+            handle: tokio::runtime::Handle::current(),
+        });
+        let (mut client, conn) = control.connect().await?;
+        let driver = tokio::spawn(drive(conn, None));
+        migrate(&mut client).await?;
+        drop(client);
+        let _ = driver.await;
+        // The name is held by the listening connection: if this daemon
+        // dies, PostgreSQL drops the lock with its connection.
+        let (client, conn) = control.connect().await?;
+        let listening = control.listen(client, conn, &changes).await?;
+        if !listening.locked {
+            return Err(StoreError::InstanceInUse {
+                instance: control.instance.clone(),
+            });
+        }
+        tokio::spawn(control.clone().keep_listening(listening, changes));
+        Ok(control)
+    }
+
+    pub(super) fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub(super) fn available(&self) -> bool {
+        self.locked.load(Ordering::Relaxed)
+    }
+
+    async fn connect(&self) -> Result<(Client, Conn), StoreError> {
+        match tokio::time::timeout(DEADLINE, self.pg.connect(self.tls.clone())).await {
+            Ok(Ok(pair)) => Ok(pair),
+            Ok(Err(e)) => Err(control_err(describe(&e))),
+            Err(_) => Err(control_err("connecting timed out")),
+        }
+    }
+
+    /// The shared (or the writer's) client, connecting if needed.
+    async fn client(&self, writer: bool) -> Result<Arc<Client>, StoreError> {
+        let slot = if writer { &self.writer } else { &self.shared };
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        *slot = None;
+        let (client, conn) = self.connect().await?;
+        tokio::spawn(drive(conn, None));
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Run `op` on a client within the deadline; a timed-out connection is
+    /// dropped so the next operation opens a fresh one.
+    async fn run<T, F, Fut>(&self, writer: bool, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Arc<Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let client = self.client(writer).await?;
+        match tokio::time::timeout(DEADLINE, op(client)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(control_err(describe(&e))),
+            Err(_) => {
+                let slot = if writer { &self.writer } else { &self.shared };
+                *slot.lock().await = None;
+                Err(control_err("the control database did not answer in time"))
+            }
+        }
+    }
+
+    /// For code off the async workers (`spawn_blocking`): run `fut` to the
+    /// end on the daemon's runtime.
+    pub(super) fn block<T>(&self, fut: impl std::future::Future<Output = T>) -> T {
+        self.handle.block_on(fut)
+    }
+
+    async fn listen(
+        &self,
+        client: Client,
+        conn: Conn,
+        changes: &broadcast::Sender<Change>,
+    ) -> Result<Listening, StoreError> {
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        tokio::spawn(drive(conn, Some((changes.clone(), closed_tx))));
+        let row = tokio::time::timeout(
+            DEADLINE,
+            client.query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&INSTANCE_LOCK, &self.instance],
+            ),
+        )
+        .await
+        .map_err(|_| control_err("taking the instance lock timed out"))?
+        .map_err(|e| control_err(describe(&e)))?;
+        let locked: bool = row.get(0);
+        if locked {
+            client
+                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .await
+                .map_err(|e| control_err(describe(&e)))?;
+            self.locked.store(true, Ordering::Relaxed);
+        }
+        Ok(Listening {
+            _client: client,
+            closed,
+            locked,
+        })
+    }
+
+    /// Hold the name and hear changes for the life of the daemon:
+    /// reconnect when the connection is lost, and ask for a catch-up read
+    /// whenever notifications may have been missed.
+    async fn keep_listening(
+        self: Arc<Self>,
+        mut listening: Listening,
+        changes: broadcast::Sender<Change>,
+    ) {
+        loop {
+            let mut catch_up = tokio::time::interval(CATCH_UP);
+            catch_up.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut listening.closed => break,
+                    _ = catch_up.tick() => { let _ = changes.send(Change::CatchUp); }
+                }
+            }
+            self.locked.store(false, Ordering::Relaxed);
+            tracing::error!(instance = %self.instance, "lost the control database connection; writes and new logins are refused until it is back");
+            let mut wait = Duration::from_millis(100);
+            listening = loop {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+                let attempt = match self.connect().await {
+                    Ok((client, conn)) => self.listen(client, conn, &changes).await,
+                    Err(e) => Err(e),
+                };
+                match attempt {
+                    Ok(l) if l.locked => break l,
+                    Ok(_) => {
+                        tracing::error!(instance = %self.instance, "another daemon holds this instance's name; this one stays unavailable")
+                    }
+                    Err(e) => tracing::debug!(error = %e, "control database still unreachable"),
+                }
+            };
+            tracing::info!(instance = %self.instance, "control database connection back");
+            let _ = changes.send(Change::CatchUp);
+        }
+    }
+
+    // Documents.
+
+    pub(super) async fn put(&self, table: &str, id: &str, doc: &str) -> Result<(), StoreError> {
+        self.run(false, |c| async move {
+            c.execute(
+                "INSERT INTO infraveil_docs (kind, id, rev, doc) VALUES ($1, $2, 1, $3::text::jsonb)
+                 ON CONFLICT (kind, id) DO UPDATE SET doc = EXCLUDED.doc, rev = infraveil_docs.rev + 1,
+                     xid = pg_current_xact_id(), updated_at = clock_timestamp()",
+                &[&table, &id, &doc],
+            )
+            .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn get(
+        &self,
+        table: &str,
+        id: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let row = self
+            .run(false, |c| async move {
+                c.query_opt(
+                    "SELECT doc::text, rev FROM infraveil_docs WHERE kind = $1 AND id = $2",
+                    &[&table, &id],
+                )
+                .await
+            })
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Replace the document if its revision is still `rev`.
+    pub(super) async fn swap(
+        &self,
+        table: &str,
+        id: &str,
+        rev: i64,
+        doc: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .run(false, |c| async move {
+                c.execute(
+                    "UPDATE infraveil_docs SET doc = $4::text::jsonb, rev = rev + 1,
+                         xid = pg_current_xact_id(), updated_at = clock_timestamp()
+                     WHERE kind = $1 AND id = $2 AND rev = $3",
+                    &[&table, &id, &rev, &doc],
+                )
+                .await
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Documents written by transactions at or after `since` (every one
+    /// without it), and the cursor for the next call: the oldest
+    /// transaction this snapshot could not see, so nothing committed later
+    /// is missed.
+    pub(super) async fn changed(
+        &self,
+        table: &str,
+        since: Option<&str>,
+    ) -> Result<(String, Vec<String>), StoreError> {
+        let rows = self
+            .run(false, |c| async move {
+                c.query(
+                    "WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin)
+                     SELECT s.xmin, d.doc::text FROM s
+                     LEFT JOIN infraveil_docs d ON d.kind = $1
+                         AND ($2::text IS NULL OR d.xid >= $2::text::xid8)
+                     ORDER BY d.id",
+                    &[&table, &since],
+                )
+                .await
+            })
+            .await?;
+        let cursor = rows
+            .first()
+            .map(|r| r.get::<_, String>(0))
+            .ok_or_else(|| control_err("no snapshot in answer"))?;
+        let docs = rows
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(1))
+            .collect();
+        Ok((cursor, docs))
+    }
+
+    /// A 32-byte key every instance shares, made by whichever asks first.
+    pub(super) async fn key(&self, name: &str, fresh: &[u8; 32]) -> Result<Vec<u8>, StoreError> {
+        let fresh = fresh.to_vec();
+        let row = self
+            .run(false, |c| async move {
+                c.execute(
+                    "INSERT INTO infraveil_keys (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&name, &fresh],
+                )
+                .await?;
+                c.query_one("SELECT value FROM infraveil_keys WHERE name = $1", &[&name])
+                    .await
+            })
+            .await?;
+        Ok(row.get(0))
+    }
+
+    // Audit chains.
+
+    /// Record this instance's public key. A chain already signed with
+    /// another key is refused: its records would no longer verify.
+    pub(super) async fn register(&self, public_key: &str) -> Result<(), StoreError> {
+        let instance = self.instance.clone();
+        let key = public_key.to_owned();
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok());
+        let pid = std::process::id() as i32;
+        let rows = self
+            .run(false, |c| async move {
+                let had = c
+                    .query_opt(
+                        "SELECT public_key, EXISTS (SELECT 1 FROM infraveil_audit WHERE instance = $1)
+                         FROM infraveil_instances WHERE id = $1",
+                        &[&instance],
+                    )
+                    .await?;
+                c.execute(
+                    "INSERT INTO infraveil_instances (id, public_key, host, pid) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO UPDATE SET public_key = EXCLUDED.public_key,
+                         host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = clock_timestamp()
+                     WHERE infraveil_instances.public_key = EXCLUDED.public_key
+                         OR NOT EXISTS (SELECT 1 FROM infraveil_audit WHERE instance = $1)",
+                    &[&instance, &key, &host, &pid],
+                )
+                .await?;
+                Ok(had)
+            })
+            .await?;
+        if let Some(row) = rows {
+            let (old, written): (String, bool) = (row.get(0), row.get(1));
+            if old != public_key && written {
+                return Err(StoreError::KeyChanged {
+                    instance: self.instance.clone(),
+                    stored: old,
+                    ours: public_key.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every instance's chain: (instance, public key).
+    pub(super) async fn chains(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .run(false, |c| async move {
+                c.query(
+                    "SELECT id, public_key FROM infraveil_instances ORDER BY id",
+                    &[],
+                )
+                .await
+            })
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Store chunks of this instance's chain. Idempotent: a retry after an
+    /// answer lost on the way finds its own chunks and succeeds, but chunks
+    /// someone else wrote under the same seqs are a forked chain.
+    pub(super) async fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        if !self.available() {
+            return Err(control_err(
+                "this instance does not hold its name in the control database",
+            ));
+        }
+        let keys: Vec<i64> = entries.iter().map(|(k, _)| *k as i64).collect();
+        let chunks: Vec<&[u8]> = entries.iter().map(|(_, c)| c.as_slice()).collect();
+        let instance = self.instance.as_str();
+        let (k, c) = (&keys, &chunks);
+        let inserted = self
+            .run(true, |cl| async move {
+                cl.query(
+                    "INSERT INTO infraveil_audit (instance, first_seq, chunk)
+                     SELECT $1, k, c FROM unnest($2::bigint[], $3::bytea[]) AS t(k, c)
+                     ON CONFLICT DO NOTHING RETURNING first_seq",
+                    &[&instance, k, c],
+                )
+                .await
+            })
+            .await?;
+        if inserted.len() == entries.len() {
+            return Ok(());
+        }
+        let stored = self
+            .run(true, |cl| async move {
+                cl.query(
+                    "SELECT first_seq, chunk FROM infraveil_audit WHERE instance = $1 AND first_seq = ANY($2)",
+                    &[&instance, k],
+                )
+                .await
+            })
+            .await?;
+        for row in stored {
+            let (seq, chunk): (i64, Vec<u8>) = (row.get(0), row.get(1));
+            let ours = entries.iter().find(|(k, _)| *k as i64 == seq);
+            if ours.is_none_or(|(_, c)| *c != chunk) {
+                return Err(StoreError::Corrupt {
+                    what: format!("audit chain of instance {}", self.instance),
+                    detail: format!(
+                        "seq {seq} was written by another daemon under this instance's name"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` chunks of `chain` from `key` on (or, backwards, from
+    /// `key` down).
+    pub(super) async fn chunks(
+        &self,
+        chain: &str,
+        key: u64,
+        forward: bool,
+        limit: i64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let key = key.min(i64::MAX as u64) as i64;
+        let sql = if forward {
+            "SELECT first_seq, chunk FROM infraveil_audit WHERE instance = $1 AND first_seq >= $2
+             ORDER BY first_seq LIMIT $3"
+        } else {
+            "SELECT first_seq, chunk FROM infraveil_audit WHERE instance = $1 AND first_seq <= $2
+             ORDER BY first_seq DESC LIMIT $3"
+        };
+        let rows = self
+            .run(false, |c| async move {
+                c.query(sql, &[&chain, &key, &limit]).await
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+            .collect())
+    }
+
+    /// The server's version, for the log at start.
+    pub(super) async fn version(&self) -> Result<String, StoreError> {
+        let msgs = self
+            .run(false, |c| async move {
+                c.simple_query("SHOW server_version").await
+            })
+            .await?;
+        Ok(msgs
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap_or_default())
+    }
+}
+
+struct Listening {
+    /// Held so the connection (and the lock) lives.
+    _client: Client,
+    closed: tokio::sync::oneshot::Receiver<()>,
+    locked: bool,
+}
+
+/// Drive a connection; on the listening one, pass notifications on as
+/// changes and say when it closes.
+async fn drive(
+    mut conn: Conn,
+    listener: Option<(broadcast::Sender<Change>, tokio::sync::oneshot::Sender<()>)>,
+) {
+    loop {
+        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(n))) => {
+                if let (Some((changes, _)), Some((table, id))) =
+                    (&listener, n.payload().split_once(':'))
+                {
+                    let _ = changes.send(Change::Row {
+                        table: table.to_owned(),
+                        id: id.to_owned(),
+                    });
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "control database connection ended");
+                break;
+            }
+            None => break,
+        }
+    }
+    if let Some((_, closed)) = listener {
+        let _ = closed.send(());
+    }
+}
+
+/// Apply the migrations this database lacks, one daemon at a time.
+async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    let work = async {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS infraveil_schema (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+             )",
+        )
+        .await?;
+        let have: i32 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM infraveil_schema",
+                &[],
+            )
+            .await?
+            .get(0);
+        if have > latest {
+            return Ok(Err(have));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > have) {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO infraveil_schema (version) VALUES ($1)",
+                &[version],
+            )
+            .await?;
+            tracing::info!(version, "control database migrated");
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    };
+    match tokio::time::timeout(Duration::from_secs(30), work).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(have))) => Err(control_err(format!(
+            "the control database's schema is version {have}, newer than this infraveil knows ({latest}); upgrade this daemon"
+        ))),
+        Ok(Err(e)) => Err(control_err(describe(&e))),
+        Err(_) => Err(control_err("migrating the control database timed out")),
+    }
+}
+
+/// A tokio-postgres error with the server's message, when there is one.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
