@@ -7,8 +7,9 @@
 # audit record is durable, so the difference to direct is what a backend's
 # commit costs. Prints tps, mean latency per statement, the ratio to
 # direct, the latency each backend adds per audited write, the firewall's
-# CPU per statement, and for the postgres backend the control database's
-# commits and backend CPU per statement (sled does that work in-process).
+# CPU per statement, the cluster's WAL flushes per statement, and for the
+# postgres backend the control database's commits and backend CPU per
+# statement (sled does that work in-process).
 #
 #   benches/state.sh [seconds-per-run] [rounds] [clients]     (10, 3, 4)
 #
@@ -80,9 +81,16 @@ state_backends() {
 # Ticks the control database's backends used between two state_backends
 # snapshots; a backend that connected in between counts from zero.
 state_ticks() { awk 'FILENAME == ARGV[1] {b[$1] = $2; next} {s += $2 - b[$1]} END {print s + 0}' "$1" "$2"; }
-# Commits in the control database so far (the statistics are flushed at
-# most once a second by idle backends, hence the sleep before reading).
-state_commits() { sleep 1.2; pg -At -d postgres -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'infraveil_state'"; }
+# "commits wal_syncs": transactions committed in the control database (any,
+# read-only ones too) and WAL flushes of the whole cluster so far. The bench
+# database does not wait for its WAL (above), so the walwriter's flushes
+# are the direct and sled rounds' baseline, and what the postgres backend
+# adds to them are its durable commits. Backends report these at most once
+# a second when idle, hence the sleep.
+pgstats() {
+    sleep 1.2
+    pg -At -F ' ' -d postgres -c "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = 'infraveil_state'), wal_sync FROM pg_stat_wal"
+}
 
 # "tps latency_ms transactions"
 run() {
@@ -90,12 +98,13 @@ run() {
         awk '/^tps/ {t=$3} /^latency average/ {l=$4} /^number of transactions actually processed/ {split($6, a, "/"); n=a[1]} END {print t, l, n}'
 }
 echo "one-row UPDATE by key (durable audited write), $CLIENTS clients, ${SECS}s per run, $ROUNDS rounds interleaved; $(nproc) cores; $(psql --version | head -1)"
-declare -A tps=() lat=() cpu=() n=()
+declare -A tps=() lat=() cpu=() n=() syncs=()
 pg_commits=0
 pg_cpu=0
 for r in $(seq "$ROUNDS"); do
     for side in "${SIDES[@]}"; do
-        [ "$side" = pgstate ] && { c0=$(state_commits); state_backends > "$WORK/sb0"; }
+        read -r c0 w0 < <(pgstats)
+        state_backends > "$WORK/sb0"
         before=$(ticks "${PID[$side]}")
         read -r t l c < <(run "${URL[$side]}")
         after=$(ticks "${PID[$side]}")
@@ -104,14 +113,15 @@ for r in $(seq "$ROUNDS"); do
             [ "$side" != direct ] && echo "firewall log: $(tail -20 "$WORK/$side.log")" >&2
             exit 1
         fi
-        extra=""
+        state_backends > "$WORK/sb1"
+        read -r c1 w1 < <(pgstats)
+        extra=$(awk -v w="$((w1 - w0))" -v k="$c" 'BEGIN {printf ", %.2f WAL flushes per statement", w / k}')
+        syncs[$side]=$((${syncs[$side]:-0} + w1 - w0))
         if [ "$side" = pgstate ]; then
-            state_backends > "$WORK/sb1"
-            c1=$(state_commits)
             sc=$(state_ticks "$WORK/sb0" "$WORK/sb1")
             pg_commits=$((pg_commits + c1 - c0))
             pg_cpu=$(awk "BEGIN {print $pg_cpu + $sc / $HZ}")
-            extra=$(awk -v d="$((c1 - c0))" -v k="$c" 'BEGIN {printf ", %.2f control commits per statement", d / k}')
+            extra+=$(awk -v d="$((c1 - c0))" -v k="$c" 'BEGIN {printf ", %.2f control commits per statement", d / k}')
         fi
         awk -v r="$r" -v s="$side" -v t="$t" -v l="$l" -v a="$after" -v b="$before" -v k="$c" -v hz="$HZ" -v x="$extra" \
             'BEGIN { printf "  round %d %-8s %7.0f tps, %.3f ms", r, s, t, l;
@@ -126,10 +136,10 @@ done
 echo "mean of $ROUNDS rounds:"
 for side in "${SIDES[@]}"; do
     awk -v s="$side" -v t="${tps[$side]}" -v l="${lat[$side]}" -v c="${cpu[$side]}" -v k="${n[$side]}" -v r="$ROUNDS" \
-        -v dt="${tps[direct]}" -v dl="${lat[direct]}" \
+        -v dt="${tps[direct]}" -v dl="${lat[direct]}" -v w="${syncs[$side]}" \
         'BEGIN { printf "  %-8s %7.0f tps (%.3f of direct), %.3f ms per statement", s, t/r, t/dt, l/r;
                  if (s != "direct") printf ", +%.3f ms per audited write, firewall CPU %.0f us per statement", (l - dl)/r, c * 1e6 / k;
-                 printf "\n" }'
+                 printf ", %.2f WAL flushes per statement\n", w / k }'
 done
 awk -v d="$pg_commits" -v c="$pg_cpu" -v k="${n[pgstate]}" \
     'BEGIN { printf "  control database (postgres backend): %.2f commits and %.0f us of backend CPU per statement\n", d / k, c * 1e6 / k }'
