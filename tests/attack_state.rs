@@ -548,7 +548,6 @@ async fn a_revocation_sent_while_bs_listener_was_terminated_is_caught_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: revoke() stores the revocation before its audit record; reported failed, it is in force with no grant.revoked record"]
 async fn a_revocation_reported_as_failed_is_not_in_force_unaudited() {
     let (db_name, url) = state_db("revokefail");
     let (a, b) = pair_on(&url).await;
@@ -658,7 +657,6 @@ async fn verify_on_one_instance_detects_the_newest_chunks_of_anothers_chain_dele
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: verify/export enumerate chains from infraveil_instances; deleting an instance's row hides its whole chain"]
 async fn verify_on_one_instance_notices_anothers_chain_unregistered() {
     let (db_name, a, _b) = chains_then_b_gone("unreg").await;
     ctl_sql(
@@ -1042,7 +1040,6 @@ async fn a_control_database_that_never_answers_at_start_is_an_error_not_a_hang()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: the control client mutex is held across connect; logins on a frozen control database queue up 5 s each"]
 async fn a_frozen_control_database_answers_every_login_within_the_deadline() {
     let (db_name, _) = state_db("frozen");
     let relay = Relay::start(control().port, Mode::Open).await;
@@ -1105,7 +1102,6 @@ async fn login_wave(a: &Arc<Firewall>, db: &str, wave: usize) -> Duration {
 // 6. Anything else.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: [state] tls defaults to disable and overrides sslmode=require in state.url: plaintext"]
 async fn sslmode_require_in_the_state_url_is_not_silently_dropped() {
     let (_, url) = state_db("ssl");
     // The control cluster has no TLS: a client that requires it must fail.
@@ -1134,7 +1130,6 @@ async fn instance_names_that_could_inject_are_refused_by_config() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: the instance lock is keyed by hashtext(name); two different names with one hash cannot both run"]
 async fn two_instance_names_with_one_hashtext_can_both_run() {
     let (_, url) = state_db("hash");
     let pair = ctl_sql(
@@ -1222,7 +1217,6 @@ async fn a_control_role_without_privileges_is_refused_at_start_without_the_passw
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: an approval whose decide() failed on B (audit refused, HTTP 503) still releases the session waiting on A, unaudited"]
 async fn an_approval_that_failed_on_one_instance_does_not_release_the_session_on_the_other() {
     let (db_name, url) = state_db("failedwait");
     let (a, b) = pair_on(&url).await;
@@ -1268,7 +1262,6 @@ async fn an_approval_that_failed_on_one_instance_does_not_release_the_session_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: decide() stores the decision before its audit record; with the audit refused, the decision holds unaudited"]
 async fn a_decision_the_audit_cannot_record_does_not_take_effect() {
     let (db_name, url) = state_db("unaudited");
     let (a, b) = pair_on(&url).await;

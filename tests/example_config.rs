@@ -1,5 +1,6 @@
 //! The example configs in the repository (infraveil.example.toml and the
-//! compose setup's docker/infraveil.toml) parse and validate.
+//! compose setups' docker/infraveil.toml and docker/infraveil-ha.toml)
+//! parse and validate.
 
 #[test]
 fn example_config_loads() {
@@ -21,4 +22,15 @@ fn docker_config_loads() {
     );
     assert_eq!(c.admin.listen, Some("0.0.0.0:6433".parse().unwrap()));
     assert!(!c.tls_required(), "no certificate in the compose setup");
+}
+
+/// The two-firewall compose setup's config: state in the control database,
+/// each instance named by its host name.
+#[test]
+fn docker_ha_config_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/infraveil-ha.toml");
+    let c = infraveil::config::Config::load(&path).unwrap();
+    assert_eq!(c.state.backend, infraveil::config::StateBackend::Postgres);
+    assert!(c.state.url.is_some());
+    assert!(c.state.instance.is_none(), "named by the host name");
 }

@@ -106,8 +106,23 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// 200 while this instance can serve; 503 (with why) while it refuses
+/// statements or logins, so a load balancer sends new sessions elsewhere.
+async fn healthz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    let audit = &state.shared.audit;
+    if !state.store.available() || audit.waiting() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable: the control database cannot be reached\n",
+        )
+    } else if !audit.healthy() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable: the audit log cannot be written\n",
+        )
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

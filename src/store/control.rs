@@ -138,7 +138,10 @@ impl Control {
                 let agree = matches!(
                     (t, m),
                     (UpstreamTlsMode::Disable, SslMode::Disable)
-                        | (UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull, SslMode::Require)
+                        | (
+                            UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull,
+                            SslMode::Require
+                        )
                 );
                 if !agree {
                     return Err(control_err(
@@ -150,7 +153,8 @@ impl Control {
             (None, Some(SslMode::Disable)) => UpstreamTlsMode::Disable,
             (None, _) => UpstreamTlsMode::Require,
         };
-        let prefer = config.tls.is_none() && !matches!(in_url, Some(SslMode::Require | SslMode::Disable));
+        let prefer =
+            config.tls.is_none() && !matches!(in_url, Some(SslMode::Require | SslMode::Disable));
         let up = UpstreamConfig {
             host,
             port: 5432,
