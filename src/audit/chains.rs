@@ -78,7 +78,8 @@ pub fn verify_all(
     let (mut ok, mut records, mut signatures) = (true, 0u64, 0u64);
     let mut own = None;
     let mut first_problem = None;
-    for (instance, registered, seq) in store.chains("audit")? {
+    for chain in store.chains("audit")? {
+        let (instance, registered, seq) = (chain.instance, chain.public_key, chain.records);
         let is_mine = instance == mine;
         let public = if is_mine {
             public_key.to_owned()
@@ -92,7 +93,13 @@ pub fn verify_all(
                 detail: format!("instance {instance} registered no usable public key"),
             }),
             Some(k) => {
-                let expect = if is_mine { expect_head.clone() } else { None };
+                // This instance's: what the caller expects; another's: the
+                // head it registered with its last batch.
+                let expect = if is_mine {
+                    expect_head.clone()
+                } else {
+                    chain.head.clone()
+                };
                 match verify_log(&AuditLog::of(seq), k, expect) {
                     Ok(s) => Ok(s),
                     Err(VerifyError::Bad(p)) => Err(p),
@@ -163,8 +170,8 @@ pub fn merged(
     since_ms: Option<u64>,
 ) -> Result<impl Iterator<Item = Result<Record, StoreError>>, StoreError> {
     let mut sources = Vec::new();
-    for (instance, _, seq) in store.chains("audit")? {
-        let log = AuditLog::of(seq);
+    for chain in store.chains("audit")? {
+        let (instance, log) = (chain.instance, AuditLog::of(chain.records));
         let head = log.head()?.map_or(0, |r| r.seq);
         let start = match since_ms {
             Some(t) => log.seek_time(t)?,

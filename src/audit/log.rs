@@ -30,8 +30,12 @@ impl AuditLog {
 
     /// Append chunks (from [`layout::encode`]) atomically. Embedded, not
     /// yet durable; in a control database, committed.
-    pub async fn append(&self, chunks: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
-        self.chunks.append(chunks).await
+    pub async fn append(
+        &self,
+        chunks: &[(u64, Vec<u8>)],
+        head: (u64, &str),
+    ) -> Result<(), StoreError> {
+        self.chunks.append(chunks, head).await
     }
 
     /// [`AuditLog::append`] for the embedded store, outside async code.

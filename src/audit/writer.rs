@@ -359,7 +359,7 @@ impl Writer {
         }
         while let Some((chunks, n, head)) = self.unstored.front() {
             let n = *n;
-            match self.log.append(chunks).await {
+            match self.log.append(chunks, (head.0, &head.1)).await {
                 Ok(()) => {
                     *self.head.lock().unwrap_or_else(|p| p.into_inner()) = Some(head.clone());
                     self.unstored.pop_front();

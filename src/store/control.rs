@@ -39,9 +39,10 @@ const CATCH_UP: Duration = Duration::from_secs(5);
 pub(super) const PAGE: i64 = 64;
 
 /// The schema, one migration per version; never edit one that shipped.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE infraveil_docs (
     kind text NOT NULL,
     id text NOT NULL,
@@ -79,7 +80,16 @@ $$;
 CREATE TRIGGER infraveil_docs_notify AFTER INSERT OR UPDATE ON infraveil_docs
     FOR EACH ROW EXECUTE FUNCTION infraveil_docs_notify();
 "#,
-)];
+    ),
+    (
+        2,
+        // Each instance's last stored record, written with every batch: a
+        // chain cut shorter is caught by whoever verifies it.
+        r#"
+ALTER TABLE infraveil_instances ADD COLUMN head_seq bigint, ADD COLUMN head_hash text;
+"#,
+    ),
+];
 
 type Conn = tokio_postgres::Connection<
     tokio_postgres::Socket,
@@ -489,16 +499,18 @@ impl Control {
     }
 
     /// Every instance's chain: (instance, public key).
-    pub(super) async fn chains(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    pub(super) async fn chains(
+        &self,
+    ) -> Result<Vec<(String, Option<String>, Option<(u64, String)>)>, StoreError> {
         let rows = self
             .run(false, |c| async move {
                 // Chains stored without a registered instance are listed
                 // too (with no key): a deleted registration must not hide
                 // a chain.
                 c.query(
-                    "SELECT id, public_key FROM infraveil_instances
+                    "SELECT id, public_key, head_seq, head_hash FROM infraveil_instances
                      UNION ALL
-                     SELECT DISTINCT a.instance, NULL FROM infraveil_audit a
+                     SELECT DISTINCT a.instance, NULL, NULL::bigint, NULL FROM infraveil_audit a
                      WHERE NOT EXISTS (SELECT 1 FROM infraveil_instances i WHERE i.id = a.instance)
                      ORDER BY 1",
                     &[],
@@ -506,13 +518,26 @@ impl Control {
                 .await
             })
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let head = match (r.get::<_, Option<i64>>(2), r.get::<_, Option<String>>(3)) {
+                    (Some(seq), Some(hash)) => Some((seq as u64, hash)),
+                    _ => None,
+                };
+                (r.get(0), r.get(1), head)
+            })
+            .collect())
     }
 
     /// Store chunks of this instance's chain. Idempotent: a retry after an
     /// answer lost on the way finds its own chunks and succeeds, but chunks
     /// someone else wrote under the same seqs are a forked chain.
-    pub(super) async fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+    pub(super) async fn append(
+        &self,
+        entries: &[(u64, Vec<u8>)],
+        head: (u64, &str),
+    ) -> Result<(), StoreError> {
         if !self.available() {
             return Err(control_err(
                 "this instance does not hold its name in the control database",
@@ -522,13 +547,22 @@ impl Control {
         let chunks: Vec<&[u8]> = entries.iter().map(|(_, c)| c.as_slice()).collect();
         let instance = self.instance.as_str();
         let (k, c) = (&keys, &chunks);
+        let (head_seq, head_hash) = (head.0 as i64, head.1);
         let inserted = self
             .run(true, |cl| async move {
+                // The chunks and the instance's head in one statement (one
+                // commit).
                 cl.query(
-                    "INSERT INTO infraveil_audit (instance, first_seq, chunk)
-                     SELECT $1, k, c FROM unnest($2::bigint[], $3::bytea[]) AS t(k, c)
-                     ON CONFLICT DO NOTHING RETURNING first_seq",
-                    &[&instance, k, c],
+                    "WITH ins AS (
+                         INSERT INTO infraveil_audit (instance, first_seq, chunk)
+                         SELECT $1, k, c FROM unnest($2::bigint[], $3::bytea[]) AS t(k, c)
+                         ON CONFLICT DO NOTHING RETURNING first_seq
+                     ), head AS (
+                         UPDATE infraveil_instances SET head_seq = $4, head_hash = $5
+                         WHERE id = $1 AND coalesce(head_seq, 0) < $4
+                     )
+                     SELECT first_seq FROM ins",
+                    &[&instance, k, c, &head_seq, &head_hash],
                 )
                 .await
             })

@@ -315,22 +315,27 @@ impl Store {
         }
     }
 
-    /// Every instance's audit chain, with the public key it registered
-    /// (none for the embedded store, whose key is the daemon's). Blocking:
-    /// call off the async workers.
-    pub fn chains(
-        &self,
-        name: &str,
-    ) -> Result<Vec<(String, Option<String>, Sequence)>, StoreError> {
+    /// Every instance's audit chain. Blocking: call off the async workers.
+    pub fn chains(&self, name: &str) -> Result<Vec<Chain>, StoreError> {
         match &self.backend {
-            Backend::Embedded(_) => Ok(vec![(LOCAL.to_owned(), None, self.sequence(name)?)]),
+            Backend::Embedded(_) => Ok(vec![Chain {
+                instance: LOCAL.to_owned(),
+                public_key: None,
+                head: None,
+                records: self.sequence(name)?,
+            }]),
             Backend::Control(c) => Ok(c
                 .block(c.chains())?
                 .into_iter()
-                .map(|(instance, key)| {
-                    let seq =
-                        Sequence::control(c.clone(), instance.as_str().into(), self.faults.clone());
-                    (instance, key, seq)
+                .map(|(instance, public_key, head)| Chain {
+                    records: Sequence::control(
+                        c.clone(),
+                        instance.as_str().into(),
+                        self.faults.clone(),
+                    ),
+                    instance,
+                    public_key,
+                    head,
                 })
                 .collect()),
         }
@@ -344,6 +349,18 @@ impl Store {
             Backend::Control(c) => c.register(public_key).await,
         }
     }
+}
+
+/// One instance's audit chain, as [`Store::chains`] lists it.
+pub struct Chain {
+    pub instance: String,
+    /// The key it registered (none for the embedded store, whose key is
+    /// the daemon's; none for a chain stored without a registration).
+    pub public_key: Option<String>,
+    /// The last record its instance says it stored (seq, hex hash): a
+    /// chain that ends before it was cut.
+    pub head: Option<(u64, String)>,
+    pub records: Sequence,
 }
 
 /// A table of `T`s stored as JSON under string ids. Cheap to clone.

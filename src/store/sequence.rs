@@ -61,8 +61,13 @@ impl Sequence {
     }
 
     /// Append entries atomically: embedded, not yet durable (see
-    /// `Store::flush`); in the control database, committed.
-    pub async fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+    /// `Store::flush`); in the control database, committed, with `head`
+    /// (seq, hex hash of the last record) as the chain's registered head.
+    pub async fn append(
+        &self,
+        entries: &[(u64, Vec<u8>)],
+        head: (u64, &str),
+    ) -> Result<(), StoreError> {
         match &self.inner {
             Inner::Embedded(tree) => {
                 self.faults.check()?;
@@ -75,7 +80,7 @@ impl Sequence {
             }
             Inner::Control { control, .. } => {
                 self.faults.check()?;
-                control.append(entries).await
+                control.append(entries, head).await
             }
         }
     }

@@ -212,7 +212,8 @@ secret = {{ file = {secret:?} }}
             .expect("spawn infraveil serve");
         self.child = Some(child);
         let http = reqwest::Client::new();
-        for _ in 0..400 {
+        // A minute: a loaded CI machine starts a daemon slowly.
+        for _ in 0..1200 {
             if let Ok(r) = http.get(format!("{}/healthz", self.admin_url)).send().await
                 && r.status() == 200
             {
