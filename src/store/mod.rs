@@ -27,6 +27,7 @@ use crate::config::{StateBackend, StateConfig};
 
 mod control;
 mod embedded;
+mod migrations;
 mod sequence;
 
 pub use sequence::{Chunk, Entry, Sequence};
