@@ -6,73 +6,18 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::child::Firewall;
-use common::{cluster, fresh_db_with, payloads, sqlstate, veilctl};
-use infraveil::sandbox::{Cluster, ClusterOptions};
+use common::state::{
+    STATE_PASSWORD, control, ctl_json, ctl_sql, export, issue, pair_on, pending_on, start_control,
+    state_db, state_db_on, url_via,
+};
+use common::{cluster, fresh_db_with, sqlstate, veilctl};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-const STATE_PASSWORD: &str = "state-secret-91ab";
-
-fn control() -> &'static Cluster {
-    static CONTROL: OnceLock<Cluster> = OnceLock::new();
-    CONTROL.get_or_init(|| {
-        let c = Cluster::start(&ClusterOptions {
-            unsafe_fast: true,
-            reap_on_exit: true,
-            ..Default::default()
-        })
-        .expect("start the control cluster");
-        c.psql(
-            "postgres",
-            &format!("CREATE ROLE veil_state LOGIN PASSWORD '{STATE_PASSWORD}'"),
-        )
-        .expect("create the state role");
-        c
-    })
-}
-
-/// A fresh control database; (its name, its URL).
-fn state_db(name: &str) -> (String, String) {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let db = format!("atk_{name}_{}", N.fetch_add(1, Ordering::Relaxed));
-    control()
-        .psql(
-            "postgres",
-            &format!("CREATE DATABASE {db} OWNER veil_state"),
-        )
-        .expect("create a control database");
-    let url = format!(
-        "postgres://veil_state:{STATE_PASSWORD}@127.0.0.1:{}/{db}",
-        control().port
-    );
-    (db, url)
-}
-
-fn url_via(port: u16, db: &str) -> String {
-    format!("postgres://veil_state:{STATE_PASSWORD}@127.0.0.1:{port}/{db}")
-}
-
-fn ctl_sql(db: &str, sql: &str) -> String {
-    control()
-        .psql(db, sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .trim()
-        .to_owned()
-}
-
-async fn ctl_json(fw: &Firewall, args: &[&str]) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    let (ok, out, err) = veilctl(Some(&fw.admin_url), &all).await;
-    assert!(ok, "veilctl {args:?}: {out}{err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
 
 async fn verify_json(fw: &Firewall) -> Value {
     let (_, out, err) = veilctl(
@@ -81,52 +26,6 @@ async fn verify_json(fw: &Firewall) -> Value {
     )
     .await;
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("verify: {e}: {out}{err}"))
-}
-
-async fn export(fw: &Firewall) -> Vec<Value> {
-    let (ok, out, err) = veilctl(Some(&fw.admin_url), &["audit", "export"]).await;
-    assert!(ok, "export: {err}");
-    payloads(&out)
-}
-
-async fn issue(fw: &Firewall, identity: &str, role: &str) -> (String, String) {
-    let g = ctl_json(
-        fw,
-        &[
-            "grants",
-            "issue",
-            "--identity",
-            identity,
-            "--role",
-            role,
-            "--ttl",
-            "10m",
-        ],
-    )
-    .await;
-    (
-        g["id"].as_str().unwrap().to_owned(),
-        g["password"].as_str().unwrap().to_owned(),
-    )
-}
-
-async fn pending_on(fw: &Firewall) -> Vec<Value> {
-    for _ in 0..200 {
-        let list = ctl_json(fw, &["approvals", "list"]).await;
-        let list = list.as_array().cloned().unwrap_or_default();
-        if !list.is_empty() {
-            return list;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no approval request appeared");
-}
-
-async fn pair_on(url: &str) -> (Firewall, Firewall) {
-    tokio::join!(
-        Firewall::start_shared(url, "fw-a", "100ms"),
-        Firewall::start_shared(url, "fw-b", "100ms"),
-    )
 }
 
 /// Some writes through `fw`, in separate batches (so its chain has several
@@ -796,23 +695,8 @@ async fn cut_off_x(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_control_database_under_write_load_loses_no_acknowledged_write() {
-    let mut own = Cluster::start(&ClusterOptions {
-        unsafe_fast: true,
-        reap_on_exit: true,
-        ..Default::default()
-    })
-    .expect("start a control cluster");
-    own.psql(
-        "postgres",
-        &format!("CREATE ROLE veil_state LOGIN PASSWORD '{STATE_PASSWORD}'"),
-    )
-    .unwrap();
-    own.psql("postgres", "CREATE DATABASE st OWNER veil_state")
-        .unwrap();
-    let url = format!(
-        "postgres://veil_state:{STATE_PASSWORD}@127.0.0.1:{}/st",
-        own.port
-    );
+    let mut own = start_control();
+    let (_, url) = state_db_on(&own, "restart");
     let a = Arc::new(Firewall::start_shared(&url, "fw-r", "100ms").await);
     let db = write_db("atk_restart");
     let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));

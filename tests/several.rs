@@ -4,117 +4,20 @@
 
 mod common;
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::child::Firewall;
-use common::{cluster, fresh_db_with, payloads, sqlstate, veilctl};
-use infraveil::sandbox::{Cluster, ClusterOptions};
+use common::state::{
+    ctl_json, export, issue, pair_on, pending_on, start_control, state_db, state_db_on,
+};
+use common::{cluster, fresh_db_with, sqlstate, veilctl};
 use serde_json::Value;
 
-const STATE_PASSWORD: &str = "state-secret-7c1f";
-
-/// A cluster for control databases, separate from the protected one.
-fn control() -> &'static Cluster {
-    static CONTROL: OnceLock<Cluster> = OnceLock::new();
-    CONTROL.get_or_init(|| {
-        let c = start_control();
-        c.psql(
-            "postgres",
-            &format!("CREATE ROLE veil_state LOGIN PASSWORD '{STATE_PASSWORD}'"),
-        )
-        .expect("create the state role");
-        c
-    })
-}
-
-fn start_control() -> Cluster {
-    Cluster::start(&ClusterOptions {
-        unsafe_fast: true,
-        reap_on_exit: true,
-        ..Default::default()
-    })
-    .expect("start the control cluster")
-}
-
-/// A fresh control database on `c`; its URL.
-fn state_db_on(c: &Cluster, name: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let db = format!("state_{name}_{}", N.fetch_add(1, Ordering::Relaxed));
-    c.psql(
-        "postgres",
-        &format!("CREATE DATABASE {db} OWNER veil_state"),
-    )
-    .expect("create a control database");
-    format!(
-        "postgres://veil_state:{STATE_PASSWORD}@127.0.0.1:{}/{db}",
-        c.port
-    )
-}
-
-fn state_db(name: &str) -> String {
-    state_db_on(control(), name)
-}
-
-/// Two instances on one fresh control database, started at the same
-/// moment (so their migrations race).
 async fn pair(name: &str) -> (Firewall, Firewall, String) {
-    let url = state_db(name);
-    let (a, b) = tokio::join!(
-        Firewall::start_shared(&url, "fw-a", "100ms"),
-        Firewall::start_shared(&url, "fw-b", "100ms"),
-    );
+    let (_, url) = state_db(name);
+    let (a, b) = pair_on(&url).await;
     (a, b, url)
-}
-
-async fn ctl_json(fw: &Firewall, args: &[&str]) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    let (ok, out, err) = veilctl(Some(&fw.admin_url), &all).await;
-    assert!(ok, "veilctl {args:?}: {out}{err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-async fn issue(fw: &Firewall, identity: &str, role: &str) -> (String, String) {
-    let g = ctl_json(
-        fw,
-        &[
-            "grants",
-            "issue",
-            "--identity",
-            identity,
-            "--role",
-            role,
-            "--ttl",
-            "10m",
-        ],
-    )
-    .await;
-    (
-        g["id"].as_str().unwrap().to_owned(),
-        g["password"].as_str().unwrap().to_owned(),
-    )
-}
-
-/// The pending approval requests `fw` knows of, waiting up to 10 s for
-/// one to appear.
-async fn pending_on(fw: &Firewall) -> Vec<Value> {
-    for _ in 0..200 {
-        let list = ctl_json(fw, &["approvals", "list"]).await;
-        let list = list.as_array().cloned().unwrap_or_default();
-        if !list.is_empty() {
-            return list;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no approval request appeared");
-}
-
-async fn export(fw: &Firewall) -> Vec<Value> {
-    let (ok, out, err) = veilctl(Some(&fw.admin_url), &["audit", "export"]).await;
-    assert!(ok, "export: {err}");
-    payloads(&out)
 }
 
 async fn verify(fw: &Firewall) -> Value {
@@ -400,7 +303,7 @@ async fn killing_one_instance_under_write_load_loses_no_acknowledged_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_live_daemons_cannot_share_an_instance_name() {
-    let url = state_db("name");
+    let (_, url) = state_db("name");
     let _a = Firewall::start_shared(&url, "fw-a", "100ms").await;
     let log = match Firewall::try_start_shared(&url, "fw-a", "100ms").await {
         Ok(_) => panic!("a second fw-a started"),
@@ -412,12 +315,7 @@ async fn two_live_daemons_cannot_share_an_instance_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_control_database_stops_writes_and_logins_and_recovery_is_automatic() {
     let mut own = start_control();
-    own.psql(
-        "postgres",
-        &format!("CREATE ROLE veil_state LOGIN PASSWORD '{STATE_PASSWORD}'"),
-    )
-    .unwrap();
-    let url = state_db_on(&own, "lost");
+    let (_, url) = state_db_on(&own, "lost");
     let a = Firewall::start_shared(&url, "fw-a", "100ms").await;
     let db = fresh_db_with(
         "several_lost",

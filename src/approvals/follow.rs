@@ -6,10 +6,8 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast::error::RecvError;
-
 use super::{ApprovalRequest, Approvals, Entry, Status};
-use crate::shutdown::{Phase, Shutdown};
+use crate::shutdown::Shutdown;
 use crate::store::{Change, StoreError};
 
 /// How far a request has come: a stale read never moves it back.
@@ -62,25 +60,11 @@ impl Approvals {
     }
 
     /// Follow other instances' changes until the firewall closes.
-    pub async fn follow(self: Arc<Self>, mut shutdown: Shutdown) {
-        if !self.store.is_shared() {
-            return;
-        }
-        let mut changes = self.store.changes();
-        loop {
-            let change = tokio::select! {
-                c = changes.recv() => c,
-                _ = shutdown.reached(Phase::Closing) => return,
-            };
-            let result = match change {
-                Ok(c) => self.apply(&c).await,
-                Err(RecvError::Lagged(_)) => self.sync().await,
-                Err(RecvError::Closed) => return,
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "could not read approvals changed elsewhere; the next sweep tries again");
-            }
-        }
+    pub async fn follow(self: Arc<Self>, shutdown: Shutdown) {
+        let me = &self;
+        self.store
+            .follow("approvals", shutdown, |c| async move { me.apply(&c).await })
+            .await;
     }
 
     async fn apply(&self, change: &Change) -> Result<(), StoreError> {

@@ -46,6 +46,8 @@ pub enum ApprovalError {
     Decided { id: String, status: &'static str },
     #[error("approval request {0} has expired")]
     Expired(String),
+    #[error("approval request {0} is being decided by another approver right now")]
+    BeingDecided(String),
     #[error("{approver:?} may not approve this request (approvers: {approvers})")]
     NotAnApprover { approver: String, approvers: String },
     #[error("{0:?} asked for this statement and cannot approve it; another approver must")]
@@ -116,7 +118,10 @@ impl Approvals {
                 let cancelled = table
                     .modify(&req.id, |r: &mut ApprovalRequest| {
                         if r.status != Status::Pending {
-                            return Err(StoreError::Unsupported("cancelling a decided request"));
+                            return Err(ApprovalError::Decided {
+                                id: r.id.clone(),
+                                status: r.status.as_str(),
+                            });
                         }
                         r.status = Status::Cancelled;
                         r.note = Some("the firewall restarted while the session waited".into());
@@ -125,8 +130,10 @@ impl Approvals {
                     .await;
                 match cancelled {
                     Ok(Some(r)) => r,
-                    Ok(None) | Err(StoreError::Unsupported(_)) => req,
-                    Err(e) => return Err(e),
+                    // Decided meanwhile (on another instance): as it is.
+                    Ok(None) | Err(ApprovalError::Decided { .. }) => req,
+                    Err(ApprovalError::Store(e)) => return Err(e),
+                    Err(e) => return Err(StoreError::corrupt("approval", &e.to_string())),
                 }
             } else {
                 req
@@ -395,10 +402,7 @@ impl Approvals {
                 check_decidable(r, now)?;
                 check_approver(r, approver, policies)?;
                 if r.claimed_at(now).is_some() {
-                    return Err(ApprovalError::Decided {
-                        id: id.to_owned(),
-                        status: "being decided by another approver",
-                    });
+                    return Err(ApprovalError::BeingDecided(id.to_owned()));
                 }
                 r.claimed = mine.clone();
                 Ok::<(), ApprovalError>(())

@@ -193,10 +193,7 @@ fn chunk(item: Result<Entry, StoreError>) -> Vec<Result<Record, StoreError>> {
 }
 
 fn corrupt(what: &str, detail: &str) -> StoreError {
-    StoreError::Corrupt {
-        what: what.to_owned(),
-        detail: detail.to_owned(),
-    }
+    StoreError::corrupt(what, detail)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use crate::config::{StateBackend, StateConfig};
+use crate::shutdown::{Phase, Shutdown};
 
 mod control;
 mod embedded;
@@ -213,9 +214,33 @@ impl Store {
         }
     }
 
-    /// What others change, as it happens (nothing, for the embedded store).
-    pub fn changes(&self) -> broadcast::Receiver<Change> {
-        self.changes.subscribe()
+    /// Hand each change other instances make to `apply` until the
+    /// firewall closes (a stretch this instance fell behind on arrives as
+    /// [`Change::CatchUp`]). Returns at once for the embedded store, which
+    /// only this daemon writes. `what` names the state in warnings.
+    pub async fn follow<F, Fut>(&self, what: &'static str, mut shutdown: Shutdown, mut apply: F)
+    where
+        F: FnMut(Change) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        if !self.is_shared() {
+            return;
+        }
+        let mut changes = self.changes.subscribe();
+        loop {
+            let change = tokio::select! {
+                c = changes.recv() => c,
+                _ = shutdown.reached(Phase::Closing) => return,
+            };
+            let change = match change {
+                Ok(c) => c,
+                Err(broadcast::error::RecvError::Lagged(_)) => Change::CatchUp,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if let Err(e) = apply(change).await {
+                tracing::warn!(error = %e, what, "could not read what changed elsewhere; the next catch-up tries again");
+            }
+        }
     }
 
     /// Make every write so far durable. Call before telling a user that a
@@ -552,11 +577,18 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Table<T> {
     }
 }
 
-fn corrupt(what: &str, detail: &str) -> StoreError {
-    StoreError::Corrupt {
-        what: what.to_owned(),
-        detail: detail.to_owned(),
+impl StoreError {
+    /// The store holds something unreadable: `what`, and why.
+    pub fn corrupt(what: &str, detail: &str) -> StoreError {
+        StoreError::Corrupt {
+            what: what.to_owned(),
+            detail: detail.to_owned(),
+        }
     }
+}
+
+fn corrupt(what: &str, detail: &str) -> StoreError {
+    StoreError::corrupt(what, detail)
 }
 
 #[cfg(test)]

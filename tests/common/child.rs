@@ -57,28 +57,18 @@ impl Firewall {
         instance: &str,
         read_window: &str,
     ) -> Result<Firewall, String> {
-        let extra = format!(
-            "[state]\nbackend = \"postgres\"\nurl = {{ env = \"VEIL_STATE_URL\" }}\ninstance = \"{instance}\"\n"
-        );
-        let mut fw = Self::configure(cluster().port, read_window, &extra);
-        fw.env.push(("VEIL_STATE_URL".into(), state_url.into()));
-        fw.try_spawn().await.map(|()| fw)
+        Self::try_start_shared_with(state_url, instance, read_window, "").await
     }
 
     /// [`Firewall::try_start_shared`] with more `[state]` settings
     /// (`state_extra`, lines of TOML) and the URL given as is.
-    #[allow(dead_code)]
     pub async fn try_start_shared_with(
         state_url: &str,
         instance: &str,
         read_window: &str,
         state_extra: &str,
     ) -> Result<Firewall, String> {
-        let extra = format!(
-            "[state]\nbackend = \"postgres\"\nurl = {{ env = \"VEIL_STATE_URL\" }}\ninstance = \"{instance}\"\n{state_extra}\n"
-        );
-        let mut fw = Self::configure(cluster().port, read_window, &extra);
-        fw.env.push(("VEIL_STATE_URL".into(), state_url.into()));
+        let mut fw = Self::configure_shared(state_url, instance, read_window, state_extra);
         fw.try_spawn().await.map(|()| fw)
     }
 
@@ -91,11 +81,7 @@ impl Firewall {
         read_window: &str,
         other: &Firewall,
     ) -> Result<Firewall, String> {
-        let extra = format!(
-            "[state]\nbackend = \"postgres\"\nurl = {{ env = \"VEIL_STATE_URL\" }}\ninstance = \"{instance}\"\n"
-        );
-        let mut fw = Self::configure(cluster().port, read_window, &extra);
-        fw.env.push(("VEIL_STATE_URL".into(), state_url.into()));
+        let mut fw = Self::configure_shared(state_url, instance, read_window, "");
         let key = infraveil::daemon::AUDIT_KEY_FILE;
         let data = fw.dir.join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -106,6 +92,22 @@ impl Firewall {
         .unwrap();
         std::fs::copy(other.dir.join("data").join(key), data.join(key)).unwrap();
         fw.try_spawn().await.map(|()| fw)
+    }
+
+    /// An instance on the control database at `state_url` (given in the
+    /// environment, as a secret is), not started yet.
+    fn configure_shared(
+        state_url: &str,
+        instance: &str,
+        read_window: &str,
+        state_extra: &str,
+    ) -> Firewall {
+        let extra = format!(
+            "[state]\nbackend = \"postgres\"\nurl = {{ env = \"VEIL_STATE_URL\" }}\ninstance = \"{instance}\"\n{state_extra}\n"
+        );
+        let mut fw = Self::configure(cluster().port, read_window, &extra);
+        fw.env.push(("VEIL_STATE_URL".into(), state_url.into()));
+        fw
     }
 
     /// Whether the daemon has exited (and reaped).
@@ -274,25 +276,11 @@ secret = {{ file = {secret:?} }}
         tokio_postgres::Client,
         tokio::sync::oneshot::Receiver<(std::time::Instant, String)>,
     ) {
-        let cfg = format!(
+        super::connect_watched(&format!(
             "host=127.0.0.1 port={} user={user} password={password} dbname={db} sslmode=disable",
             self.pg_port
-        );
-        let (client, conn) = tokio_postgres::connect(&cfg, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let end = match conn.await {
-                Ok(()) => "closed cleanly".to_owned(),
-                Err(e) => e
-                    .as_db_error()
-                    .map(|d| format!("{} {}", d.code().code(), d.message()))
-                    .unwrap_or_else(|| e.to_string()),
-            };
-            let _ = tx.send((std::time::Instant::now(), end));
-        });
-        (client, rx)
+        ))
+        .await
     }
 
     /// Pull the plug.

@@ -5,6 +5,7 @@
 
 pub mod child;
 pub mod drivers;
+pub mod state;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -405,24 +406,7 @@ impl Proxy {
         tokio_postgres::Client,
         tokio::sync::oneshot::Receiver<(std::time::Instant, String)>,
     ) {
-        let (client, conn) = tokio_postgres::connect(
-            &self.conn_str_with(user, db, password),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("connect as {user}: {e}"));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let end = match conn.await {
-                Ok(()) => "closed cleanly".to_owned(),
-                Err(e) => e
-                    .as_db_error()
-                    .map(|d| format!("{} {}", d.code().code(), d.message()))
-                    .unwrap_or_else(|| e.to_string()),
-            };
-            let _ = tx.send((std::time::Instant::now(), end));
-        });
-        (client, rx)
+        connect_watched(&self.conn_str_with(user, db, password)).await
     }
 
     pub async fn try_connect(
@@ -450,6 +434,31 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A session on `conn_str`, with a receiver of when and how the connection
+/// ended (`SQLSTATE message` of an error the server sent).
+pub async fn connect_watched(
+    conn_str: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::oneshot::Receiver<(std::time::Instant, String)>,
+) {
+    let (client, conn) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect with {conn_str}: {e}"));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let end = match conn.await {
+            Ok(()) => "closed cleanly".to_owned(),
+            Err(e) => e
+                .as_db_error()
+                .map(|d| format!("{} {}", d.code().code(), d.message()))
+                .unwrap_or_else(|| e.to_string()),
+        };
+        let _ = tx.send((std::time::Instant::now(), end));
+    });
+    (client, rx)
 }
 
 /// Run `veilctl` (as user `tester`) against the admin API at `admin_url`

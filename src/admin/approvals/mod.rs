@@ -28,7 +28,7 @@ impl From<ApprovalError> for ApiError {
     fn from(e: ApprovalError) -> ApiError {
         let status = match &e {
             ApprovalError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApprovalError::Decided { .. } => StatusCode::CONFLICT,
+            ApprovalError::Decided { .. } | ApprovalError::BeingDecided(_) => StatusCode::CONFLICT,
             ApprovalError::Expired(_) => StatusCode::GONE,
             ApprovalError::NotAnApprover { .. }
             | ApprovalError::SelfApproval(_)
@@ -490,7 +490,7 @@ fn decision_error(e: ApprovalError) -> Response {
 /// The status of a refused decision, on a page.
 pub(super) fn decision_status(e: &ApprovalError) -> StatusCode {
     match e {
-        ApprovalError::Decided { .. } => StatusCode::CONFLICT,
+        ApprovalError::Decided { .. } | ApprovalError::BeingDecided(_) => StatusCode::CONFLICT,
         ApprovalError::Expired(_) => StatusCode::GONE,
         ApprovalError::NotFound(_) => StatusCode::NOT_FOUND,
         ApprovalError::Store(_) | ApprovalError::Audit(_) => StatusCode::SERVICE_UNAVAILABLE,
